@@ -1,0 +1,59 @@
+//! Identifiers: record keys, connector ids, entity-type slugs.
+
+use sha1::{Digest, Sha1};
+
+/// The public key of a record: lowercase hex SHA-1 of `entity_type \n connector \n id`.
+/// It is stable forever, so consumers may store it.
+pub fn record_key(entity_type: &str, connector: &str, id: &str) -> String {
+    let mut hasher = Sha1::new();
+    hasher.update(entity_type.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(connector.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(id.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// A new connector id: 40 lowercase hex characters.
+pub fn new_connector_id() -> String {
+    let bytes: [u8; 20] = rand::random();
+    hex::encode(bytes)
+}
+
+/// A new opaque id for consumers and import results.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Whether `slug` is 1..64 of `a-z0-9-`.
+pub fn is_valid_slug(slug: &str) -> bool {
+    (1..=64).contains(&slug.len())
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_key_is_sha1_of_type_connector_and_id() {
+        // printf 'country\nabc\nGB' | sha1sum
+        assert_eq!(
+            record_key("country", "abc", "GB"),
+            "7b551f2a93ee651e35ecbe49deb64dd4fa5aa316"
+        );
+        assert_ne!(record_key("country", "abc", "GB"), record_key("country", "abd", "GB"));
+    }
+
+    #[test]
+    fn slugs_are_lowercase_digits_and_dashes() {
+        assert!(is_valid_slug("country"));
+        assert!(is_valid_slug("a-1"));
+        assert!(!is_valid_slug(""));
+        assert!(!is_valid_slug("Country"));
+        assert!(!is_valid_slug("a_b"));
+        assert!(!is_valid_slug(&"a".repeat(65)));
+    }
+}

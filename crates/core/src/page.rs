@@ -1,0 +1,43 @@
+//! Opaque page tokens for keyset pagination: the hex of the last item's sort key.
+
+use crate::{Error, Result};
+
+/// Default page size of list calls.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Largest page size of list calls.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// The page size to use for a requested size (0 or negative means the default).
+pub fn page_size(requested: i32) -> Result<u32> {
+    match requested {
+        r if r < 0 => Err(Error::invalid("page_size", "must not be negative")),
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        r => Ok((r as u32).min(MAX_PAGE_SIZE)),
+    }
+}
+
+/// The token that continues after `last`.
+pub fn encode_token(last: &str) -> String {
+    hex::encode(last.as_bytes())
+}
+
+/// The position a token continues after; `None` for the first page.
+pub fn decode_token(token: &str) -> Result<Option<String>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    hex::decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .map(Some)
+        .ok_or_else(|| Error::invalid("page_token", "is not a token this server issued"))
+}
+
+/// The next-page token for a page of `len` items when `limit` were asked for.
+pub fn next_token(len: usize, limit: u32, last: Option<&str>) -> Option<String> {
+    if len as u32 >= limit {
+        last.map(encode_token)
+    } else {
+        None
+    }
+}

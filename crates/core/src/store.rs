@@ -1,0 +1,130 @@
+//! The storage trait: everything the domain needs from a database. `tributary-store` implements
+//! it for SQLite (the embedded default) and PostgreSQL; one conformance suite tests both.
+//!
+//! Contract every implementation keeps:
+//! - A batch (upsert or delete) is one transaction that also checks and touches the session, so
+//!   a batch racing a supersede or close is either fully applied or refused.
+//! - Committing an accrue/replace session is set-based SQL in one transaction: the staged rows are
+//!   compared with the visible rows by checksum, only changed rows are written, and a replace sweep
+//!   is an anti-join. No statement per record, and memory does not grow with the session.
+//! - Outcomes are decided by [`crate::record::plan_upserts`] / [`crate::record::plan_deletes`]
+//!   for batches and by the equivalent SQL at commit.
+
+use crate::clock::Micros;
+use crate::model::{
+    Connector, Consumer, EntityType, ImportResult, Outcome, Session, SessionMode, SessionTotals,
+    StoredRecord,
+};
+use crate::record::PreparedRecord;
+use crate::Result;
+use async_trait::async_trait;
+
+/// The session a batch or close addresses, and who is asking.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionCall<'a> {
+    pub session_id: &'a str,
+    /// The authenticated connector; a session of another connector is refused.
+    pub connector: &'a Connector,
+    pub now: Micros,
+    /// Accrue/replace sessions last active before this instant are expired and refused.
+    pub idle_cutoff: Micros,
+}
+
+/// A newly opened session and the sessions it superseded.
+#[derive(Debug, Clone)]
+pub struct OpenedSession {
+    pub session: Session,
+    pub superseded: Vec<String>,
+}
+
+/// The result of closing a session.
+#[derive(Debug, Clone)]
+pub struct ClosedSession {
+    pub mode: SessionMode,
+    pub totals: SessionTotals,
+    /// The import result written for an accrue/replace session.
+    pub import_result_id: Option<String>,
+}
+
+/// An id to delete, with its record key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedId {
+    pub id: String,
+    pub key: String,
+}
+
+/// The storage every Tributary service runs on.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an entity type; `AlreadyExists` if the slug is taken.
+    async fn create_entity_type(&self, entity_type: &EntityType) -> Result<()>;
+    /// The entity type `slug`; `NotFound` otherwise.
+    async fn get_entity_type(&self, slug: &str) -> Result<EntityType>;
+    /// Entity types ordered by slug, after `after`.
+    async fn list_entity_types(&self, after: Option<&str>, limit: u32) -> Result<Vec<EntityType>>;
+    /// Replaces name, description and schema; bumps `schema_version` when the schema changed.
+    async fn update_entity_type(&self, entity_type: &EntityType, now: Micros) -> Result<EntityType>;
+    /// Deletes an entity type. With records and without `force`: `FailedPrecondition`
+    /// (reason `ENTITY_TYPE_HAS_RECORDS`). With `force`, its records, connectors and sessions go too.
+    async fn delete_entity_type(&self, slug: &str, force: bool) -> Result<()>;
+
+    /// Creates a connector whose token hashes to `token_hash`; `NotFound` for its entity type.
+    async fn create_connector(&self, connector: &Connector, token_hash: &str) -> Result<()>;
+    /// The connector `id`; `NotFound` otherwise.
+    async fn get_connector(&self, id: &str) -> Result<Connector>;
+    /// Connectors ordered by id, after `after`.
+    async fn list_connectors(&self, after: Option<&str>, limit: u32) -> Result<Vec<Connector>>;
+    /// Replaces name, write policy, removal guard and rate limit.
+    async fn update_connector(&self, connector: &Connector) -> Result<Connector>;
+    /// Deletes a connector and rolls back its sessions; its records too when `delete_records`.
+    /// Returns how many records were deleted.
+    async fn delete_connector(&self, id: &str, delete_records: bool) -> Result<u64>;
+    /// Replaces the connector's token hash; the old token stops working at once.
+    async fn set_connector_token(&self, id: &str, token_hash: &str) -> Result<()>;
+    /// The connector whose token hashes to `token_hash`, with its entity type's schema version.
+    async fn connector_by_token(&self, token_hash: &str) -> Result<Option<(Connector, u32)>>;
+
+    /// Creates a consumer; `NotFound` for an entity type it is granted that does not exist.
+    async fn create_consumer(&self, consumer: &Consumer, token_hash: &str) -> Result<()>;
+    /// The consumer `id`; `NotFound` otherwise.
+    async fn get_consumer(&self, id: &str) -> Result<Consumer>;
+    /// Consumers ordered by id, after `after`.
+    async fn list_consumers(&self, after: Option<&str>, limit: u32) -> Result<Vec<Consumer>>;
+    /// Deletes a consumer; `NotFound` otherwise.
+    async fn delete_consumer(&self, id: &str) -> Result<()>;
+    /// The consumer whose token hashes to `token_hash`.
+    async fn consumer_by_token(&self, token_hash: &str) -> Result<Option<Consumer>>;
+
+    /// Opens a session. Opening accrue/replace supersedes (rolls back, with a canceled import
+    /// result) the connector's open accrue/replace session, atomically.
+    async fn open_session(&self, connector: &Connector, mode: SessionMode, now: Micros) -> Result<OpenedSession>;
+    /// Applies (stream) or stages (accrue/replace) an upsert batch of valid records. Returns one
+    /// outcome per record, in order. `PermissionDenied` for a session that is unknown, closed,
+    /// superseded, expired or another connector's.
+    async fn upsert_batch(&self, call: &SessionCall<'_>, records: &[PreparedRecord]) -> Result<Vec<Outcome>>;
+    /// Applies (stream) or stages (accrue/replace) a delete batch; one outcome per id, in order.
+    async fn delete_batch(&self, call: &SessionCall<'_>, ids: &[KeyedId]) -> Result<Vec<Outcome>>;
+    /// Closes a session: commits or discards staged data (accrue/replace), writes the import result.
+    /// A replace commit refused by the connector's removal guard (and not `force`d) answers
+    /// `FailedPrecondition` (reason `SWEEP_REFUSED`) and leaves the session open and untouched.
+    async fn close_session(&self, call: &SessionCall<'_>, commit: bool, force: bool) -> Result<ClosedSession>;
+    /// Rolls back accrue/replace sessions last active before `idle_cutoff`; returns how many.
+    async fn expire_idle_sessions(&self, idle_cutoff: Micros, now: Micros) -> Result<u64>;
+
+    /// The visible record with `key`.
+    async fn get_record(&self, key: &str) -> Result<Option<StoredRecord>>;
+    /// The visible records among `keys` (any order).
+    async fn get_records(&self, keys: &[String]) -> Result<Vec<StoredRecord>>;
+    /// Visible records of an entity type ordered by key, after `after_key`.
+    async fn list_records(&self, entity_type: &str, after_key: Option<&str>, limit: u32) -> Result<Vec<StoredRecord>>;
+    /// Visible records of an entity type whose external id is among `ids`, of one connector or all.
+    async fn lookup_records(&self, entity_type: &str, ids: &[String], connector: Option<&str>) -> Result<Vec<StoredRecord>>;
+    /// How many visible records an entity type has.
+    async fn count_records(&self, entity_type: &str) -> Result<u64>;
+
+    /// The import result `id`; `NotFound` otherwise.
+    async fn get_import_result(&self, id: &str) -> Result<ImportResult>;
+    /// Import results newest first (by `ended_at`, then id), optionally of one connector,
+    /// continuing after the result `after` (an id from a previous page).
+    async fn list_import_results(&self, connector: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<ImportResult>>;
+}
