@@ -1,0 +1,110 @@
+//! The store's error, and how it becomes a domain error.
+
+use tributary_core::error::ResourceKind;
+use tributary_core::Error;
+
+/// Everything that can go wrong inside this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A domain answer decided by the store (not found, permission denied, sweep refused, ...).
+    #[error(transparent)]
+    Domain(#[from] Error),
+    /// The database said no, or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration script failed.
+    #[error("migration {version} failed: {source}")]
+    Migration { version: i64, source: sqlx::Error },
+    /// The database URL is not one we can open.
+    #[error("invalid database url {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    /// A stored value the domain cannot read back (an unknown enum text, bad JSON).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// Encoding an item list or a batch parameter failed.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+/// Whether the database error means "try again later": unreachable database, exhausted pool,
+/// or (PostgreSQL) a serialization failure / deadlock, or (SQLite) a busy/locked database.
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            matches!(
+                code.as_deref(),
+                // PostgreSQL: serialization_failure, deadlock_detected, admin/crash shutdown,
+                // cannot_connect_now, too_many_connections.
+                Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300")
+                    // SQLite: SQLITE_BUSY, SQLITE_LOCKED (and their extended codes).
+                    | Some("5" | "6" | "261" | "517" | "262")
+            )
+        }
+        _ => false,
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Domain(e) => e,
+            StoreError::Database(e) if is_transient(&e) => Error::Unavailable(e.to_string()),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Maps a unique violation raised by creating `id` of `kind` to `AlreadyExists`.
+pub(crate) fn unique_to_exists(kind: ResourceKind, id: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+    move |error| match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Error::AlreadyExists { kind, id: id.to_owned() }.into(),
+        _ => error.into(),
+    }
+}
+
+/// The answer to a batch or close that names no open session of the calling connector.
+pub(crate) fn session_denied(session_id: &str) -> StoreError {
+    Error::PermissionDenied(format!("session {session_id} is not an open session of this connector")).into()
+}
+
+/// The refusal of a replace commit whose sweep exceeds the connector's removal guard.
+pub(crate) fn sweep_refused(would_delete: u64, total: u64, limit: f64) -> StoreError {
+    let percent = if total == 0 { 0.0 } else { would_delete as f64 * 100.0 / total as f64 };
+    Error::FailedPrecondition {
+        reason: "SWEEP_REFUSED",
+        message: format!(
+            "replace commit would delete {would_delete} of {total} records ({percent:.1}%), above the connector's \
+             limit of {limit}%; retry with force = true or close with commit = false"
+        ),
+        metadata: vec![
+            ("would_delete".to_owned(), would_delete.to_string()),
+            ("total".to_owned(), total.to_string()),
+            ("limit_percent".to_owned(), limit.to_string()),
+        ],
+    }
+    .into()
+}
+
+/// The refusal to delete an entity type that still has records or connectors.
+pub(crate) fn entity_type_in_use(slug: &str, records: u64, connectors: u64) -> StoreError {
+    Error::FailedPrecondition {
+        reason: "ENTITY_TYPE_HAS_RECORDS",
+        message: format!(
+            "entity type {slug:?} has {records} records and {connectors} connectors; delete with force = true \
+             to remove them too"
+        ),
+        metadata: vec![
+            ("records".to_owned(), records.to_string()),
+            ("connectors".to_owned(), connectors.to_string()),
+        ],
+    }
+    .into()
+}

@@ -1,0 +1,115 @@
+//! The PostgreSQL backend. Batches travel as array parameters expanded with `unnest` (far cheaper
+//! to bind than multi-row VALUES); entity/instance are JSONB, read back as text. Every batch and
+//! close locks its session row first (`UPDATE sessions ... RETURNING`), which serialises it
+//! against a concurrent close, supersede or expiry of the same session.
+
+mod catalog;
+mod reads;
+mod sessions;
+
+use crate::error::{session_denied, StoreError, StoreResult};
+use crate::rows::{to_i64, IMPORT_RESULT_COLUMNS};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+use tributary_core::model::{ImportResult, SessionMode};
+use tributary_core::store::SessionCall;
+
+/// The free functions implementing each `Store` operation, for [`crate::delegate_store`].
+mod ops {
+    pub(super) use super::catalog::*;
+    pub(super) use super::reads::*;
+    pub(super) use super::sessions::*;
+}
+
+/// Connection settings for [`PgStore`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// The most connections the pool opens.
+    pub max_connections: u32,
+    /// How long a call waits for a free connection before answering `Unavailable`.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self { max_connections: 10, acquire_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// Tributary's store on a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+crate::delegate_store!(PgStore, ops);
+
+impl PgStore {
+    /// Connects to and migrates the PostgreSQL database at `url`.
+    pub async fn open(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(url)?;
+        crate::migrate::postgres(&connect).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    async fn write(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+/// Checks that `call` names an open session of its connector that has not gone idle, marks it
+/// active (locking its row until the transaction ends), and answers its mode.
+async fn touch_session(tx: &mut Transaction<'static, Postgres>, call: &SessionCall<'_>) -> StoreResult<SessionMode> {
+    let mode: Option<String> = sqlx::query_scalar(
+        "UPDATE sessions SET last_active_at = $1 \
+         WHERE id = $2 AND connector = $3 AND state = 'open' AND (mode = 'stream' OR last_active_at >= $4) \
+         RETURNING mode",
+    )
+    .bind(call.now)
+    .bind(call.session_id)
+    .bind(&call.connector.id)
+    .bind(call.idle_cutoff)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let mode = mode.ok_or_else(|| session_denied(call.session_id))?;
+    SessionMode::parse(&mode).ok_or_else(|| StoreError::Corrupt(format!("unknown session mode {mode:?}")))
+}
+
+/// Writes an import result inside `tx`.
+async fn insert_import_result(tx: &mut Transaction<'static, Postgres>, r: &ImportResult) -> StoreResult<()> {
+    let sql = format!(
+        "INSERT INTO import_results ({IMPORT_RESULT_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+    );
+    sqlx::query(&sql)
+        .bind(&r.id)
+        .bind(&r.connector)
+        .bind(&r.session_id)
+        .bind(&r.source)
+        .bind(r.started_at)
+        .bind(r.ended_at)
+        .bind(r.status.as_str())
+        .bind(to_i64(r.totals.created))
+        .bind(to_i64(r.totals.updated))
+        .bind(to_i64(r.totals.unchanged))
+        .bind(to_i64(r.totals.skipped))
+        .bind(to_i64(r.failed))
+        .bind(to_i64(r.totals.deleted))
+        .bind(to_i64(r.totals.swept))
+        .bind(to_i64(r.sweep_refused))
+        .bind(to_i64(r.pages))
+        .bind(serde_json::to_string(&r.skipped_items)?)
+        .bind(serde_json::to_string(&r.failed_items)?)
+        .bind(to_i64(r.items_not_listed))
+        .bind(serde_json::to_string(&r.errors)?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

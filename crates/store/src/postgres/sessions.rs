@@ -1,0 +1,417 @@
+//! Sessions on PostgreSQL: open (with supersede), batches, close (commit/rollback), idle expiry.
+
+use super::{insert_import_result, touch_session, PgStore};
+use crate::error::{sweep_refused, StoreResult};
+use crate::rows::{count, session_result, skip_flags};
+use sqlx::{Postgres, Transaction};
+use std::collections::{HashMap, HashSet};
+use tributary_core::error::ResourceKind;
+use tributary_core::model::{Connector, ImportStatus, Outcome, Session, SessionMode, SessionState, SessionTotals};
+use tributary_core::record::{plan_deletes, plan_upserts, ExistingRecord, PreparedRecord};
+use tributary_core::session::{self, SessionEnd};
+use tributary_core::store::{ClosedSession, KeyedId, OpenedSession, SessionCall};
+use tributary_core::Error;
+
+/// Ends staged (accrue/replace) sessions in `state` with a canceled import result each:
+/// `ended` lists `(id, connector, opened_at)`. Their staged rows are deleted.
+async fn cancel_sessions(
+    tx: &mut Transaction<'static, Postgres>,
+    ended: &[(String, String, i64)],
+    now: i64,
+    error: &str,
+) -> StoreResult<()> {
+    if ended.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM staged_records WHERE session_id = ANY($1)")
+        .bind(ended.iter().map(|(id, _, _)| id.as_str()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    for (id, connector, opened_at) in ended {
+        let result = session_result(
+            connector,
+            id,
+            *opened_at,
+            now,
+            ImportStatus::Canceled,
+            SessionTotals::default(),
+            vec![error.to_owned()],
+        );
+        insert_import_result(tx, &result).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn open_session(
+    s: &PgStore,
+    connector: &Connector,
+    mode: SessionMode,
+    now: i64,
+) -> StoreResult<OpenedSession> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut tx = s.write().await?;
+    // Locking the connector row serialises concurrent opens of one connector.
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM connectors WHERE id = $1 FOR UPDATE")
+        .bind(&connector.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        return Err(Error::not_found(ResourceKind::Connector, &connector.id).into());
+    }
+    let mut superseded = Vec::new();
+    if session::supersedes(mode) {
+        let ended: Vec<(String, String, i64)> = sqlx::query_as(
+            "UPDATE sessions SET state = 'superseded', closed_at = $2 \
+             WHERE connector = $1 AND state = 'open' AND mode <> 'stream' RETURNING id, connector, opened_at",
+        )
+        .bind(&connector.id)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        cancel_sessions(&mut tx, &ended, now, &format!("superseded by session {id}")).await?;
+        superseded = ended.into_iter().map(|(id, _, _)| id).collect();
+    }
+    sqlx::query(
+        "INSERT INTO sessions (id, connector, mode, state, opened_at, last_active_at) VALUES ($1, $2, $3, 'open', $4, $4)",
+    )
+    .bind(&id)
+    .bind(&connector.id)
+    .bind(mode.as_str())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let session = Session {
+        id,
+        connector: connector.id.clone(),
+        mode,
+        state: SessionState::Open,
+        opened_at: now,
+        last_active_at: now,
+    };
+    Ok(OpenedSession { session, superseded })
+}
+
+pub(crate) async fn upsert_batch(
+    s: &PgStore,
+    call: &SessionCall<'_>,
+    records: &[PreparedRecord],
+) -> StoreResult<Vec<Outcome>> {
+    let mut tx = s.write().await?;
+    let mode = touch_session(&mut tx, call).await?;
+    if records.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    let found: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT key, checksum, edited_at IS NOT NULL FROM records WHERE key = ANY($1)",
+    )
+    .bind(records.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    let existing: HashMap<String, ExistingRecord> =
+        found.into_iter().map(|(key, checksum, edited)| (key, ExistingRecord { checksum, edited })).collect();
+    let applied = !mode.is_staged();
+    let plan = plan_upserts(records, &existing, call.connector.write_policy, applied);
+    if !plan.writes.is_empty() {
+        let rows = Columns::of(plan.writes.iter().map(|&i| &records[i]));
+        if applied {
+            write_records(&mut tx, call, &rows).await?;
+        } else {
+            stage_upserts(&mut tx, call.session_id, &rows).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(plan.outcomes)
+}
+
+/// A batch of records as one array per column, for `unnest`.
+struct Columns<'a> {
+    keys: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    names: Vec<&'a str>,
+    entities: Vec<&'a str>,
+    instances: Vec<&'a str>,
+    checksums: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(records: impl Iterator<Item = &'a PreparedRecord>) -> Self {
+        let mut c = Columns {
+            keys: Vec::new(),
+            ids: Vec::new(),
+            names: Vec::new(),
+            entities: Vec::new(),
+            instances: Vec::new(),
+            checksums: Vec::new(),
+        };
+        for r in records {
+            c.keys.push(&r.key);
+            c.ids.push(&r.id);
+            c.names.push(&r.name);
+            c.entities.push(&r.entity);
+            c.instances.push(&r.instance);
+            c.checksums.push(&r.checksum);
+        }
+        c
+    }
+}
+
+/// Stream: applies the rows at once. Only created/updated rows reach here.
+async fn write_records(tx: &mut Transaction<'static, Postgres>, call: &SessionCall<'_>, rows: &Columns<'_>) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO records (key, entity_type, connector, id, name, entity, instance, checksum, version, \
+                              created_at, updated_at, source, edited_at) \
+         SELECT u.key, $7, $8, u.id, u.name, u.entity::jsonb, u.instance::jsonb, u.checksum, 1, $9, $9, NULL, NULL \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+              AS u(key, id, name, entity, instance, checksum) \
+         ON CONFLICT (key) DO UPDATE SET name = excluded.name, entity = excluded.entity, \
+             instance = excluded.instance, checksum = excluded.checksum, version = records.version + 1, \
+             updated_at = excluded.updated_at, source = NULL",
+    )
+    .bind(&rows.keys)
+    .bind(&rows.ids)
+    .bind(&rows.names)
+    .bind(&rows.entities)
+    .bind(&rows.instances)
+    .bind(&rows.checksums)
+    .bind(&call.connector.entity_type)
+    .bind(&call.connector.id)
+    .bind(call.now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Accrue/replace: stages the rows; a later operation on the same key replaces an earlier one.
+async fn stage_upserts(tx: &mut Transaction<'static, Postgres>, session_id: &str, rows: &Columns<'_>) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO staged_records (session_id, key, id, op, name, entity, instance, checksum) \
+         SELECT $7, u.key, u.id, 'upsert', u.name, u.entity::jsonb, u.instance::jsonb, u.checksum \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+              AS u(key, id, name, entity, instance, checksum) \
+         ON CONFLICT (session_id, key) DO UPDATE SET id = excluded.id, op = 'upsert', name = excluded.name, \
+             entity = excluded.entity, instance = excluded.instance, checksum = excluded.checksum",
+    )
+    .bind(&rows.keys)
+    .bind(&rows.ids)
+    .bind(&rows.names)
+    .bind(&rows.entities)
+    .bind(&rows.instances)
+    .bind(&rows.checksums)
+    .bind(session_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_batch(s: &PgStore, call: &SessionCall<'_>, ids: &[KeyedId]) -> StoreResult<Vec<Outcome>> {
+    let mut tx = s.write().await?;
+    let mode = touch_session(&mut tx, call).await?;
+    if ids.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    let keys: Vec<&str> = ids.iter().map(|k| k.key.as_str()).collect();
+    let exists: HashSet<String> = if mode.is_staged() {
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT key FROM records WHERE connector = $2 AND key = ANY($1)",
+        )
+        .bind(&keys)
+        .bind(&call.connector.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        // One staged row per key (the last id wins, though a key names one id anyway).
+        let mut unique: HashMap<&str, &str> = HashMap::new();
+        for k in ids {
+            unique.insert(&k.key, &k.id);
+        }
+        let (unique_keys, unique_ids): (Vec<&str>, Vec<&str>) = unique.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO staged_records (session_id, key, id, op) \
+             SELECT $3, u.key, u.id, 'delete' FROM unnest($1::text[], $2::text[]) AS u(key, id) \
+             ON CONFLICT (session_id, key) DO UPDATE SET id = excluded.id, op = 'delete', name = NULL, \
+                 entity = NULL, instance = NULL, checksum = NULL",
+        )
+        .bind(&unique_keys)
+        .bind(&unique_ids)
+        .bind(call.session_id)
+        .execute(&mut *tx)
+        .await?;
+        found.into_iter().collect()
+    } else {
+        let deleted: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM records WHERE connector = $2 AND key = ANY($1) RETURNING key",
+        )
+        .bind(&keys)
+        .bind(&call.connector.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        deleted.into_iter().collect()
+    };
+    tx.commit().await?;
+    Ok(plan_deletes(&keys, &exists))
+}
+
+pub(crate) async fn close_session(
+    s: &PgStore,
+    call: &SessionCall<'_>,
+    commit: bool,
+    force: bool,
+) -> StoreResult<ClosedSession> {
+    let mut tx = s.write().await?;
+    let mode = touch_session(&mut tx, call).await?;
+    let end = if commit { SessionEnd::Commit } else { SessionEnd::Rollback };
+    let state = end.final_state(mode);
+    if !mode.is_staged() {
+        set_state(&mut tx, call, state).await?;
+        tx.commit().await?;
+        return Ok(ClosedSession { mode, totals: SessionTotals::default(), import_result_id: None });
+    }
+    let opened_at: i64 = sqlx::query_scalar("SELECT opened_at FROM sessions WHERE id = $1")
+        .bind(call.session_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let (status, totals) = if commit {
+        match commit_staged(&mut tx, call, mode, force).await {
+            Ok(totals) => (ImportStatus::Succeeded, totals),
+            Err(e) => {
+                // Nothing of the commit may stick (the guard refusal keeps the session open).
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
+        }
+    } else {
+        (ImportStatus::Canceled, SessionTotals::default())
+    };
+    sqlx::query("DELETE FROM staged_records WHERE session_id = $1").bind(call.session_id).execute(&mut *tx).await?;
+    set_state(&mut tx, call, state).await?;
+    let result = session_result(&call.connector.id, call.session_id, opened_at, call.now, status, totals, Vec::new());
+    insert_import_result(&mut tx, &result).await?;
+    tx.commit().await?;
+    Ok(ClosedSession { mode, totals, import_result_id: Some(result.id) })
+}
+
+async fn set_state(tx: &mut Transaction<'static, Postgres>, call: &SessionCall<'_>, state: SessionState) -> StoreResult<()> {
+    sqlx::query("UPDATE sessions SET state = $2, closed_at = $3 WHERE id = $1")
+        .bind(call.session_id)
+        .bind(state.as_str())
+        .bind(call.now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Makes an accrue/replace session's staged data visible, set-based: totals by one aggregate,
+/// the removal guard, changed rows written, deletes applied, and for replace the sweep.
+async fn commit_staged(
+    tx: &mut Transaction<'static, Postgres>,
+    call: &SessionCall<'_>,
+    mode: SessionMode,
+    force: bool,
+) -> StoreResult<SessionTotals> {
+    let connector = call.connector;
+    let (skip_all, skip_edited) = skip_flags(connector.write_policy);
+    // `skip` below: a changed record the write policy keeps as is.
+    let (created, updated, unchanged, skipped, deleted): (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT \
+           count(*) FILTER (WHERE s.op = 'upsert' AND r.key IS NULL), \
+           count(*) FILTER (WHERE s.op = 'upsert' AND r.checksum <> s.checksum \
+                            AND NOT ($2 OR ($3 AND r.edited_at IS NOT NULL))), \
+           count(*) FILTER (WHERE s.op = 'upsert' AND r.checksum = s.checksum), \
+           count(*) FILTER (WHERE s.op = 'upsert' AND r.checksum <> s.checksum \
+                            AND ($2 OR ($3 AND r.edited_at IS NOT NULL))), \
+           count(*) FILTER (WHERE s.op = 'delete' AND r.key IS NOT NULL) \
+         FROM staged_records s LEFT JOIN records r ON r.key = s.key WHERE s.session_id = $1",
+    )
+    .bind(call.session_id)
+    .bind(skip_all)
+    .bind(skip_edited)
+    .fetch_one(&mut **tx)
+    .await?;
+    let mut totals = SessionTotals {
+        created: count(created),
+        updated: count(updated),
+        unchanged: count(unchanged),
+        deleted: count(deleted),
+        swept: 0,
+        skipped: count(skipped),
+    };
+
+    if mode == SessionMode::Replace && !force {
+        if let Some(limit) = connector.reject_removals_above_percent {
+            let (candidates, total): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE NOT EXISTS \
+                          (SELECT 1 FROM staged_records s WHERE s.session_id = $2 AND s.key = r.key)), \
+                        count(*) \
+                 FROM records r WHERE r.connector = $1",
+            )
+            .bind(&connector.id)
+            .bind(call.session_id)
+            .fetch_one(&mut **tx)
+            .await?;
+            if session::sweep_refused(count(candidates), count(total), Some(limit)) {
+                return Err(sweep_refused(count(candidates), count(total), limit));
+            }
+        }
+    }
+
+    // Unchanged and policy-skipped rows are filtered out before the write, so they cost no
+    // row lock or rewrite, and their version and updated_at stay put.
+    sqlx::query(
+        "INSERT INTO records (key, entity_type, connector, id, name, entity, instance, checksum, version, \
+                              created_at, updated_at, source, edited_at) \
+         SELECT s.key, $2, $3, s.id, s.name, s.entity, s.instance, s.checksum, 1, $4, $4, NULL, NULL \
+         FROM staged_records s LEFT JOIN records r ON r.key = s.key \
+         WHERE s.session_id = $1 AND s.op = 'upsert' \
+           AND (r.key IS NULL OR (r.checksum <> s.checksum AND NOT ($5 OR ($6 AND r.edited_at IS NOT NULL)))) \
+         ON CONFLICT (key) DO UPDATE SET name = excluded.name, entity = excluded.entity, \
+             instance = excluded.instance, checksum = excluded.checksum, version = records.version + 1, \
+             updated_at = excluded.updated_at, source = NULL",
+    )
+    .bind(call.session_id)
+    .bind(&connector.entity_type)
+    .bind(&connector.id)
+    .bind(call.now)
+    .bind(skip_all)
+    .bind(skip_edited)
+    .execute(&mut **tx)
+    .await?;
+
+    sqlx::query(
+        "DELETE FROM records WHERE connector = $1 AND key IN \
+         (SELECT key FROM staged_records WHERE session_id = $2 AND op = 'delete')",
+    )
+    .bind(&connector.id)
+    .bind(call.session_id)
+    .execute(&mut **tx)
+    .await?;
+
+    if mode == SessionMode::Replace {
+        let swept = sqlx::query(
+            "DELETE FROM records r WHERE r.connector = $1 AND NOT EXISTS \
+             (SELECT 1 FROM staged_records s WHERE s.session_id = $2 AND s.key = r.key)",
+        )
+        .bind(&connector.id)
+        .bind(call.session_id)
+        .execute(&mut **tx)
+        .await?;
+        totals.swept = swept.rows_affected();
+    }
+    Ok(totals)
+}
+
+pub(crate) async fn expire_idle_sessions(s: &PgStore, idle_cutoff: i64, now: i64) -> StoreResult<u64> {
+    let mut tx = s.write().await?;
+    let ended: Vec<(String, String, i64)> = sqlx::query_as(
+        "UPDATE sessions SET state = 'expired', closed_at = $2 \
+         WHERE state = 'open' AND mode <> 'stream' AND last_active_at < $1 RETURNING id, connector, opened_at",
+    )
+    .bind(idle_cutoff)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    cancel_sessions(&mut tx, &ended, now, "expired after idle timeout").await?;
+    tx.commit().await?;
+    Ok(ended.len() as u64)
+}

@@ -1,0 +1,123 @@
+//! The SQLite backend: one database file in WAL mode.
+//!
+//! Two pools: a writer pool of exactly one connection, through which every write transaction goes
+//! (`BEGIN IMMEDIATE`), so writers queue in-process instead of failing with SQLITE_BUSY when a
+//! deferred transaction upgrades from read to write; and a reader pool for plain reads, which WAL
+//! lets run alongside the writer. Batch parameters travel as one JSON text read with `json_each`.
+
+mod catalog;
+mod reads;
+mod sessions;
+
+use crate::error::{session_denied, StoreError, StoreResult};
+use crate::rows::{to_i64, IMPORT_RESULT_COLUMNS};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+use tributary_core::model::{ImportResult, SessionMode};
+use tributary_core::store::SessionCall;
+
+/// The free functions implementing each `Store` operation, for [`crate::delegate_store`].
+mod ops {
+    pub(super) use super::catalog::*;
+    pub(super) use super::reads::*;
+    pub(super) use super::sessions::*;
+}
+
+/// Tributary's store on a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+crate::delegate_store!(SqliteStore, ops);
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the SQLite database at `url`: a `sqlite:` URL or
+    /// a plain file path. In-memory databases are not supported (the two pools would see two
+    /// different databases).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url)?
+        } else {
+            SqliteConnectOptions::new().filename(url)
+        };
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        // A long commit holds the only writer connection; let queued writers wait for it.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(120))
+            .connect_with(options.clone())
+            .await?;
+        crate::migrate::sqlite(&writer).await?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        Ok(Self { writer, reader })
+    }
+
+    /// Starts a write transaction on the single writer connection, taking the write lock now.
+    async fn write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Checks that `call` names an open session of its connector that has not gone idle, marks it
+/// active, and answers its mode. Runs first in every batch and close transaction.
+async fn touch_session(tx: &mut Transaction<'static, Sqlite>, call: &SessionCall<'_>) -> StoreResult<SessionMode> {
+    let mode: Option<String> = sqlx::query_scalar(
+        "UPDATE sessions SET last_active_at = ?1 \
+         WHERE id = ?2 AND connector = ?3 AND state = 'open' AND (mode = 'stream' OR last_active_at >= ?4) \
+         RETURNING mode",
+    )
+    .bind(call.now)
+    .bind(call.session_id)
+    .bind(&call.connector.id)
+    .bind(call.idle_cutoff)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let mode = mode.ok_or_else(|| session_denied(call.session_id))?;
+    SessionMode::parse(&mode).ok_or_else(|| StoreError::Corrupt(format!("unknown session mode {mode:?}")))
+}
+
+/// Writes an import result inside `tx`.
+async fn insert_import_result(tx: &mut Transaction<'static, Sqlite>, r: &ImportResult) -> StoreResult<()> {
+    let sql = format!(
+        "INSERT INTO import_results ({IMPORT_RESULT_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+    );
+    sqlx::query(&sql)
+        .bind(&r.id)
+        .bind(&r.connector)
+        .bind(&r.session_id)
+        .bind(&r.source)
+        .bind(r.started_at)
+        .bind(r.ended_at)
+        .bind(r.status.as_str())
+        .bind(to_i64(r.totals.created))
+        .bind(to_i64(r.totals.updated))
+        .bind(to_i64(r.totals.unchanged))
+        .bind(to_i64(r.totals.skipped))
+        .bind(to_i64(r.failed))
+        .bind(to_i64(r.totals.deleted))
+        .bind(to_i64(r.totals.swept))
+        .bind(to_i64(r.sweep_refused))
+        .bind(to_i64(r.pages))
+        .bind(serde_json::to_string(&r.skipped_items)?)
+        .bind(serde_json::to_string(&r.failed_items)?)
+        .bind(to_i64(r.items_not_listed))
+        .bind(serde_json::to_string(&r.errors)?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A list of strings as the JSON array text `json_each(?N)` reads.
+fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> StoreResult<String> {
+    Ok(serde_json::to_string(&items.into_iter().collect::<Vec<_>>())?)
+}

@@ -1,0 +1,120 @@
+//! Reading the visible catalog and import results on SQLite (through the reader pool).
+
+use super::{json_list, SqliteStore};
+use crate::error::StoreResult;
+use crate::rows::{self, count, IMPORT_RESULT_COLUMNS};
+use tributary_core::error::ResourceKind;
+use tributary_core::model::{ImportResult, StoredRecord};
+use tributary_core::Error;
+
+macro_rules! record_columns {
+    () => {
+        "key, entity_type, connector, id, name, entity, instance, checksum, version, created_at, updated_at, \
+         source, edited_at"
+    };
+}
+
+pub(crate) async fn get_record(s: &SqliteStore, key: &str) -> StoreResult<Option<StoredRecord>> {
+    let row = sqlx::query(concat!("SELECT ", record_columns!(), " FROM records WHERE key = ?1"))
+        .bind(key)
+        .fetch_optional(&s.reader)
+        .await?;
+    row.as_ref().map(rows::record).transpose()
+}
+
+pub(crate) async fn get_records(s: &SqliteStore, keys: &[String]) -> StoreResult<Vec<StoredRecord>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found = sqlx::query(concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM records WHERE key IN (SELECT value FROM json_each(?1))"
+    ))
+    .bind(json_list(keys.iter().map(String::as_str))?)
+    .fetch_all(&s.reader)
+    .await?;
+    found.iter().map(rows::record).collect()
+}
+
+pub(crate) async fn list_records(
+    s: &SqliteStore,
+    entity_type: &str,
+    after_key: Option<&str>,
+    limit: u32,
+) -> StoreResult<Vec<StoredRecord>> {
+    let found = sqlx::query(concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM records WHERE entity_type = ?1 AND key > ?2 ORDER BY key LIMIT ?3"
+    ))
+    .bind(entity_type)
+    .bind(after_key.unwrap_or(""))
+    .bind(i64::from(limit))
+    .fetch_all(&s.reader)
+    .await?;
+    found.iter().map(rows::record).collect()
+}
+
+pub(crate) async fn lookup_records(
+    s: &SqliteStore,
+    entity_type: &str,
+    ids: &[String],
+    connector: Option<&str>,
+) -> StoreResult<Vec<StoredRecord>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found = sqlx::query(concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM records WHERE entity_type = ?1 AND id IN (SELECT value FROM json_each(?2)) \
+          AND (?3 IS NULL OR connector = ?3)"
+    ))
+    .bind(entity_type)
+    .bind(json_list(ids.iter().map(String::as_str))?)
+    .bind(connector)
+    .fetch_all(&s.reader)
+    .await?;
+    found.iter().map(rows::record).collect()
+}
+
+pub(crate) async fn count_records(s: &SqliteStore, entity_type: &str) -> StoreResult<u64> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM records WHERE entity_type = ?1")
+        .bind(entity_type)
+        .fetch_one(&s.reader)
+        .await?;
+    Ok(count(n))
+}
+
+pub(crate) async fn get_import_result(s: &SqliteStore, id: &str) -> StoreResult<ImportResult> {
+    let sql = format!("SELECT {IMPORT_RESULT_COLUMNS} FROM import_results WHERE id = ?1");
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(&s.reader)
+        .await?
+        .ok_or_else(|| Error::not_found(ResourceKind::ImportResult, id))?;
+    rows::import_result(&row)
+}
+
+pub(crate) async fn list_import_results(
+    s: &SqliteStore,
+    connector: Option<&str>,
+    after: Option<&str>,
+    limit: u32,
+) -> StoreResult<Vec<ImportResult>> {
+    // Newest first; the page continues strictly after the row `after` in (ended_at, id) order.
+    let sql = format!(
+        "SELECT {IMPORT_RESULT_COLUMNS} FROM import_results \
+         WHERE (?1 IS NULL OR connector = ?1) \
+           AND (?2 IS NULL OR (ended_at, id) < (SELECT ended_at, id FROM import_results WHERE id = ?2)) \
+         ORDER BY ended_at DESC, id DESC LIMIT ?3"
+    );
+    let found = sqlx::query(&sql)
+        .bind(connector)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&s.reader)
+        .await?;
+    found.iter().map(rows::import_result).collect()
+}
