@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("tributary_descriptor.bin"))
         .compile_protos(
             &files.map(|f| proto_root.join(f)),
-            &[proto_root.clone()],
+            std::slice::from_ref(&proto_root),
         )?;
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());

@@ -1,1 +1,349 @@
-//! placeholder
+//! The Admin gRPC service (SPEC.md §4): checks the admin token, decodes requests, calls
+//! [`AdminService`], encodes replies. Validation lives in `tributary-core`.
+
+use tonic::{Request, Response, Status};
+use tracing::Span;
+use tributary_core::admin::{AdminService, ConnectorInput, EntityTypeInput};
+use tributary_core::model::{Connector, Consumer, EntityType, ImportItem, ImportResult, ImportStatus, WritePolicy};
+use tributary_core::page::page_size;
+use tributary_core::{Error, Result};
+use tributary_grpc::auth::AdminAuth;
+use tributary_grpc::convert::{json_to_struct, struct_arg_to_json, timestamp};
+use tributary_grpc::{to_status, traced};
+use tributary_proto::admin::v1 as pb;
+use tributary_proto::admin::v1::admin_server::{Admin, AdminServer};
+
+/// The tonic adapter over [`AdminService`].
+#[derive(Clone)]
+pub struct AdminApi {
+    svc: AdminService,
+    auth: AdminAuth,
+}
+
+/// The Admin service, ready to add to a tonic router; calls must carry the token `auth` checks.
+pub fn admin_server(svc: AdminService, auth: AdminAuth, max_message_bytes: usize) -> AdminServer<AdminApi> {
+    AdminServer::new(AdminApi { svc, auth })
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes)
+}
+
+fn rpc_span(rpc: &'static str) -> Span {
+    tracing::info_span!("rpc", service = "Admin", rpc)
+}
+
+fn required<T>(field: &str, value: Option<T>) -> Result<T> {
+    value.ok_or_else(|| Error::invalid(field, "is required"))
+}
+
+fn optional(text: &str) -> Option<&str> {
+    Some(text).filter(|t| !t.is_empty())
+}
+
+fn entity_type_input(e: pb::EntityType) -> Result<EntityTypeInput> {
+    Ok(EntityTypeInput {
+        schema: e.schema.map(|s| struct_arg_to_json("entity_type.schema", s)).transpose()?,
+        slug: e.slug,
+        name: e.name,
+        description: e.description,
+    })
+}
+
+fn entity_type_to_proto(e: EntityType) -> Result<pb::EntityType> {
+    let schema = json_to_struct(e.schema)
+        .ok_or_else(|| Error::Internal(format!("schema of entity type {} is not a JSON object", e.slug)))?;
+    Ok(pb::EntityType {
+        slug: e.slug,
+        name: e.name,
+        description: e.description,
+        schema: Some(schema),
+        schema_version: e.schema_version,
+        created_at: Some(timestamp(e.created_at)),
+        updated_at: Some(timestamp(e.updated_at)),
+    })
+}
+
+fn write_policy_from_proto(policy: i32) -> Result<WritePolicy> {
+    match pb::WritePolicy::try_from(policy) {
+        // Unspecified means the default policy: the connector is the source of truth.
+        Ok(pb::WritePolicy::Unspecified | pb::WritePolicy::Importer) => Ok(WritePolicy::Importer),
+        Ok(pb::WritePolicy::ImporterCreateOnly) => Ok(WritePolicy::ImporterCreateOnly),
+        Ok(pb::WritePolicy::ImporterUpdateUnlessEdited) => Ok(WritePolicy::ImporterUpdateUnlessEdited),
+        Err(_) => Err(Error::invalid("connector.write_policy", format!("{policy} is not a WritePolicy"))),
+    }
+}
+
+fn write_policy_to_proto(policy: WritePolicy) -> pb::WritePolicy {
+    match policy {
+        WritePolicy::Importer => pb::WritePolicy::Importer,
+        WritePolicy::ImporterCreateOnly => pb::WritePolicy::ImporterCreateOnly,
+        WritePolicy::ImporterUpdateUnlessEdited => pb::WritePolicy::ImporterUpdateUnlessEdited,
+    }
+}
+
+fn connector_input(c: pb::Connector) -> Result<ConnectorInput> {
+    Ok(ConnectorInput {
+        write_policy: write_policy_from_proto(c.write_policy)?,
+        name: c.name,
+        entity_type: c.entity_type,
+        reject_removals_above_percent: c.reject_removals_above_percent,
+        rate_limit: c.rate_limit,
+    })
+}
+
+fn connector_to_proto(c: Connector) -> pb::Connector {
+    pb::Connector {
+        write_policy: write_policy_to_proto(c.write_policy).into(),
+        id: c.id,
+        name: c.name,
+        entity_type: c.entity_type,
+        reject_removals_above_percent: c.reject_removals_above_percent,
+        rate_limit: c.rate_limit,
+        created_at: Some(timestamp(c.created_at)),
+    }
+}
+
+fn consumer_to_proto(c: Consumer) -> pb::Consumer {
+    pb::Consumer { id: c.id, name: c.name, entity_types: c.entity_types, created_at: Some(timestamp(c.created_at)) }
+}
+
+fn import_status_to_proto(status: ImportStatus) -> pb::ImportStatus {
+    match status {
+        ImportStatus::Succeeded => pb::ImportStatus::Succeeded,
+        ImportStatus::Partial => pb::ImportStatus::Partial,
+        ImportStatus::Failed => pb::ImportStatus::Failed,
+        ImportStatus::Canceled => pb::ImportStatus::Canceled,
+    }
+}
+
+fn import_item_to_proto(i: ImportItem) -> pb::ImportItem {
+    pb::ImportItem { id: i.id, reason: i.reason, error: i.error, data: i.data }
+}
+
+/// An import result as the Admin API reports it.
+pub fn import_result_to_proto(r: ImportResult) -> pb::ImportResult {
+    pb::ImportResult {
+        id: r.id,
+        connector: r.connector,
+        session_id: r.session_id.unwrap_or_default(),
+        source: r.source.unwrap_or_default(),
+        started_at: Some(timestamp(r.started_at)),
+        ended_at: Some(timestamp(r.ended_at)),
+        status: import_status_to_proto(r.status).into(),
+        created: r.totals.created,
+        updated: r.totals.updated,
+        unchanged: r.totals.unchanged,
+        skipped: r.totals.skipped,
+        failed: r.failed,
+        deleted: r.totals.deleted,
+        swept: r.totals.swept,
+        sweep_refused: r.sweep_refused,
+        pages: r.pages,
+        skipped_items: r.skipped_items.into_iter().map(import_item_to_proto).collect(),
+        failed_items: r.failed_items.into_iter().map(import_item_to_proto).collect(),
+        items_not_listed: r.items_not_listed,
+        errors: r.errors,
+    }
+}
+
+impl AdminApi {
+    /// Checks the admin token, then runs `body` on the request message, mapping its domain
+    /// error to a status; all inside the RPC's span.
+    async fn handle<Req, Resp, F, Fut>(&self, rpc: &'static str, request: Request<Req>, body: F) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(AdminService, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp>>,
+    {
+        traced(rpc_span(rpc), async move {
+            self.auth.check(&request)?;
+            body(self.svc.clone(), request.into_inner()).await.map(Response::new).map_err(to_status)
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminApi {
+    async fn create_entity_type(&self, request: Request<pb::CreateEntityTypeRequest>) -> Result<Response<pb::CreateEntityTypeResponse>, Status> {
+        self.handle("CreateEntityType", request, |svc, req| async move {
+            let input = entity_type_input(required("entity_type", req.entity_type)?)?;
+            let created = svc.create_entity_type(input).await?;
+            Ok(pb::CreateEntityTypeResponse { entity_type: Some(entity_type_to_proto(created)?) })
+        })
+        .await
+    }
+
+    async fn get_entity_type(&self, request: Request<pb::GetEntityTypeRequest>) -> Result<Response<pb::GetEntityTypeResponse>, Status> {
+        self.handle("GetEntityType", request, |svc, req| async move {
+            let entity_type = svc.get_entity_type(&req.slug).await?;
+            Ok(pb::GetEntityTypeResponse { entity_type: Some(entity_type_to_proto(entity_type)?) })
+        })
+        .await
+    }
+
+    async fn list_entity_types(&self, request: Request<pb::ListEntityTypesRequest>) -> Result<Response<pb::ListEntityTypesResponse>, Status> {
+        self.handle("ListEntityTypes", request, |svc, req| async move {
+            let page = svc.list_entity_types(page_size(req.page_size)?, &req.page_token).await?;
+            Ok(pb::ListEntityTypesResponse {
+                entity_types: page.items.into_iter().map(entity_type_to_proto).collect::<Result<_>>()?,
+                next_page_token: page.next_page_token.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn update_entity_type(&self, request: Request<pb::UpdateEntityTypeRequest>) -> Result<Response<pb::UpdateEntityTypeResponse>, Status> {
+        self.handle("UpdateEntityType", request, |svc, req| async move {
+            let input = entity_type_input(required("entity_type", req.entity_type)?)?;
+            let updated = svc.update_entity_type(input).await?;
+            Ok(pb::UpdateEntityTypeResponse { entity_type: Some(entity_type_to_proto(updated)?) })
+        })
+        .await
+    }
+
+    async fn delete_entity_type(&self, request: Request<pb::DeleteEntityTypeRequest>) -> Result<Response<pb::DeleteEntityTypeResponse>, Status> {
+        self.handle("DeleteEntityType", request, |svc, req| async move {
+            svc.delete_entity_type(&req.slug, req.force).await?;
+            Ok(pb::DeleteEntityTypeResponse {})
+        })
+        .await
+    }
+
+    async fn validate_entity_type(&self, request: Request<pb::ValidateEntityTypeRequest>) -> Result<Response<pb::ValidateEntityTypeResponse>, Status> {
+        self.handle("ValidateEntityType", request, |svc, req| async move {
+            let schema = req.schema.map(|s| struct_arg_to_json("schema", s)).transpose()?;
+            let check = svc.validate_entity_type(&req.slug, schema).await?;
+            Ok(pb::ValidateEntityTypeResponse {
+                records_checked: check.records_checked,
+                records_invalid: check.records_invalid,
+                examples: check.examples,
+            })
+        })
+        .await
+    }
+
+    async fn create_connector(&self, request: Request<pb::CreateConnectorRequest>) -> Result<Response<pb::CreateConnectorResponse>, Status> {
+        self.handle("CreateConnector", request, |svc, req| async move {
+            let input = connector_input(required("connector", req.connector)?)?;
+            let (connector, token) = svc.create_connector(input).await?;
+            tracing::info!(connector = %connector.id, entity_type = %connector.entity_type, "connector created");
+            Ok(pb::CreateConnectorResponse { connector: Some(connector_to_proto(connector)), token })
+        })
+        .await
+    }
+
+    async fn get_connector(&self, request: Request<pb::GetConnectorRequest>) -> Result<Response<pb::GetConnectorResponse>, Status> {
+        self.handle("GetConnector", request, |svc, req| async move {
+            let connector = svc.get_connector(&req.id).await?;
+            Ok(pb::GetConnectorResponse { connector: Some(connector_to_proto(connector)) })
+        })
+        .await
+    }
+
+    async fn list_connectors(&self, request: Request<pb::ListConnectorsRequest>) -> Result<Response<pb::ListConnectorsResponse>, Status> {
+        self.handle("ListConnectors", request, |svc, req| async move {
+            let page = svc.list_connectors(page_size(req.page_size)?, &req.page_token).await?;
+            Ok(pb::ListConnectorsResponse {
+                connectors: page.items.into_iter().map(connector_to_proto).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn update_connector(&self, request: Request<pb::UpdateConnectorRequest>) -> Result<Response<pb::UpdateConnectorResponse>, Status> {
+        self.handle("UpdateConnector", request, |svc, req| async move {
+            let connector = required("connector", req.connector)?;
+            let id = connector.id.clone();
+            let updated = svc.update_connector(&id, connector_input(connector)?).await?;
+            Ok(pb::UpdateConnectorResponse { connector: Some(connector_to_proto(updated)) })
+        })
+        .await
+    }
+
+    async fn delete_connector(&self, request: Request<pb::DeleteConnectorRequest>) -> Result<Response<pb::DeleteConnectorResponse>, Status> {
+        self.handle("DeleteConnector", request, |svc, req| async move {
+            let records_deleted = svc.delete_connector(&req.id, req.delete_records).await?;
+            Ok(pb::DeleteConnectorResponse { records_deleted })
+        })
+        .await
+    }
+
+    async fn rotate_connector_token(&self, request: Request<pb::RotateConnectorTokenRequest>) -> Result<Response<pb::RotateConnectorTokenResponse>, Status> {
+        self.handle("RotateConnectorToken", request, |svc, req| async move {
+            let token = svc.rotate_connector_token(&req.id).await?;
+            tracing::info!(connector = %req.id, "connector token rotated");
+            Ok(pb::RotateConnectorTokenResponse { token })
+        })
+        .await
+    }
+
+    async fn create_consumer(&self, request: Request<pb::CreateConsumerRequest>) -> Result<Response<pb::CreateConsumerResponse>, Status> {
+        self.handle("CreateConsumer", request, |svc, req| async move {
+            let consumer = required("consumer", req.consumer)?;
+            let (consumer, token) = svc.create_consumer(consumer.name, consumer.entity_types).await?;
+            tracing::info!(consumer = %consumer.id, "consumer created");
+            Ok(pb::CreateConsumerResponse { consumer: Some(consumer_to_proto(consumer)), token })
+        })
+        .await
+    }
+
+    async fn get_consumer(&self, request: Request<pb::GetConsumerRequest>) -> Result<Response<pb::GetConsumerResponse>, Status> {
+        self.handle("GetConsumer", request, |svc, req| async move {
+            let consumer = svc.get_consumer(&req.id).await?;
+            Ok(pb::GetConsumerResponse { consumer: Some(consumer_to_proto(consumer)) })
+        })
+        .await
+    }
+
+    async fn list_consumers(&self, request: Request<pb::ListConsumersRequest>) -> Result<Response<pb::ListConsumersResponse>, Status> {
+        self.handle("ListConsumers", request, |svc, req| async move {
+            let page = svc.list_consumers(page_size(req.page_size)?, &req.page_token).await?;
+            Ok(pb::ListConsumersResponse {
+                consumers: page.items.into_iter().map(consumer_to_proto).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn delete_consumer(&self, request: Request<pb::DeleteConsumerRequest>) -> Result<Response<pb::DeleteConsumerResponse>, Status> {
+        self.handle("DeleteConsumer", request, |svc, req| async move {
+            svc.delete_consumer(&req.id).await?;
+            Ok(pb::DeleteConsumerResponse {})
+        })
+        .await
+    }
+
+    async fn list_import_results(&self, request: Request<pb::ListImportResultsRequest>) -> Result<Response<pb::ListImportResultsResponse>, Status> {
+        self.handle("ListImportResults", request, |svc, req| async move {
+            let page = svc
+                .list_import_results(optional(&req.connector), page_size(req.page_size)?, &req.page_token)
+                .await?;
+            Ok(pb::ListImportResultsResponse {
+                import_results: page.items.into_iter().map(import_result_to_proto).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn get_import_result(&self, request: Request<pb::GetImportResultRequest>) -> Result<Response<pb::GetImportResultResponse>, Status> {
+        self.handle("GetImportResult", request, |svc, req| async move {
+            let result = svc.get_import_result(&req.id).await?;
+            Ok(pb::GetImportResultResponse { import_result: Some(import_result_to_proto(result)) })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_write_policy_means_importer() {
+        assert_eq!(write_policy_from_proto(0).ok(), Some(WritePolicy::Importer));
+        assert_eq!(write_policy_from_proto(2).ok(), Some(WritePolicy::ImporterCreateOnly));
+        assert!(matches!(write_policy_from_proto(42), Err(Error::InvalidArgument(_))));
+    }
+}

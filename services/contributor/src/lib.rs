@@ -1,1 +1,203 @@
-//! placeholder
+//! The Contribution gRPC service (SPEC.md §2): decodes requests, calls
+//! [`ContributionService`], encodes replies. Rules live in `tributary-core`; errors map to
+//! statuses only through [`tributary_grpc::to_status`].
+
+use tonic::{Request, Response, Status};
+use tracing::{field, Span};
+use tributary_core::contribution::{ContributionService, Contributor};
+use tributary_core::model::{Outcome, RecordOutcome, SessionMode, SessionTotals};
+use tributary_core::record::RecordInput;
+use tributary_core::{Error, Violation};
+use tributary_grpc::auth::bearer_token;
+use tributary_grpc::convert::struct_field_to_json;
+use tributary_grpc::status::traced;
+use tributary_grpc::to_status;
+use tributary_proto::contribution::v1 as pb;
+use tributary_proto::contribution::v1::contribution_server::{Contribution, ContributionServer};
+
+/// The tonic adapter over [`ContributionService`].
+#[derive(Clone)]
+pub struct ContributionApi {
+    svc: ContributionService,
+}
+
+/// The Contribution service, ready to add to a tonic router.
+pub fn contribution_server(svc: ContributionService, max_message_bytes: usize) -> ContributionServer<ContributionApi> {
+    ContributionServer::new(ContributionApi { svc })
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes)
+}
+
+fn rpc_span(rpc: &'static str) -> Span {
+    tracing::info_span!("rpc", service = "Contribution", rpc, connector = field::Empty, session = field::Empty)
+}
+
+impl ContributionApi {
+    /// The calling connector; records it on the current span.
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Contributor, Status> {
+        let who = self.svc.authenticate(bearer_token(request)).await.map_err(to_status)?;
+        Span::current().record("connector", who.connector.id.as_str());
+        Ok(who)
+    }
+}
+
+fn record_session(session_id: &str) {
+    Span::current().record("session", session_id);
+}
+
+fn mode_from_proto(mode: i32) -> Result<SessionMode, Error> {
+    match pb::SessionMode::try_from(mode) {
+        Ok(pb::SessionMode::Stream) => Ok(SessionMode::Stream),
+        Ok(pb::SessionMode::Accrue) => Ok(SessionMode::Accrue),
+        Ok(pb::SessionMode::Replace) => Ok(SessionMode::Replace),
+        Ok(pb::SessionMode::Unspecified) | Err(_) => Err(Error::invalid(
+            "mode",
+            "must be SESSION_MODE_STREAM, SESSION_MODE_ACCRUE or SESSION_MODE_REPLACE",
+        )),
+    }
+}
+
+fn mode_to_proto(mode: SessionMode) -> pb::SessionMode {
+    match mode {
+        SessionMode::Stream => pb::SessionMode::Stream,
+        SessionMode::Accrue => pb::SessionMode::Accrue,
+        SessionMode::Replace => pb::SessionMode::Replace,
+    }
+}
+
+fn outcome_to_proto(outcome: Outcome) -> pb::Outcome {
+    match outcome {
+        Outcome::Created => pb::Outcome::Created,
+        Outcome::Updated => pb::Outcome::Updated,
+        Outcome::Unchanged => pb::Outcome::Unchanged,
+        Outcome::Deleted => pb::Outcome::Deleted,
+        Outcome::NotFound => pb::Outcome::NotFound,
+        Outcome::Skipped => pb::Outcome::Skipped,
+    }
+}
+
+fn outcomes_to_proto(outcomes: Vec<RecordOutcome>) -> Vec<pb::RecordOutcome> {
+    outcomes
+        .into_iter()
+        .map(|o| pb::RecordOutcome { id: o.id, key: o.key, outcome: outcome_to_proto(o.outcome).into() })
+        .collect()
+}
+
+fn totals_to_proto(t: SessionTotals) -> pb::SessionTotals {
+    pb::SessionTotals {
+        created: t.created,
+        updated: t.updated,
+        unchanged: t.unchanged,
+        deleted: t.deleted,
+        swept: t.swept,
+        skipped: t.skipped,
+    }
+}
+
+/// Decodes a batch's records; a number JSON cannot hold is a violation naming the record.
+fn records_from_proto(records: Vec<pb::Record>) -> Result<Vec<RecordInput>, Error> {
+    let mut violations: Vec<Violation> = Vec::new();
+    let mut decode = |field: String, s: Option<prost_types::Struct>| {
+        s.and_then(|s| struct_field_to_json(&field, s).map_err(|v| violations.push(v)).ok())
+    };
+    let inputs: Vec<RecordInput> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| RecordInput {
+            entity: decode(format!("records[{i}].entity"), r.entity),
+            instance: decode(format!("records[{i}].instance"), r.instance),
+            id: r.id,
+            name: r.name,
+            checksum: r.checksum,
+        })
+        .collect();
+    if violations.is_empty() {
+        Ok(inputs)
+    } else {
+        Err(Error::InvalidArgument(violations))
+    }
+}
+
+#[tonic::async_trait]
+impl Contribution for ContributionApi {
+    async fn open_session(&self, request: Request<pb::OpenSessionRequest>) -> Result<Response<pb::OpenSessionResponse>, Status> {
+        traced(rpc_span("OpenSession"), async move {
+            let who = self.authenticate(&request).await?;
+            let mode = mode_from_proto(request.get_ref().mode).map_err(to_status)?;
+            let opened = self.svc.open_session(&who, mode).await.map_err(to_status)?;
+            record_session(&opened.session.id);
+            Ok(Response::new(pb::OpenSessionResponse {
+                session_id: opened.session.id,
+                mode: mode_to_proto(opened.session.mode).into(),
+                superseded_session_ids: opened.superseded,
+            }))
+        })
+        .await
+    }
+
+    async fn upsert(&self, request: Request<pb::UpsertRequest>) -> Result<Response<pb::UpsertResponse>, Status> {
+        traced(rpc_span("Upsert"), async move {
+            let who = self.authenticate(&request).await?;
+            let req = request.into_inner();
+            record_session(&req.session_id);
+            let records = records_from_proto(req.records).map_err(to_status)?;
+            let outcomes = self.svc.upsert(&who, &req.session_id, records).await.map_err(to_status)?;
+            tracing::debug!(records = outcomes.len(), "upserted");
+            Ok(Response::new(pb::UpsertResponse { outcomes: outcomes_to_proto(outcomes) }))
+        })
+        .await
+    }
+
+    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        traced(rpc_span("Delete"), async move {
+            let who = self.authenticate(&request).await?;
+            let req = request.into_inner();
+            record_session(&req.session_id);
+            let outcomes = self.svc.delete(&who, &req.session_id, req.ids).await.map_err(to_status)?;
+            tracing::debug!(ids = outcomes.len(), "deleted");
+            Ok(Response::new(pb::DeleteResponse { outcomes: outcomes_to_proto(outcomes) }))
+        })
+        .await
+    }
+
+    async fn close_session(&self, request: Request<pb::CloseSessionRequest>) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        traced(rpc_span("CloseSession"), async move {
+            let who = self.authenticate(&request).await?;
+            let req = request.into_inner();
+            record_session(&req.session_id);
+            let closed = self.svc.close(&who, &req.session_id, req.commit, req.force).await.map_err(to_status)?;
+            tracing::info!(commit = req.commit, mode = closed.mode.as_str(), "session closed");
+            Ok(Response::new(pb::CloseSessionResponse {
+                totals: Some(totals_to_proto(closed.totals)),
+                import_result_id: closed.import_result_id.unwrap_or_default(),
+            }))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_mode_is_invalid() {
+        assert!(matches!(mode_from_proto(0), Err(Error::InvalidArgument(_))));
+        assert!(matches!(mode_from_proto(99), Err(Error::InvalidArgument(_))));
+        assert_eq!(mode_from_proto(pb::SessionMode::Replace as i32).ok(), Some(SessionMode::Replace));
+    }
+
+    #[test]
+    fn non_finite_numbers_name_the_record() {
+        let entity = prost_types::Struct {
+            fields: [("n".to_owned(), prost_types::Value { kind: Some(prost_types::value::Kind::NumberValue(f64::NAN)) })]
+                .into_iter()
+                .collect(),
+        };
+        let records = vec![pb::Record::default(), pb::Record { entity: Some(entity), ..Default::default() }];
+        match records_from_proto(records) {
+            Err(Error::InvalidArgument(v)) => assert_eq!(v[0].field, "records[1].entity.n"),
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `google.protobuf.Struct`/`Value` <-> `serde_json::Value`, and timestamps.
+//!
+//! Protobuf has only doubles; JSON has integers. An integral double within ±2^53 (where every
+//! integer is exact) becomes a JSON integer, so integers are stored and returned as integers
+//! (SPEC.md §11) and checksums do not depend on how a client spelled `1` vs `1.0`.
+
+use prost_types::value::Kind;
+use prost_types::{ListValue, Struct, Timestamp, Value as ProtoValue};
+use serde_json::{Map, Number, Value};
+use tributary_core::{Error, Result, Violation};
+
+/// Largest magnitude at which every integer is exactly representable as an f64.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0; // 2^53
+
+/// A number JSON cannot hold (NaN or ±infinity), at `path` inside the converted value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonFiniteNumber {
+    /// Path relative to the converted value, e.g. `.population` or `.sizes[2]`.
+    pub path: String,
+}
+
+/// Converts a `Struct` to a JSON object.
+pub fn struct_to_json(s: Struct) -> Result<Value, NonFiniteNumber> {
+    let mut path = String::new();
+    fields_to_json(s, &mut path).map(Value::Object)
+}
+
+/// Converts a `Struct` given in request field `field` to a JSON object; a non-finite number is
+/// a violation naming its full path (`records[3].entity.population`).
+pub fn struct_field_to_json(field: &str, s: Struct) -> Result<Value, Violation> {
+    struct_to_json(s).map_err(|e| Violation::new(format!("{field}{}", e.path), "NaN and infinity are not JSON numbers"))
+}
+
+/// Like [`struct_field_to_json`], as a domain `InvalidArgument` error.
+pub fn struct_arg_to_json(field: &str, s: Struct) -> Result<Value> {
+    struct_field_to_json(field, s).map_err(|v| Error::InvalidArgument(vec![v]))
+}
+
+fn fields_to_json(s: Struct, path: &mut String) -> Result<Map<String, Value>, NonFiniteNumber> {
+    let mut map = Map::with_capacity(s.fields.len());
+    for (key, value) in s.fields {
+        let len = path.len();
+        path.push('.');
+        path.push_str(&key);
+        let json = value_to_json(value, path)?;
+        path.truncate(len);
+        map.insert(key, json);
+    }
+    Ok(map)
+}
+
+fn value_to_json(value: ProtoValue, path: &mut String) -> Result<Value, NonFiniteNumber> {
+    Ok(match value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::NumberValue(n)) => number_to_json(n).ok_or_else(|| NonFiniteNumber { path: path.clone() })?,
+        Some(Kind::StructValue(s)) => Value::Object(fields_to_json(s, path)?),
+        Some(Kind::ListValue(list)) => {
+            let mut items = Vec::with_capacity(list.values.len());
+            for (i, item) in list.values.into_iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                items.push(value_to_json(item, path)?);
+                path.truncate(len);
+            }
+            Value::Array(items)
+        }
+    })
+}
+
+/// An f64 as a JSON number: an integer when integral and exact, `None` for NaN and infinities.
+pub fn number_to_json(n: f64) -> Option<Value> {
+    if !n.is_finite() {
+        return None;
+    }
+    if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
+        // Exact: |n| <= 2^53 fits i64 and the cast loses nothing (and turns -0.0 into 0).
+        return Some(Value::Number(Number::from(n as i64)));
+    }
+    Number::from_f64(n).map(Value::Number)
+}
+
+/// A JSON value as a protobuf `Value` (numbers become doubles).
+pub fn json_to_value(value: Value) -> ProtoValue {
+    let kind = match value {
+        Value::Null => Kind::NullValue(prost_types::NullValue::NullValue as i32),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(items) => Kind::ListValue(ListValue { values: items.into_iter().map(json_to_value).collect() }),
+        Value::Object(map) => Kind::StructValue(map_to_struct(map)),
+    };
+    ProtoValue { kind: Some(kind) }
+}
+
+/// A JSON object's fields as a `Struct`.
+pub fn map_to_struct(map: Map<String, Value>) -> Struct {
+    Struct { fields: map.into_iter().map(|(k, v)| (k, json_to_value(v))).collect() }
+}
+
+/// A JSON value as a `Struct`; `None` when it is not an object.
+pub fn json_to_struct(value: Value) -> Option<Struct> {
+    match value {
+        Value::Object(map) => Some(map_to_struct(map)),
+        _ => None,
+    }
+}
+
+/// Stored JSON object text (a record's `entity`/`instance`, a schema) as a `Struct`.
+/// Stored text that is not a JSON object is a broken invariant, hence `Internal`.
+pub fn json_text_to_struct(what: &str, text: &str) -> Result<Struct> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map_to_struct(map)),
+        Ok(_) => Err(Error::Internal(format!("stored {what} is not a JSON object"))),
+        Err(e) => Err(Error::Internal(format!("stored {what} is not JSON: {e}"))),
+    }
+}
+
+/// Microseconds since the Unix epoch as a `Timestamp`.
+pub fn timestamp(micros: i64) -> Timestamp {
+    Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+/// A `Timestamp` as microseconds since the Unix epoch (sub-microsecond precision is dropped).
+pub fn micros(ts: &Timestamp) -> i64 {
+    ts.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(ts.nanos.div_euclid(1000)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn num(n: f64) -> ProtoValue {
+        ProtoValue { kind: Some(Kind::NumberValue(n)) }
+    }
+
+    #[test]
+    fn integral_numbers_become_json_integers() {
+        let s = Struct {
+            fields: [("population".to_owned(), num(83_000_000.0)), ("ratio".to_owned(), num(0.5)), ("neg".to_owned(), num(-3.0))]
+                .into_iter()
+                .collect(),
+        };
+        let json = struct_to_json(s).expect("finite");
+        assert_eq!(json, json!({"population": 83_000_000, "ratio": 0.5, "neg": -3}));
+        assert!(json["population"].is_i64());
+        assert_eq!(json["population"].to_string(), "83000000");
+    }
+
+    #[test]
+    fn integers_beyond_two_to_the_53_stay_floats() {
+        assert!(number_to_json(2f64.powi(53)).expect("finite").is_i64());
+        assert!(number_to_json(2f64.powi(60)).expect("finite").is_f64());
+        assert_eq!(number_to_json(-0.0), Some(json!(0)));
+    }
+
+    #[test]
+    fn nested_structs_and_lists_round_trip() {
+        let original = json!({
+            "name": "Germany",
+            "population": 83_000_000,
+            "area": 357_022.5,
+            "member": true,
+            "capital": null,
+            "cities": [{"name": "Berlin", "rank": 1}, {"name": "Hamburg", "rank": 2}],
+            "codes": {"iso": ["DE", "DEU"], "numeric": 276},
+            "empty": {},
+            "nothing": []
+        });
+        let s = json_to_struct(original.clone()).expect("object");
+        let back = struct_to_json(s).expect("finite");
+        assert_eq!(back, original);
+        assert!(back["cities"][1]["rank"].is_i64());
+    }
+
+    #[test]
+    fn non_finite_numbers_are_invalid_with_their_path() {
+        let inner = Struct { fields: [("sizes".to_owned(), ProtoValue { kind: Some(Kind::ListValue(ListValue { values: vec![num(1.0), num(f64::NAN)] })) })].into_iter().collect() };
+        let s = Struct { fields: [("a".to_owned(), ProtoValue { kind: Some(Kind::StructValue(inner)) })].into_iter().collect() };
+        let violation = struct_field_to_json("records[3].entity", s).expect_err("NaN");
+        assert_eq!(violation.field, "records[3].entity.a.sizes[1]");
+        assert!(number_to_json(f64::INFINITY).is_none());
+    }
+
+    #[test]
+    fn stored_text_converts_and_rejects_non_objects() {
+        let s = json_text_to_struct("entity", r#"{"n":1}"#).expect("object");
+        assert_eq!(struct_to_json(s).expect("finite"), json!({"n": 1}));
+        assert!(matches!(json_text_to_struct("entity", "[1]"), Err(Error::Internal(_))));
+    }
+
+    #[test]
+    fn timestamps_round_trip_including_before_the_epoch() {
+        for m in [0i64, 1, 1_700_000_000_123_456, -1, -1_500_000] {
+            let ts = timestamp(m);
+            assert!((0..1_000_000_000).contains(&ts.nanos));
+            assert_eq!(micros(&ts), m);
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Settings, layered: defaults, then a TOML file (`--config FILE` or `TRIBUTARY_CONFIG`), then
+//! `TRIBUTARY_*` environment variables (nested keys joined by `__`, e.g.
+//! `TRIBUTARY_LIMITS__MAX_BATCH_RECORDS`), then command-line flags.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tributary_core::limits::Limits;
+
+/// Every setting of a Tributary process.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Address the gRPC port listens on.
+    pub listen: String,
+    /// Where the embedded SQLite database and the generated admin token live.
+    pub data_dir: PathBuf,
+    /// `postgres://...` or a SQLite path; absent means SQLite at `<data_dir>/tributary.db`.
+    pub database_url: Option<String>,
+    /// The admin token; absent means `<data_dir>/admin.token` (generated on first start).
+    pub admin_token: Option<String>,
+    pub limits: LimitSettings,
+    pub sessions: SessionSettings,
+    pub catalog: CatalogSettings,
+    pub log: LogSettings,
+}
+
+/// Contribution limits (SPEC.md §10).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitSettings {
+    pub max_batch_records: usize,
+    pub max_record_bytes: usize,
+    /// Largest gRPC message, in either direction.
+    pub max_message_bytes: usize,
+}
+
+/// Session housekeeping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionSettings {
+    /// An accrue/replace session idle for longer is rolled back.
+    pub idle_timeout_secs: u64,
+    /// How often idle sessions are looked for.
+    pub reaper_interval_secs: u64,
+}
+
+/// Catalog access.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CatalogSettings {
+    /// Let calls without a token read every entity type.
+    pub public: bool,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` env-filter directive; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Default gRPC message limit: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".into(),
+            data_dir: PathBuf::from("./tributary-data"),
+            database_url: None,
+            admin_token: None,
+            limits: LimitSettings::default(),
+            sessions: SessionSettings::default(),
+            catalog: CatalogSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let core = Limits::default();
+        Self {
+            max_batch_records: core.max_batch_records,
+            max_record_bytes: core.max_record_bytes,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self { idle_timeout_secs: 24 * 3600, reaper_interval_secs: 60 }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, filter: "info".into() }
+    }
+}
+
+// The admin token must never reach a log line, so Debug is written by hand.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("limits", &self.limits)
+            .field("sessions", &self.sessions)
+            .field("catalog", &self.catalog)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// The flags every service binary shares; they override the file and the environment.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Args {
+    /// TOML configuration file. Settings are layered: built-in defaults, then this file, then
+    /// TRIBUTARY_* environment variables (nested keys joined by `__`, e.g.
+    /// TRIBUTARY_LIMITS__MAX_BATCH_RECORDS=5000), then these flags.
+    #[arg(long, value_name = "FILE", env = "TRIBUTARY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to serve gRPC on [default: 127.0.0.1:50051].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory for the embedded SQLite database and the generated admin token
+    /// [default: ./tributary-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database to use instead of the embedded SQLite: postgres://user:pass@host/db, or a SQLite
+    /// path. Any number of replicas may share one PostgreSQL database.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+impl Settings {
+    /// Settings from defaults, the configuration file, the environment and `args`.
+    pub fn load(args: &Args) -> Result<Self, Box<figment::Error>> {
+        Self::from_figment(Self::figment(args.config.as_deref()), args)
+    }
+
+    /// The layered sources before the flags: defaults, the file (if any), the environment.
+    pub fn figment(config_file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = config_file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        // TRIBUTARY_CONFIG names the file; it is not a setting.
+        figment.merge(Env::prefixed("TRIBUTARY_").split("__").ignore(&["config"]))
+    }
+
+    fn from_figment(figment: Figment, args: &Args) -> Result<Self, Box<figment::Error>> {
+        let mut settings: Settings = figment.extract().map_err(Box::new)?;
+        if let Some(listen) = &args.listen {
+            settings.listen = listen.clone();
+        }
+        if let Some(data_dir) = &args.data_dir {
+            settings.data_dir = data_dir.clone();
+        }
+        if let Some(url) = &args.database_url {
+            settings.database_url = Some(url.clone());
+        }
+        Ok(settings)
+    }
+
+    /// The store to open: the configured URL, else SQLite under the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.trim().is_empty() => url.clone(),
+            _ => self.data_dir.join("tributary.db").to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Whether the store is the embedded SQLite under the data directory.
+    pub fn uses_embedded_database(&self) -> bool {
+        self.database_url.as_deref().is_none_or(|u| u.trim().is_empty())
+    }
+
+    /// The domain limits these settings describe.
+    pub fn core_limits(&self) -> Limits {
+        Limits {
+            max_batch_records: self.limits.max_batch_records,
+            max_record_bytes: self.limits.max_record_bytes,
+            session_idle_timeout: Duration::from_secs(self.sessions.idle_timeout_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_match_the_specification() {
+        let s = Settings::default();
+        assert_eq!(s.listen, "127.0.0.1:50051");
+        assert_eq!(s.limits.max_batch_records, 10_000);
+        assert_eq!(s.limits.max_record_bytes, 1024 * 1024);
+        assert_eq!(s.limits.max_message_bytes, 16 * 1024 * 1024);
+        assert_eq!(s.sessions.idle_timeout_secs, 86_400);
+        assert!(!s.catalog.public);
+        assert!(s.database_url().ends_with("tributary.db"));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Error by value
+    fn file_then_environment_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "tributary.toml",
+                r#"
+                listen = "0.0.0.0:1"
+                data_dir = "/from/file"
+                [limits]
+                max_batch_records = 5
+                [catalog]
+                public = true
+                [log]
+                format = "json"
+                "#,
+            )?;
+            jail.set_env("TRIBUTARY_LIMITS__MAX_BATCH_RECORDS", "7");
+            jail.set_env("TRIBUTARY_LISTEN", "0.0.0.0:2");
+            jail.set_env("TRIBUTARY_ADMIN_TOKEN", "tba_from_env");
+            let args = Args { listen: Some("127.0.0.1:3".into()), ..Args::default() };
+            let s = Settings::from_figment(Settings::figment(Some(Path::new("tributary.toml"))), &args)
+                .map_err(|e| e.to_string())?;
+            assert_eq!(s.listen, "127.0.0.1:3");
+            assert_eq!(s.data_dir, PathBuf::from("/from/file"));
+            assert_eq!(s.limits.max_batch_records, 7);
+            assert_eq!(s.limits.max_record_bytes, 1024 * 1024);
+            assert!(s.catalog.public);
+            assert_eq!(s.log.format, LogFormat::Json);
+            assert_eq!(s.admin_token.as_deref(), Some("tba_from_env"));
+            assert!(!format!("{s:?}").contains("tba_from_env"));
+            Ok(())
+        });
+    }
+}

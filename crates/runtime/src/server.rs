@@ -1,0 +1,234 @@
+//! The one place a Tributary process is wired: the store, the selected services, health,
+//! reflection, message-size limits, the idle-session reaper, and graceful shutdown.
+
+use crate::config::{Settings, DEFAULT_MAX_MESSAGE_BYTES};
+use anyhow::Context;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tributary_admin::AdminApi;
+use tributary_consumer::CatalogApi;
+use tributary_contributor::ContributionApi;
+use tributary_core::admin::AdminService;
+use tributary_core::catalog::CatalogService;
+use tributary_core::contribution::ContributionService;
+use tributary_core::limits::Limits;
+use tributary_core::store::Store;
+use tributary_grpc::auth::AdminAuth;
+use tributary_proto::admin::v1::admin_server::AdminServer;
+use tributary_proto::catalog::v1::catalog_server::CatalogServer;
+use tributary_proto::contribution::v1::contribution_server::ContributionServer;
+
+/// A gRPC service a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum ServiceKind {
+    /// `tributary.contribution.v1.Contribution`: connectors push records.
+    Contributor,
+    /// `tributary.catalog.v1.Catalog`: consumers read the catalog.
+    Consumer,
+    /// `tributary.admin.v1.Admin`: operators manage the broker.
+    Admin,
+}
+
+impl ServiceKind {
+    /// Every service, in a stable order.
+    pub const ALL: [ServiceKind; 3] = [ServiceKind::Contributor, ServiceKind::Consumer, ServiceKind::Admin];
+
+    /// The fully-qualified gRPC service name (as health checks and reflection know it).
+    pub fn grpc_name(self) -> &'static str {
+        match self {
+            Self::Contributor => <ContributionServer<ContributionApi> as NamedService>::NAME,
+            Self::Consumer => <CatalogServer<CatalogApi> as NamedService>::NAME,
+            Self::Admin => <AdminServer<AdminApi> as NamedService>::NAME,
+        }
+    }
+}
+
+/// How [`serve`] runs.
+#[derive(Clone)]
+pub struct ServerOptions {
+    /// The services to run; each at most once, whatever the order or repetition here.
+    pub services: Vec<ServiceKind>,
+    /// The admin token; only its hash is kept once serving starts.
+    pub admin_token: String,
+    pub limits: Limits,
+    /// Let Catalog calls without a token read every entity type.
+    pub catalog_public: bool,
+    /// Largest gRPC message, in either direction, of every Tributary service.
+    pub max_message_bytes: usize,
+    /// How often idle accrue/replace sessions are rolled back.
+    pub reaper_interval: Duration,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("services", &self.services)
+            .field("limits", &self.limits)
+            .field("catalog_public", &self.catalog_public)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("reaper_interval", &self.reaper_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerOptions {
+    /// All services with default limits and the given admin token.
+    pub fn all(admin_token: impl Into<String>) -> Self {
+        Self {
+            services: ServiceKind::ALL.to_vec(),
+            admin_token: admin_token.into(),
+            limits: Limits::default(),
+            catalog_public: false,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            reaper_interval: Duration::from_secs(60),
+        }
+    }
+
+    /// The options `settings` describe, for `services`.
+    pub fn from_settings(settings: &Settings, services: Vec<ServiceKind>, admin_token: String) -> Self {
+        Self {
+            services,
+            admin_token,
+            limits: settings.core_limits(),
+            catalog_public: settings.catalog.public,
+            max_message_bytes: settings.limits.max_message_bytes,
+            reaper_interval: Duration::from_secs(settings.sessions.reaper_interval_secs.max(1)),
+        }
+    }
+}
+
+/// Serves the selected services on `listener` until `shutdown` resolves, then lets in-flight
+/// calls finish. Health (`grpc.health.v1.Health`, per service name and `""`) and reflection
+/// (v1 and v1alpha) are always served.
+pub async fn serve(
+    store: Arc<dyn Store>,
+    options: ServerOptions,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut services = options.services.clone();
+    services.sort();
+    services.dedup();
+    let max = options.max_message_bytes;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tributary_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().context("building reflection v1")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("building reflection v1alpha")?;
+
+    let mut router = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let mut reaper = None;
+    for kind in &services {
+        router = match kind {
+            ServiceKind::Contributor => {
+                let svc = ContributionService::new(store.clone(), options.limits.clone());
+                reaper = Some(tokio::spawn(reap_idle_sessions(svc.clone(), options.reaper_interval)));
+                router.add_service(tributary_contributor::contribution_server(svc, max))
+            }
+            ServiceKind::Consumer => {
+                let svc = CatalogService::new(store.clone(), options.catalog_public);
+                router.add_service(tributary_consumer::catalog_server(svc, max))
+            }
+            ServiceKind::Admin => {
+                let auth = AdminAuth::new(&options.admin_token);
+                router.add_service(tributary_admin::admin_server(AdminService::new(store.clone()), auth, max))
+            }
+        };
+        health.set_service_status(kind.grpc_name(), ServingStatus::Serving).await;
+    }
+    health.set_service_status("", ServingStatus::Serving).await;
+    drop(options);
+
+    let addr = listener.local_addr().context("reading the listener's address")?;
+    let names: Vec<&str> = services.iter().map(|k| k.grpc_name()).collect();
+    tracing::info!(%addr, services = ?names, "serving gRPC");
+    let result = router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .context("serving gRPC");
+    if let Some(reaper) = reaper {
+        reaper.abort();
+    }
+    tracing::info!(%addr, "stopped");
+    result
+}
+
+/// Rolls back idle accrue/replace sessions every `interval`; errors are logged and retried.
+async fn reap_idle_sessions(svc: ContributionService, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match svc.expire_idle_sessions().await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "rolled back idle sessions"),
+            Err(error) => tracing::warn!(%error, "could not expire idle sessions"),
+        }
+    }
+}
+
+/// Runs a process: logging, the store, the admin token, the listener, and serving until
+/// Ctrl-C or SIGTERM.
+pub async fn run(settings: Settings, services: Vec<ServiceKind>) -> anyhow::Result<()> {
+    crate::telemetry::init(&settings.log);
+    if settings.uses_embedded_database() {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+    }
+    let store = tributary_store::open(&settings.database_url())
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the database: {e}"))?;
+    let admin_token = if services.contains(&ServiceKind::Admin) {
+        crate::admin_token::resolve(&settings)?
+    } else {
+        // Only the Admin service checks the token; other processes need none.
+        String::new()
+    };
+    let listener = TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let options = ServerOptions::from_settings(&settings, services, admin_token);
+    serve(store, options, listener, shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C or (on Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing in-flight calls");
+}
