@@ -1,0 +1,343 @@
+//! `tributary-bench`: runs one workload (100,000 country records in batches of 1,000: first load,
+//! unchanged re-send, replace with 10 % removed) both as raw SQL and end to end through a real
+//! `tributary serve`, on SQLite and PostgreSQL, and prints records/s, the gRPC / raw SQL ratio,
+//! commit times and the server's peak RSS as Markdown tables.
+
+mod grpc;
+mod raw;
+mod records;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use clap::{Parser, ValueEnum};
+
+use crate::records::Phase;
+
+/// Runs the same workload as raw SQL and through gRPC, on each backend, and prints the rates.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Which backend(s) to measure.
+    #[arg(long, value_enum, default_value = "both")]
+    backend: BackendArg,
+    /// Records in the workload.
+    #[arg(long, default_value_t = 100_000)]
+    records: usize,
+    /// Records per Upsert call / per SQL transaction.
+    #[arg(long, default_value_t = 1_000)]
+    batch: usize,
+    /// Upsert calls in flight at once on the gRPC path (1 = strictly sequential).
+    #[arg(long, default_value_t = 2)]
+    inflight: usize,
+    /// A PostgreSQL server URL; fresh `tributary_bench_*` databases are created on it and dropped.
+    #[arg(
+        long,
+        env = "TRIBUTARY_BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    database_url: String,
+    /// The `tributary` binary to spawn (default: the one next to this binary).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn label(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// What one phase measured on one path.
+pub struct PhaseResult {
+    phase: Phase,
+    records: usize,
+    elapsed: Duration,
+    commit: Option<Duration>,
+    warnings: Vec<String>,
+}
+
+impl PhaseResult {
+    /// A phase that sent `records` records in `elapsed` (commit included).
+    pub fn new(
+        phase: Phase,
+        records: usize,
+        elapsed: Duration,
+        commit: Option<Duration>,
+        warnings: Vec<String>,
+    ) -> PhaseResult {
+        PhaseResult {
+            phase,
+            records,
+            elapsed,
+            commit,
+            warnings,
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs every requested backend; `Ok(false)` when a path failed (its error is in the report).
+async fn run(args: Args) -> Result<bool> {
+    ensure!(
+        args.records > 0 && args.batch > 0,
+        "--records and --batch must be positive"
+    );
+    let server_bin = match &args.server_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the bench binary has no directory")?
+            .join("tributary"),
+    };
+    ensure!(
+        server_bin.is_file(),
+        "no server binary at {} (build it with `cargo build --release -p tributary`, or pass --server-bin)",
+        server_bin.display()
+    );
+    let backends: &[Backend] = match args.backend {
+        BackendArg::Sqlite => &[Backend::Sqlite],
+        BackendArg::Postgres => &[Backend::Postgres],
+        BackendArg::Both => &[Backend::Sqlite, Backend::Postgres],
+    };
+
+    println!(
+        "tributary-bench: {} records, batches of {}, {} gRPC Upsert call(s) in flight; {} CPU(s), {} RAM; server {}\n",
+        thousands(args.records as f64),
+        thousands(args.batch as f64),
+        args.inflight.max(1),
+        std::thread::available_parallelism().map_or(0, usize::from),
+        mem_total(),
+        server_bin.display()
+    );
+    let mut ok = true;
+    for &backend in backends {
+        let raw = run_raw(backend, &args).await;
+        let grpc = run_grpc(backend, &args, &server_bin).await;
+        ok &= raw.is_ok() && grpc.is_ok();
+        println!("{}", report(backend, &args, &raw, &grpc));
+    }
+    Ok(ok)
+}
+
+async fn run_raw(backend: Backend, args: &Args) -> Result<Vec<PhaseResult>> {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::Builder::new()
+                .prefix("tributary-bench-raw-")
+                .tempdir()?;
+            raw::sqlite(&dir.path().join("raw.db"), args.records, args.batch).await
+        }
+        Backend::Postgres => {
+            let name = format!("tributary_bench_raw_{}", uuid::Uuid::new_v4().simple());
+            let url = raw::create_database(&args.database_url, &name).await?;
+            let result = raw::postgres(&url, args.records, args.batch).await;
+            if let Err(e) = raw::drop_database(&args.database_url, &name).await {
+                eprintln!("warning: could not drop database {name}: {e:#}");
+            }
+            result
+        }
+    }
+}
+
+async fn run_grpc(
+    backend: Backend,
+    args: &Args,
+    server_bin: &std::path::Path,
+) -> Result<grpc::Outcome> {
+    let admin_token = uuid::Uuid::new_v4().simple().to_string();
+    let database = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let name = format!("tributary_bench_{}", uuid::Uuid::new_v4().simple());
+            let url = raw::create_database(&args.database_url, &name).await?;
+            Some((name, url))
+        }
+    };
+    let result = async {
+        let server = grpc::Server::start(
+            server_bin,
+            database.as_ref().map(|(_, url)| url.as_str()),
+            &admin_token,
+        )
+        .await?;
+        let outcome = grpc::run(
+            &server,
+            &admin_token,
+            args.records,
+            args.batch,
+            args.inflight,
+        )
+        .await
+        .map_err(|e| e.context(format!("server log (last lines):\n{}", server.log_tail())));
+        server.stop().await?;
+        outcome
+    }
+    .await;
+    if let Some((name, _)) = database {
+        if let Err(e) = raw::drop_database(&args.database_url, &name).await {
+            eprintln!("warning: could not drop database {name}: {e:#}");
+        }
+    }
+    result
+}
+
+/// The Markdown report of one backend.
+fn report(
+    backend: Backend,
+    args: &Args,
+    raw: &Result<Vec<PhaseResult>>,
+    grpc: &Result<grpc::Outcome>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### {} — {} records, batches of {}\n",
+        backend.label(),
+        thousands(args.records as f64),
+        thousands(args.batch as f64)
+    );
+    out.push_str("| workload | records sent | raw SQL rec/s | gRPC rec/s | gRPC / raw | gRPC commit s | raw SQL sweep s |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+    for phase in Phase::ALL {
+        let raw_phase = raw.iter().flatten().find(|p| p.phase == phase);
+        let grpc_phase = grpc
+            .iter()
+            .flat_map(|g| &g.phases)
+            .find(|p| p.phase == phase);
+        let sent = raw_phase.or(grpc_phase).map_or(0, |p| p.records);
+        let raw_rate = raw_phase.map(PhaseResult::rate);
+        let grpc_rate = grpc_phase.map(PhaseResult::rate);
+        let ratio = match (raw_rate, grpc_rate) {
+            (Some(r), Some(g)) => format!("{:.0} %", 100.0 * g / r),
+            _ => "—".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            phase.label(),
+            thousands(sent as f64),
+            raw_rate.map_or("failed".into(), thousands),
+            grpc_rate.map_or("failed".into(), thousands),
+            ratio,
+            grpc_phase
+                .and_then(|p| p.commit)
+                .map_or("—".into(), |d| format!("{:.2}", d.as_secs_f64())),
+            raw_phase
+                .and_then(|p| p.commit)
+                .map_or("—".into(), |d| format!("{:.2}", d.as_secs_f64())),
+        );
+    }
+    out.push('\n');
+    if let Ok(g) = grpc {
+        let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
+        let after: Vec<String> = Phase::ALL
+            .iter()
+            .zip(&g.peak_rss_kib)
+            .map(|(p, &kib)| format!("{} {}", short(*p), mib(kib)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Server peak RSS (VmHWM): **{} MiB** (after {} MiB)\n",
+            g.peak_rss_kib.last().map_or("?".into(), |&k| mib(k)),
+            after.join(", after ")
+        );
+    }
+    let warnings = raw
+        .iter()
+        .flatten()
+        .chain(grpc.iter().flat_map(|g| &g.phases))
+        .flat_map(|p| &p.warnings);
+    for w in warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    if let Err(e) = raw {
+        let _ = writeln!(out, "raw SQL path failed: {e:#}");
+    }
+    if let Err(e) = grpc {
+        let _ = writeln!(out, "gRPC path failed: {e:#}");
+    }
+    out
+}
+
+fn short(phase: Phase) -> &'static str {
+    match phase {
+        Phase::FirstLoad => "first load",
+        Phase::Unchanged => "re-send",
+        Phase::Replace => "replace",
+    }
+}
+
+/// `12345.6` as `12,346`.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (n, c) in digits.chars().enumerate() {
+        if n > 0 && (digits.len() - n) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or("? GiB".into(), |kib| {
+            format!("{:.0} GiB", kib as f64 / 1_048_576.0)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1_000.0), "1,000");
+        assert_eq!(thousands(64_700.0), "64,700");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+    }
+}

@@ -1,0 +1,376 @@
+//! The baseline: the same workload written straight to a table shaped like Tributary's `records`,
+//! one transaction per batch, with the fastest statements PERF.md measured for each backend.
+
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, Executor};
+
+use crate::records::{self, Phase, ENTITY_TYPE};
+use crate::PhaseResult;
+
+/// The connector id the raw rows belong to (any 40-hex string does).
+const CONNECTOR: &str = "b3c4a1f0e2d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5";
+
+/// The `records` table as the store creates it, indexes included, so the baseline pays the same
+/// index maintenance as the real path.
+const PG_SCHEMA: &str = r#"
+CREATE TABLE records (
+    key         TEXT PRIMARY KEY,
+    entity_type TEXT NOT NULL,
+    connector   TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    entity      JSONB NOT NULL,
+    instance    JSONB NOT NULL,
+    checksum    TEXT NOT NULL,
+    version     BIGINT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+CREATE INDEX records_connector ON records (connector);
+CREATE INDEX records_type_key ON records (entity_type, key);
+CREATE INDEX records_type_id ON records (entity_type, id);
+CREATE TEMPORARY TABLE marks (key TEXT PRIMARY KEY);
+"#;
+
+const PG_UPSERT: &str = r#"
+INSERT INTO records (key, entity_type, connector, id, name, entity, instance, checksum, version, created_at, updated_at)
+SELECT k, $6, $7, i, n, e::jsonb, '{}'::jsonb, c, 1, $8, $8
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS t(k, i, n, e, c)
+ON CONFLICT (key) DO UPDATE SET
+    name = excluded.name, entity = excluded.entity, instance = excluded.instance,
+    checksum = excluded.checksum, version = records.version + 1, updated_at = excluded.updated_at
+"#;
+
+const PG_UPSERT_IF_CHANGED: &str = r#"
+INSERT INTO records (key, entity_type, connector, id, name, entity, instance, checksum, version, created_at, updated_at)
+SELECT k, $6, $7, i, n, e::jsonb, '{}'::jsonb, c, 1, $8, $8
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS t(k, i, n, e, c)
+ON CONFLICT (key) DO UPDATE SET
+    name = excluded.name, entity = excluded.entity, instance = excluded.instance,
+    checksum = excluded.checksum, version = records.version + 1, updated_at = excluded.updated_at
+WHERE records.checksum IS DISTINCT FROM excluded.checksum
+"#;
+
+const PG_MARK: &str = "INSERT INTO marks (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING";
+
+const PG_SWEEP: &str = "DELETE FROM records r WHERE r.connector = $1 \
+     AND NOT EXISTS (SELECT 1 FROM marks m WHERE m.key = r.key)";
+
+const SQLITE_SCHEMA: &str = r#"
+CREATE TABLE records (
+    key         TEXT PRIMARY KEY,
+    entity_type TEXT NOT NULL,
+    connector   TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    entity      TEXT NOT NULL,
+    instance    TEXT NOT NULL,
+    checksum    TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX records_connector ON records (connector);
+CREATE INDEX records_type_key ON records (entity_type, key);
+CREATE INDEX records_type_id ON records (entity_type, id);
+CREATE TEMP TABLE marks (key TEXT PRIMARY KEY);
+"#;
+
+// `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT, not to a join.
+const SQLITE_UPSERT: &str = r#"
+INSERT INTO records (key, entity_type, connector, id, name, entity, instance, checksum, version, created_at, updated_at)
+SELECT json_extract(value, '$.k'), ?2, ?3, json_extract(value, '$.i'), json_extract(value, '$.n'),
+       json_extract(value, '$.e'), '{}', json_extract(value, '$.c'), 1, ?4, ?4
+FROM json_each(?1) WHERE true
+ON CONFLICT (key) DO UPDATE SET
+    name = excluded.name, entity = excluded.entity, instance = excluded.instance,
+    checksum = excluded.checksum, version = records.version + 1, updated_at = excluded.updated_at
+"#;
+
+const SQLITE_UPSERT_IF_CHANGED: &str = r#"
+INSERT INTO records (key, entity_type, connector, id, name, entity, instance, checksum, version, created_at, updated_at)
+SELECT json_extract(value, '$.k'), ?2, ?3, json_extract(value, '$.i'), json_extract(value, '$.n'),
+       json_extract(value, '$.e'), '{}', json_extract(value, '$.c'), 1, ?4, ?4
+FROM json_each(?1) WHERE true
+ON CONFLICT (key) DO UPDATE SET
+    name = excluded.name, entity = excluded.entity, instance = excluded.instance,
+    checksum = excluded.checksum, version = records.version + 1, updated_at = excluded.updated_at
+WHERE records.checksum <> excluded.checksum
+"#;
+
+const SQLITE_MARK: &str =
+    "INSERT OR IGNORE INTO marks (key) SELECT json_extract(value, '$.k') FROM json_each(?1)";
+
+const SQLITE_SWEEP: &str = "DELETE FROM records WHERE connector = ?1 \
+     AND NOT EXISTS (SELECT 1 FROM marks m WHERE m.key = records.key)";
+
+/// One batch as columns: what a store computes before writing (key and checksum included).
+struct Rows {
+    keys: Vec<String>,
+    ids: Vec<String>,
+    names: Vec<String>,
+    entities: Vec<String>,
+    checksums: Vec<String>,
+}
+
+impl Rows {
+    fn build(indexes: &[usize]) -> Rows {
+        let mut rows = Rows {
+            keys: Vec::with_capacity(indexes.len()),
+            ids: Vec::with_capacity(indexes.len()),
+            names: Vec::with_capacity(indexes.len()),
+            entities: Vec::with_capacity(indexes.len()),
+            checksums: Vec::with_capacity(indexes.len()),
+        };
+        for &i in indexes {
+            let id = records::id(i);
+            let name = records::name(i);
+            let entity = records::entity(i);
+            let hashed = json!({"entity": entity, "instance": {}, "name": name});
+            rows.keys.push(key(&id));
+            rows.checksums.push(
+                blake3::hash(hashed.to_string().as_bytes())
+                    .to_hex()
+                    .to_string(),
+            );
+            rows.entities.push(entity.to_string());
+            rows.ids.push(id);
+            rows.names.push(name);
+        }
+        rows
+    }
+
+    /// The batch as one JSON array, SQLite's single parameter; `e` is the entity's JSON text.
+    fn to_json(&self) -> String {
+        let items: Vec<Value> = (0..self.keys.len())
+            .map(|j| {
+                json!({
+                    "k": self.keys[j],
+                    "i": self.ids[j],
+                    "n": self.names[j],
+                    "e": self.entities[j],
+                    "c": self.checksums[j],
+                })
+            })
+            .collect();
+        Value::Array(items).to_string()
+    }
+}
+
+/// The public key of a record: SHA-1 of `entity_type \n connector \n id` (SPEC §1).
+fn key(id: &str) -> String {
+    let mut h = Sha1::new();
+    h.update(ENTITY_TYPE.as_bytes());
+    h.update(b"\n");
+    h.update(CONNECTOR.as_bytes());
+    h.update(b"\n");
+    h.update(id.as_bytes());
+    hex::encode(h.finalize())
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// What each phase must have done to the table, checked so a fast but wrong baseline cannot pass.
+fn expect_rows(phase: Phase, affected: u64, sent: usize, warnings: &mut Vec<String>) {
+    let expected = match phase {
+        Phase::FirstLoad => sent as u64,
+        Phase::Unchanged | Phase::Replace => 0,
+    };
+    if affected != expected {
+        warnings.push(format!(
+            "raw SQL {}: {affected} rows written, expected {expected}",
+            phase.label()
+        ));
+    }
+}
+
+/// Runs the workload against a fresh PostgreSQL database at `url`.
+pub async fn postgres(url: &str, records: usize, batch: usize) -> Result<Vec<PhaseResult>> {
+    let mut conn = PgConnection::connect(url)
+        .await
+        .context("connecting to the raw-SQL database")?;
+    conn.execute(PG_SCHEMA).await?;
+    let mut results = Vec::new();
+    for phase in Phase::ALL {
+        let mut warnings = Vec::new();
+        let sql = match phase {
+            Phase::FirstLoad => PG_UPSERT,
+            Phase::Unchanged | Phase::Replace => PG_UPSERT_IF_CHANGED,
+        };
+        let batches = phase.batches(records, batch);
+        let sent: usize = batches.iter().map(Vec::len).sum();
+        let start = Instant::now();
+        let mut affected = 0;
+        for indexes in &batches {
+            let rows = Rows::build(indexes);
+            let mut tx = conn.begin().await?;
+            affected += sqlx::query(sql)
+                .bind(&rows.keys)
+                .bind(&rows.ids)
+                .bind(&rows.names)
+                .bind(&rows.entities)
+                .bind(&rows.checksums)
+                .bind(ENTITY_TYPE)
+                .bind(CONNECTOR)
+                .bind(now_micros())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if phase == Phase::Replace {
+                sqlx::query(PG_MARK)
+                    .bind(&rows.keys)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        expect_rows(phase, affected, sent, &mut warnings);
+        let commit = if phase == Phase::Replace {
+            let t = Instant::now();
+            let mut tx = conn.begin().await?;
+            let swept = sqlx::query(PG_SWEEP)
+                .bind(CONNECTOR)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            check_swept(swept, records - sent, &mut warnings);
+            Some(t.elapsed())
+        } else {
+            None
+        };
+        results.push(PhaseResult::new(
+            phase,
+            sent,
+            start.elapsed(),
+            commit,
+            warnings,
+        ));
+    }
+    conn.close().await?;
+    Ok(results)
+}
+
+/// Runs the workload against a fresh SQLite file (WAL, synchronous NORMAL).
+pub async fn sqlite(
+    path: &std::path::Path,
+    records: usize,
+    batch: usize,
+) -> Result<Vec<PhaseResult>> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal);
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .context("opening the raw-SQL SQLite file")?;
+    conn.execute(SQLITE_SCHEMA).await?;
+    let mut results = Vec::new();
+    for phase in Phase::ALL {
+        let mut warnings = Vec::new();
+        let sql = match phase {
+            Phase::FirstLoad => SQLITE_UPSERT,
+            Phase::Unchanged | Phase::Replace => SQLITE_UPSERT_IF_CHANGED,
+        };
+        let batches = phase.batches(records, batch);
+        let sent: usize = batches.iter().map(Vec::len).sum();
+        let start = Instant::now();
+        let mut affected = 0;
+        for indexes in &batches {
+            let json = Rows::build(indexes).to_json();
+            let mut tx = conn.begin().await?;
+            affected += sqlx::query(sql)
+                .bind(&json)
+                .bind(ENTITY_TYPE)
+                .bind(CONNECTOR)
+                .bind(now_micros())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if phase == Phase::Replace {
+                sqlx::query(SQLITE_MARK)
+                    .bind(&json)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        expect_rows(phase, affected, sent, &mut warnings);
+        let commit = if phase == Phase::Replace {
+            let t = Instant::now();
+            let mut tx = conn.begin().await?;
+            let swept = sqlx::query(SQLITE_SWEEP)
+                .bind(CONNECTOR)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            check_swept(swept, records - sent, &mut warnings);
+            Some(t.elapsed())
+        } else {
+            None
+        };
+        results.push(PhaseResult::new(
+            phase,
+            sent,
+            start.elapsed(),
+            commit,
+            warnings,
+        ));
+    }
+    conn.close().await?;
+    Ok(results)
+}
+
+fn check_swept(swept: u64, expected: usize, warnings: &mut Vec<String>) {
+    if swept != expected as u64 {
+        warnings.push(format!(
+            "raw SQL sweep deleted {swept} rows, expected {expected}"
+        ));
+    }
+}
+
+/// Ensures a benchmark database name is a plain identifier before it is spliced into SQL.
+pub fn check_db_name(name: &str) -> Result<()> {
+    ensure!(
+        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "bad database name {name:?}"
+    );
+    Ok(())
+}
+
+/// Creates `name` on the server at `admin_url` and returns the URL of the new database.
+pub async fn create_database(admin_url: &str, name: &str) -> Result<String> {
+    check_db_name(name)?;
+    let mut conn = PgConnection::connect(admin_url)
+        .await
+        .with_context(|| format!("connecting to {admin_url}"))?;
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await?;
+    conn.close().await?;
+    let mut url = url::Url::parse(admin_url).context("parsing --database-url")?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
+}
+
+/// Drops `name` (and any connection still open to it).
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<()> {
+    check_db_name(name)?;
+    let mut conn = PgConnection::connect(admin_url).await?;
+    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await?;
+    conn.close().await?;
+    Ok(())
+}
