@@ -63,21 +63,35 @@ impl From<StoreError> for Error {
 }
 
 /// Maps a unique violation raised by creating `id` of `kind` to `AlreadyExists`.
-pub(crate) fn unique_to_exists(kind: ResourceKind, id: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+pub(crate) fn unique_to_exists(
+    kind: ResourceKind,
+    id: &str,
+) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
     move |error| match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => Error::AlreadyExists { kind, id: id.to_owned() }.into(),
+        sqlx::Error::Database(db) if db.is_unique_violation() => Error::AlreadyExists {
+            kind,
+            id: id.to_owned(),
+        }
+        .into(),
         _ => error.into(),
     }
 }
 
 /// The answer to a batch or close that names no open session of the calling connector.
 pub(crate) fn session_denied(session_id: &str) -> StoreError {
-    Error::PermissionDenied(format!("session {session_id} is not an open session of this connector")).into()
+    Error::PermissionDenied(format!(
+        "session {session_id} is not an open session of this connector"
+    ))
+    .into()
 }
 
 /// The refusal of a replace commit whose sweep exceeds the connector's removal guard.
 pub(crate) fn sweep_refused(would_delete: u64, total: u64, limit: f64) -> StoreError {
-    let percent = if total == 0 { 0.0 } else { would_delete as f64 * 100.0 / total as f64 };
+    let percent = if total == 0 {
+        0.0
+    } else {
+        would_delete as f64 * 100.0 / total as f64
+    };
     Error::FailedPrecondition {
         reason: "SWEEP_REFUSED",
         message: format!(

@@ -11,10 +11,15 @@ struct Migration {
     sql: &'static str,
 }
 
-const SQLITE: &[Migration] = &[Migration { version: 1, sql: include_str!("../migrations/sqlite/0001_init.sql") }];
+const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    sql: include_str!("../migrations/sqlite/0001_init.sql"),
+}];
 
-const POSTGRES: &[Migration] =
-    &[Migration { version: 1, sql: include_str!("../migrations/postgres/0001_init.sql") }];
+const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    sql: include_str!("../migrations/postgres/0001_init.sql"),
+}];
 
 const TRACKING_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS tributary_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
@@ -27,13 +32,18 @@ const PG_LOCK_KEY: i64 = 0x7472_6962;
 pub(crate) async fn sqlite(writer: &SqlitePool) -> StoreResult<()> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(TRACKING_TABLE).execute(&mut *tx).await?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM tributary_migrations").fetch_all(&mut *tx).await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM tributary_migrations")
+        .fetch_all(&mut *tx)
+        .await?;
     for m in SQLITE.iter().filter(|m| !applied.contains(&m.version)) {
         tracing::info!(version = m.version, "applying SQLite migration");
         sqlx::raw_sql(m.sql)
             .execute(&mut *tx)
             .await
-            .map_err(|source| StoreError::Migration { version: m.version, source })?;
+            .map_err(|source| StoreError::Migration {
+                version: m.version,
+                source,
+            })?;
         sqlx::query("INSERT INTO tributary_migrations (version, applied_at) VALUES (?1, ?2)")
             .bind(m.version)
             .bind(tributary_core::clock::now_micros())
@@ -56,16 +66,24 @@ pub(crate) async fn postgres(options: &sqlx::postgres::PgConnectOptions) -> Stor
 }
 
 async fn postgres_locked(conn: &mut PgConnection) -> StoreResult<()> {
-    sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_LOCK_KEY).execute(&mut *conn).await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(PG_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(TRACKING_TABLE).execute(&mut *conn).await?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM tributary_migrations").fetch_all(&mut *conn).await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM tributary_migrations")
+        .fetch_all(&mut *conn)
+        .await?;
     for m in POSTGRES.iter().filter(|m| !applied.contains(&m.version)) {
         tracing::info!(version = m.version, "applying PostgreSQL migration");
         let mut tx = conn.begin().await?;
         sqlx::raw_sql(m.sql)
             .execute(&mut *tx)
             .await
-            .map_err(|source| StoreError::Migration { version: m.version, source })?;
+            .map_err(|source| StoreError::Migration {
+                version: m.version,
+                source,
+            })?;
         sqlx::query("INSERT INTO tributary_migrations (version, applied_at) VALUES ($1, $2)")
             .bind(m.version)
             .bind(tributary_core::clock::now_micros())
@@ -73,6 +91,9 @@ async fn postgres_locked(conn: &mut PgConnection) -> StoreResult<()> {
             .await?;
         tx.commit().await?;
     }
-    sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_LOCK_KEY).execute(&mut *conn).await?;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(PG_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

@@ -6,7 +6,8 @@
 use crate::error::{StoreError, StoreResult};
 use sqlx::Row;
 use tributary_core::model::{
-    Connector, EntityType, ImportItem, ImportResult, ImportStatus, SessionTotals, StoredRecord, WritePolicy,
+    Connector, EntityType, ImportItem, ImportResult, ImportStatus, SessionTotals, StoredRecord,
+    WritePolicy,
 };
 
 /// Typed column access by name, implemented for each backend's row type.
@@ -74,7 +75,8 @@ pub(crate) fn entity_type(row: &impl Cols) -> StoreResult<EntityType> {
 }
 
 pub(crate) fn write_policy(text: &str) -> StoreResult<WritePolicy> {
-    WritePolicy::parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown write policy {text:?}")))
+    WritePolicy::parse(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown write policy {text:?}")))
 }
 
 pub(crate) fn connector(row: &impl Cols) -> StoreResult<Connector> {
@@ -84,7 +86,10 @@ pub(crate) fn connector(row: &impl Cols) -> StoreResult<Connector> {
         entity_type: row.text("entity_type")?,
         write_policy: write_policy(&row.text("write_policy")?)?,
         reject_removals_above_percent: row.opt_float("reject_removals_above_percent")?,
-        rate_limit: row.opt_int("rate_limit")?.map(|v| u32_of(v, "rate_limit")).transpose()?,
+        rate_limit: row
+            .opt_int("rate_limit")?
+            .map(|v| u32_of(v, "rate_limit"))
+            .transpose()?,
         created_at: row.int("created_at")?,
     })
 }

@@ -25,16 +25,27 @@ enum Guard {
     /// The directory holding the SQLite file; removed on drop.
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
     /// The PostgreSQL database to drop, through the server URL it was created on.
-    Postgres { server_url: String, database: String, dropped: bool },
+    Postgres {
+        server_url: String,
+        database: String,
+        dropped: bool,
+    },
 }
 
 impl TestDb {
     /// A fresh SQLite database file in a temporary directory.
     pub async fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("creating a temporary directory: {e}"));
+        let dir =
+            tempfile::tempdir().unwrap_or_else(|e| panic!("creating a temporary directory: {e}"));
         let url = format!("sqlite://{}", dir.path().join("tributary.db").display());
-        let store = crate::open(&url).await.unwrap_or_else(|e| panic!("opening {url}: {e}"));
-        TestDb { store, url, guard: Guard::Sqlite(dir) }
+        let store = crate::open(&url)
+            .await
+            .unwrap_or_else(|e| panic!("opening {url}: {e}"));
+        TestDb {
+            store,
+            url,
+            guard: Guard::Sqlite(dir),
+        }
     }
 
     /// A fresh PostgreSQL database, or `None` when `TRIBUTARY_TEST_DATABASE_URL` is unset.
@@ -46,7 +57,9 @@ impl TestDb {
         let database = format!("tributary_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = PgConnection::connect(&server_url)
             .await
-            .unwrap_or_else(|e| panic!("{DATABASE_URL_VAR} is set but {server_url} is unreachable: {e}"));
+            .unwrap_or_else(|e| {
+                panic!("{DATABASE_URL_VAR} is set but {server_url} is unreachable: {e}")
+            });
         sqlx::query(&format!("CREATE DATABASE {database}"))
             .execute(&mut conn)
             .await
@@ -60,12 +73,25 @@ impl TestDb {
                 panic!("opening {url}: {e}");
             }
         };
-        Some(TestDb { store, url, guard: Guard::Postgres { server_url, database, dropped: false } })
+        Some(TestDb {
+            store,
+            url,
+            guard: Guard::Postgres {
+                server_url,
+                database,
+                dropped: false,
+            },
+        })
     }
 
     /// Removes the database now (PostgreSQL: `DROP DATABASE ... WITH (FORCE)`).
     pub async fn cleanup(mut self) {
-        if let Guard::Postgres { server_url, database, dropped } = &mut self.guard {
+        if let Guard::Postgres {
+            server_url,
+            database,
+            dropped,
+        } = &mut self.guard
+        {
             drop_database(server_url, database).await;
             *dropped = true;
         }
@@ -74,13 +100,23 @@ impl TestDb {
     /// Test support: runs one SQL statement on the database directly; returns rows affected.
     pub async fn execute_sql(&self, sql: &str) -> u64 {
         if crate::is_postgres_url(&self.url) {
-            let mut conn = PgConnection::connect(&self.url).await.unwrap_or_else(|e| panic!("connecting: {e}"));
-            let done = sqlx::query(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let mut conn = PgConnection::connect(&self.url)
+                .await
+                .unwrap_or_else(|e| panic!("connecting: {e}"));
+            let done = sqlx::query(sql)
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
             let _ = conn.close().await;
             done.rows_affected()
         } else {
-            let mut conn = SqliteConnection::connect(&self.url).await.unwrap_or_else(|e| panic!("connecting: {e}"));
-            let done = sqlx::query(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let mut conn = SqliteConnection::connect(&self.url)
+                .await
+                .unwrap_or_else(|e| panic!("connecting: {e}"));
+            let done = sqlx::query(sql)
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
             let _ = conn.close().await;
             done.rows_affected()
         }
@@ -90,20 +126,35 @@ impl TestDb {
     pub async fn set_edited_at(&self, key: &str, edited_at: Option<i64>) {
         let value = edited_at.map_or_else(|| "NULL".to_owned(), |v| v.to_string());
         // Keys are hex digests; refuse anything else rather than quote it.
-        assert!(key.bytes().all(|b| b.is_ascii_alphanumeric()), "unexpected record key {key:?}");
-        let n = self.execute_sql(&format!("UPDATE records SET edited_at = {value} WHERE key = '{key}'")).await;
+        assert!(
+            key.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "unexpected record key {key:?}"
+        );
+        let n = self
+            .execute_sql(&format!(
+                "UPDATE records SET edited_at = {value} WHERE key = '{key}'"
+            ))
+            .await;
         assert_eq!(n, 1, "record {key} not found");
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Guard::Postgres { server_url, database, dropped: false } = &self.guard {
+        if let Guard::Postgres {
+            server_url,
+            database,
+            dropped: false,
+        } = &self.guard
+        {
             // Drop runs inside the test's runtime, which cannot be blocked on; a thread with its
             // own small runtime drops the database instead.
             let (server_url, database) = (server_url.clone(), database.clone());
             let worker = std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     rt.block_on(drop_database(&server_url, &database));
                 }
             });

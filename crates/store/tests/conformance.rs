@@ -11,7 +11,8 @@ use tributary_core::checksum::{canonical_json, record_checksum};
 use tributary_core::error::ResourceKind;
 use tributary_core::ids::{new_connector_id, new_id, record_key};
 use tributary_core::model::{
-    Connector, Consumer, EntityType, ImportStatus, Outcome, SessionMode, SessionTotals, StoredRecord, WritePolicy,
+    Connector, Consumer, EntityType, ImportStatus, Outcome, SessionMode, SessionTotals,
+    StoredRecord, WritePolicy,
 };
 use tributary_core::record::PreparedRecord;
 use tributary_core::store::{KeyedId, SessionCall};
@@ -96,7 +97,11 @@ fn country_schema() -> Value {
 
 /// A connector of `country` (created on first use) with `policy` and removal guard `guard`.
 async fn connector(db: &TestDb, policy: WritePolicy, guard: Option<f64>) -> Connector {
-    match db.store.create_entity_type(&entity_type("country", country_schema())).await {
+    match db
+        .store
+        .create_entity_type(&entity_type("country", country_schema()))
+        .await
+    {
         Ok(()) | Err(Error::AlreadyExists { .. }) => {}
         Err(e) => panic!("{e}"),
     }
@@ -109,7 +114,10 @@ async fn connector(db: &TestDb, policy: WritePolicy, guard: Option<f64>) -> Conn
         rate_limit: None,
         created_at: T0,
     };
-    db.store.create_connector(&c, &format!("hash-{}", c.id)).await.unwrap();
+    db.store
+        .create_connector(&c, &format!("hash-{}", c.id))
+        .await
+        .unwrap();
     c
 }
 
@@ -118,7 +126,14 @@ fn record(c: &Connector, id: &str, population: i64) -> PreparedRecord {
     let entity = canonical_json(&json!({"population": population})).unwrap();
     let instance = "{}".to_owned();
     let checksum = record_checksum(&name, &entity, &instance);
-    PreparedRecord { id: id.into(), key: record_key(&c.entity_type, &c.id, id), name, entity, instance, checksum }
+    PreparedRecord {
+        id: id.into(),
+        key: record_key(&c.entity_type, &c.id, id),
+        name,
+        entity,
+        instance,
+        checksum,
+    }
 }
 
 fn key(c: &Connector, id: &str) -> String {
@@ -126,22 +141,42 @@ fn key(c: &Connector, id: &str) -> String {
 }
 
 fn keyed(c: &Connector, id: &str) -> KeyedId {
-    KeyedId { id: id.into(), key: key(c, id) }
+    KeyedId {
+        id: id.into(),
+        key: key(c, id),
+    }
 }
 
 fn call<'a>(session: &'a str, c: &'a Connector, now: i64) -> SessionCall<'a> {
-    SessionCall { session_id: session, connector: c, now, idle_cutoff: now - DAY }
+    SessionCall {
+        session_id: session,
+        connector: c,
+        now,
+        idle_cutoff: now - DAY,
+    }
 }
 
 async fn open(db: &TestDb, c: &Connector, mode: SessionMode, now: i64) -> String {
-    db.store.open_session(c, mode, now).await.unwrap().session.id
+    db.store
+        .open_session(c, mode, now)
+        .await
+        .unwrap()
+        .session
+        .id
 }
 
 /// Writes `records` through a stream session at `now`.
 async fn stream(db: &TestDb, c: &Connector, records: &[PreparedRecord], now: i64) -> Vec<Outcome> {
     let s = open(db, c, SessionMode::Stream, now).await;
-    let outcomes = db.store.upsert_batch(&call(&s, c, now), records).await.unwrap();
-    db.store.close_session(&call(&s, c, now), true, false).await.unwrap();
+    let outcomes = db
+        .store
+        .upsert_batch(&call(&s, c, now), records)
+        .await
+        .unwrap();
+    db.store
+        .close_session(&call(&s, c, now), true, false)
+        .await
+        .unwrap();
     outcomes
 }
 
@@ -151,8 +186,15 @@ async fn get(db: &TestDb, c: &Connector, id: &str) -> Option<StoredRecord> {
 
 /// The external ids of the connector's visible records.
 async fn visible_ids(db: &TestDb, c: &Connector) -> BTreeSet<String> {
-    let all = db.store.list_records(&c.entity_type, None, 10_000).await.unwrap();
-    all.into_iter().filter(|r| r.connector == c.id).map(|r| r.id).collect()
+    let all = db
+        .store
+        .list_records(&c.entity_type, None, 10_000)
+        .await
+        .unwrap();
+    all.into_iter()
+        .filter(|r| r.connector == c.id)
+        .map(|r| r.id)
+        .collect()
 }
 
 fn ids(list: &[&str]) -> BTreeSet<String> {
@@ -161,13 +203,29 @@ fn ids(list: &[&str]) -> BTreeSet<String> {
 
 fn assert_denied<T: std::fmt::Debug>(result: Result<T, Error>) {
     match result {
-        Err(Error::PermissionDenied(message)) => assert!(message.contains("not an open session"), "{message}"),
+        Err(Error::PermissionDenied(message)) => {
+            assert!(message.contains("not an open session"), "{message}")
+        }
         other => panic!("expected PermissionDenied, got {other:?}"),
     }
 }
 
-fn totals(created: u64, updated: u64, unchanged: u64, deleted: u64, swept: u64, skipped: u64) -> SessionTotals {
-    SessionTotals { created, updated, unchanged, deleted, swept, skipped }
+fn totals(
+    created: u64,
+    updated: u64,
+    unchanged: u64,
+    deleted: u64,
+    swept: u64,
+    skipped: u64,
+) -> SessionTotals {
+    SessionTotals {
+        created,
+        updated,
+        unchanged,
+        deleted,
+        swept,
+        skipped,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -179,44 +237,95 @@ async fn entity_type_crud_and_version_bump(db: &TestDb) {
     store.create_entity_type(&country).await.unwrap();
     assert!(matches!(
         store.create_entity_type(&country).await,
-        Err(Error::AlreadyExists { kind: ResourceKind::EntityType, .. })
+        Err(Error::AlreadyExists {
+            kind: ResourceKind::EntityType,
+            ..
+        })
     ));
     assert_eq!(store.get_entity_type("country").await.unwrap(), country);
     assert!(matches!(
         store.get_entity_type("nope").await,
-        Err(Error::NotFound { kind: ResourceKind::EntityType, .. })
+        Err(Error::NotFound {
+            kind: ResourceKind::EntityType,
+            ..
+        })
     ));
     for slug in ["city", "airport", "river"] {
-        store.create_entity_type(&entity_type(slug, json!({"type": "object"}))).await.unwrap();
+        store
+            .create_entity_type(&entity_type(slug, json!({"type": "object"})))
+            .await
+            .unwrap();
     }
     let page = store.list_entity_types(None, 2).await.unwrap();
-    assert_eq!(page.iter().map(|t| t.slug.as_str()).collect::<Vec<_>>(), ["airport", "city"]);
+    assert_eq!(
+        page.iter().map(|t| t.slug.as_str()).collect::<Vec<_>>(),
+        ["airport", "city"]
+    );
     let page = store.list_entity_types(Some("city"), 10).await.unwrap();
-    assert_eq!(page.iter().map(|t| t.slug.as_str()).collect::<Vec<_>>(), ["country", "river"]);
+    assert_eq!(
+        page.iter().map(|t| t.slug.as_str()).collect::<Vec<_>>(),
+        ["country", "river"]
+    );
 
     // Name only: the version stays; created_at is kept whatever the caller sends.
-    let renamed = EntityType { name: "Countries".into(), created_at: 5, ..country.clone() };
+    let renamed = EntityType {
+        name: "Countries".into(),
+        created_at: 5,
+        ..country.clone()
+    };
     let stored = store.update_entity_type(&renamed, T0 + SEC).await.unwrap();
-    assert_eq!((stored.schema_version, stored.name.as_str()), (1, "Countries"));
+    assert_eq!(
+        (stored.schema_version, stored.name.as_str()),
+        (1, "Countries")
+    );
     assert_eq!((stored.created_at, stored.updated_at), (T0, T0 + SEC));
     // The same schema with another key order is not a change.
     let reordered = json!({"properties": {"population": {"type": "integer"}}, "type": "object"});
-    let stored = store.update_entity_type(&EntityType { schema: reordered, ..renamed.clone() }, T0 + 2 * SEC).await.unwrap();
+    let stored = store
+        .update_entity_type(
+            &EntityType {
+                schema: reordered,
+                ..renamed.clone()
+            },
+            T0 + 2 * SEC,
+        )
+        .await
+        .unwrap();
     assert_eq!(stored.schema_version, 1);
     let changed = json!({"type": "object", "required": ["population"]});
-    let stored = store.update_entity_type(&EntityType { schema: changed.clone(), ..renamed }, T0 + 3 * SEC).await.unwrap();
+    let stored = store
+        .update_entity_type(
+            &EntityType {
+                schema: changed.clone(),
+                ..renamed
+            },
+            T0 + 3 * SEC,
+        )
+        .await
+        .unwrap();
     assert_eq!((stored.schema_version, &stored.schema), (2, &changed));
     assert_eq!(store.get_entity_type("country").await.unwrap(), stored);
     assert!(matches!(
-        store.update_entity_type(&entity_type("nope", json!({})), T0).await,
-        Err(Error::NotFound { kind: ResourceKind::EntityType, .. })
+        store
+            .update_entity_type(&entity_type("nope", json!({})), T0)
+            .await,
+        Err(Error::NotFound {
+            kind: ResourceKind::EntityType,
+            ..
+        })
     ));
 
     store.delete_entity_type("river", false).await.unwrap();
-    assert!(matches!(store.get_entity_type("river").await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.get_entity_type("river").await,
+        Err(Error::NotFound { .. })
+    ));
     assert!(matches!(
         store.delete_entity_type("river", false).await,
-        Err(Error::NotFound { kind: ResourceKind::EntityType, .. })
+        Err(Error::NotFound {
+            kind: ResourceKind::EntityType,
+            ..
+        })
     ));
 }
 
@@ -224,29 +333,58 @@ async fn entity_type_delete_refused_with_records_then_forced(db: &TestDb) {
     let c = connector(db, WritePolicy::Importer, None).await;
     stream(db, &c, &[record(&c, "GB", 1), record(&c, "FR", 2)], T0).await;
     let staged = open(db, &c, SessionMode::Accrue, T0).await;
-    db.store.upsert_batch(&call(&staged, &c, T0), &[record(&c, "DE", 3)]).await.unwrap();
+    db.store
+        .upsert_batch(&call(&staged, &c, T0), &[record(&c, "DE", 3)])
+        .await
+        .unwrap();
 
     match db.store.delete_entity_type("country", false).await {
-        Err(Error::FailedPrecondition { reason, metadata, .. }) => {
+        Err(Error::FailedPrecondition {
+            reason, metadata, ..
+        }) => {
             assert_eq!(reason, "ENTITY_TYPE_HAS_RECORDS");
-            assert!(metadata.contains(&("records".to_owned(), "2".to_owned())), "{metadata:?}");
+            assert!(
+                metadata.contains(&("records".to_owned(), "2".to_owned())),
+                "{metadata:?}"
+            );
         }
         other => panic!("expected FailedPrecondition, got {other:?}"),
     }
     assert_eq!(db.store.count_records("country").await.unwrap(), 2);
 
     db.store.delete_entity_type("country", true).await.unwrap();
-    assert!(matches!(db.store.get_entity_type("country").await, Err(Error::NotFound { .. })));
-    assert!(matches!(db.store.get_connector(&c.id).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        db.store.get_entity_type("country").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        db.store.get_connector(&c.id).await,
+        Err(Error::NotFound { .. })
+    ));
     assert_eq!(db.store.count_records("country").await.unwrap(), 0);
-    assert!(db.store.connector_by_token(&format!("hash-{}", c.id)).await.unwrap().is_none());
-    assert_denied(db.store.upsert_batch(&call(&staged, &c, T0), &[record(&c, "DE", 3)]).await);
+    assert!(db
+        .store
+        .connector_by_token(&format!("hash-{}", c.id))
+        .await
+        .unwrap()
+        .is_none());
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&staged, &c, T0), &[record(&c, "DE", 3)])
+            .await,
+    );
 
     // A type with a connector but no records is refused too.
     let c = connector(db, WritePolicy::Importer, None).await;
-    assert!(matches!(db.store.delete_entity_type("country", false).await, Err(Error::FailedPrecondition { .. })));
+    assert!(matches!(
+        db.store.delete_entity_type("country", false).await,
+        Err(Error::FailedPrecondition { .. })
+    ));
     db.store.delete_entity_type("country", true).await.unwrap();
-    assert!(matches!(db.store.get_connector(&c.id).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        db.store.get_connector(&c.id).await,
+        Err(Error::NotFound { .. })
+    ));
 }
 
 async fn connector_crud_and_tokens(db: &TestDb) {
@@ -262,27 +400,42 @@ async fn connector_crud_and_tokens(db: &TestDb) {
     };
     assert!(matches!(
         store.create_connector(&orphan, "h0").await,
-        Err(Error::NotFound { kind: ResourceKind::EntityType, .. })
+        Err(Error::NotFound {
+            kind: ResourceKind::EntityType,
+            ..
+        })
     ));
 
     let a = connector(db, WritePolicy::Importer, None).await;
     let b = connector(db, WritePolicy::ImporterCreateOnly, Some(12.5)).await;
     assert!(matches!(
         store.create_connector(&a, "another-hash").await,
-        Err(Error::AlreadyExists { kind: ResourceKind::Connector, .. })
+        Err(Error::AlreadyExists {
+            kind: ResourceKind::Connector,
+            ..
+        })
     ));
     assert_eq!(store.get_connector(&a.id).await.unwrap(), a);
     assert_eq!(store.get_connector(&b.id).await.unwrap(), b);
     assert!(matches!(
         store.get_connector("missing").await,
-        Err(Error::NotFound { kind: ResourceKind::Connector, .. })
+        Err(Error::NotFound {
+            kind: ResourceKind::Connector,
+            ..
+        })
     ));
 
     let mut sorted = vec![a.clone(), b.clone()];
     sorted.sort_by(|x, y| x.id.cmp(&y.id));
     assert_eq!(store.list_connectors(None, 10).await.unwrap(), sorted);
     assert_eq!(store.list_connectors(None, 1).await.unwrap(), sorted[..1]);
-    assert_eq!(store.list_connectors(Some(&sorted[0].id), 10).await.unwrap(), sorted[1..]);
+    assert_eq!(
+        store
+            .list_connectors(Some(&sorted[0].id), 10)
+            .await
+            .unwrap(),
+        sorted[1..]
+    );
 
     let updated = Connector {
         name: "renamed".into(),
@@ -293,16 +446,39 @@ async fn connector_crud_and_tokens(db: &TestDb) {
     };
     assert_eq!(store.update_connector(&updated).await.unwrap(), updated);
     assert_eq!(store.get_connector(&a.id).await.unwrap(), updated);
-    assert!(matches!(store.update_connector(&orphan).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.update_connector(&orphan).await,
+        Err(Error::NotFound { .. })
+    ));
 
-    let (found, version) = store.connector_by_token(&format!("hash-{}", a.id)).await.unwrap().unwrap();
+    let (found, version) = store
+        .connector_by_token(&format!("hash-{}", a.id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((found, version), (updated.clone(), 1));
     assert!(store.connector_by_token("unknown").await.unwrap().is_none());
 
     store.set_connector_token(&a.id, "new-hash").await.unwrap();
-    assert!(store.connector_by_token(&format!("hash-{}", a.id)).await.unwrap().is_none());
-    assert_eq!(store.connector_by_token("new-hash").await.unwrap().unwrap().0.id, a.id);
-    assert!(matches!(store.set_connector_token("missing", "x").await, Err(Error::NotFound { .. })));
+    assert!(store
+        .connector_by_token(&format!("hash-{}", a.id))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .connector_by_token("new-hash")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .id,
+        a.id
+    );
+    assert!(matches!(
+        store.set_connector_token("missing", "x").await,
+        Err(Error::NotFound { .. })
+    ));
 
     // Records outlive their connector unless asked otherwise.
     stream(db, &a, &[record(&a, "GB", 1), record(&a, "FR", 2)], T0).await;
@@ -313,7 +489,10 @@ async fn connector_crud_and_tokens(db: &TestDb) {
     assert_eq!(visible_ids(db, &b).await, ids(&[]));
     assert!(matches!(
         store.delete_connector(&b.id, true).await,
-        Err(Error::NotFound { kind: ResourceKind::Connector, .. })
+        Err(Error::NotFound {
+            kind: ResourceKind::Connector,
+            ..
+        })
     ));
 }
 
@@ -322,17 +501,31 @@ async fn delete_connector_rolls_back_its_sessions(db: &TestDb) {
     stream(db, &c, &[record(&c, "GB", 1)], T0).await;
     let staged = open(db, &c, SessionMode::Replace, T0).await;
     let live = open(db, &c, SessionMode::Stream, T0).await;
-    db.store.upsert_batch(&call(&staged, &c, T0), &[record(&c, "FR", 1)]).await.unwrap();
+    db.store
+        .upsert_batch(&call(&staged, &c, T0), &[record(&c, "FR", 1)])
+        .await
+        .unwrap();
     assert_eq!(db.store.delete_connector(&c.id, false).await.unwrap(), 0);
-    assert_denied(db.store.close_session(&call(&staged, &c, T0), true, false).await);
-    assert_denied(db.store.upsert_batch(&call(&live, &c, T0), &[record(&c, "FR", 1)]).await);
+    assert_denied(
+        db.store
+            .close_session(&call(&staged, &c, T0), true, false)
+            .await,
+    );
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&live, &c, T0), &[record(&c, "FR", 1)])
+            .await,
+    );
     assert_eq!(visible_ids(db, &c).await, ids(&["GB"]));
 }
 
 async fn consumers_with_grants(db: &TestDb) {
     let store = &db.store;
     for slug in ["country", "city"] {
-        store.create_entity_type(&entity_type(slug, json!({"type": "object"}))).await.unwrap();
+        store
+            .create_entity_type(&entity_type(slug, json!({"type": "object"})))
+            .await
+            .unwrap();
     }
     let consumer = |id: &str, types: &[&str]| Consumer {
         id: id.into(),
@@ -340,11 +533,23 @@ async fn consumers_with_grants(db: &TestDb) {
         entity_types: types.iter().map(|t| (*t).to_owned()).collect(),
         created_at: T0,
     };
-    match store.create_consumer(&consumer("x", &["country", "nope"]), "hx").await {
-        Err(Error::NotFound { kind: ResourceKind::EntityType, id }) => assert_eq!(id, "nope"),
+    match store
+        .create_consumer(&consumer("x", &["country", "nope"]), "hx")
+        .await
+    {
+        Err(Error::NotFound {
+            kind: ResourceKind::EntityType,
+            id,
+        }) => assert_eq!(id, "nope"),
         other => panic!("expected NotFound, got {other:?}"),
     }
-    assert!(matches!(store.get_consumer("x").await, Err(Error::NotFound { kind: ResourceKind::Consumer, .. })));
+    assert!(matches!(
+        store.get_consumer("x").await,
+        Err(Error::NotFound {
+            kind: ResourceKind::Consumer,
+            ..
+        })
+    ));
 
     let a = consumer("a", &["city", "country"]);
     let b = consumer("b", &[]);
@@ -352,21 +557,45 @@ async fn consumers_with_grants(db: &TestDb) {
     store.create_consumer(&b, "hb").await.unwrap();
     assert!(matches!(
         store.create_consumer(&a, "other").await,
-        Err(Error::AlreadyExists { kind: ResourceKind::Consumer, .. })
+        Err(Error::AlreadyExists {
+            kind: ResourceKind::Consumer,
+            ..
+        })
     ));
     assert_eq!(store.get_consumer("a").await.unwrap(), a);
-    assert_eq!(store.consumer_by_token("ha").await.unwrap(), Some(a.clone()));
-    assert_eq!(store.consumer_by_token("hb").await.unwrap(), Some(b.clone()));
+    assert_eq!(
+        store.consumer_by_token("ha").await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.consumer_by_token("hb").await.unwrap(),
+        Some(b.clone())
+    );
     assert_eq!(store.consumer_by_token("nope").await.unwrap(), None);
-    assert_eq!(store.list_consumers(None, 10).await.unwrap(), vec![a.clone(), b.clone()]);
-    assert_eq!(store.list_consumers(Some("a"), 10).await.unwrap(), vec![b.clone()]);
+    assert_eq!(
+        store.list_consumers(None, 10).await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    assert_eq!(
+        store.list_consumers(Some("a"), 10).await.unwrap(),
+        vec![b.clone()]
+    );
 
     // Deleting an entity type withdraws its grants.
     store.delete_entity_type("city", false).await.unwrap();
-    assert_eq!(store.get_consumer("a").await.unwrap().entity_types, ["country"]);
+    assert_eq!(
+        store.get_consumer("a").await.unwrap().entity_types,
+        ["country"]
+    );
 
     store.delete_consumer("a").await.unwrap();
-    assert!(matches!(store.delete_consumer("a").await, Err(Error::NotFound { kind: ResourceKind::Consumer, .. })));
+    assert!(matches!(
+        store.delete_consumer("a").await,
+        Err(Error::NotFound {
+            kind: ResourceKind::Consumer,
+            ..
+        })
+    ));
     assert_eq!(store.consumer_by_token("ha").await.unwrap(), None);
 }
 
@@ -379,38 +608,97 @@ async fn stream_upsert_outcomes(db: &TestDb) {
     let up = |now: i64, records: Vec<PreparedRecord>| {
         let s = s.clone();
         let c = c.clone();
-        async move { db.store.upsert_batch(&call(&s, &c, now), &records).await.unwrap() }
+        async move {
+            db.store
+                .upsert_batch(&call(&s, &c, now), &records)
+                .await
+                .unwrap()
+        }
     };
-    assert_eq!(up(T0, vec![record(&c, "GB", 1), record(&c, "FR", 2)]).await, [Outcome::Created, Outcome::Created]);
+    assert_eq!(
+        up(T0, vec![record(&c, "GB", 1), record(&c, "FR", 2)]).await,
+        [Outcome::Created, Outcome::Created]
+    );
     let gb = get(db, &c, "GB").await.unwrap();
     assert_eq!((gb.version, gb.created_at, gb.updated_at), (1, T0, T0));
-    assert_eq!((gb.entity_type.as_str(), gb.connector.as_str(), gb.id.as_str()), ("country", c.id.as_str(), "GB"));
-    assert_eq!(serde_json::from_str::<Value>(&gb.entity).unwrap(), json!({"population": 1}));
-    assert_eq!(serde_json::from_str::<Value>(&gb.instance).unwrap(), json!({}));
+    assert_eq!(
+        (
+            gb.entity_type.as_str(),
+            gb.connector.as_str(),
+            gb.id.as_str()
+        ),
+        ("country", c.id.as_str(), "GB")
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&gb.entity).unwrap(),
+        json!({"population": 1})
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&gb.instance).unwrap(),
+        json!({})
+    );
     assert_eq!((gb.source, gb.edited_at), (None, None));
 
     // Unchanged: neither version nor updated_at move.
-    assert_eq!(up(T0 + SEC, vec![record(&c, "GB", 1)]).await, [Outcome::Unchanged]);
+    assert_eq!(
+        up(T0 + SEC, vec![record(&c, "GB", 1)]).await,
+        [Outcome::Unchanged]
+    );
     let gb = get(db, &c, "GB").await.unwrap();
     assert_eq!((gb.version, gb.updated_at), (1, T0));
 
     // Updated: version + 1, updated_at moves, created_at stays.
-    assert_eq!(up(T0 + 2 * SEC, vec![record(&c, "GB", 10)]).await, [Outcome::Updated]);
+    assert_eq!(
+        up(T0 + 2 * SEC, vec![record(&c, "GB", 10)]).await,
+        [Outcome::Updated]
+    );
     let gb = get(db, &c, "GB").await.unwrap();
-    assert_eq!((gb.version, gb.created_at, gb.updated_at), (2, T0, T0 + 2 * SEC));
-    assert_eq!(serde_json::from_str::<Value>(&gb.entity).unwrap(), json!({"population": 10}));
+    assert_eq!(
+        (gb.version, gb.created_at, gb.updated_at),
+        (2, T0, T0 + 2 * SEC)
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&gb.entity).unwrap(),
+        json!({"population": 10})
+    );
 
     // Within a batch each record is judged against the ones before it; the last write wins.
-    let outcomes = up(T0 + 3 * SEC, vec![record(&c, "DE", 1), record(&c, "DE", 2), record(&c, "DE", 2)]).await;
-    assert_eq!(outcomes, [Outcome::Created, Outcome::Updated, Outcome::Unchanged]);
+    let outcomes = up(
+        T0 + 3 * SEC,
+        vec![
+            record(&c, "DE", 1),
+            record(&c, "DE", 2),
+            record(&c, "DE", 2),
+        ],
+    )
+    .await;
+    assert_eq!(
+        outcomes,
+        [Outcome::Created, Outcome::Updated, Outcome::Unchanged]
+    );
     let de = get(db, &c, "DE").await.unwrap();
-    assert_eq!((de.version, de.checksum.as_str()), (1, record(&c, "DE", 2).checksum.as_str()));
+    assert_eq!(
+        (de.version, de.checksum.as_str()),
+        (1, record(&c, "DE", 2).checksum.as_str())
+    );
     assert_eq!(up(T0 + 4 * SEC, vec![]).await, []);
     assert_eq!(db.store.count_records("country").await.unwrap(), 3);
 
-    let closed = db.store.close_session(&call(&s, &c, T0 + 5 * SEC), true, false).await.unwrap();
-    assert_eq!((closed.mode, closed.totals, closed.import_result_id), (SessionMode::Stream, SessionTotals::default(), None));
-    assert!(db.store.list_import_results(None, None, 10).await.unwrap().is_empty());
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 5 * SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (closed.mode, closed.totals, closed.import_result_id),
+        (SessionMode::Stream, SessionTotals::default(), None)
+    );
+    assert!(db
+        .store
+        .list_import_results(None, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn stream_supplied_checksum_is_used_as_is(db: &TestDb) {
@@ -422,8 +710,14 @@ async fn stream_supplied_checksum_is_used_as_is(db: &TestDb) {
     // Different data under the same supplied checksum is unchanged: the checksum decides.
     let mut same = record(&c, "GB", 99);
     same.checksum = "upstream-etag-1".into();
-    assert_eq!(stream(db, &c, &[same], T0 + SEC).await, [Outcome::Unchanged]);
-    assert_eq!(serde_json::from_str::<Value>(&get(db, &c, "GB").await.unwrap().entity).unwrap(), json!({"population": 1}));
+    assert_eq!(
+        stream(db, &c, &[same], T0 + SEC).await,
+        [Outcome::Unchanged]
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&get(db, &c, "GB").await.unwrap().entity).unwrap(),
+        json!({"population": 1})
+    );
 }
 
 async fn stream_delete_outcomes(db: &TestDb) {
@@ -434,13 +728,23 @@ async fn stream_delete_outcomes(db: &TestDb) {
     let s = open(db, &c, SessionMode::Stream, T0).await;
     let outcomes = db
         .store
-        .delete_batch(&call(&s, &c, T0), &[keyed(&c, "GB"), keyed(&c, "XX"), keyed(&c, "GB")])
+        .delete_batch(
+            &call(&s, &c, T0),
+            &[keyed(&c, "GB"), keyed(&c, "XX"), keyed(&c, "GB")],
+        )
         .await
         .unwrap();
-    assert_eq!(outcomes, [Outcome::Deleted, Outcome::NotFound, Outcome::NotFound]);
+    assert_eq!(
+        outcomes,
+        [Outcome::Deleted, Outcome::NotFound, Outcome::NotFound]
+    );
     assert_eq!(visible_ids(db, &c).await, ids(&["FR"]));
     // Another connector's key is not this connector's to delete.
-    let outcomes = db.store.delete_batch(&call(&s, &c, T0), &[keyed(&other, "GB")]).await.unwrap();
+    let outcomes = db
+        .store
+        .delete_batch(&call(&s, &c, T0), &[keyed(&other, "GB")])
+        .await
+        .unwrap();
     assert_eq!(outcomes, [Outcome::NotFound]);
     assert_eq!(visible_ids(db, &other).await, ids(&["GB"]));
 }
@@ -452,27 +756,63 @@ async fn accrue_is_invisible_until_commit(db: &TestDb) {
     let c = connector(db, WritePolicy::Importer, None).await;
     stream(db, &c, &[record(&c, "OLD", 1)], T0).await;
     let s = open(db, &c, SessionMode::Accrue, T0).await;
-    let outcomes = db.store.upsert_batch(&call(&s, &c, T0 + SEC), &[record(&c, "GB", 1), record(&c, "FR", 2)]).await.unwrap();
+    let outcomes = db
+        .store
+        .upsert_batch(
+            &call(&s, &c, T0 + SEC),
+            &[record(&c, "GB", 1), record(&c, "FR", 2)],
+        )
+        .await
+        .unwrap();
     assert_eq!(outcomes, [Outcome::Created, Outcome::Created]);
-    let outcomes = db.store.delete_batch(&call(&s, &c, T0 + SEC), &[keyed(&c, "OLD"), keyed(&c, "NONE")]).await.unwrap();
+    let outcomes = db
+        .store
+        .delete_batch(
+            &call(&s, &c, T0 + SEC),
+            &[keyed(&c, "OLD"), keyed(&c, "NONE")],
+        )
+        .await
+        .unwrap();
     assert_eq!(outcomes, [Outcome::Deleted, Outcome::NotFound]);
     assert_eq!(visible_ids(db, &c).await, ids(&["OLD"]));
     assert!(get(db, &c, "GB").await.is_none());
 
-    let closed = db.store.close_session(&call(&s, &c, T0 + 2 * SEC), true, false).await.unwrap();
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 2 * SEC), true, false)
+        .await
+        .unwrap();
     assert_eq!(closed.mode, SessionMode::Accrue);
     assert_eq!(closed.totals, totals(2, 0, 0, 1, 0, 0));
     assert_eq!(visible_ids(db, &c).await, ids(&["FR", "GB"]));
     let gb = get(db, &c, "GB").await.unwrap();
-    assert_eq!((gb.version, gb.created_at, gb.updated_at), (1, T0 + 2 * SEC, T0 + 2 * SEC));
+    assert_eq!(
+        (gb.version, gb.created_at, gb.updated_at),
+        (1, T0 + 2 * SEC, T0 + 2 * SEC)
+    );
 
-    let result = db.store.get_import_result(&closed.import_result_id.unwrap()).await.unwrap();
+    let result = db
+        .store
+        .get_import_result(&closed.import_result_id.unwrap())
+        .await
+        .unwrap();
     assert_eq!(result.status, ImportStatus::Succeeded);
     assert_eq!(result.totals, closed.totals);
-    assert_eq!((result.connector.as_str(), result.session_id.as_deref()), (c.id.as_str(), Some(s.as_str())));
+    assert_eq!(
+        (result.connector.as_str(), result.session_id.as_deref()),
+        (c.id.as_str(), Some(s.as_str()))
+    );
     assert_eq!((result.started_at, result.ended_at), (T0, T0 + 2 * SEC));
-    assert!(result.errors.is_empty() && result.skipped_items.is_empty() && result.failed_items.is_empty());
-    assert_denied(db.store.close_session(&call(&s, &c, T0 + 3 * SEC), true, false).await);
+    assert!(
+        result.errors.is_empty()
+            && result.skipped_items.is_empty()
+            && result.failed_items.is_empty()
+    );
+    assert_denied(
+        db.store
+            .close_session(&call(&s, &c, T0 + 3 * SEC), true, false)
+            .await,
+    );
 }
 
 async fn accrue_rollback_discards(db: &TestDb) {
@@ -480,13 +820,40 @@ async fn accrue_rollback_discards(db: &TestDb) {
     stream(db, &c, &[record(&c, "OLD", 1)], T0).await;
     for mode in [SessionMode::Accrue, SessionMode::Replace] {
         let s = open(db, &c, mode, T0).await;
-        db.store.upsert_batch(&call(&s, &c, T0), &[record(&c, "GB", 1), record(&c, "OLD", 2)]).await.unwrap();
-        db.store.delete_batch(&call(&s, &c, T0), &[keyed(&c, "OLD")]).await.unwrap();
-        let closed = db.store.close_session(&call(&s, &c, T0 + SEC), false, false).await.unwrap();
-        assert_eq!((closed.mode, closed.totals), (mode, SessionTotals::default()));
-        let result = db.store.get_import_result(&closed.import_result_id.unwrap()).await.unwrap();
-        assert_eq!((result.status, result.session_id.as_deref()), (ImportStatus::Canceled, Some(s.as_str())));
-        assert_denied(db.store.upsert_batch(&call(&s, &c, T0 + SEC), &[record(&c, "GB", 1)]).await);
+        db.store
+            .upsert_batch(
+                &call(&s, &c, T0),
+                &[record(&c, "GB", 1), record(&c, "OLD", 2)],
+            )
+            .await
+            .unwrap();
+        db.store
+            .delete_batch(&call(&s, &c, T0), &[keyed(&c, "OLD")])
+            .await
+            .unwrap();
+        let closed = db
+            .store
+            .close_session(&call(&s, &c, T0 + SEC), false, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            (closed.mode, closed.totals),
+            (mode, SessionTotals::default())
+        );
+        let result = db
+            .store
+            .get_import_result(&closed.import_result_id.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (result.status, result.session_id.as_deref()),
+            (ImportStatus::Canceled, Some(s.as_str()))
+        );
+        assert_denied(
+            db.store
+                .upsert_batch(&call(&s, &c, T0 + SEC), &[record(&c, "GB", 1)])
+                .await,
+        );
         assert_eq!(visible_ids(db, &c).await, ids(&["OLD"]));
         assert_eq!(get(db, &c, "OLD").await.unwrap().version, 1);
     }
@@ -498,19 +865,44 @@ async fn accrue_last_operation_wins(db: &TestDb) {
     let s = open(db, &c, SessionMode::Accrue, T0).await;
     let at = call(&s, &c, T0);
     // Upsert then delete: nothing is created. Delete then upsert: the record is written.
-    db.store.upsert_batch(&at, &[record(&c, "A", 1)]).await.unwrap();
+    db.store
+        .upsert_batch(&at, &[record(&c, "A", 1)])
+        .await
+        .unwrap();
     db.store.delete_batch(&at, &[keyed(&c, "A")]).await.unwrap();
-    assert_eq!(db.store.delete_batch(&at, &[keyed(&c, "KEEP")]).await.unwrap(), [Outcome::Deleted]);
-    assert_eq!(db.store.upsert_batch(&at, &[record(&c, "KEEP", 5)]).await.unwrap(), [Outcome::Updated]);
+    assert_eq!(
+        db.store
+            .delete_batch(&at, &[keyed(&c, "KEEP")])
+            .await
+            .unwrap(),
+        [Outcome::Deleted]
+    );
+    assert_eq!(
+        db.store
+            .upsert_batch(&at, &[record(&c, "KEEP", 5)])
+            .await
+            .unwrap(),
+        [Outcome::Updated]
+    );
     // Staged outcomes are judged against the visible catalog: twice created.
     assert_eq!(
-        db.store.upsert_batch(&at, &[record(&c, "B", 1), record(&c, "B", 2)]).await.unwrap(),
+        db.store
+            .upsert_batch(&at, &[record(&c, "B", 1), record(&c, "B", 2)])
+            .await
+            .unwrap(),
         [Outcome::Created, Outcome::Created]
     );
-    let closed = db.store.close_session(&call(&s, &c, T0 + SEC), true, false).await.unwrap();
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + SEC), true, false)
+        .await
+        .unwrap();
     assert_eq!(closed.totals, totals(1, 1, 0, 0, 0, 0));
     assert_eq!(visible_ids(db, &c).await, ids(&["B", "KEEP"]));
-    assert_eq!(get(db, &c, "B").await.unwrap().checksum, record(&c, "B", 2).checksum);
+    assert_eq!(
+        get(db, &c, "B").await.unwrap().checksum,
+        record(&c, "B", 2).checksum
+    );
     assert_eq!(get(db, &c, "KEEP").await.unwrap().version, 2);
 }
 
@@ -520,78 +912,161 @@ async fn accrue_commit_writes_only_changed_rows(db: &TestDb) {
     let s = open(db, &c, SessionMode::Accrue, T0 + SEC).await;
     let outcomes = db
         .store
-        .upsert_batch(&call(&s, &c, T0 + SEC), &[record(&c, "A", 1), record(&c, "B", 2), record(&c, "C", 1)])
+        .upsert_batch(
+            &call(&s, &c, T0 + SEC),
+            &[record(&c, "A", 1), record(&c, "B", 2), record(&c, "C", 1)],
+        )
         .await
         .unwrap();
-    assert_eq!(outcomes, [Outcome::Unchanged, Outcome::Updated, Outcome::Created]);
-    let closed = db.store.close_session(&call(&s, &c, T0 + 2 * SEC), true, false).await.unwrap();
+    assert_eq!(
+        outcomes,
+        [Outcome::Unchanged, Outcome::Updated, Outcome::Created]
+    );
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 2 * SEC), true, false)
+        .await
+        .unwrap();
     assert_eq!(closed.totals, totals(1, 1, 1, 0, 0, 0));
     let a = get(db, &c, "A").await.unwrap();
     assert_eq!((a.version, a.updated_at), (1, T0));
     let b = get(db, &c, "B").await.unwrap();
-    assert_eq!((b.version, b.created_at, b.updated_at), (2, T0, T0 + 2 * SEC));
-    assert_eq!(serde_json::from_str::<Value>(&b.entity).unwrap(), json!({"population": 2}));
+    assert_eq!(
+        (b.version, b.created_at, b.updated_at),
+        (2, T0, T0 + 2 * SEC)
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&b.entity).unwrap(),
+        json!({"population": 2})
+    );
 }
 
 async fn replace_sweeps_exactly_the_unstaged_records(db: &TestDb) {
     let c = connector(db, WritePolicy::Importer, None).await;
     let other = connector(db, WritePolicy::Importer, None).await;
-    let existing: Vec<_> = ["A", "B", "C", "D", "E"].iter().map(|id| record(&c, id, 1)).collect();
+    let existing: Vec<_> = ["A", "B", "C", "D", "E"]
+        .iter()
+        .map(|id| record(&c, id, 1))
+        .collect();
     stream(db, &c, &existing, T0).await;
     stream(db, &other, &[record(&other, "Z", 1)], T0).await;
 
     let s = open(db, &c, SessionMode::Replace, T0).await;
     let at = call(&s, &c, T0 + SEC);
-    db.store.upsert_batch(&at, &[record(&c, "A", 1), record(&c, "B", 2), record(&c, "F", 1)]).await.unwrap();
+    db.store
+        .upsert_batch(
+            &at,
+            &[record(&c, "A", 1), record(&c, "B", 2), record(&c, "F", 1)],
+        )
+        .await
+        .unwrap();
     db.store.delete_batch(&at, &[keyed(&c, "C")]).await.unwrap();
     assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "C", "D", "E"]));
-    let closed = db.store.close_session(&call(&s, &c, T0 + 2 * SEC), true, false).await.unwrap();
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 2 * SEC), true, false)
+        .await
+        .unwrap();
     // D and E were neither upserted nor deleted: swept. C was deleted explicitly.
     assert_eq!(closed.totals, totals(1, 1, 1, 1, 2, 0));
     assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "F"]));
-    assert_eq!(visible_ids(db, &other).await, ids(&["Z"]), "another connector's records are not swept");
-    let result = db.store.get_import_result(&closed.import_result_id.unwrap()).await.unwrap();
+    assert_eq!(
+        visible_ids(db, &other).await,
+        ids(&["Z"]),
+        "another connector's records are not swept"
+    );
+    let result = db
+        .store
+        .get_import_result(&closed.import_result_id.unwrap())
+        .await
+        .unwrap();
     assert_eq!(result.totals.swept, 2);
 
     // An empty replace commit removes everything of the connector.
     let s = open(db, &c, SessionMode::Replace, T0 + 3 * SEC).await;
-    let closed = db.store.close_session(&call(&s, &c, T0 + 3 * SEC), true, false).await.unwrap();
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 3 * SEC), true, false)
+        .await
+        .unwrap();
     assert_eq!(closed.totals.swept, 3);
     assert_eq!(visible_ids(db, &c).await, ids(&[]));
 }
 
 async fn replace_guard_refuses_then_force_commits(db: &TestDb) {
     let c = connector(db, WritePolicy::Importer, Some(50.0)).await;
-    let existing: Vec<_> = ["A", "B", "C", "D"].iter().map(|id| record(&c, id, 1)).collect();
+    let existing: Vec<_> = ["A", "B", "C", "D"]
+        .iter()
+        .map(|id| record(&c, id, 1))
+        .collect();
     stream(db, &c, &existing, T0).await;
     let s = open(db, &c, SessionMode::Replace, T0).await;
-    db.store.upsert_batch(&call(&s, &c, T0), &[record(&c, "A", 2)]).await.unwrap();
+    db.store
+        .upsert_batch(&call(&s, &c, T0), &[record(&c, "A", 2)])
+        .await
+        .unwrap();
 
-    match db.store.close_session(&call(&s, &c, T0 + SEC), true, false).await {
-        Err(Error::FailedPrecondition { reason, message, metadata }) => {
+    match db
+        .store
+        .close_session(&call(&s, &c, T0 + SEC), true, false)
+        .await
+    {
+        Err(Error::FailedPrecondition {
+            reason,
+            message,
+            metadata,
+        }) => {
             assert_eq!(reason, "SWEEP_REFUSED");
             assert!(message.contains("3 of 4"), "{message}");
-            assert!(metadata.contains(&("would_delete".to_owned(), "3".to_owned())), "{metadata:?}");
-            assert!(metadata.contains(&("total".to_owned(), "4".to_owned())), "{metadata:?}");
-            assert!(metadata.contains(&("limit_percent".to_owned(), "50".to_owned())), "{metadata:?}");
+            assert!(
+                metadata.contains(&("would_delete".to_owned(), "3".to_owned())),
+                "{metadata:?}"
+            );
+            assert!(
+                metadata.contains(&("total".to_owned(), "4".to_owned())),
+                "{metadata:?}"
+            );
+            assert!(
+                metadata.contains(&("limit_percent".to_owned(), "50".to_owned())),
+                "{metadata:?}"
+            );
         }
         other => panic!("expected SWEEP_REFUSED, got {other:?}"),
     }
     // Nothing happened, and the session is still open with its staged rows.
     assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "C", "D"]));
     assert_eq!(get(db, &c, "A").await.unwrap().version, 1);
-    assert_eq!(db.store.upsert_batch(&call(&s, &c, T0 + 2 * SEC), &[record(&c, "B", 1)]).await.unwrap(), [Outcome::Unchanged]);
+    assert_eq!(
+        db.store
+            .upsert_batch(&call(&s, &c, T0 + 2 * SEC), &[record(&c, "B", 1)])
+            .await
+            .unwrap(),
+        [Outcome::Unchanged]
+    );
     // Now 2 of 4 would go: exactly at the limit, which is allowed.
-    let closed = db.store.close_session(&call(&s, &c, T0 + 3 * SEC), true, false).await.unwrap();
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 3 * SEC), true, false)
+        .await
+        .unwrap();
     assert_eq!(closed.totals, totals(0, 1, 1, 0, 2, 0));
     assert_eq!(visible_ids(db, &c).await, ids(&["A", "B"]));
 
     let s = open(db, &c, SessionMode::Replace, T0 + 4 * SEC).await;
     assert!(matches!(
-        db.store.close_session(&call(&s, &c, T0 + 4 * SEC), true, false).await,
-        Err(Error::FailedPrecondition { reason: "SWEEP_REFUSED", .. })
+        db.store
+            .close_session(&call(&s, &c, T0 + 4 * SEC), true, false)
+            .await,
+        Err(Error::FailedPrecondition {
+            reason: "SWEEP_REFUSED",
+            ..
+        })
     ));
-    let closed = db.store.close_session(&call(&s, &c, T0 + 5 * SEC), true, true).await.unwrap();
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 5 * SEC), true, true)
+        .await
+        .unwrap();
     assert_eq!(closed.totals.swept, 2);
     assert_eq!(visible_ids(db, &c).await, ids(&[]));
 }
@@ -599,73 +1074,179 @@ async fn replace_guard_refuses_then_force_commits(db: &TestDb) {
 async fn supersede_denies_the_old_session_and_discards_its_data(db: &TestDb) {
     let c = connector(db, WritePolicy::Importer, None).await;
     let first = open(db, &c, SessionMode::Accrue, T0).await;
-    db.store.upsert_batch(&call(&first, &c, T0), &[record(&c, "X", 1)]).await.unwrap();
-    let second = db.store.open_session(&c, SessionMode::Replace, T0 + SEC).await.unwrap();
-    assert_eq!(second.superseded, [first.clone()]);
+    db.store
+        .upsert_batch(&call(&first, &c, T0), &[record(&c, "X", 1)])
+        .await
+        .unwrap();
+    let second = db
+        .store
+        .open_session(&c, SessionMode::Replace, T0 + SEC)
+        .await
+        .unwrap();
+    assert_eq!(second.superseded, vec![first.clone()]);
     assert_eq!(second.session.mode, SessionMode::Replace);
-    assert_eq!((second.session.opened_at, second.session.last_active_at), (T0 + SEC, T0 + SEC));
-    assert_denied(db.store.upsert_batch(&call(&first, &c, T0 + SEC), &[record(&c, "X", 1)]).await);
-    assert_denied(db.store.close_session(&call(&first, &c, T0 + SEC), true, false).await);
+    assert_eq!(
+        (second.session.opened_at, second.session.last_active_at),
+        (T0 + SEC, T0 + SEC)
+    );
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&first, &c, T0 + SEC), &[record(&c, "X", 1)])
+            .await,
+    );
+    assert_denied(
+        db.store
+            .close_session(&call(&first, &c, T0 + SEC), true, false)
+            .await,
+    );
 
-    let closed = db.store.close_session(&call(&second.session.id, &c, T0 + 2 * SEC), true, false).await.unwrap();
+    let closed = db
+        .store
+        .close_session(&call(&second.session.id, &c, T0 + 2 * SEC), true, false)
+        .await
+        .unwrap();
     assert_eq!(closed.totals, SessionTotals::default());
-    assert!(get(db, &c, "X").await.is_none(), "the superseded session's staged data is gone");
+    assert!(
+        get(db, &c, "X").await.is_none(),
+        "the superseded session's staged data is gone"
+    );
 
-    let results = db.store.list_import_results(Some(&c.id), None, 10).await.unwrap();
+    let results = db
+        .store
+        .list_import_results(Some(&c.id), None, 10)
+        .await
+        .unwrap();
     assert_eq!(results.len(), 2);
-    let canceled = results.iter().find(|r| r.session_id.as_deref() == Some(first.as_str())).unwrap();
+    let canceled = results
+        .iter()
+        .find(|r| r.session_id.as_deref() == Some(first.as_str()))
+        .unwrap();
     assert_eq!(canceled.status, ImportStatus::Canceled);
-    assert_eq!(canceled.errors, [format!("superseded by session {}", second.session.id)]);
+    assert_eq!(
+        canceled.errors,
+        [format!("superseded by session {}", second.session.id)]
+    );
     assert_eq!((canceled.started_at, canceled.ended_at), (T0, T0 + SEC));
 }
 
 async fn stream_sessions_are_never_superseded(db: &TestDb) {
     let c = connector(db, WritePolicy::Importer, None).await;
     let s1 = open(db, &c, SessionMode::Stream, T0).await;
-    let s2 = db.store.open_session(&c, SessionMode::Stream, T0).await.unwrap();
+    let s2 = db
+        .store
+        .open_session(&c, SessionMode::Stream, T0)
+        .await
+        .unwrap();
     assert!(s2.superseded.is_empty());
-    let accrue = db.store.open_session(&c, SessionMode::Accrue, T0).await.unwrap();
+    let accrue = db
+        .store
+        .open_session(&c, SessionMode::Accrue, T0)
+        .await
+        .unwrap();
     assert!(accrue.superseded.is_empty());
-    assert_eq!(db.store.upsert_batch(&call(&s1, &c, T0), &[record(&c, "A", 1)]).await.unwrap(), [Outcome::Created]);
     assert_eq!(
-        db.store.upsert_batch(&call(&s2.session.id, &c, T0), &[record(&c, "B", 1)]).await.unwrap(),
+        db.store
+            .upsert_batch(&call(&s1, &c, T0), &[record(&c, "A", 1)])
+            .await
+            .unwrap(),
+        [Outcome::Created]
+    );
+    assert_eq!(
+        db.store
+            .upsert_batch(&call(&s2.session.id, &c, T0), &[record(&c, "B", 1)])
+            .await
+            .unwrap(),
         [Outcome::Created]
     );
     // Streams are judged at once; the accrue session sees A as visible.
     assert_eq!(
-        db.store.upsert_batch(&call(&accrue.session.id, &c, T0), &[record(&c, "A", 1)]).await.unwrap(),
+        db.store
+            .upsert_batch(&call(&accrue.session.id, &c, T0), &[record(&c, "A", 1)])
+            .await
+            .unwrap(),
         [Outcome::Unchanged]
     );
     // Opening a stream session does not supersede the open accrue session either.
     open(db, &c, SessionMode::Stream, T0).await;
-    db.store.close_session(&call(&accrue.session.id, &c, T0), true, false).await.unwrap();
+    db.store
+        .close_session(&call(&accrue.session.id, &c, T0), true, false)
+        .await
+        .unwrap();
 }
 
 async fn foreign_unknown_and_closed_sessions_are_denied(db: &TestDb) {
     let a = connector(db, WritePolicy::Importer, None).await;
     let b = connector(db, WritePolicy::Importer, None).await;
     let sa = open(db, &a, SessionMode::Accrue, T0).await;
-    db.store.upsert_batch(&call(&sa, &a, T0), &[record(&a, "X", 1)]).await.unwrap();
+    db.store
+        .upsert_batch(&call(&sa, &a, T0), &[record(&a, "X", 1)])
+        .await
+        .unwrap();
     // b using a's session: refused, and a's session is untouched.
-    assert_denied(db.store.upsert_batch(&call(&sa, &b, T0), &[record(&b, "X", 1)]).await);
-    assert_denied(db.store.delete_batch(&call(&sa, &b, T0), &[keyed(&b, "X")]).await);
-    assert_denied(db.store.close_session(&call(&sa, &b, T0), false, false).await);
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&sa, &b, T0), &[record(&b, "X", 1)])
+            .await,
+    );
+    assert_denied(
+        db.store
+            .delete_batch(&call(&sa, &b, T0), &[keyed(&b, "X")])
+            .await,
+    );
+    assert_denied(
+        db.store
+            .close_session(&call(&sa, &b, T0), false, false)
+            .await,
+    );
     let unknown = uuid::Uuid::new_v4().to_string();
-    assert_denied(db.store.upsert_batch(&call(&unknown, &a, T0), &[record(&a, "X", 1)]).await);
-    assert_denied(db.store.close_session(&call(&unknown, &a, T0), true, false).await);
-    let closed = db.store.close_session(&call(&sa, &a, T0 + SEC), true, false).await.unwrap();
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&unknown, &a, T0), &[record(&a, "X", 1)])
+            .await,
+    );
+    assert_denied(
+        db.store
+            .close_session(&call(&unknown, &a, T0), true, false)
+            .await,
+    );
+    let closed = db
+        .store
+        .close_session(&call(&sa, &a, T0 + SEC), true, false)
+        .await
+        .unwrap();
     assert_eq!(closed.totals.created, 1);
-    assert_denied(db.store.upsert_batch(&call(&sa, &a, T0 + SEC), &[record(&a, "Y", 1)]).await);
-    assert_denied(db.store.delete_batch(&call(&sa, &a, T0 + SEC), &[keyed(&a, "X")]).await);
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&sa, &a, T0 + SEC), &[record(&a, "Y", 1)])
+            .await,
+    );
+    assert_denied(
+        db.store
+            .delete_batch(&call(&sa, &a, T0 + SEC), &[keyed(&a, "X")])
+            .await,
+    );
     // A closed stream session is refused too.
     let st = open(db, &a, SessionMode::Stream, T0).await;
-    db.store.close_session(&call(&st, &a, T0), false, false).await.unwrap();
-    assert_denied(db.store.upsert_batch(&call(&st, &a, T0), &[record(&a, "Y", 1)]).await);
+    db.store
+        .close_session(&call(&st, &a, T0), false, false)
+        .await
+        .unwrap();
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&st, &a, T0), &[record(&a, "Y", 1)])
+            .await,
+    );
     // Opening a session for a connector that does not exist is NotFound.
-    let ghost = Connector { id: new_connector_id(), ..a.clone() };
+    let ghost = Connector {
+        id: new_connector_id(),
+        ..a.clone()
+    };
     assert!(matches!(
         db.store.open_session(&ghost, SessionMode::Stream, T0).await,
-        Err(Error::NotFound { kind: ResourceKind::Connector, .. })
+        Err(Error::NotFound {
+            kind: ResourceKind::Connector,
+            ..
+        })
     ));
 }
 
@@ -673,25 +1254,63 @@ async fn idle_sessions_expire(db: &TestDb) {
     let c = connector(db, WritePolicy::Importer, None).await;
     let staged = open(db, &c, SessionMode::Accrue, T0).await;
     let live = open(db, &c, SessionMode::Stream, T0).await;
-    db.store.upsert_batch(&call(&staged, &c, T0 + SEC), &[record(&c, "X", 1)]).await.unwrap();
+    db.store
+        .upsert_batch(&call(&staged, &c, T0 + SEC), &[record(&c, "X", 1)])
+        .await
+        .unwrap();
 
     // A batch arriving after the idle timeout is refused even before the expiry sweep runs.
     let late = T0 + SEC + DAY + SEC;
-    assert_denied(db.store.upsert_batch(&call(&staged, &c, late), &[record(&c, "Y", 1)]).await);
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&staged, &c, late), &[record(&c, "Y", 1)])
+            .await,
+    );
     // Nothing to expire yet at a cutoff before the last activity.
     assert_eq!(db.store.expire_idle_sessions(T0, late).await.unwrap(), 0);
-    assert_eq!(db.store.expire_idle_sessions(late - DAY, late).await.unwrap(), 1);
-    assert_eq!(db.store.expire_idle_sessions(late - DAY, late).await.unwrap(), 0);
+    assert_eq!(
+        db.store
+            .expire_idle_sessions(late - DAY, late)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        db.store
+            .expire_idle_sessions(late - DAY, late)
+            .await
+            .unwrap(),
+        0
+    );
     // Stream sessions never expire.
-    assert_eq!(db.store.upsert_batch(&call(&live, &c, late), &[record(&c, "Z", 1)]).await.unwrap(), [Outcome::Created]);
+    assert_eq!(
+        db.store
+            .upsert_batch(&call(&live, &c, late), &[record(&c, "Z", 1)])
+            .await
+            .unwrap(),
+        [Outcome::Created]
+    );
 
-    let results = db.store.list_import_results(Some(&c.id), None, 10).await.unwrap();
+    let results = db
+        .store
+        .list_import_results(Some(&c.id), None, 10)
+        .await
+        .unwrap();
     assert_eq!(results.len(), 1);
-    assert_eq!((results[0].status, results[0].session_id.as_deref()), (ImportStatus::Canceled, Some(staged.as_str())));
+    assert_eq!(
+        (results[0].status, results[0].session_id.as_deref()),
+        (ImportStatus::Canceled, Some(staged.as_str()))
+    );
     assert_eq!(results[0].errors, ["expired after idle timeout"]);
     assert_eq!(results[0].ended_at, late);
     // A new accrue session opens without superseding anything.
-    assert!(db.store.open_session(&c, SessionMode::Accrue, late).await.unwrap().superseded.is_empty());
+    assert!(db
+        .store
+        .open_session(&c, SessionMode::Accrue, late)
+        .await
+        .unwrap()
+        .superseded
+        .is_empty());
     assert!(get(db, &c, "X").await.is_none());
 }
 
@@ -701,32 +1320,73 @@ async fn idle_sessions_expire(db: &TestDb) {
 async fn create_only_policy_skips_changes(db: &TestDb) {
     let c = connector(db, WritePolicy::ImporterCreateOnly, None).await;
     stream(db, &c, &[record(&c, "A", 1), record(&c, "B", 1)], T0).await;
-    let outcomes = stream(db, &c, &[record(&c, "A", 2), record(&c, "B", 1), record(&c, "C", 1)], T0 + SEC).await;
-    assert_eq!(outcomes, [Outcome::Skipped, Outcome::Unchanged, Outcome::Created]);
+    let outcomes = stream(
+        db,
+        &c,
+        &[record(&c, "A", 2), record(&c, "B", 1), record(&c, "C", 1)],
+        T0 + SEC,
+    )
+    .await;
+    assert_eq!(
+        outcomes,
+        [Outcome::Skipped, Outcome::Unchanged, Outcome::Created]
+    );
     let a = get(db, &c, "A").await.unwrap();
-    assert_eq!((a.version, a.checksum.as_str()), (1, record(&c, "A", 1).checksum.as_str()));
+    assert_eq!(
+        (a.version, a.checksum.as_str()),
+        (1, record(&c, "A", 1).checksum.as_str())
+    );
 
     for mode in [SessionMode::Accrue, SessionMode::Replace] {
         let s = open(db, &c, mode, T0 + 2 * SEC).await;
         let outcomes = db
             .store
-            .upsert_batch(&call(&s, &c, T0 + 2 * SEC), &[record(&c, "A", 3), record(&c, "B", 1), record(&c, "C", 1)])
+            .upsert_batch(
+                &call(&s, &c, T0 + 2 * SEC),
+                &[record(&c, "A", 3), record(&c, "B", 1), record(&c, "C", 1)],
+            )
             .await
             .unwrap();
-        assert_eq!(outcomes, [Outcome::Skipped, Outcome::Unchanged, Outcome::Unchanged]);
-        let closed = db.store.close_session(&call(&s, &c, T0 + 3 * SEC), true, false).await.unwrap();
+        assert_eq!(
+            outcomes,
+            [Outcome::Skipped, Outcome::Unchanged, Outcome::Unchanged]
+        );
+        let closed = db
+            .store
+            .close_session(&call(&s, &c, T0 + 3 * SEC), true, false)
+            .await
+            .unwrap();
         assert_eq!(closed.totals, totals(0, 0, 2, 0, 0, 1));
         assert_eq!(get(db, &c, "A").await.unwrap().version, 1);
-        assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "C"]), "skipped records are not swept");
+        assert_eq!(
+            visible_ids(db, &c).await,
+            ids(&["A", "B", "C"]),
+            "skipped records are not swept"
+        );
     }
 }
 
 async fn update_unless_edited_policy_skips_edited_records(db: &TestDb) {
     let c = connector(db, WritePolicy::ImporterUpdateUnlessEdited, None).await;
-    stream(db, &c, &[record(&c, "A", 1), record(&c, "B", 1), record(&c, "C", 1)], T0).await;
+    stream(
+        db,
+        &c,
+        &[record(&c, "A", 1), record(&c, "B", 1), record(&c, "C", 1)],
+        T0,
+    )
+    .await;
     db.set_edited_at(&key(&c, "A"), Some(T0 + SEC)).await;
-    let outcomes = stream(db, &c, &[record(&c, "A", 2), record(&c, "B", 2), record(&c, "A", 1)], T0 + 2 * SEC).await;
-    assert_eq!(outcomes, [Outcome::Skipped, Outcome::Updated, Outcome::Unchanged]);
+    let outcomes = stream(
+        db,
+        &c,
+        &[record(&c, "A", 2), record(&c, "B", 2), record(&c, "A", 1)],
+        T0 + 2 * SEC,
+    )
+    .await;
+    assert_eq!(
+        outcomes,
+        [Outcome::Skipped, Outcome::Updated, Outcome::Unchanged]
+    );
     let a = get(db, &c, "A").await.unwrap();
     assert_eq!((a.version, a.edited_at), (1, Some(T0 + SEC)));
     assert_eq!(get(db, &c, "B").await.unwrap().version, 2);
@@ -734,18 +1394,31 @@ async fn update_unless_edited_policy_skips_edited_records(db: &TestDb) {
     let s = open(db, &c, SessionMode::Accrue, T0 + 3 * SEC).await;
     let outcomes = db
         .store
-        .upsert_batch(&call(&s, &c, T0 + 3 * SEC), &[record(&c, "A", 5), record(&c, "C", 5)])
+        .upsert_batch(
+            &call(&s, &c, T0 + 3 * SEC),
+            &[record(&c, "A", 5), record(&c, "C", 5)],
+        )
         .await
         .unwrap();
     assert_eq!(outcomes, [Outcome::Skipped, Outcome::Updated]);
-    let closed = db.store.close_session(&call(&s, &c, T0 + 4 * SEC), true, false).await.unwrap();
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 4 * SEC), true, false)
+        .await
+        .unwrap();
     assert_eq!(closed.totals, totals(0, 1, 0, 0, 0, 1));
     assert_eq!(get(db, &c, "A").await.unwrap().version, 1);
     assert_eq!(get(db, &c, "C").await.unwrap().version, 2);
 
     // Importer policy overwrites edited records.
-    let importer = Connector { write_policy: WritePolicy::Importer, ..c.clone() };
-    assert_eq!(stream(db, &importer, &[record(&c, "A", 7)], T0 + 5 * SEC).await, [Outcome::Updated]);
+    let importer = Connector {
+        write_policy: WritePolicy::Importer,
+        ..c.clone()
+    };
+    assert_eq!(
+        stream(db, &importer, &[record(&c, "A", 7)], T0 + 5 * SEC).await,
+        [Outcome::Updated]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -758,17 +1431,34 @@ async fn import_results_are_listed_newest_first(db: &TestDb) {
     for i in 0..5 {
         let c = if i % 2 == 0 { &a } else { &b };
         let s = open(db, c, SessionMode::Accrue, T0 + i * SEC).await;
-        db.store.upsert_batch(&call(&s, c, T0 + i * SEC), &[record(c, &format!("R{i}"), i)]).await.unwrap();
+        db.store
+            .upsert_batch(
+                &call(&s, c, T0 + i * SEC),
+                &[record(c, &format!("R{i}"), i)],
+            )
+            .await
+            .unwrap();
         let commit = i != 3;
-        let closed = db.store.close_session(&call(&s, c, T0 + 10 * SEC + i * SEC), commit, false).await.unwrap();
+        let closed = db
+            .store
+            .close_session(&call(&s, c, T0 + 10 * SEC + i * SEC), commit, false)
+            .await
+            .unwrap();
         expected.push((closed.import_result_id.unwrap(), c.id.clone(), commit));
     }
     expected.reverse();
     let all = db.store.list_import_results(None, None, 10).await.unwrap();
-    assert_eq!(all.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), expected.iter().map(|e| e.0.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        expected.iter().map(|e| e.0.clone()).collect::<Vec<_>>()
+    );
     for (result, (_, connector, commit)) in all.iter().zip(&expected) {
         assert_eq!(&result.connector, connector);
-        let status = if *commit { ImportStatus::Succeeded } else { ImportStatus::Canceled };
+        let status = if *commit {
+            ImportStatus::Succeeded
+        } else {
+            ImportStatus::Canceled
+        };
         assert_eq!(result.status, status);
         assert_eq!(result.totals.created, u64::from(*commit));
     }
@@ -777,7 +1467,11 @@ async fn import_results_are_listed_newest_first(db: &TestDb) {
     let mut paged = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = db.store.list_import_results(None, after.as_deref(), 2).await.unwrap();
+        let page = db
+            .store
+            .list_import_results(None, after.as_deref(), 2)
+            .await
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -786,46 +1480,114 @@ async fn import_results_are_listed_newest_first(db: &TestDb) {
     }
     assert_eq!(paged, all.iter().map(|r| r.id.clone()).collect::<Vec<_>>());
 
-    let of_b = db.store.list_import_results(Some(&b.id), None, 10).await.unwrap();
+    let of_b = db
+        .store
+        .list_import_results(Some(&b.id), None, 10)
+        .await
+        .unwrap();
     assert_eq!(of_b.len(), 2);
     assert!(of_b.iter().all(|r| r.connector == b.id));
     assert!(of_b[0].ended_at > of_b[1].ended_at);
-    let rest = db.store.list_import_results(Some(&a.id), Some(&all[0].id), 10).await.unwrap();
-    assert_eq!(rest.len(), 2, "continues after a result by its position, whatever its connector");
+    let rest = db
+        .store
+        .list_import_results(Some(&a.id), Some(&all[0].id), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.len(),
+        2,
+        "continues after a result by its position, whatever its connector"
+    );
 
     assert!(matches!(
         db.store.get_import_result(&new_id()).await,
-        Err(Error::NotFound { kind: ResourceKind::ImportResult, .. })
+        Err(Error::NotFound {
+            kind: ResourceKind::ImportResult,
+            ..
+        })
     ));
 }
 
 async fn record_reads(db: &TestDb) {
     let a = connector(db, WritePolicy::Importer, None).await;
     let b = connector(db, WritePolicy::Importer, None).await;
-    stream(db, &a, &[record(&a, "GB", 1), record(&a, "FR", 2), record(&a, "DE", 3)], T0).await;
+    stream(
+        db,
+        &a,
+        &[
+            record(&a, "GB", 1),
+            record(&a, "FR", 2),
+            record(&a, "DE", 3),
+        ],
+        T0,
+    )
+    .await;
     stream(db, &b, &[record(&b, "GB", 4)], T0).await;
     assert_eq!(db.store.count_records("country").await.unwrap(), 4);
     assert_eq!(db.store.count_records("city").await.unwrap(), 0);
 
     let keys = vec![key(&a, "GB"), key(&b, "GB"), key(&a, "XX")];
-    let found: BTreeSet<_> = db.store.get_records(&keys).await.unwrap().into_iter().map(|r| r.key).collect();
+    let found: BTreeSet<_> = db
+        .store
+        .get_records(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
     assert_eq!(found, keys[..2].iter().cloned().collect());
     assert!(db.store.get_records(&[]).await.unwrap().is_empty());
 
-    let mut all_keys: Vec<String> = ["GB", "FR", "DE"].iter().map(|id| key(&a, id)).chain([key(&b, "GB")]).collect();
+    let mut all_keys: Vec<String> = ["GB", "FR", "DE"]
+        .iter()
+        .map(|id| key(&a, id))
+        .chain([key(&b, "GB")])
+        .collect();
     all_keys.sort();
     let first = db.store.list_records("country", None, 3).await.unwrap();
-    assert_eq!(first.iter().map(|r| r.key.clone()).collect::<Vec<_>>(), all_keys[..3]);
-    let rest = db.store.list_records("country", Some(&first[2].key), 3).await.unwrap();
-    assert_eq!(rest.iter().map(|r| r.key.clone()).collect::<Vec<_>>(), all_keys[3..]);
+    assert_eq!(
+        first.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
+        all_keys[..3]
+    );
+    let rest = db
+        .store
+        .list_records("country", Some(&first[2].key), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
+        all_keys[3..]
+    );
 
     let gb_ids = vec!["GB".to_owned(), "NOPE".to_owned()];
-    let by_id = db.store.lookup_records("country", &gb_ids, None).await.unwrap();
-    assert_eq!(by_id.iter().map(|r| r.connector.clone()).collect::<BTreeSet<_>>(), [a.id.clone(), b.id.clone()].into());
-    let by_id = db.store.lookup_records("country", &gb_ids, Some(&b.id)).await.unwrap();
+    let by_id = db
+        .store
+        .lookup_records("country", &gb_ids, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        by_id
+            .iter()
+            .map(|r| r.connector.clone())
+            .collect::<BTreeSet<_>>(),
+        [a.id.clone(), b.id.clone()].into()
+    );
+    let by_id = db
+        .store
+        .lookup_records("country", &gb_ids, Some(&b.id))
+        .await
+        .unwrap();
     assert_eq!(by_id.len(), 1);
-    assert_eq!(serde_json::from_str::<Value>(&by_id[0].entity).unwrap(), json!({"population": 4}));
-    assert!(db.store.lookup_records("city", &gb_ids, None).await.unwrap().is_empty());
+    assert_eq!(
+        serde_json::from_str::<Value>(&by_id[0].entity).unwrap(),
+        json!({"population": 4})
+    );
+    assert!(db
+        .store
+        .lookup_records("city", &gb_ids, None)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn reopening_is_idempotent(db: &TestDb) {
@@ -856,8 +1618,13 @@ async fn postgres_concurrent_migrations_on_a_fresh_database() {
         return;
     };
     let name = format!("tributary_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&server).await.expect("TRIBUTARY_TEST_DATABASE_URL is unreachable");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    let mut admin = sqlx::PgConnection::connect(&server)
+        .await
+        .expect("TRIBUTARY_TEST_DATABASE_URL is unreachable");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let mut url = url::Url::parse(&server).unwrap();
     url.set_path(&format!("/{name}"));
     let url = url.to_string();
@@ -868,12 +1635,16 @@ async fn postgres_concurrent_migrations_on_a_fresh_database() {
         assert_eq!(store.count_records("country").await.unwrap(), 0);
     }
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM tributary_migrations ORDER BY version")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM tributary_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(versions, [1]);
     drop(conn);
     drop(stores);
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }

@@ -45,15 +45,23 @@ pub(crate) async fn create_entity_type(s: &PgStore, e: &EntityType) -> StoreResu
 }
 
 pub(crate) async fn get_entity_type(s: &PgStore, slug: &str) -> StoreResult<EntityType> {
-    let row = sqlx::query(concat!("SELECT ", entity_type_select!(), " FROM entity_types WHERE slug = $1"))
-        .bind(slug)
-        .fetch_optional(&s.pool)
-        .await?
-        .ok_or_else(|| Error::not_found(ResourceKind::EntityType, slug))?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        entity_type_select!(),
+        " FROM entity_types WHERE slug = $1"
+    ))
+    .bind(slug)
+    .fetch_optional(&s.pool)
+    .await?
+    .ok_or_else(|| Error::not_found(ResourceKind::EntityType, slug))?;
     rows::entity_type(&row)
 }
 
-pub(crate) async fn list_entity_types(s: &PgStore, after: Option<&str>, limit: u32) -> StoreResult<Vec<EntityType>> {
+pub(crate) async fn list_entity_types(
+    s: &PgStore,
+    after: Option<&str>,
+    limit: u32,
+) -> StoreResult<Vec<EntityType>> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         entity_type_select!(),
@@ -66,16 +74,28 @@ pub(crate) async fn list_entity_types(s: &PgStore, after: Option<&str>, limit: u
     rows.iter().map(rows::entity_type).collect()
 }
 
-pub(crate) async fn update_entity_type(s: &PgStore, e: &EntityType, now: i64) -> StoreResult<EntityType> {
+pub(crate) async fn update_entity_type(
+    s: &PgStore,
+    e: &EntityType,
+    now: i64,
+) -> StoreResult<EntityType> {
     let mut tx = s.write().await?;
-    let row = sqlx::query(concat!("SELECT ", entity_type_select!(), " FROM entity_types WHERE slug = $1 FOR UPDATE"))
-        .bind(&e.slug)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::not_found(ResourceKind::EntityType, &e.slug))?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        entity_type_select!(),
+        " FROM entity_types WHERE slug = $1 FOR UPDATE"
+    ))
+    .bind(&e.slug)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Error::not_found(ResourceKind::EntityType, &e.slug))?;
     let current = rows::entity_type(&row)?;
     // Compared as JSON values, so key order or whitespace alone is not a schema change.
-    let schema_version = if current.schema == e.schema { current.schema_version } else { current.schema_version + 1 };
+    let schema_version = if current.schema == e.schema {
+        current.schema_version
+    } else {
+        current.schema_version + 1
+    };
     let row = sqlx::query(concat!(
         "UPDATE entity_types SET name = $2, description = $3, schema = $4::jsonb, schema_version = $5, updated_at = $6 \
          WHERE slug = $1 RETURNING ",
@@ -96,10 +116,11 @@ pub(crate) async fn update_entity_type(s: &PgStore, e: &EntityType, now: i64) ->
 
 pub(crate) async fn delete_entity_type(s: &PgStore, slug: &str, force: bool) -> StoreResult<()> {
     let mut tx = s.write().await?;
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM entity_types WHERE slug = $1 FOR UPDATE")
-        .bind(slug)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let exists: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM entity_types WHERE slug = $1 FOR UPDATE")
+            .bind(slug)
+            .fetch_optional(&mut *tx)
+            .await?;
     if exists.is_none() {
         return Err(Error::not_found(ResourceKind::EntityType, slug).into());
     }
@@ -129,7 +150,11 @@ pub(crate) async fn delete_entity_type(s: &PgStore, slug: &str, force: bool) -> 
     Ok(())
 }
 
-pub(crate) async fn create_connector(s: &PgStore, c: &Connector, token_hash: &str) -> StoreResult<()> {
+pub(crate) async fn create_connector(
+    s: &PgStore,
+    c: &Connector,
+    token_hash: &str,
+) -> StoreResult<()> {
     let mut tx = s.write().await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM entity_types WHERE slug = $1")
         .bind(&c.entity_type)
@@ -159,20 +184,32 @@ pub(crate) async fn create_connector(s: &PgStore, c: &Connector, token_hash: &st
 }
 
 pub(crate) async fn get_connector(s: &PgStore, id: &str) -> StoreResult<Connector> {
-    let row = sqlx::query(concat!("SELECT ", connector_columns!(), " FROM connectors WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&s.pool)
-        .await?
-        .ok_or_else(|| Error::not_found(ResourceKind::Connector, id))?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        connector_columns!(),
+        " FROM connectors WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&s.pool)
+    .await?
+    .ok_or_else(|| Error::not_found(ResourceKind::Connector, id))?;
     rows::connector(&row)
 }
 
-pub(crate) async fn list_connectors(s: &PgStore, after: Option<&str>, limit: u32) -> StoreResult<Vec<Connector>> {
-    let rows = sqlx::query(concat!("SELECT ", connector_columns!(), " FROM connectors WHERE id > $1 ORDER BY id LIMIT $2"))
-        .bind(after.unwrap_or(""))
-        .bind(i64::from(limit))
-        .fetch_all(&s.pool)
-        .await?;
+pub(crate) async fn list_connectors(
+    s: &PgStore,
+    after: Option<&str>,
+    limit: u32,
+) -> StoreResult<Vec<Connector>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        connector_columns!(),
+        " FROM connectors WHERE id > $1 ORDER BY id LIMIT $2"
+    ))
+    .bind(after.unwrap_or(""))
+    .bind(i64::from(limit))
+    .fetch_all(&s.pool)
+    .await?;
     rows.iter().map(rows::connector).collect()
 }
 
@@ -193,14 +230,19 @@ pub(crate) async fn update_connector(s: &PgStore, c: &Connector) -> StoreResult<
     rows::connector(&row)
 }
 
-pub(crate) async fn delete_connector(s: &PgStore, id: &str, delete_records: bool) -> StoreResult<u64> {
+pub(crate) async fn delete_connector(
+    s: &PgStore,
+    id: &str,
+    delete_records: bool,
+) -> StoreResult<u64> {
     let now = tributary_core::clock::now_micros();
     let mut tx = s.write().await?;
     // Lock the connector first, as open_session does, so no session opens while it goes.
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM connectors WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let exists: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM connectors WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
     if exists.is_none() {
         return Err(Error::not_found(ResourceKind::Connector, id).into());
     }
@@ -214,10 +256,20 @@ pub(crate) async fn delete_connector(s: &PgStore, id: &str, delete_records: bool
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM staged_records WHERE session_id = ANY($1)").bind(&ended).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM connectors WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM staged_records WHERE session_id = ANY($1)")
+        .bind(&ended)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM connectors WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     let records = if delete_records {
-        sqlx::query("DELETE FROM records WHERE connector = $1").bind(id).execute(&mut *tx).await?.rows_affected()
+        sqlx::query("DELETE FROM records WHERE connector = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
     } else {
         0
     };
@@ -225,7 +277,11 @@ pub(crate) async fn delete_connector(s: &PgStore, id: &str, delete_records: bool
     Ok(records)
 }
 
-pub(crate) async fn set_connector_token(s: &PgStore, id: &str, token_hash: &str) -> StoreResult<()> {
+pub(crate) async fn set_connector_token(
+    s: &PgStore,
+    id: &str,
+    token_hash: &str,
+) -> StoreResult<()> {
     let done = sqlx::query("UPDATE connectors SET token_hash = $2 WHERE id = $1")
         .bind(id)
         .bind(token_hash)
@@ -238,7 +294,10 @@ pub(crate) async fn set_connector_token(s: &PgStore, id: &str, token_hash: &str)
     Ok(())
 }
 
-pub(crate) async fn connector_by_token(s: &PgStore, token_hash: &str) -> StoreResult<Option<(Connector, u32)>> {
+pub(crate) async fn connector_by_token(
+    s: &PgStore,
+    token_hash: &str,
+) -> StoreResult<Option<(Connector, u32)>> {
     let row = sqlx::query(
         "SELECT c.id, c.name, c.entity_type, c.write_policy, c.reject_removals_above_percent, c.rate_limit, \
                 c.created_at, t.schema_version \
@@ -249,15 +308,23 @@ pub(crate) async fn connector_by_token(s: &PgStore, token_hash: &str) -> StoreRe
     .await?;
     let Some(row) = row else { return Ok(None) };
     let version: i64 = row.try_get("schema_version")?;
-    Ok(Some((rows::connector(&row)?, u32::try_from(version).unwrap_or(u32::MAX))))
+    Ok(Some((
+        rows::connector(&row)?,
+        u32::try_from(version).unwrap_or(u32::MAX),
+    )))
 }
 
-pub(crate) async fn create_consumer(s: &PgStore, c: &Consumer, token_hash: &str) -> StoreResult<()> {
+pub(crate) async fn create_consumer(
+    s: &PgStore,
+    c: &Consumer,
+    token_hash: &str,
+) -> StoreResult<()> {
     let mut tx = s.write().await?;
-    let known: Vec<String> = sqlx::query_scalar("SELECT slug FROM entity_types WHERE slug = ANY($1)")
-        .bind(&c.entity_types)
-        .fetch_all(&mut *tx)
-        .await?;
+    let known: Vec<String> =
+        sqlx::query_scalar("SELECT slug FROM entity_types WHERE slug = ANY($1)")
+            .bind(&c.entity_types)
+            .fetch_all(&mut *tx)
+            .await?;
     if let Some(missing) = c.entity_types.iter().find(|slug| !known.contains(slug)) {
         return Err(Error::not_found(ResourceKind::EntityType, missing).into());
     }
@@ -313,28 +380,46 @@ async fn with_grants(s: &PgStore, rows: Vec<sqlx::postgres::PgRow>) -> StoreResu
 }
 
 pub(crate) async fn get_consumer(s: &PgStore, id: &str) -> StoreResult<Consumer> {
-    let rows = sqlx::query("SELECT id, name, created_at FROM consumers WHERE id = $1").bind(id).fetch_all(&s.pool).await?;
-    with_grants(s, rows).await?.pop().ok_or_else(|| Error::not_found(ResourceKind::Consumer, id).into())
-}
-
-pub(crate) async fn list_consumers(s: &PgStore, after: Option<&str>, limit: u32) -> StoreResult<Vec<Consumer>> {
-    let rows = sqlx::query("SELECT id, name, created_at FROM consumers WHERE id > $1 ORDER BY id LIMIT $2")
-        .bind(after.unwrap_or(""))
-        .bind(i64::from(limit))
+    let rows = sqlx::query("SELECT id, name, created_at FROM consumers WHERE id = $1")
+        .bind(id)
         .fetch_all(&s.pool)
         .await?;
+    with_grants(s, rows)
+        .await?
+        .pop()
+        .ok_or_else(|| Error::not_found(ResourceKind::Consumer, id).into())
+}
+
+pub(crate) async fn list_consumers(
+    s: &PgStore,
+    after: Option<&str>,
+    limit: u32,
+) -> StoreResult<Vec<Consumer>> {
+    let rows = sqlx::query(
+        "SELECT id, name, created_at FROM consumers WHERE id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(after.unwrap_or(""))
+    .bind(i64::from(limit))
+    .fetch_all(&s.pool)
+    .await?;
     with_grants(s, rows).await
 }
 
 pub(crate) async fn delete_consumer(s: &PgStore, id: &str) -> StoreResult<()> {
-    let done = sqlx::query("DELETE FROM consumers WHERE id = $1").bind(id).execute(&s.pool).await?;
+    let done = sqlx::query("DELETE FROM consumers WHERE id = $1")
+        .bind(id)
+        .execute(&s.pool)
+        .await?;
     if done.rows_affected() == 0 {
         return Err(Error::not_found(ResourceKind::Consumer, id).into());
     }
     Ok(())
 }
 
-pub(crate) async fn consumer_by_token(s: &PgStore, token_hash: &str) -> StoreResult<Option<Consumer>> {
+pub(crate) async fn consumer_by_token(
+    s: &PgStore,
+    token_hash: &str,
+) -> StoreResult<Option<Consumer>> {
     let rows = sqlx::query("SELECT id, name, created_at FROM consumers WHERE token_hash = $1")
         .bind(token_hash)
         .fetch_all(&s.pool)

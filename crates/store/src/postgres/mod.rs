@@ -34,7 +34,10 @@ pub struct PgOptions {
 
 impl Default for PgOptions {
     fn default() -> Self {
-        Self { max_connections: 10, acquire_timeout: Duration::from_secs(30) }
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -66,7 +69,10 @@ impl PgStore {
 
 /// Checks that `call` names an open session of its connector that has not gone idle, marks it
 /// active (locking its row until the transaction ends), and answers its mode.
-async fn touch_session(tx: &mut Transaction<'static, Postgres>, call: &SessionCall<'_>) -> StoreResult<SessionMode> {
+async fn touch_session(
+    tx: &mut Transaction<'static, Postgres>,
+    call: &SessionCall<'_>,
+) -> StoreResult<SessionMode> {
     let mode: Option<String> = sqlx::query_scalar(
         "UPDATE sessions SET last_active_at = $1 \
          WHERE id = $2 AND connector = $3 AND state = 'open' AND (mode = 'stream' OR last_active_at >= $4) \
@@ -79,11 +85,15 @@ async fn touch_session(tx: &mut Transaction<'static, Postgres>, call: &SessionCa
     .fetch_optional(&mut **tx)
     .await?;
     let mode = mode.ok_or_else(|| session_denied(call.session_id))?;
-    SessionMode::parse(&mode).ok_or_else(|| StoreError::Corrupt(format!("unknown session mode {mode:?}")))
+    SessionMode::parse(&mode)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown session mode {mode:?}")))
 }
 
 /// Writes an import result inside `tx`.
-async fn insert_import_result(tx: &mut Transaction<'static, Postgres>, r: &ImportResult) -> StoreResult<()> {
+async fn insert_import_result(
+    tx: &mut Transaction<'static, Postgres>,
+    r: &ImportResult,
+) -> StoreResult<()> {
     let sql = format!(
         "INSERT INTO import_results ({IMPORT_RESULT_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"

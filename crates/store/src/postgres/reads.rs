@@ -15,10 +15,14 @@ macro_rules! record_columns {
 }
 
 pub(crate) async fn get_record(s: &PgStore, key: &str) -> StoreResult<Option<StoredRecord>> {
-    let row = sqlx::query(concat!("SELECT ", record_columns!(), " FROM records WHERE key = $1"))
-        .bind(key)
-        .fetch_optional(&s.pool)
-        .await?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM records WHERE key = $1"
+    ))
+    .bind(key)
+    .fetch_optional(&s.pool)
+    .await?;
     row.as_ref().map(rows::record).transpose()
 }
 

@@ -6,7 +6,9 @@ use crate::rows::{count, session_result, skip_flags};
 use sqlx::{Postgres, Transaction};
 use std::collections::{HashMap, HashSet};
 use tributary_core::error::ResourceKind;
-use tributary_core::model::{Connector, ImportStatus, Outcome, Session, SessionMode, SessionState, SessionTotals};
+use tributary_core::model::{
+    Connector, ImportStatus, Outcome, Session, SessionMode, SessionState, SessionTotals,
+};
 use tributary_core::record::{plan_deletes, plan_upserts, ExistingRecord, PreparedRecord};
 use tributary_core::session::{self, SessionEnd};
 use tributary_core::store::{ClosedSession, KeyedId, OpenedSession, SessionCall};
@@ -24,7 +26,12 @@ async fn cancel_sessions(
         return Ok(());
     }
     sqlx::query("DELETE FROM staged_records WHERE session_id = ANY($1)")
-        .bind(ended.iter().map(|(id, _, _)| id.as_str()).collect::<Vec<_>>())
+        .bind(
+            ended
+                .iter()
+                .map(|(id, _, _)| id.as_str())
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut **tx)
         .await?;
     for (id, connector, opened_at) in ended {
@@ -51,10 +58,11 @@ pub(crate) async fn open_session(
     let id = uuid::Uuid::new_v4().to_string();
     let mut tx = s.write().await?;
     // Locking the connector row serialises concurrent opens of one connector.
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM connectors WHERE id = $1 FOR UPDATE")
-        .bind(&connector.id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let exists: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM connectors WHERE id = $1 FOR UPDATE")
+            .bind(&connector.id)
+            .fetch_optional(&mut *tx)
+            .await?;
     if exists.is_none() {
         return Err(Error::not_found(ResourceKind::Connector, &connector.id).into());
     }
@@ -89,7 +97,10 @@ pub(crate) async fn open_session(
         opened_at: now,
         last_active_at: now,
     };
-    Ok(OpenedSession { session, superseded })
+    Ok(OpenedSession {
+        session,
+        superseded,
+    })
 }
 
 pub(crate) async fn upsert_batch(
@@ -109,8 +120,10 @@ pub(crate) async fn upsert_batch(
     .bind(records.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
-    let existing: HashMap<String, ExistingRecord> =
-        found.into_iter().map(|(key, checksum, edited)| (key, ExistingRecord { checksum, edited })).collect();
+    let existing: HashMap<String, ExistingRecord> = found
+        .into_iter()
+        .map(|(key, checksum, edited)| (key, ExistingRecord { checksum, edited }))
+        .collect();
     let applied = !mode.is_staged();
     let plan = plan_upserts(records, &existing, call.connector.write_policy, applied);
     if !plan.writes.is_empty() {
@@ -158,7 +171,11 @@ impl<'a> Columns<'a> {
 }
 
 /// Stream: applies the rows at once. Only created/updated rows reach here.
-async fn write_records(tx: &mut Transaction<'static, Postgres>, call: &SessionCall<'_>, rows: &Columns<'_>) -> StoreResult<()> {
+async fn write_records(
+    tx: &mut Transaction<'static, Postgres>,
+    call: &SessionCall<'_>,
+    rows: &Columns<'_>,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO records (key, entity_type, connector, id, name, entity, instance, checksum, version, \
                               created_at, updated_at, source, edited_at) \
@@ -184,7 +201,11 @@ async fn write_records(tx: &mut Transaction<'static, Postgres>, call: &SessionCa
 }
 
 /// Accrue/replace: stages the rows; a later operation on the same key replaces an earlier one.
-async fn stage_upserts(tx: &mut Transaction<'static, Postgres>, session_id: &str, rows: &Columns<'_>) -> StoreResult<()> {
+async fn stage_upserts(
+    tx: &mut Transaction<'static, Postgres>,
+    session_id: &str,
+    rows: &Columns<'_>,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO staged_records (session_id, key, id, op, name, entity, instance, checksum) \
          SELECT $7, u.key, u.id, 'upsert', u.name, u.entity::jsonb, u.instance::jsonb, u.checksum \
@@ -205,7 +226,11 @@ async fn stage_upserts(tx: &mut Transaction<'static, Postgres>, session_id: &str
     Ok(())
 }
 
-pub(crate) async fn delete_batch(s: &PgStore, call: &SessionCall<'_>, ids: &[KeyedId]) -> StoreResult<Vec<Outcome>> {
+pub(crate) async fn delete_batch(
+    s: &PgStore,
+    call: &SessionCall<'_>,
+    ids: &[KeyedId],
+) -> StoreResult<Vec<Outcome>> {
     let mut tx = s.write().await?;
     let mode = touch_session(&mut tx, call).await?;
     if ids.is_empty() {
@@ -214,13 +239,12 @@ pub(crate) async fn delete_batch(s: &PgStore, call: &SessionCall<'_>, ids: &[Key
     }
     let keys: Vec<&str> = ids.iter().map(|k| k.key.as_str()).collect();
     let exists: HashSet<String> = if mode.is_staged() {
-        let found: Vec<String> = sqlx::query_scalar(
-            "SELECT key FROM records WHERE connector = $2 AND key = ANY($1)",
-        )
-        .bind(&keys)
-        .bind(&call.connector.id)
-        .fetch_all(&mut *tx)
-        .await?;
+        let found: Vec<String> =
+            sqlx::query_scalar("SELECT key FROM records WHERE connector = $2 AND key = ANY($1)")
+                .bind(&keys)
+                .bind(&call.connector.id)
+                .fetch_all(&mut *tx)
+                .await?;
         // One staged row per key (the last id wins, though a key names one id anyway).
         let mut unique: HashMap<&str, &str> = HashMap::new();
         for k in ids {
@@ -261,12 +285,20 @@ pub(crate) async fn close_session(
 ) -> StoreResult<ClosedSession> {
     let mut tx = s.write().await?;
     let mode = touch_session(&mut tx, call).await?;
-    let end = if commit { SessionEnd::Commit } else { SessionEnd::Rollback };
+    let end = if commit {
+        SessionEnd::Commit
+    } else {
+        SessionEnd::Rollback
+    };
     let state = end.final_state(mode);
     if !mode.is_staged() {
         set_state(&mut tx, call, state).await?;
         tx.commit().await?;
-        return Ok(ClosedSession { mode, totals: SessionTotals::default(), import_result_id: None });
+        return Ok(ClosedSession {
+            mode,
+            totals: SessionTotals::default(),
+            import_result_id: None,
+        });
     }
     let opened_at: i64 = sqlx::query_scalar("SELECT opened_at FROM sessions WHERE id = $1")
         .bind(call.session_id)
@@ -284,15 +316,34 @@ pub(crate) async fn close_session(
     } else {
         (ImportStatus::Canceled, SessionTotals::default())
     };
-    sqlx::query("DELETE FROM staged_records WHERE session_id = $1").bind(call.session_id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM staged_records WHERE session_id = $1")
+        .bind(call.session_id)
+        .execute(&mut *tx)
+        .await?;
     set_state(&mut tx, call, state).await?;
-    let result = session_result(&call.connector.id, call.session_id, opened_at, call.now, status, totals, Vec::new());
+    let result = session_result(
+        &call.connector.id,
+        call.session_id,
+        opened_at,
+        call.now,
+        status,
+        totals,
+        Vec::new(),
+    );
     insert_import_result(&mut tx, &result).await?;
     tx.commit().await?;
-    Ok(ClosedSession { mode, totals, import_result_id: Some(result.id) })
+    Ok(ClosedSession {
+        mode,
+        totals,
+        import_result_id: Some(result.id),
+    })
 }
 
-async fn set_state(tx: &mut Transaction<'static, Postgres>, call: &SessionCall<'_>, state: SessionState) -> StoreResult<()> {
+async fn set_state(
+    tx: &mut Transaction<'static, Postgres>,
+    call: &SessionCall<'_>,
+    state: SessionState,
+) -> StoreResult<()> {
     sqlx::query("UPDATE sessions SET state = $2, closed_at = $3 WHERE id = $1")
         .bind(call.session_id)
         .bind(state.as_str())
@@ -313,8 +364,9 @@ async fn commit_staged(
     let connector = call.connector;
     let (skip_all, skip_edited) = skip_flags(connector.write_policy);
     // `skip` below: a changed record the write policy keeps as is.
-    let (created, updated, unchanged, skipped, deleted): (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT \
+    let (created, updated, unchanged, skipped, deleted): (i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT \
            count(*) FILTER (WHERE s.op = 'upsert' AND r.key IS NULL), \
            count(*) FILTER (WHERE s.op = 'upsert' AND r.checksum <> s.checksum \
                             AND NOT ($2 OR ($3 AND r.edited_at IS NOT NULL))), \
@@ -323,12 +375,12 @@ async fn commit_staged(
                             AND ($2 OR ($3 AND r.edited_at IS NOT NULL))), \
            count(*) FILTER (WHERE s.op = 'delete' AND r.key IS NOT NULL) \
          FROM staged_records s LEFT JOIN records r ON r.key = s.key WHERE s.session_id = $1",
-    )
-    .bind(call.session_id)
-    .bind(skip_all)
-    .bind(skip_edited)
-    .fetch_one(&mut **tx)
-    .await?;
+        )
+        .bind(call.session_id)
+        .bind(skip_all)
+        .bind(skip_edited)
+        .fetch_one(&mut **tx)
+        .await?;
     let mut totals = SessionTotals {
         created: count(created),
         updated: count(updated),
@@ -401,7 +453,11 @@ async fn commit_staged(
     Ok(totals)
 }
 
-pub(crate) async fn expire_idle_sessions(s: &PgStore, idle_cutoff: i64, now: i64) -> StoreResult<u64> {
+pub(crate) async fn expire_idle_sessions(
+    s: &PgStore,
+    idle_cutoff: i64,
+    now: i64,
+) -> StoreResult<u64> {
     let mut tx = s.write().await?;
     let ended: Vec<(String, String, i64)> = sqlx::query_as(
         "UPDATE sessions SET state = 'expired', closed_at = $2 \

@@ -40,15 +40,23 @@ pub(crate) async fn create_entity_type(s: &SqliteStore, e: &EntityType) -> Store
 }
 
 pub(crate) async fn get_entity_type(s: &SqliteStore, slug: &str) -> StoreResult<EntityType> {
-    let row = sqlx::query(concat!("SELECT ", entity_type_columns!(), " FROM entity_types WHERE slug = ?1"))
-        .bind(slug)
-        .fetch_optional(&s.reader)
-        .await?
-        .ok_or_else(|| Error::not_found(ResourceKind::EntityType, slug))?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        entity_type_columns!(),
+        " FROM entity_types WHERE slug = ?1"
+    ))
+    .bind(slug)
+    .fetch_optional(&s.reader)
+    .await?
+    .ok_or_else(|| Error::not_found(ResourceKind::EntityType, slug))?;
     rows::entity_type(&row)
 }
 
-pub(crate) async fn list_entity_types(s: &SqliteStore, after: Option<&str>, limit: u32) -> StoreResult<Vec<EntityType>> {
+pub(crate) async fn list_entity_types(
+    s: &SqliteStore,
+    after: Option<&str>,
+    limit: u32,
+) -> StoreResult<Vec<EntityType>> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         entity_type_columns!(),
@@ -61,16 +69,28 @@ pub(crate) async fn list_entity_types(s: &SqliteStore, after: Option<&str>, limi
     rows.iter().map(rows::entity_type).collect()
 }
 
-pub(crate) async fn update_entity_type(s: &SqliteStore, e: &EntityType, now: i64) -> StoreResult<EntityType> {
+pub(crate) async fn update_entity_type(
+    s: &SqliteStore,
+    e: &EntityType,
+    now: i64,
+) -> StoreResult<EntityType> {
     let mut tx = s.write().await?;
-    let row = sqlx::query(concat!("SELECT ", entity_type_columns!(), " FROM entity_types WHERE slug = ?1"))
-        .bind(&e.slug)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::not_found(ResourceKind::EntityType, &e.slug))?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        entity_type_columns!(),
+        " FROM entity_types WHERE slug = ?1"
+    ))
+    .bind(&e.slug)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Error::not_found(ResourceKind::EntityType, &e.slug))?;
     let current = rows::entity_type(&row)?;
     // Compared as JSON values, so key order or whitespace alone is not a schema change.
-    let schema_version = if current.schema == e.schema { current.schema_version } else { current.schema_version + 1 };
+    let schema_version = if current.schema == e.schema {
+        current.schema_version
+    } else {
+        current.schema_version + 1
+    };
     let row = sqlx::query(concat!(
         "UPDATE entity_types SET name = ?2, description = ?3, schema = ?4, schema_version = ?5, updated_at = ?6 \
          WHERE slug = ?1 RETURNING ",
@@ -89,7 +109,11 @@ pub(crate) async fn update_entity_type(s: &SqliteStore, e: &EntityType, now: i64
     Ok(updated)
 }
 
-pub(crate) async fn delete_entity_type(s: &SqliteStore, slug: &str, force: bool) -> StoreResult<()> {
+pub(crate) async fn delete_entity_type(
+    s: &SqliteStore,
+    slug: &str,
+    force: bool,
+) -> StoreResult<()> {
     let mut tx = s.write().await?;
     let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM entity_types WHERE slug = ?1")
         .bind(slug)
@@ -124,7 +148,11 @@ pub(crate) async fn delete_entity_type(s: &SqliteStore, slug: &str, force: bool)
     Ok(())
 }
 
-pub(crate) async fn create_connector(s: &SqliteStore, c: &Connector, token_hash: &str) -> StoreResult<()> {
+pub(crate) async fn create_connector(
+    s: &SqliteStore,
+    c: &Connector,
+    token_hash: &str,
+) -> StoreResult<()> {
     let mut tx = s.write().await?;
     let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM entity_types WHERE slug = ?1")
         .bind(&c.entity_type)
@@ -154,20 +182,32 @@ pub(crate) async fn create_connector(s: &SqliteStore, c: &Connector, token_hash:
 }
 
 pub(crate) async fn get_connector(s: &SqliteStore, id: &str) -> StoreResult<Connector> {
-    let row = sqlx::query(concat!("SELECT ", connector_columns!(), " FROM connectors WHERE id = ?1"))
-        .bind(id)
-        .fetch_optional(&s.reader)
-        .await?
-        .ok_or_else(|| Error::not_found(ResourceKind::Connector, id))?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        connector_columns!(),
+        " FROM connectors WHERE id = ?1"
+    ))
+    .bind(id)
+    .fetch_optional(&s.reader)
+    .await?
+    .ok_or_else(|| Error::not_found(ResourceKind::Connector, id))?;
     rows::connector(&row)
 }
 
-pub(crate) async fn list_connectors(s: &SqliteStore, after: Option<&str>, limit: u32) -> StoreResult<Vec<Connector>> {
-    let rows = sqlx::query(concat!("SELECT ", connector_columns!(), " FROM connectors WHERE id > ?1 ORDER BY id LIMIT ?2"))
-        .bind(after.unwrap_or(""))
-        .bind(i64::from(limit))
-        .fetch_all(&s.reader)
-        .await?;
+pub(crate) async fn list_connectors(
+    s: &SqliteStore,
+    after: Option<&str>,
+    limit: u32,
+) -> StoreResult<Vec<Connector>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        connector_columns!(),
+        " FROM connectors WHERE id > ?1 ORDER BY id LIMIT ?2"
+    ))
+    .bind(after.unwrap_or(""))
+    .bind(i64::from(limit))
+    .fetch_all(&s.reader)
+    .await?;
     rows.iter().map(rows::connector).collect()
 }
 
@@ -188,7 +228,11 @@ pub(crate) async fn update_connector(s: &SqliteStore, c: &Connector) -> StoreRes
     rows::connector(&row)
 }
 
-pub(crate) async fn delete_connector(s: &SqliteStore, id: &str, delete_records: bool) -> StoreResult<u64> {
+pub(crate) async fn delete_connector(
+    s: &SqliteStore,
+    id: &str,
+    delete_records: bool,
+) -> StoreResult<u64> {
     let now = tributary_core::clock::now_micros();
     let mut tx = s.write().await?;
     // Its open sessions end as if closed with commit = false; their staged data goes.
@@ -207,12 +251,19 @@ pub(crate) async fn delete_connector(s: &SqliteStore, id: &str, delete_records: 
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let deleted = sqlx::query("DELETE FROM connectors WHERE id = ?1").bind(id).execute(&mut *tx).await?;
+    let deleted = sqlx::query("DELETE FROM connectors WHERE id = ?1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     if deleted.rows_affected() == 0 {
         return Err(Error::not_found(ResourceKind::Connector, id).into());
     }
     let records = if delete_records {
-        sqlx::query("DELETE FROM records WHERE connector = ?1").bind(id).execute(&mut *tx).await?.rows_affected()
+        sqlx::query("DELETE FROM records WHERE connector = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
     } else {
         0
     };
@@ -220,7 +271,11 @@ pub(crate) async fn delete_connector(s: &SqliteStore, id: &str, delete_records: 
     Ok(records)
 }
 
-pub(crate) async fn set_connector_token(s: &SqliteStore, id: &str, token_hash: &str) -> StoreResult<()> {
+pub(crate) async fn set_connector_token(
+    s: &SqliteStore,
+    id: &str,
+    token_hash: &str,
+) -> StoreResult<()> {
     let done = sqlx::query("UPDATE connectors SET token_hash = ?2 WHERE id = ?1")
         .bind(id)
         .bind(token_hash)
@@ -233,7 +288,10 @@ pub(crate) async fn set_connector_token(s: &SqliteStore, id: &str, token_hash: &
     Ok(())
 }
 
-pub(crate) async fn connector_by_token(s: &SqliteStore, token_hash: &str) -> StoreResult<Option<(Connector, u32)>> {
+pub(crate) async fn connector_by_token(
+    s: &SqliteStore,
+    token_hash: &str,
+) -> StoreResult<Option<(Connector, u32)>> {
     let row = sqlx::query(
         "SELECT c.id, c.name, c.entity_type, c.write_policy, c.reject_removals_above_percent, c.rate_limit, \
                 c.created_at, t.schema_version \
@@ -244,15 +302,24 @@ pub(crate) async fn connector_by_token(s: &SqliteStore, token_hash: &str) -> Sto
     .await?;
     let Some(row) = row else { return Ok(None) };
     let version: i64 = row.try_get("schema_version")?;
-    Ok(Some((rows::connector(&row)?, u32::try_from(version).unwrap_or(u32::MAX))))
+    Ok(Some((
+        rows::connector(&row)?,
+        u32::try_from(version).unwrap_or(u32::MAX),
+    )))
 }
 
-pub(crate) async fn create_consumer(s: &SqliteStore, c: &Consumer, token_hash: &str) -> StoreResult<()> {
+pub(crate) async fn create_consumer(
+    s: &SqliteStore,
+    c: &Consumer,
+    token_hash: &str,
+) -> StoreResult<()> {
     let mut tx = s.write().await?;
-    let known: Vec<String> = sqlx::query_scalar("SELECT slug FROM entity_types WHERE slug IN (SELECT value FROM json_each(?1))")
-        .bind(json_list(c.entity_types.iter().map(String::as_str))?)
-        .fetch_all(&mut *tx)
-        .await?;
+    let known: Vec<String> = sqlx::query_scalar(
+        "SELECT slug FROM entity_types WHERE slug IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json_list(c.entity_types.iter().map(String::as_str))?)
+    .fetch_all(&mut *tx)
+    .await?;
     if let Some(missing) = c.entity_types.iter().find(|slug| !known.contains(slug)) {
         return Err(Error::not_found(ResourceKind::EntityType, missing).into());
     }
@@ -277,7 +344,10 @@ pub(crate) async fn create_consumer(s: &SqliteStore, c: &Consumer, token_hash: &
 }
 
 /// Consumers from rows of `id, name, created_at` plus their grants, in the rows' order.
-async fn with_grants(s: &SqliteStore, rows: Vec<sqlx::sqlite::SqliteRow>) -> StoreResult<Vec<Consumer>> {
+async fn with_grants(
+    s: &SqliteStore,
+    rows: Vec<sqlx::sqlite::SqliteRow>,
+) -> StoreResult<Vec<Consumer>> {
     let mut consumers = Vec::with_capacity(rows.len());
     for row in &rows {
         consumers.push(Consumer {
@@ -308,28 +378,46 @@ async fn with_grants(s: &SqliteStore, rows: Vec<sqlx::sqlite::SqliteRow>) -> Sto
 }
 
 pub(crate) async fn get_consumer(s: &SqliteStore, id: &str) -> StoreResult<Consumer> {
-    let rows = sqlx::query("SELECT id, name, created_at FROM consumers WHERE id = ?1").bind(id).fetch_all(&s.reader).await?;
-    with_grants(s, rows).await?.pop().ok_or_else(|| Error::not_found(ResourceKind::Consumer, id).into())
-}
-
-pub(crate) async fn list_consumers(s: &SqliteStore, after: Option<&str>, limit: u32) -> StoreResult<Vec<Consumer>> {
-    let rows = sqlx::query("SELECT id, name, created_at FROM consumers WHERE id > ?1 ORDER BY id LIMIT ?2")
-        .bind(after.unwrap_or(""))
-        .bind(i64::from(limit))
+    let rows = sqlx::query("SELECT id, name, created_at FROM consumers WHERE id = ?1")
+        .bind(id)
         .fetch_all(&s.reader)
         .await?;
+    with_grants(s, rows)
+        .await?
+        .pop()
+        .ok_or_else(|| Error::not_found(ResourceKind::Consumer, id).into())
+}
+
+pub(crate) async fn list_consumers(
+    s: &SqliteStore,
+    after: Option<&str>,
+    limit: u32,
+) -> StoreResult<Vec<Consumer>> {
+    let rows = sqlx::query(
+        "SELECT id, name, created_at FROM consumers WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )
+    .bind(after.unwrap_or(""))
+    .bind(i64::from(limit))
+    .fetch_all(&s.reader)
+    .await?;
     with_grants(s, rows).await
 }
 
 pub(crate) async fn delete_consumer(s: &SqliteStore, id: &str) -> StoreResult<()> {
-    let done = sqlx::query("DELETE FROM consumers WHERE id = ?1").bind(id).execute(&s.writer).await?;
+    let done = sqlx::query("DELETE FROM consumers WHERE id = ?1")
+        .bind(id)
+        .execute(&s.writer)
+        .await?;
     if done.rows_affected() == 0 {
         return Err(Error::not_found(ResourceKind::Consumer, id).into());
     }
     Ok(())
 }
 
-pub(crate) async fn consumer_by_token(s: &SqliteStore, token_hash: &str) -> StoreResult<Option<Consumer>> {
+pub(crate) async fn consumer_by_token(
+    s: &SqliteStore,
+    token_hash: &str,
+) -> StoreResult<Option<Consumer>> {
     let rows = sqlx::query("SELECT id, name, created_at FROM consumers WHERE token_hash = ?1")
         .bind(token_hash)
         .fetch_all(&s.reader)

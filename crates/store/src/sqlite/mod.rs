@@ -57,7 +57,10 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         crate::migrate::sqlite(&writer).await?;
-        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         Ok(Self { writer, reader })
     }
 
@@ -69,7 +72,10 @@ impl SqliteStore {
 
 /// Checks that `call` names an open session of its connector that has not gone idle, marks it
 /// active, and answers its mode. Runs first in every batch and close transaction.
-async fn touch_session(tx: &mut Transaction<'static, Sqlite>, call: &SessionCall<'_>) -> StoreResult<SessionMode> {
+async fn touch_session(
+    tx: &mut Transaction<'static, Sqlite>,
+    call: &SessionCall<'_>,
+) -> StoreResult<SessionMode> {
     let mode: Option<String> = sqlx::query_scalar(
         "UPDATE sessions SET last_active_at = ?1 \
          WHERE id = ?2 AND connector = ?3 AND state = 'open' AND (mode = 'stream' OR last_active_at >= ?4) \
@@ -82,11 +88,15 @@ async fn touch_session(tx: &mut Transaction<'static, Sqlite>, call: &SessionCall
     .fetch_optional(&mut **tx)
     .await?;
     let mode = mode.ok_or_else(|| session_denied(call.session_id))?;
-    SessionMode::parse(&mode).ok_or_else(|| StoreError::Corrupt(format!("unknown session mode {mode:?}")))
+    SessionMode::parse(&mode)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown session mode {mode:?}")))
 }
 
 /// Writes an import result inside `tx`.
-async fn insert_import_result(tx: &mut Transaction<'static, Sqlite>, r: &ImportResult) -> StoreResult<()> {
+async fn insert_import_result(
+    tx: &mut Transaction<'static, Sqlite>,
+    r: &ImportResult,
+) -> StoreResult<()> {
     let sql = format!(
         "INSERT INTO import_results ({IMPORT_RESULT_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
@@ -119,5 +129,7 @@ async fn insert_import_result(tx: &mut Transaction<'static, Sqlite>, r: &ImportR
 
 /// A list of strings as the JSON array text `json_each(?N)` reads.
 fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> StoreResult<String> {
-    Ok(serde_json::to_string(&items.into_iter().collect::<Vec<_>>())?)
+    Ok(serde_json::to_string(
+        &items.into_iter().collect::<Vec<_>>(),
+    )?)
 }

@@ -15,14 +15,21 @@ macro_rules! record_columns {
 }
 
 pub(crate) async fn get_record(s: &SqliteStore, key: &str) -> StoreResult<Option<StoredRecord>> {
-    let row = sqlx::query(concat!("SELECT ", record_columns!(), " FROM records WHERE key = ?1"))
-        .bind(key)
-        .fetch_optional(&s.reader)
-        .await?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM records WHERE key = ?1"
+    ))
+    .bind(key)
+    .fetch_optional(&s.reader)
+    .await?;
     row.as_ref().map(rows::record).transpose()
 }
 
-pub(crate) async fn get_records(s: &SqliteStore, keys: &[String]) -> StoreResult<Vec<StoredRecord>> {
+pub(crate) async fn get_records(
+    s: &SqliteStore,
+    keys: &[String],
+) -> StoreResult<Vec<StoredRecord>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }

@@ -6,7 +6,9 @@ use crate::rows::{count, session_result, skip_flags};
 use sqlx::{Sqlite, Transaction};
 use std::collections::{HashMap, HashSet};
 use tributary_core::error::ResourceKind;
-use tributary_core::model::{Connector, ImportStatus, Outcome, Session, SessionMode, SessionState, SessionTotals};
+use tributary_core::model::{
+    Connector, ImportStatus, Outcome, Session, SessionMode, SessionState, SessionTotals,
+};
 use tributary_core::record::{plan_deletes, plan_upserts, ExistingRecord, PreparedRecord};
 use tributary_core::session::{self, SessionEnd};
 use tributary_core::store::{ClosedSession, KeyedId, OpenedSession, SessionCall};
@@ -88,7 +90,10 @@ pub(crate) async fn open_session(
         opened_at: now,
         last_active_at: now,
     };
-    Ok(OpenedSession { session, superseded })
+    Ok(OpenedSession {
+        session,
+        superseded,
+    })
 }
 
 pub(crate) async fn upsert_batch(
@@ -108,8 +113,10 @@ pub(crate) async fn upsert_batch(
     .bind(json_list(records.iter().map(|r| r.key.as_str()))?)
     .fetch_all(&mut *tx)
     .await?;
-    let existing: HashMap<String, ExistingRecord> =
-        found.into_iter().map(|(key, checksum, edited)| (key, ExistingRecord { checksum, edited })).collect();
+    let existing: HashMap<String, ExistingRecord> = found
+        .into_iter()
+        .map(|(key, checksum, edited)| (key, ExistingRecord { checksum, edited }))
+        .collect();
     let applied = !mode.is_staged();
     let plan = plan_upserts(records, &existing, call.connector.write_policy, applied);
     if !plan.writes.is_empty() {
@@ -136,7 +143,11 @@ pub(crate) async fn upsert_batch(
 }
 
 /// Stream: applies the rows at once. Only created/updated rows reach here.
-async fn write_records(tx: &mut Transaction<'static, Sqlite>, call: &SessionCall<'_>, rows: &str) -> StoreResult<()> {
+async fn write_records(
+    tx: &mut Transaction<'static, Sqlite>,
+    call: &SessionCall<'_>,
+    rows: &str,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO records (key, entity_type, connector, id, name, entity, instance, checksum, version, \
                               created_at, updated_at, source, edited_at) \
@@ -158,7 +169,11 @@ async fn write_records(tx: &mut Transaction<'static, Sqlite>, call: &SessionCall
 }
 
 /// Accrue/replace: stages the rows; a later operation on the same key replaces an earlier one.
-async fn stage_upserts(tx: &mut Transaction<'static, Sqlite>, session_id: &str, rows: &str) -> StoreResult<()> {
+async fn stage_upserts(
+    tx: &mut Transaction<'static, Sqlite>,
+    session_id: &str,
+    rows: &str,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO staged_records (session_id, key, id, op, name, entity, instance, checksum) \
          SELECT ?2, json_extract(j.value, '$.key'), json_extract(j.value, '$.id'), 'upsert', \
@@ -175,7 +190,11 @@ async fn stage_upserts(tx: &mut Transaction<'static, Sqlite>, session_id: &str, 
     Ok(())
 }
 
-pub(crate) async fn delete_batch(s: &SqliteStore, call: &SessionCall<'_>, ids: &[KeyedId]) -> StoreResult<Vec<Outcome>> {
+pub(crate) async fn delete_batch(
+    s: &SqliteStore,
+    call: &SessionCall<'_>,
+    ids: &[KeyedId],
+) -> StoreResult<Vec<Outcome>> {
     let mut tx = s.write().await?;
     let mode = touch_session(&mut tx, call).await?;
     if ids.is_empty() {
@@ -197,8 +216,10 @@ pub(crate) async fn delete_batch(s: &SqliteStore, call: &SessionCall<'_>, ids: &
         for k in ids {
             unique.insert(&k.key, &k.id);
         }
-        let rows: Vec<serde_json::Value> =
-            unique.into_iter().map(|(key, id)| serde_json::json!({ "key": key, "id": id })).collect();
+        let rows: Vec<serde_json::Value> = unique
+            .into_iter()
+            .map(|(key, id)| serde_json::json!({ "key": key, "id": id }))
+            .collect();
         sqlx::query(
             "INSERT INTO staged_records (session_id, key, id, op) \
              SELECT ?2, json_extract(j.value, '$.key'), json_extract(j.value, '$.id'), 'delete' \
@@ -233,12 +254,20 @@ pub(crate) async fn close_session(
 ) -> StoreResult<ClosedSession> {
     let mut tx = s.write().await?;
     let mode = touch_session(&mut tx, call).await?;
-    let end = if commit { SessionEnd::Commit } else { SessionEnd::Rollback };
+    let end = if commit {
+        SessionEnd::Commit
+    } else {
+        SessionEnd::Rollback
+    };
     let state = end.final_state(mode);
     if !mode.is_staged() {
         set_state(&mut tx, call, state).await?;
         tx.commit().await?;
-        return Ok(ClosedSession { mode, totals: SessionTotals::default(), import_result_id: None });
+        return Ok(ClosedSession {
+            mode,
+            totals: SessionTotals::default(),
+            import_result_id: None,
+        });
     }
     let opened_at: i64 = sqlx::query_scalar("SELECT opened_at FROM sessions WHERE id = ?1")
         .bind(call.session_id)
@@ -256,15 +285,34 @@ pub(crate) async fn close_session(
     } else {
         (ImportStatus::Canceled, SessionTotals::default())
     };
-    sqlx::query("DELETE FROM staged_records WHERE session_id = ?1").bind(call.session_id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM staged_records WHERE session_id = ?1")
+        .bind(call.session_id)
+        .execute(&mut *tx)
+        .await?;
     set_state(&mut tx, call, state).await?;
-    let result = session_result(&call.connector.id, call.session_id, opened_at, call.now, status, totals, Vec::new());
+    let result = session_result(
+        &call.connector.id,
+        call.session_id,
+        opened_at,
+        call.now,
+        status,
+        totals,
+        Vec::new(),
+    );
     insert_import_result(&mut tx, &result).await?;
     tx.commit().await?;
-    Ok(ClosedSession { mode, totals, import_result_id: Some(result.id) })
+    Ok(ClosedSession {
+        mode,
+        totals,
+        import_result_id: Some(result.id),
+    })
 }
 
-async fn set_state(tx: &mut Transaction<'static, Sqlite>, call: &SessionCall<'_>, state: SessionState) -> StoreResult<()> {
+async fn set_state(
+    tx: &mut Transaction<'static, Sqlite>,
+    call: &SessionCall<'_>,
+    state: SessionState,
+) -> StoreResult<()> {
     sqlx::query("UPDATE sessions SET state = ?2, closed_at = ?3 WHERE id = ?1")
         .bind(call.session_id)
         .bind(state.as_str())
@@ -285,8 +333,9 @@ async fn commit_staged(
     let connector = call.connector;
     let (skip_all, skip_edited) = skip_flags(connector.write_policy);
     // `skip` below: a changed record the write policy keeps as is.
-    let (created, updated, unchanged, skipped, deleted): (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT \
+    let (created, updated, unchanged, skipped, deleted): (i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT \
            count(*) FILTER (WHERE s.op = 'upsert' AND r.key IS NULL), \
            count(*) FILTER (WHERE s.op = 'upsert' AND r.checksum <> s.checksum \
                             AND NOT (?2 OR (?3 AND r.edited_at IS NOT NULL))), \
@@ -295,12 +344,12 @@ async fn commit_staged(
                             AND (?2 OR (?3 AND r.edited_at IS NOT NULL))), \
            count(*) FILTER (WHERE s.op = 'delete' AND r.key IS NOT NULL) \
          FROM staged_records s LEFT JOIN records r ON r.key = s.key WHERE s.session_id = ?1",
-    )
-    .bind(call.session_id)
-    .bind(skip_all)
-    .bind(skip_edited)
-    .fetch_one(&mut **tx)
-    .await?;
+        )
+        .bind(call.session_id)
+        .bind(skip_all)
+        .bind(skip_edited)
+        .fetch_one(&mut **tx)
+        .await?;
     let mut totals = SessionTotals {
         created: count(created),
         updated: count(updated),
@@ -373,7 +422,11 @@ async fn commit_staged(
     Ok(totals)
 }
 
-pub(crate) async fn expire_idle_sessions(s: &SqliteStore, idle_cutoff: i64, now: i64) -> StoreResult<u64> {
+pub(crate) async fn expire_idle_sessions(
+    s: &SqliteStore,
+    idle_cutoff: i64,
+    now: i64,
+) -> StoreResult<u64> {
     let mut tx = s.write().await?;
     let ended: Vec<(String, String, i64)> = sqlx::query_as(
         "UPDATE sessions SET state = 'expired', closed_at = ?2 \
