@@ -15,9 +15,6 @@ pub enum StoreError {
     /// A migration script failed.
     #[error("migration {version} failed: {source}")]
     Migration { version: i64, source: sqlx::Error },
-    /// The database URL is not one we can open.
-    #[error("invalid database url {url:?}: {reason}")]
-    InvalidUrl { url: String, reason: String },
     /// A stored value the domain cannot read back (an unknown enum text, bad JSON).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

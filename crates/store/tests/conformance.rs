@@ -74,6 +74,8 @@ conformance!(
     import_results_are_listed_newest_first,
     record_reads,
     reopening_is_idempotent,
+    concurrent_opens_leave_one_open_session,
+    concurrent_stream_batches_all_apply,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1597,6 +1599,58 @@ async fn reopening_is_idempotent(db: &TestDb) {
     assert_eq!(again.count_records("country").await.unwrap(), 1);
 }
 
+async fn concurrent_opens_leave_one_open_session(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let opened = futures::future::join_all(
+        (0..8).map(|i| db.store.open_session(&c, SessionMode::Accrue, T0 + i)),
+    )
+    .await;
+    let ids: Vec<String> = opened.into_iter().map(|o| o.unwrap().session.id).collect();
+    let mut accepted = 0;
+    for id in &ids {
+        if db
+            .store
+            .upsert_batch(&call(id, &c, T0 + SEC), &[record(&c, "A", 1)])
+            .await
+            .is_ok()
+        {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 1, "exactly one accrue session stays open");
+    let canceled = db
+        .store
+        .list_import_results(Some(&c.id), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(canceled.len(), 7);
+}
+
+async fn concurrent_stream_batches_all_apply(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let sessions =
+        futures::future::join_all((0..4).map(|_| open(db, &c, SessionMode::Stream, T0))).await;
+    // Overlapping keys in different orders from every session.
+    let batches = sessions.iter().enumerate().map(|(n, s)| {
+        let mut records: Vec<_> = (0..50)
+            .map(|i| record(&c, &format!("R{i}"), n as i64))
+            .collect();
+        if n % 2 == 1 {
+            records.reverse();
+        }
+        let c = c.clone();
+        async move {
+            db.store
+                .upsert_batch(&call(s, &c, T0 + SEC), &records)
+                .await
+        }
+    });
+    for result in futures::future::join_all(batches).await {
+        assert_eq!(result.unwrap().len(), 50);
+    }
+    assert_eq!(db.store.count_records("country").await.unwrap(), 50);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Concurrent migrations: several replicas starting at once on one fresh database.
 
@@ -1608,6 +1662,16 @@ async fn sqlite_concurrent_opens_of_a_fresh_file() {
     for store in opened {
         assert_eq!(store.unwrap().count_records("country").await.unwrap(), 0);
     }
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_database_works() {
+    let store = tributary_store::open("sqlite::memory:").await.unwrap();
+    store
+        .create_entity_type(&entity_type("country", country_schema()))
+        .await
+        .unwrap();
+    assert_eq!(store.list_entity_types(None, 10).await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,11 +58,15 @@ pub(crate) async fn open_session(
     let id = uuid::Uuid::new_v4().to_string();
     let mut tx = s.write().await?;
     // Locking the connector row serialises concurrent opens of one connector.
-    let exists: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM connectors WHERE id = $1 FOR UPDATE")
-            .bind(&connector.id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let exists: Option<i32> = sqlx::query_scalar(if session::supersedes(mode) {
+        "SELECT 1 FROM connectors WHERE id = $1 FOR UPDATE"
+    } else {
+        // Stream opens never supersede: they only keep the connector from going meanwhile.
+        "SELECT 1 FROM connectors WHERE id = $1 FOR SHARE"
+    })
+    .bind(&connector.id)
+    .fetch_optional(&mut *tx)
+    .await?;
     if exists.is_none() {
         return Err(Error::not_found(ResourceKind::Connector, &connector.id).into());
     }
@@ -127,7 +131,11 @@ pub(crate) async fn upsert_batch(
     let applied = !mode.is_staged();
     let plan = plan_upserts(records, &existing, call.connector.write_policy, applied);
     if !plan.writes.is_empty() {
-        let rows = Columns::of(plan.writes.iter().map(|&i| &records[i]));
+        // In key order, so concurrent stream batches lock overlapping rows in the same order
+        // instead of deadlocking.
+        let mut writes: Vec<&PreparedRecord> = plan.writes.iter().map(|&i| &records[i]).collect();
+        writes.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let rows = Columns::of(writes.into_iter());
         if applied {
             write_records(&mut tx, call, &rows).await?;
         } else {

@@ -36,8 +36,8 @@ crate::delegate_store!(SqliteStore, ops);
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the SQLite database at `url`: a `sqlite:` URL or
-    /// a plain file path. In-memory databases are not supported (the two pools would see two
-    /// different databases).
+    /// a plain file path. An in-memory database (`sqlite::memory:`) works for experiments: it
+    /// gets a single connection that reads and writes, kept open for the store's lifetime.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let options = if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url)?
@@ -50,17 +50,28 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         // A long commit holds the only writer connection; let queued writers wait for it.
-        let writer = SqlitePoolOptions::new()
+        let mut writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(Duration::from_secs(120))
-            .connect_with(options.clone())
-            .await?;
+            .acquire_timeout(Duration::from_secs(120));
+        if in_memory {
+            // The database lives only as long as a connection to it.
+            writer = writer
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let writer = writer.connect_with(options.clone()).await?;
         crate::migrate::sqlite(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await?
+        };
         Ok(Self { writer, reader })
     }
 
