@@ -49,13 +49,23 @@ pub enum ClientError {
 
 /// A channel to a Tributary server; `endpoint` is a URI (`http://host:port`) or `host:port`.
 pub async fn connect(endpoint: &str) -> Result<Channel, ClientError> {
-    let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("http://{endpoint}") };
-    let endpoint_config = Endpoint::from_shared(uri.clone())
-        .map_err(|source| ClientError::InvalidEndpoint { endpoint: endpoint.to_owned(), source })?;
+    let uri = if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("http://{endpoint}")
+    };
+    let endpoint_config =
+        Endpoint::from_shared(uri.clone()).map_err(|source| ClientError::InvalidEndpoint {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?;
     endpoint_config
         .connect()
         .await
-        .map_err(|source| ClientError::Connect { endpoint: uri, source })
+        .map_err(|source| ClientError::Connect {
+            endpoint: uri,
+            source,
+        })
 }
 
 /// Attaches `authorization: Bearer <token>` to every call; an empty token attaches nothing
@@ -87,32 +97,45 @@ impl Interceptor for BearerAuth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         match &self.header {
             Ok(Some(value)) => {
-                request.metadata_mut().insert("authorization", value.clone());
+                request
+                    .metadata_mut()
+                    .insert("authorization", value.clone());
                 Ok(request)
             }
             Ok(None) => Ok(request),
             // Refused locally: such a token cannot be sent, so it cannot be valid.
-            Err(()) => Err(Status::unauthenticated("the token contains characters that cannot be sent in metadata")),
+            Err(()) => Err(Status::unauthenticated(
+                "the token contains characters that cannot be sent in metadata",
+            )),
         }
     }
 }
 
 /// A Contribution client; `token` is a connector token.
-pub fn contribution(channel: Channel, token: &str) -> ContributionClient<InterceptedService<Channel, BearerAuth>> {
+pub fn contribution(
+    channel: Channel,
+    token: &str,
+) -> ContributionClient<InterceptedService<Channel, BearerAuth>> {
     ContributionClient::with_interceptor(channel, BearerAuth::new(token))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// A Catalog client; `token` is a consumer token (empty for a public catalog).
-pub fn catalog(channel: Channel, token: &str) -> CatalogClient<InterceptedService<Channel, BearerAuth>> {
+pub fn catalog(
+    channel: Channel,
+    token: &str,
+) -> CatalogClient<InterceptedService<Channel, BearerAuth>> {
     CatalogClient::with_interceptor(channel, BearerAuth::new(token))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// An Admin client; `token` is the admin token.
-pub fn admin(channel: Channel, token: &str) -> AdminClient<InterceptedService<Channel, BearerAuth>> {
+pub fn admin(
+    channel: Channel,
+    token: &str,
+) -> AdminClient<InterceptedService<Channel, BearerAuth>> {
     AdminClient::with_interceptor(channel, BearerAuth::new(token))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -124,10 +147,22 @@ mod tests {
 
     #[test]
     fn bearer_header_is_attached() {
-        let request = BearerAuth::new("tbc_abc").call(Request::new(())).expect("valid token");
-        assert_eq!(request.metadata().get("authorization").and_then(|v| v.to_str().ok()), Some("Bearer tbc_abc"));
-        let bare = BearerAuth::new("").call(Request::new(())).expect("no token");
+        let request = BearerAuth::new("tbc_abc")
+            .call(Request::new(()))
+            .expect("valid token");
+        assert_eq!(
+            request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer tbc_abc")
+        );
+        let bare = BearerAuth::new("")
+            .call(Request::new(()))
+            .expect("no token");
         assert!(bare.metadata().get("authorization").is_none());
-        assert!(BearerAuth::new("bad\ntoken").call(Request::new(())).is_err());
+        assert!(BearerAuth::new("bad\ntoken")
+            .call(Request::new(()))
+            .is_err());
     }
 }

@@ -39,7 +39,9 @@ impl std::fmt::Debug for AdminAuth {
 impl AdminAuth {
     /// A check for `token`; only its hash is kept.
     pub fn new(token: &str) -> Self {
-        Self { token_hash: hash_token(token) }
+        Self {
+            token_hash: hash_token(token),
+        }
     }
 
     /// A check against a token hash (lowercase hex SHA-256).
@@ -52,7 +54,9 @@ impl AdminAuth {
         match bearer_token(req) {
             Some(token) if token_matches(token, &self.token_hash) => Ok(()),
             Some(_) => Err(Status::unauthenticated("invalid admin token")),
-            None => Err(Status::unauthenticated("missing admin token: send `authorization: Bearer <token>`")),
+            None => Err(Status::unauthenticated(
+                "missing admin token: send `authorization: Bearer <token>`",
+            )),
         }
     }
 }
@@ -63,14 +67,21 @@ mod tests {
 
     fn request(header: &'static str, value: &str) -> Request<()> {
         let mut req = Request::new(());
-        req.metadata_mut().insert(header, value.parse().expect("ascii"));
+        req.metadata_mut()
+            .insert(header, value.parse().expect("ascii"));
         req
     }
 
     #[test]
     fn reads_bearer_and_alternative_header() {
-        assert_eq!(bearer_token(&request("authorization", "Bearer abc")), Some("abc"));
-        assert_eq!(bearer_token(&request("authorization", "bearer abc")), Some("abc"));
+        assert_eq!(
+            bearer_token(&request("authorization", "Bearer abc")),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer_token(&request("authorization", "bearer abc")),
+            Some("abc")
+        );
         assert_eq!(bearer_token(&request(TOKEN_HEADER, "xyz")), Some("xyz"));
         assert_eq!(bearer_token(&request("authorization", "Basic abc")), None);
         assert_eq!(bearer_token(&Request::new(())), None);
@@ -79,8 +90,17 @@ mod tests {
     #[test]
     fn admin_check() {
         let auth = AdminAuth::new("tba_secret");
-        assert!(auth.check(&request("authorization", "Bearer tba_secret")).is_ok());
-        assert_eq!(auth.check(&request("authorization", "Bearer nope")).map_err(|s| s.code()), Err(tonic::Code::Unauthenticated));
-        assert_eq!(auth.check(&Request::new(())).map_err(|s| s.code()), Err(tonic::Code::Unauthenticated));
+        assert!(auth
+            .check(&request("authorization", "Bearer tba_secret"))
+            .is_ok());
+        assert_eq!(
+            auth.check(&request("authorization", "Bearer nope"))
+                .map_err(|s| s.code()),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            auth.check(&Request::new(())).map_err(|s| s.code()),
+            Err(tonic::Code::Unauthenticated)
+        );
     }
 }

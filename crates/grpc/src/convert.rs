@@ -28,7 +28,12 @@ pub fn struct_to_json(s: Struct) -> Result<Value, NonFiniteNumber> {
 /// Converts a `Struct` given in request field `field` to a JSON object; a non-finite number is
 /// a violation naming its full path (`records[3].entity.population`).
 pub fn struct_field_to_json(field: &str, s: Struct) -> Result<Value, Violation> {
-    struct_to_json(s).map_err(|e| Violation::new(format!("{field}{}", e.path), "NaN and infinity are not JSON numbers"))
+    struct_to_json(s).map_err(|e| {
+        Violation::new(
+            format!("{field}{}", e.path),
+            "NaN and infinity are not JSON numbers",
+        )
+    })
 }
 
 /// Like [`struct_field_to_json`], as a domain `InvalidArgument` error.
@@ -54,7 +59,9 @@ fn value_to_json(value: ProtoValue, path: &mut String) -> Result<Value, NonFinit
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),
         Some(Kind::StringValue(s)) => Value::String(s),
-        Some(Kind::NumberValue(n)) => number_to_json(n).ok_or_else(|| NonFiniteNumber { path: path.clone() })?,
+        Some(Kind::NumberValue(n)) => {
+            number_to_json(n).ok_or_else(|| NonFiniteNumber { path: path.clone() })?
+        }
         Some(Kind::StructValue(s)) => Value::Object(fields_to_json(s, path)?),
         Some(Kind::ListValue(list)) => {
             let mut items = Vec::with_capacity(list.values.len());
@@ -88,7 +95,9 @@ pub fn json_to_value(value: Value) -> ProtoValue {
         Value::Bool(b) => Kind::BoolValue(b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
         Value::String(s) => Kind::StringValue(s),
-        Value::Array(items) => Kind::ListValue(ListValue { values: items.into_iter().map(json_to_value).collect() }),
+        Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.into_iter().map(json_to_value).collect(),
+        }),
         Value::Object(map) => Kind::StructValue(map_to_struct(map)),
     };
     ProtoValue { kind: Some(kind) }
@@ -96,7 +105,12 @@ pub fn json_to_value(value: Value) -> ProtoValue {
 
 /// A JSON object's fields as a `Struct`.
 pub fn map_to_struct(map: Map<String, Value>) -> Struct {
-    Struct { fields: map.into_iter().map(|(k, v)| (k, json_to_value(v))).collect() }
+    Struct {
+        fields: map
+            .into_iter()
+            .map(|(k, v)| (k, json_to_value(v)))
+            .collect(),
+    }
 }
 
 /// A JSON value as a `Struct`; `None` when it is not an object.
@@ -112,7 +126,9 @@ pub fn json_to_struct(value: Value) -> Option<Struct> {
 pub fn json_text_to_struct(what: &str, text: &str) -> Result<Struct> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map_to_struct(map)),
-        Ok(_) => Err(Error::Internal(format!("stored {what} is not a JSON object"))),
+        Ok(_) => Err(Error::Internal(format!(
+            "stored {what} is not a JSON object"
+        ))),
         Err(e) => Err(Error::Internal(format!("stored {what} is not JSON: {e}"))),
     }
 }
@@ -138,18 +154,27 @@ mod tests {
     use serde_json::json;
 
     fn num(n: f64) -> ProtoValue {
-        ProtoValue { kind: Some(Kind::NumberValue(n)) }
+        ProtoValue {
+            kind: Some(Kind::NumberValue(n)),
+        }
     }
 
     #[test]
     fn integral_numbers_become_json_integers() {
         let s = Struct {
-            fields: [("population".to_owned(), num(83_000_000.0)), ("ratio".to_owned(), num(0.5)), ("neg".to_owned(), num(-3.0))]
-                .into_iter()
-                .collect(),
+            fields: [
+                ("population".to_owned(), num(83_000_000.0)),
+                ("ratio".to_owned(), num(0.5)),
+                ("neg".to_owned(), num(-3.0)),
+            ]
+            .into_iter()
+            .collect(),
         };
         let json = struct_to_json(s).expect("finite");
-        assert_eq!(json, json!({"population": 83_000_000, "ratio": 0.5, "neg": -3}));
+        assert_eq!(
+            json,
+            json!({"population": 83_000_000, "ratio": 0.5, "neg": -3})
+        );
         assert!(json["population"].is_i64());
         assert_eq!(json["population"].to_string(), "83000000");
     }
@@ -182,8 +207,28 @@ mod tests {
 
     #[test]
     fn non_finite_numbers_are_invalid_with_their_path() {
-        let inner = Struct { fields: [("sizes".to_owned(), ProtoValue { kind: Some(Kind::ListValue(ListValue { values: vec![num(1.0), num(f64::NAN)] })) })].into_iter().collect() };
-        let s = Struct { fields: [("a".to_owned(), ProtoValue { kind: Some(Kind::StructValue(inner)) })].into_iter().collect() };
+        let inner = Struct {
+            fields: [(
+                "sizes".to_owned(),
+                ProtoValue {
+                    kind: Some(Kind::ListValue(ListValue {
+                        values: vec![num(1.0), num(f64::NAN)],
+                    })),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let s = Struct {
+            fields: [(
+                "a".to_owned(),
+                ProtoValue {
+                    kind: Some(Kind::StructValue(inner)),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
         let violation = struct_field_to_json("records[3].entity", s).expect_err("NaN");
         assert_eq!(violation.field, "records[3].entity.a.sizes[1]");
         assert!(number_to_json(f64::INFINITY).is_none());
@@ -193,7 +238,10 @@ mod tests {
     fn stored_text_converts_and_rejects_non_objects() {
         let s = json_text_to_struct("entity", r#"{"n":1}"#).expect("object");
         assert_eq!(struct_to_json(s).expect("finite"), json!({"n": 1}));
-        assert!(matches!(json_text_to_struct("entity", "[1]"), Err(Error::Internal(_))));
+        assert!(matches!(
+            json_text_to_struct("entity", "[1]"),
+            Err(Error::Internal(_))
+        ));
     }
 
     #[test]

@@ -23,7 +23,11 @@ pub fn to_status(err: Error) -> Status {
                 .into_iter()
                 .map(|v| FieldViolation::new(v.field, v.description))
                 .collect();
-            Status::with_error_details(Code::InvalidArgument, message, ErrorDetails::with_bad_request(violations))
+            Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request(violations),
+            )
         }
         Error::Unauthenticated => Status::unauthenticated(message),
         Error::PermissionDenied(_) => Status::permission_denied(message),
@@ -37,7 +41,9 @@ pub fn to_status(err: Error) -> Status {
             message,
             ErrorDetails::with_resource_info(kind.as_str(), id, "", "already exists"),
         ),
-        Error::FailedPrecondition { reason, metadata, .. } => {
+        Error::FailedPrecondition {
+            reason, metadata, ..
+        } => {
             let metadata: HashMap<String, String> = metadata.into_iter().collect();
             Status::with_error_details(
                 Code::FailedPrecondition,
@@ -45,7 +51,10 @@ pub fn to_status(err: Error) -> Status {
                 ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
             )
         }
-        Error::ResourceExhausted { subject, description } => Status::with_error_details(
+        Error::ResourceExhausted {
+            subject,
+            description,
+        } => Status::with_error_details(
             Code::ResourceExhausted,
             message,
             ErrorDetails::with_quota_failure_violation(subject, description),
@@ -63,9 +72,14 @@ pub fn to_status(err: Error) -> Status {
 }
 
 /// Runs an RPC handler body inside `span` and logs how it ended there.
-pub async fn traced<T>(span: tracing::Span, body: impl std::future::Future<Output = Result<T, Status>>) -> Result<T, Status> {
+pub async fn traced<T>(
+    span: tracing::Span,
+    body: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
     use tracing::Instrument;
-    async move { log_outcome(body.await) }.instrument(span).await
+    async move { log_outcome(body.await) }
+        .instrument(span)
+        .await
 }
 
 /// Logs how an RPC ended, inside its span: failures a client caused at `info`, server-side
@@ -96,12 +110,22 @@ mod tests {
             Violation::new("records[3].entity.population", "must be an integer"),
         ]));
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().contains("records[3].entity.population"), "{}", status.message());
+        assert!(
+            status.message().contains("records[3].entity.population"),
+            "{}",
+            status.message()
+        );
         let details = status.get_error_details();
         let bad_request = details.bad_request().expect("BadRequest details");
         assert_eq!(bad_request.field_violations.len(), 2);
-        assert_eq!(bad_request.field_violations[1].field, "records[3].entity.population");
-        assert_eq!(bad_request.field_violations[1].description, "must be an integer");
+        assert_eq!(
+            bad_request.field_violations[1].field,
+            "records[3].entity.population"
+        );
+        assert_eq!(
+            bad_request.field_violations[1].description,
+            "must be an integer"
+        );
     }
 
     #[test]
@@ -128,12 +152,18 @@ mod tests {
         let info = details.error_info().expect("ErrorInfo details");
         assert_eq!(info.reason, "SWEEP_REFUSED");
         assert_eq!(info.domain, ERROR_DOMAIN);
-        assert_eq!(info.metadata.get("would_delete").map(String::as_str), Some("60"));
+        assert_eq!(
+            info.metadata.get("would_delete").map(String::as_str),
+            Some("60")
+        );
     }
 
     #[test]
     fn resource_exhausted_carries_quota_failure() {
-        let status = to_status(Error::ResourceExhausted { subject: "records".into(), description: "too many".into() });
+        let status = to_status(Error::ResourceExhausted {
+            subject: "records".into(),
+            description: "too many".into(),
+        });
         assert_eq!(status.code(), Code::ResourceExhausted);
         let details = status.get_error_details();
         let quota = details.quota_failure().expect("QuotaFailure details");
@@ -142,17 +172,31 @@ mod tests {
 
     #[test]
     fn internal_hides_the_detail() {
-        let status = to_status(Error::Internal("connection string postgres://secret".into()));
+        let status = to_status(Error::Internal(
+            "connection string postgres://secret".into(),
+        ));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("secret"));
     }
 
     #[test]
     fn simple_codes() {
-        assert_eq!(to_status(Error::Unauthenticated).code(), Code::Unauthenticated);
-        assert_eq!(to_status(Error::PermissionDenied("no".into())).code(), Code::PermissionDenied);
-        assert_eq!(to_status(Error::Unavailable("db down".into())).code(), Code::Unavailable);
-        let exists = to_status(Error::AlreadyExists { kind: ResourceKind::EntityType, id: "x".into() });
+        assert_eq!(
+            to_status(Error::Unauthenticated).code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            to_status(Error::PermissionDenied("no".into())).code(),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            to_status(Error::Unavailable("db down".into())).code(),
+            Code::Unavailable
+        );
+        let exists = to_status(Error::AlreadyExists {
+            kind: ResourceKind::EntityType,
+            id: "x".into(),
+        });
         assert_eq!(exists.code(), Code::AlreadyExists);
     }
 }

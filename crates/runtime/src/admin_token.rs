@@ -13,7 +13,12 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// The admin token for `settings`, generating and storing one when none exists.
 pub fn resolve(settings: &Settings) -> anyhow::Result<String> {
-    if let Some(token) = settings.admin_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+    if let Some(token) = settings
+        .admin_token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         tracing::info!("admin token taken from the configuration");
         return Ok(token.to_owned());
     }
@@ -27,9 +32,14 @@ pub fn read_or_create(path: &Path) -> anyhow::Result<String> {
             tracing::info!(path = %path.display(), "admin token read from file");
             return Ok(text.trim().to_owned());
         }
-        Ok(_) => anyhow::bail!("admin token file {} is empty; delete it to generate a new token", path.display()),
+        Ok(_) => anyhow::bail!(
+            "admin token file {} is empty; delete it to generate a new token",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading admin token file {}", path.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading admin token file {}", path.display()))
+        }
     }
     let token = new_token(ADMIN_TOKEN_PREFIX);
     write_private(path, &token)?;
@@ -40,7 +50,8 @@ pub fn read_or_create(path: &Path) -> anyhow::Result<String> {
 fn write_private(path: &Path, token: &str) -> anyhow::Result<()> {
     let dir: PathBuf = path.parent().map(Path::to_path_buf).unwrap_or_default();
     if !dir.as_os_str().is_empty() {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
     }
     let mut options = std::fs::OpenOptions::new();
     // create_new: two processes starting at once must not overwrite each other's token.
@@ -53,12 +64,19 @@ fn write_private(path: &Path, token: &str) -> anyhow::Result<()> {
     let mut file = match options.open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            anyhow::bail!("admin token file {} appeared while starting; start again", path.display())
+            anyhow::bail!(
+                "admin token file {} appeared while starting; start again",
+                path.display()
+            )
         }
-        Err(e) => return Err(e).with_context(|| format!("creating admin token file {}", path.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("creating admin token file {}", path.display()))
+        }
     };
-    writeln!(file, "{token}").with_context(|| format!("writing admin token file {}", path.display()))?;
-    file.sync_all().with_context(|| format!("writing admin token file {}", path.display()))?;
+    writeln!(file, "{token}")
+        .with_context(|| format!("writing admin token file {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("writing admin token file {}", path.display()))?;
     Ok(())
 }
 
@@ -76,7 +94,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path)?.permissions().mode() & 0o777,
+                0o600
+            );
         }
         Ok(())
     }
@@ -84,7 +105,11 @@ mod tests {
     #[test]
     fn configured_token_wins() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let settings = Settings { admin_token: Some("tba_configured".into()), data_dir: dir.path().into(), ..Settings::default() };
+        let settings = Settings {
+            admin_token: Some("tba_configured".into()),
+            data_dir: dir.path().into(),
+            ..Settings::default()
+        };
         assert_eq!(resolve(&settings)?, "tba_configured");
         assert!(!dir.path().join(ADMIN_TOKEN_FILE).exists());
         Ok(())

@@ -104,13 +104,19 @@ impl Default for LimitSettings {
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        Self { idle_timeout_secs: 24 * 3600, reaper_interval_secs: 60 }
+        Self {
+            idle_timeout_secs: 24 * 3600,
+            reaper_interval_secs: 60,
+        }
     }
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { format: LogFormat::Text, filter: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
     }
 }
 
@@ -185,13 +191,19 @@ impl Settings {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) if !url.trim().is_empty() => url.clone(),
-            _ => self.data_dir.join("tributary.db").to_string_lossy().into_owned(),
+            _ => self
+                .data_dir
+                .join("tributary.db")
+                .to_string_lossy()
+                .into_owned(),
         }
     }
 
     /// Whether the store is the embedded SQLite under the data directory.
     pub fn uses_embedded_database(&self) -> bool {
-        self.database_url.as_deref().is_none_or(|u| u.trim().is_empty())
+        self.database_url
+            .as_deref()
+            .is_none_or(|u| u.trim().is_empty())
     }
 
     /// The domain limits these settings describe.
@@ -241,9 +253,13 @@ mod tests {
             jail.set_env("TRIBUTARY_LIMITS__MAX_BATCH_RECORDS", "7");
             jail.set_env("TRIBUTARY_LISTEN", "0.0.0.0:2");
             jail.set_env("TRIBUTARY_ADMIN_TOKEN", "tba_from_env");
-            let args = Args { listen: Some("127.0.0.1:3".into()), ..Args::default() };
-            let s = Settings::from_figment(Settings::figment(Some(Path::new("tributary.toml"))), &args)
-                .map_err(|e| e.to_string())?;
+            let args = Args {
+                listen: Some("127.0.0.1:3".into()),
+                ..Args::default()
+            };
+            let s =
+                Settings::from_figment(Settings::figment(Some(Path::new("tributary.toml"))), &args)
+                    .map_err(|e| e.to_string())?;
             assert_eq!(s.listen, "127.0.0.1:3");
             assert_eq!(s.data_dir, PathBuf::from("/from/file"));
             assert_eq!(s.limits.max_batch_records, 7);

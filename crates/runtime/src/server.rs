@@ -37,7 +37,11 @@ pub enum ServiceKind {
 
 impl ServiceKind {
     /// Every service, in a stable order.
-    pub const ALL: [ServiceKind; 3] = [ServiceKind::Contributor, ServiceKind::Consumer, ServiceKind::Admin];
+    pub const ALL: [ServiceKind; 3] = [
+        ServiceKind::Contributor,
+        ServiceKind::Consumer,
+        ServiceKind::Admin,
+    ];
 
     /// The fully-qualified gRPC service name (as health checks and reflection know it).
     pub fn grpc_name(self) -> &'static str {
@@ -91,7 +95,11 @@ impl ServerOptions {
     }
 
     /// The options `settings` describe, for `services`.
-    pub fn from_settings(settings: &Settings, services: Vec<ServiceKind>, admin_token: String) -> Self {
+    pub fn from_settings(
+        settings: &Settings,
+        services: Vec<ServiceKind>,
+        admin_token: String,
+    ) -> Self {
         Self {
             services,
             admin_token,
@@ -124,7 +132,9 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection().build_v1().context("building reflection v1")?;
-    let reflection_v1alpha = reflection().build_v1alpha().context("building reflection v1alpha")?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("building reflection v1alpha")?;
 
     let mut router = Server::builder()
         .add_service(health_service)
@@ -135,7 +145,10 @@ pub async fn serve(
         router = match kind {
             ServiceKind::Contributor => {
                 let svc = ContributionService::new(store.clone(), options.limits.clone());
-                reaper = Some(tokio::spawn(reap_idle_sessions(svc.clone(), options.reaper_interval)));
+                reaper = Some(tokio::spawn(reap_idle_sessions(
+                    svc.clone(),
+                    options.reaper_interval,
+                )));
                 router.add_service(tributary_contributor::contribution_server(svc, max))
             }
             ServiceKind::Consumer => {
@@ -144,15 +157,23 @@ pub async fn serve(
             }
             ServiceKind::Admin => {
                 let auth = AdminAuth::new(&options.admin_token);
-                router.add_service(tributary_admin::admin_server(AdminService::new(store.clone()), auth, max))
+                router.add_service(tributary_admin::admin_server(
+                    AdminService::new(store.clone()),
+                    auth,
+                    max,
+                ))
             }
         };
-        health.set_service_status(kind.grpc_name(), ServingStatus::Serving).await;
+        health
+            .set_service_status(kind.grpc_name(), ServingStatus::Serving)
+            .await;
     }
     health.set_service_status("", ServingStatus::Serving).await;
     drop(options);
 
-    let addr = listener.local_addr().context("reading the listener's address")?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
     let names: Vec<&str> = services.iter().map(|k| k.grpc_name()).collect();
     tracing::info!(%addr, services = ?names, "serving gRPC");
     let result = router

@@ -8,7 +8,9 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber; a second call (as in tests) leaves the first in place.
 pub fn init(log: &LogSettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // An Err only means a subscriber is installed already.
     let _ = match log.format {
         LogFormat::Text => builder.try_init(),

@@ -4,7 +4,9 @@
 use tonic::{Request, Response, Status};
 use tracing::Span;
 use tributary_core::admin::{AdminService, ConnectorInput, EntityTypeInput};
-use tributary_core::model::{Connector, Consumer, EntityType, ImportItem, ImportResult, ImportStatus, WritePolicy};
+use tributary_core::model::{
+    Connector, Consumer, EntityType, ImportItem, ImportResult, ImportStatus, WritePolicy,
+};
 use tributary_core::page::page_size;
 use tributary_core::{Error, Result};
 use tributary_grpc::auth::AdminAuth;
@@ -21,7 +23,11 @@ pub struct AdminApi {
 }
 
 /// The Admin service, ready to add to a tonic router; calls must carry the token `auth` checks.
-pub fn admin_server(svc: AdminService, auth: AdminAuth, max_message_bytes: usize) -> AdminServer<AdminApi> {
+pub fn admin_server(
+    svc: AdminService,
+    auth: AdminAuth,
+    max_message_bytes: usize,
+) -> AdminServer<AdminApi> {
     AdminServer::new(AdminApi { svc, auth })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes)
@@ -41,7 +47,10 @@ fn optional(text: &str) -> Option<&str> {
 
 fn entity_type_input(e: pb::EntityType) -> Result<EntityTypeInput> {
     Ok(EntityTypeInput {
-        schema: e.schema.map(|s| struct_arg_to_json("entity_type.schema", s)).transpose()?,
+        schema: e
+            .schema
+            .map(|s| struct_arg_to_json("entity_type.schema", s))
+            .transpose()?,
         slug: e.slug,
         name: e.name,
         description: e.description,
@@ -49,8 +58,12 @@ fn entity_type_input(e: pb::EntityType) -> Result<EntityTypeInput> {
 }
 
 fn entity_type_to_proto(e: EntityType) -> Result<pb::EntityType> {
-    let schema = json_to_struct(e.schema)
-        .ok_or_else(|| Error::Internal(format!("schema of entity type {} is not a JSON object", e.slug)))?;
+    let schema = json_to_struct(e.schema).ok_or_else(|| {
+        Error::Internal(format!(
+            "schema of entity type {} is not a JSON object",
+            e.slug
+        ))
+    })?;
     Ok(pb::EntityType {
         slug: e.slug,
         name: e.name,
@@ -67,8 +80,13 @@ fn write_policy_from_proto(policy: i32) -> Result<WritePolicy> {
         // Unspecified means the default policy: the connector is the source of truth.
         Ok(pb::WritePolicy::Unspecified | pb::WritePolicy::Importer) => Ok(WritePolicy::Importer),
         Ok(pb::WritePolicy::ImporterCreateOnly) => Ok(WritePolicy::ImporterCreateOnly),
-        Ok(pb::WritePolicy::ImporterUpdateUnlessEdited) => Ok(WritePolicy::ImporterUpdateUnlessEdited),
-        Err(_) => Err(Error::invalid("connector.write_policy", format!("{policy} is not a WritePolicy"))),
+        Ok(pb::WritePolicy::ImporterUpdateUnlessEdited) => {
+            Ok(WritePolicy::ImporterUpdateUnlessEdited)
+        }
+        Err(_) => Err(Error::invalid(
+            "connector.write_policy",
+            format!("{policy} is not a WritePolicy"),
+        )),
     }
 }
 
@@ -103,7 +121,12 @@ fn connector_to_proto(c: Connector) -> pb::Connector {
 }
 
 fn consumer_to_proto(c: Consumer) -> pb::Consumer {
-    pb::Consumer { id: c.id, name: c.name, entity_types: c.entity_types, created_at: Some(timestamp(c.created_at)) }
+    pb::Consumer {
+        id: c.id,
+        name: c.name,
+        entity_types: c.entity_types,
+        created_at: Some(timestamp(c.created_at)),
+    }
 }
 
 fn import_status_to_proto(status: ImportStatus) -> pb::ImportStatus {
@@ -116,7 +139,12 @@ fn import_status_to_proto(status: ImportStatus) -> pb::ImportStatus {
 }
 
 fn import_item_to_proto(i: ImportItem) -> pb::ImportItem {
-    pb::ImportItem { id: i.id, reason: i.reason, error: i.error, data: i.data }
+    pb::ImportItem {
+        id: i.id,
+        reason: i.reason,
+        error: i.error,
+        data: i.data,
+    }
 }
 
 /// An import result as the Admin API reports it.
@@ -138,8 +166,16 @@ pub fn import_result_to_proto(r: ImportResult) -> pb::ImportResult {
         swept: r.totals.swept,
         sweep_refused: r.sweep_refused,
         pages: r.pages,
-        skipped_items: r.skipped_items.into_iter().map(import_item_to_proto).collect(),
-        failed_items: r.failed_items.into_iter().map(import_item_to_proto).collect(),
+        skipped_items: r
+            .skipped_items
+            .into_iter()
+            .map(import_item_to_proto)
+            .collect(),
+        failed_items: r
+            .failed_items
+            .into_iter()
+            .map(import_item_to_proto)
+            .collect(),
         items_not_listed: r.items_not_listed,
         errors: r.errors,
     }
@@ -148,14 +184,22 @@ pub fn import_result_to_proto(r: ImportResult) -> pb::ImportResult {
 impl AdminApi {
     /// Checks the admin token, then runs `body` on the request message, mapping its domain
     /// error to a status; all inside the RPC's span.
-    async fn handle<Req, Resp, F, Fut>(&self, rpc: &'static str, request: Request<Req>, body: F) -> Result<Response<Resp>, Status>
+    async fn handle<Req, Resp, F, Fut>(
+        &self,
+        rpc: &'static str,
+        request: Request<Req>,
+        body: F,
+    ) -> Result<Response<Resp>, Status>
     where
         F: FnOnce(AdminService, Req) -> Fut,
         Fut: std::future::Future<Output = Result<Resp>>,
     {
         traced(rpc_span(rpc), async move {
             self.auth.check(&request)?;
-            body(self.svc.clone(), request.into_inner()).await.map(Response::new).map_err(to_status)
+            body(self.svc.clone(), request.into_inner())
+                .await
+                .map(Response::new)
+                .map_err(to_status)
         })
         .await
     }
@@ -163,44 +207,71 @@ impl AdminApi {
 
 #[tonic::async_trait]
 impl Admin for AdminApi {
-    async fn create_entity_type(&self, request: Request<pb::CreateEntityTypeRequest>) -> Result<Response<pb::CreateEntityTypeResponse>, Status> {
+    async fn create_entity_type(
+        &self,
+        request: Request<pb::CreateEntityTypeRequest>,
+    ) -> Result<Response<pb::CreateEntityTypeResponse>, Status> {
         self.handle("CreateEntityType", request, |svc, req| async move {
             let input = entity_type_input(required("entity_type", req.entity_type)?)?;
             let created = svc.create_entity_type(input).await?;
-            Ok(pb::CreateEntityTypeResponse { entity_type: Some(entity_type_to_proto(created)?) })
+            Ok(pb::CreateEntityTypeResponse {
+                entity_type: Some(entity_type_to_proto(created)?),
+            })
         })
         .await
     }
 
-    async fn get_entity_type(&self, request: Request<pb::GetEntityTypeRequest>) -> Result<Response<pb::GetEntityTypeResponse>, Status> {
+    async fn get_entity_type(
+        &self,
+        request: Request<pb::GetEntityTypeRequest>,
+    ) -> Result<Response<pb::GetEntityTypeResponse>, Status> {
         self.handle("GetEntityType", request, |svc, req| async move {
             let entity_type = svc.get_entity_type(&req.slug).await?;
-            Ok(pb::GetEntityTypeResponse { entity_type: Some(entity_type_to_proto(entity_type)?) })
+            Ok(pb::GetEntityTypeResponse {
+                entity_type: Some(entity_type_to_proto(entity_type)?),
+            })
         })
         .await
     }
 
-    async fn list_entity_types(&self, request: Request<pb::ListEntityTypesRequest>) -> Result<Response<pb::ListEntityTypesResponse>, Status> {
+    async fn list_entity_types(
+        &self,
+        request: Request<pb::ListEntityTypesRequest>,
+    ) -> Result<Response<pb::ListEntityTypesResponse>, Status> {
         self.handle("ListEntityTypes", request, |svc, req| async move {
-            let page = svc.list_entity_types(page_size(req.page_size)?, &req.page_token).await?;
+            let page = svc
+                .list_entity_types(page_size(req.page_size)?, &req.page_token)
+                .await?;
             Ok(pb::ListEntityTypesResponse {
-                entity_types: page.items.into_iter().map(entity_type_to_proto).collect::<Result<_>>()?,
+                entity_types: page
+                    .items
+                    .into_iter()
+                    .map(entity_type_to_proto)
+                    .collect::<Result<_>>()?,
                 next_page_token: page.next_page_token.unwrap_or_default(),
             })
         })
         .await
     }
 
-    async fn update_entity_type(&self, request: Request<pb::UpdateEntityTypeRequest>) -> Result<Response<pb::UpdateEntityTypeResponse>, Status> {
+    async fn update_entity_type(
+        &self,
+        request: Request<pb::UpdateEntityTypeRequest>,
+    ) -> Result<Response<pb::UpdateEntityTypeResponse>, Status> {
         self.handle("UpdateEntityType", request, |svc, req| async move {
             let input = entity_type_input(required("entity_type", req.entity_type)?)?;
             let updated = svc.update_entity_type(input).await?;
-            Ok(pb::UpdateEntityTypeResponse { entity_type: Some(entity_type_to_proto(updated)?) })
+            Ok(pb::UpdateEntityTypeResponse {
+                entity_type: Some(entity_type_to_proto(updated)?),
+            })
         })
         .await
     }
 
-    async fn delete_entity_type(&self, request: Request<pb::DeleteEntityTypeRequest>) -> Result<Response<pb::DeleteEntityTypeResponse>, Status> {
+    async fn delete_entity_type(
+        &self,
+        request: Request<pb::DeleteEntityTypeRequest>,
+    ) -> Result<Response<pb::DeleteEntityTypeResponse>, Status> {
         self.handle("DeleteEntityType", request, |svc, req| async move {
             svc.delete_entity_type(&req.slug, req.force).await?;
             Ok(pb::DeleteEntityTypeResponse {})
@@ -208,9 +279,15 @@ impl Admin for AdminApi {
         .await
     }
 
-    async fn validate_entity_type(&self, request: Request<pb::ValidateEntityTypeRequest>) -> Result<Response<pb::ValidateEntityTypeResponse>, Status> {
+    async fn validate_entity_type(
+        &self,
+        request: Request<pb::ValidateEntityTypeRequest>,
+    ) -> Result<Response<pb::ValidateEntityTypeResponse>, Status> {
         self.handle("ValidateEntityType", request, |svc, req| async move {
-            let schema = req.schema.map(|s| struct_arg_to_json("schema", s)).transpose()?;
+            let schema = req
+                .schema
+                .map(|s| struct_arg_to_json("schema", s))
+                .transpose()?;
             let check = svc.validate_entity_type(&req.slug, schema).await?;
             Ok(pb::ValidateEntityTypeResponse {
                 records_checked: check.records_checked,
@@ -221,7 +298,10 @@ impl Admin for AdminApi {
         .await
     }
 
-    async fn create_connector(&self, request: Request<pb::CreateConnectorRequest>) -> Result<Response<pb::CreateConnectorResponse>, Status> {
+    async fn create_connector(
+        &self,
+        request: Request<pb::CreateConnectorRequest>,
+    ) -> Result<Response<pb::CreateConnectorResponse>, Status> {
         self.handle("CreateConnector", request, |svc, req| async move {
             let input = connector_input(required("connector", req.connector)?)?;
             let (connector, token) = svc.create_connector(input).await?;
@@ -231,17 +311,27 @@ impl Admin for AdminApi {
         .await
     }
 
-    async fn get_connector(&self, request: Request<pb::GetConnectorRequest>) -> Result<Response<pb::GetConnectorResponse>, Status> {
+    async fn get_connector(
+        &self,
+        request: Request<pb::GetConnectorRequest>,
+    ) -> Result<Response<pb::GetConnectorResponse>, Status> {
         self.handle("GetConnector", request, |svc, req| async move {
             let connector = svc.get_connector(&req.id).await?;
-            Ok(pb::GetConnectorResponse { connector: Some(connector_to_proto(connector)) })
+            Ok(pb::GetConnectorResponse {
+                connector: Some(connector_to_proto(connector)),
+            })
         })
         .await
     }
 
-    async fn list_connectors(&self, request: Request<pb::ListConnectorsRequest>) -> Result<Response<pb::ListConnectorsResponse>, Status> {
+    async fn list_connectors(
+        &self,
+        request: Request<pb::ListConnectorsRequest>,
+    ) -> Result<Response<pb::ListConnectorsResponse>, Status> {
         self.handle("ListConnectors", request, |svc, req| async move {
-            let page = svc.list_connectors(page_size(req.page_size)?, &req.page_token).await?;
+            let page = svc
+                .list_connectors(page_size(req.page_size)?, &req.page_token)
+                .await?;
             Ok(pb::ListConnectorsResponse {
                 connectors: page.items.into_iter().map(connector_to_proto).collect(),
                 next_page_token: page.next_page_token.unwrap_or_default(),
@@ -250,17 +340,27 @@ impl Admin for AdminApi {
         .await
     }
 
-    async fn update_connector(&self, request: Request<pb::UpdateConnectorRequest>) -> Result<Response<pb::UpdateConnectorResponse>, Status> {
+    async fn update_connector(
+        &self,
+        request: Request<pb::UpdateConnectorRequest>,
+    ) -> Result<Response<pb::UpdateConnectorResponse>, Status> {
         self.handle("UpdateConnector", request, |svc, req| async move {
             let connector = required("connector", req.connector)?;
             let id = connector.id.clone();
-            let updated = svc.update_connector(&id, connector_input(connector)?).await?;
-            Ok(pb::UpdateConnectorResponse { connector: Some(connector_to_proto(updated)) })
+            let updated = svc
+                .update_connector(&id, connector_input(connector)?)
+                .await?;
+            Ok(pb::UpdateConnectorResponse {
+                connector: Some(connector_to_proto(updated)),
+            })
         })
         .await
     }
 
-    async fn delete_connector(&self, request: Request<pb::DeleteConnectorRequest>) -> Result<Response<pb::DeleteConnectorResponse>, Status> {
+    async fn delete_connector(
+        &self,
+        request: Request<pb::DeleteConnectorRequest>,
+    ) -> Result<Response<pb::DeleteConnectorResponse>, Status> {
         self.handle("DeleteConnector", request, |svc, req| async move {
             let records_deleted = svc.delete_connector(&req.id, req.delete_records).await?;
             Ok(pb::DeleteConnectorResponse { records_deleted })
@@ -268,7 +368,10 @@ impl Admin for AdminApi {
         .await
     }
 
-    async fn rotate_connector_token(&self, request: Request<pb::RotateConnectorTokenRequest>) -> Result<Response<pb::RotateConnectorTokenResponse>, Status> {
+    async fn rotate_connector_token(
+        &self,
+        request: Request<pb::RotateConnectorTokenRequest>,
+    ) -> Result<Response<pb::RotateConnectorTokenResponse>, Status> {
         self.handle("RotateConnectorToken", request, |svc, req| async move {
             let token = svc.rotate_connector_token(&req.id).await?;
             tracing::info!(connector = %req.id, "connector token rotated");
@@ -277,27 +380,45 @@ impl Admin for AdminApi {
         .await
     }
 
-    async fn create_consumer(&self, request: Request<pb::CreateConsumerRequest>) -> Result<Response<pb::CreateConsumerResponse>, Status> {
+    async fn create_consumer(
+        &self,
+        request: Request<pb::CreateConsumerRequest>,
+    ) -> Result<Response<pb::CreateConsumerResponse>, Status> {
         self.handle("CreateConsumer", request, |svc, req| async move {
             let consumer = required("consumer", req.consumer)?;
-            let (consumer, token) = svc.create_consumer(consumer.name, consumer.entity_types).await?;
+            let (consumer, token) = svc
+                .create_consumer(consumer.name, consumer.entity_types)
+                .await?;
             tracing::info!(consumer = %consumer.id, "consumer created");
-            Ok(pb::CreateConsumerResponse { consumer: Some(consumer_to_proto(consumer)), token })
+            Ok(pb::CreateConsumerResponse {
+                consumer: Some(consumer_to_proto(consumer)),
+                token,
+            })
         })
         .await
     }
 
-    async fn get_consumer(&self, request: Request<pb::GetConsumerRequest>) -> Result<Response<pb::GetConsumerResponse>, Status> {
+    async fn get_consumer(
+        &self,
+        request: Request<pb::GetConsumerRequest>,
+    ) -> Result<Response<pb::GetConsumerResponse>, Status> {
         self.handle("GetConsumer", request, |svc, req| async move {
             let consumer = svc.get_consumer(&req.id).await?;
-            Ok(pb::GetConsumerResponse { consumer: Some(consumer_to_proto(consumer)) })
+            Ok(pb::GetConsumerResponse {
+                consumer: Some(consumer_to_proto(consumer)),
+            })
         })
         .await
     }
 
-    async fn list_consumers(&self, request: Request<pb::ListConsumersRequest>) -> Result<Response<pb::ListConsumersResponse>, Status> {
+    async fn list_consumers(
+        &self,
+        request: Request<pb::ListConsumersRequest>,
+    ) -> Result<Response<pb::ListConsumersResponse>, Status> {
         self.handle("ListConsumers", request, |svc, req| async move {
-            let page = svc.list_consumers(page_size(req.page_size)?, &req.page_token).await?;
+            let page = svc
+                .list_consumers(page_size(req.page_size)?, &req.page_token)
+                .await?;
             Ok(pb::ListConsumersResponse {
                 consumers: page.items.into_iter().map(consumer_to_proto).collect(),
                 next_page_token: page.next_page_token.unwrap_or_default(),
@@ -306,7 +427,10 @@ impl Admin for AdminApi {
         .await
     }
 
-    async fn delete_consumer(&self, request: Request<pb::DeleteConsumerRequest>) -> Result<Response<pb::DeleteConsumerResponse>, Status> {
+    async fn delete_consumer(
+        &self,
+        request: Request<pb::DeleteConsumerRequest>,
+    ) -> Result<Response<pb::DeleteConsumerResponse>, Status> {
         self.handle("DeleteConsumer", request, |svc, req| async move {
             svc.delete_consumer(&req.id).await?;
             Ok(pb::DeleteConsumerResponse {})
@@ -314,10 +438,17 @@ impl Admin for AdminApi {
         .await
     }
 
-    async fn list_import_results(&self, request: Request<pb::ListImportResultsRequest>) -> Result<Response<pb::ListImportResultsResponse>, Status> {
+    async fn list_import_results(
+        &self,
+        request: Request<pb::ListImportResultsRequest>,
+    ) -> Result<Response<pb::ListImportResultsResponse>, Status> {
         self.handle("ListImportResults", request, |svc, req| async move {
             let page = svc
-                .list_import_results(optional(&req.connector), page_size(req.page_size)?, &req.page_token)
+                .list_import_results(
+                    optional(&req.connector),
+                    page_size(req.page_size)?,
+                    &req.page_token,
+                )
                 .await?;
             Ok(pb::ListImportResultsResponse {
                 import_results: page.items.into_iter().map(import_result_to_proto).collect(),
@@ -327,10 +458,15 @@ impl Admin for AdminApi {
         .await
     }
 
-    async fn get_import_result(&self, request: Request<pb::GetImportResultRequest>) -> Result<Response<pb::GetImportResultResponse>, Status> {
+    async fn get_import_result(
+        &self,
+        request: Request<pb::GetImportResultRequest>,
+    ) -> Result<Response<pb::GetImportResultResponse>, Status> {
         self.handle("GetImportResult", request, |svc, req| async move {
             let result = svc.get_import_result(&req.id).await?;
-            Ok(pb::GetImportResultResponse { import_result: Some(import_result_to_proto(result)) })
+            Ok(pb::GetImportResultResponse {
+                import_result: Some(import_result_to_proto(result)),
+            })
         })
         .await
     }
@@ -343,7 +479,13 @@ mod tests {
     #[test]
     fn unspecified_write_policy_means_importer() {
         assert_eq!(write_policy_from_proto(0).ok(), Some(WritePolicy::Importer));
-        assert_eq!(write_policy_from_proto(2).ok(), Some(WritePolicy::ImporterCreateOnly));
-        assert!(matches!(write_policy_from_proto(42), Err(Error::InvalidArgument(_))));
+        assert_eq!(
+            write_policy_from_proto(2).ok(),
+            Some(WritePolicy::ImporterCreateOnly)
+        );
+        assert!(matches!(
+            write_policy_from_proto(42),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

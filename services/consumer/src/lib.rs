@@ -35,7 +35,11 @@ fn rpc_span(rpc: &'static str) -> Span {
 impl CatalogApi {
     /// The reader; records the consumer on the current span.
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<Reader, Status> {
-        let reader = self.svc.authenticate(bearer_token(request)).await.map_err(to_status)?;
+        let reader = self
+            .svc
+            .authenticate(bearer_token(request))
+            .await
+            .map_err(to_status)?;
         let who = match &reader {
             Reader::Consumer(c) => c.id.as_str(),
             Reader::Public => "public",
@@ -47,8 +51,12 @@ impl CatalogApi {
 
 /// A stored entity type as consumers see it.
 pub fn entity_type_to_proto(e: EntityType) -> Result<pb::EntityType> {
-    let schema = json_to_struct(e.schema)
-        .ok_or_else(|| Error::Internal(format!("schema of entity type {} is not a JSON object", e.slug)))?;
+    let schema = json_to_struct(e.schema).ok_or_else(|| {
+        Error::Internal(format!(
+            "schema of entity type {} is not a JSON object",
+            e.slug
+        ))
+    })?;
     Ok(pb::EntityType {
         slug: e.slug,
         name: e.name,
@@ -82,18 +90,29 @@ fn records_to_proto(records: Vec<StoredRecord>) -> Result<Vec<pb::Record>> {
 }
 
 /// The stream of change events a Watch returns.
-pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
+pub type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Catalog for CatalogApi {
-    async fn list_entity_types(&self, request: Request<pb::ListEntityTypesRequest>) -> Result<Response<pb::ListEntityTypesResponse>, Status> {
+    async fn list_entity_types(
+        &self,
+        request: Request<pb::ListEntityTypesRequest>,
+    ) -> Result<Response<pb::ListEntityTypesResponse>, Status> {
         traced(rpc_span("ListEntityTypes"), async move {
             let reader = self.authenticate(&request).await?;
             let req = request.into_inner();
             let result = async {
-                let page = self.svc.list_entity_types(&reader, page_size(req.page_size)?, &req.page_token).await?;
+                let page = self
+                    .svc
+                    .list_entity_types(&reader, page_size(req.page_size)?, &req.page_token)
+                    .await?;
                 Ok(pb::ListEntityTypesResponse {
-                    entity_types: page.items.into_iter().map(entity_type_to_proto).collect::<Result<_>>()?,
+                    entity_types: page
+                        .items
+                        .into_iter()
+                        .map(entity_type_to_proto)
+                        .collect::<Result<_>>()?,
                     next_page_token: page.next_page_token.unwrap_or_default(),
                 })
             };
@@ -102,60 +121,89 @@ impl Catalog for CatalogApi {
         .await
     }
 
-    async fn get_entity_type(&self, request: Request<pb::GetEntityTypeRequest>) -> Result<Response<pb::GetEntityTypeResponse>, Status> {
+    async fn get_entity_type(
+        &self,
+        request: Request<pb::GetEntityTypeRequest>,
+    ) -> Result<Response<pb::GetEntityTypeResponse>, Status> {
         traced(rpc_span("GetEntityType"), async move {
             let reader = self.authenticate(&request).await?;
             let req = request.into_inner();
             let result = async {
                 let entity_type = self.svc.get_entity_type(&reader, &req.slug).await?;
-                Ok(pb::GetEntityTypeResponse { entity_type: Some(entity_type_to_proto(entity_type)?) })
+                Ok(pb::GetEntityTypeResponse {
+                    entity_type: Some(entity_type_to_proto(entity_type)?),
+                })
             };
             result.await.map(Response::new).map_err(to_status)
         })
         .await
     }
 
-    async fn get_record(&self, request: Request<pb::GetRecordRequest>) -> Result<Response<pb::GetRecordResponse>, Status> {
+    async fn get_record(
+        &self,
+        request: Request<pb::GetRecordRequest>,
+    ) -> Result<Response<pb::GetRecordResponse>, Status> {
         traced(rpc_span("GetRecord"), async move {
             let reader = self.authenticate(&request).await?;
             let req = request.into_inner();
             let result = async {
                 let record = self.svc.get_record(&reader, &req.key).await?;
-                Ok(pb::GetRecordResponse { record: Some(record_to_proto(record)?) })
+                Ok(pb::GetRecordResponse {
+                    record: Some(record_to_proto(record)?),
+                })
             };
             result.await.map(Response::new).map_err(to_status)
         })
         .await
     }
 
-    async fn get_record_by_id(&self, request: Request<pb::GetRecordByIdRequest>) -> Result<Response<pb::GetRecordByIdResponse>, Status> {
+    async fn get_record_by_id(
+        &self,
+        request: Request<pb::GetRecordByIdRequest>,
+    ) -> Result<Response<pb::GetRecordByIdResponse>, Status> {
         traced(rpc_span("GetRecordById"), async move {
             let reader = self.authenticate(&request).await?;
             let req = request.into_inner();
             let result = async {
-                let record = self.svc.get_record_by_id(&reader, &req.entity_type, &req.connector, &req.id).await?;
-                Ok(pb::GetRecordByIdResponse { record: Some(record_to_proto(record)?) })
+                let record = self
+                    .svc
+                    .get_record_by_id(&reader, &req.entity_type, &req.connector, &req.id)
+                    .await?;
+                Ok(pb::GetRecordByIdResponse {
+                    record: Some(record_to_proto(record)?),
+                })
             };
             result.await.map(Response::new).map_err(to_status)
         })
         .await
     }
 
-    async fn lookup_by_external_ids(&self, request: Request<pb::LookupByExternalIdsRequest>) -> Result<Response<pb::LookupByExternalIdsResponse>, Status> {
+    async fn lookup_by_external_ids(
+        &self,
+        request: Request<pb::LookupByExternalIdsRequest>,
+    ) -> Result<Response<pb::LookupByExternalIdsResponse>, Status> {
         traced(rpc_span("LookupByExternalIds"), async move {
             let reader = self.authenticate(&request).await?;
             let req = request.into_inner();
             let connector = Some(req.connector.as_str()).filter(|c| !c.is_empty());
             let result = async {
-                let records = self.svc.lookup_by_external_ids(&reader, &req.entity_type, &req.ids, connector).await?;
-                Ok(pb::LookupByExternalIdsResponse { records: records_to_proto(records)? })
+                let records = self
+                    .svc
+                    .lookup_by_external_ids(&reader, &req.entity_type, &req.ids, connector)
+                    .await?;
+                Ok(pb::LookupByExternalIdsResponse {
+                    records: records_to_proto(records)?,
+                })
             };
             result.await.map(Response::new).map_err(to_status)
         })
         .await
     }
 
-    async fn list_records(&self, request: Request<pb::ListRecordsRequest>) -> Result<Response<pb::ListRecordsResponse>, Status> {
+    async fn list_records(
+        &self,
+        request: Request<pb::ListRecordsRequest>,
+    ) -> Result<Response<pb::ListRecordsResponse>, Status> {
         traced(rpc_span("ListRecords"), async move {
             let reader = self.authenticate(&request).await?;
             let req = request.into_inner();
@@ -163,7 +211,14 @@ impl Catalog for CatalogApi {
                 let limit = page_size(req.page_size)?;
                 let page = self
                     .svc
-                    .list_records(&reader, &req.entity_type, &req.filter, &req.order_by, limit, &req.page_token)
+                    .list_records(
+                        &reader,
+                        &req.entity_type,
+                        &req.filter,
+                        &req.order_by,
+                        limit,
+                        &req.page_token,
+                    )
                     .await?;
                 Ok(pb::ListRecordsResponse {
                     records: records_to_proto(page.items)?,
@@ -179,7 +234,10 @@ impl Catalog for CatalogApi {
 
     type WatchStream = WatchStream;
 
-    async fn watch(&self, _request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        _request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         Err(Status::unimplemented("Watch arrives with the change log"))
     }
 }

@@ -22,20 +22,33 @@ pub struct ContributionApi {
 }
 
 /// The Contribution service, ready to add to a tonic router.
-pub fn contribution_server(svc: ContributionService, max_message_bytes: usize) -> ContributionServer<ContributionApi> {
+pub fn contribution_server(
+    svc: ContributionService,
+    max_message_bytes: usize,
+) -> ContributionServer<ContributionApi> {
     ContributionServer::new(ContributionApi { svc })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes)
 }
 
 fn rpc_span(rpc: &'static str) -> Span {
-    tracing::info_span!("rpc", service = "Contribution", rpc, connector = field::Empty, session = field::Empty)
+    tracing::info_span!(
+        "rpc",
+        service = "Contribution",
+        rpc,
+        connector = field::Empty,
+        session = field::Empty
+    )
 }
 
 impl ContributionApi {
     /// The calling connector; records it on the current span.
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<Contributor, Status> {
-        let who = self.svc.authenticate(bearer_token(request)).await.map_err(to_status)?;
+        let who = self
+            .svc
+            .authenticate(bearer_token(request))
+            .await
+            .map_err(to_status)?;
         Span::current().record("connector", who.connector.id.as_str());
         Ok(who)
     }
@@ -79,7 +92,11 @@ fn outcome_to_proto(outcome: Outcome) -> pb::Outcome {
 fn outcomes_to_proto(outcomes: Vec<RecordOutcome>) -> Vec<pb::RecordOutcome> {
     outcomes
         .into_iter()
-        .map(|o| pb::RecordOutcome { id: o.id, key: o.key, outcome: outcome_to_proto(o.outcome).into() })
+        .map(|o| pb::RecordOutcome {
+            id: o.id,
+            key: o.key,
+            outcome: outcome_to_proto(o.outcome).into(),
+        })
         .collect()
 }
 
@@ -98,7 +115,11 @@ fn totals_to_proto(t: SessionTotals) -> pb::SessionTotals {
 fn records_from_proto(records: Vec<pb::Record>) -> Result<Vec<RecordInput>, Error> {
     let mut violations: Vec<Violation> = Vec::new();
     let mut decode = |field: String, s: Option<prost_types::Struct>| {
-        s.and_then(|s| struct_field_to_json(&field, s).map_err(|v| violations.push(v)).ok())
+        s.and_then(|s| {
+            struct_field_to_json(&field, s)
+                .map_err(|v| violations.push(v))
+                .ok()
+        })
     };
     let inputs: Vec<RecordInput> = records
         .into_iter()
@@ -120,7 +141,10 @@ fn records_from_proto(records: Vec<pb::Record>) -> Result<Vec<RecordInput>, Erro
 
 #[tonic::async_trait]
 impl Contribution for ContributionApi {
-    async fn open_session(&self, request: Request<pb::OpenSessionRequest>) -> Result<Response<pb::OpenSessionResponse>, Status> {
+    async fn open_session(
+        &self,
+        request: Request<pb::OpenSessionRequest>,
+    ) -> Result<Response<pb::OpenSessionResponse>, Status> {
         traced(rpc_span("OpenSession"), async move {
             let who = self.authenticate(&request).await?;
             let mode = mode_from_proto(request.get_ref().mode).map_err(to_status)?;
@@ -135,38 +159,67 @@ impl Contribution for ContributionApi {
         .await
     }
 
-    async fn upsert(&self, request: Request<pb::UpsertRequest>) -> Result<Response<pb::UpsertResponse>, Status> {
+    async fn upsert(
+        &self,
+        request: Request<pb::UpsertRequest>,
+    ) -> Result<Response<pb::UpsertResponse>, Status> {
         traced(rpc_span("Upsert"), async move {
             let who = self.authenticate(&request).await?;
             let req = request.into_inner();
             record_session(&req.session_id);
             let records = records_from_proto(req.records).map_err(to_status)?;
-            let outcomes = self.svc.upsert(&who, &req.session_id, records).await.map_err(to_status)?;
+            let outcomes = self
+                .svc
+                .upsert(&who, &req.session_id, records)
+                .await
+                .map_err(to_status)?;
             tracing::debug!(records = outcomes.len(), "upserted");
-            Ok(Response::new(pb::UpsertResponse { outcomes: outcomes_to_proto(outcomes) }))
+            Ok(Response::new(pb::UpsertResponse {
+                outcomes: outcomes_to_proto(outcomes),
+            }))
         })
         .await
     }
 
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         traced(rpc_span("Delete"), async move {
             let who = self.authenticate(&request).await?;
             let req = request.into_inner();
             record_session(&req.session_id);
-            let outcomes = self.svc.delete(&who, &req.session_id, req.ids).await.map_err(to_status)?;
+            let outcomes = self
+                .svc
+                .delete(&who, &req.session_id, req.ids)
+                .await
+                .map_err(to_status)?;
             tracing::debug!(ids = outcomes.len(), "deleted");
-            Ok(Response::new(pb::DeleteResponse { outcomes: outcomes_to_proto(outcomes) }))
+            Ok(Response::new(pb::DeleteResponse {
+                outcomes: outcomes_to_proto(outcomes),
+            }))
         })
         .await
     }
 
-    async fn close_session(&self, request: Request<pb::CloseSessionRequest>) -> Result<Response<pb::CloseSessionResponse>, Status> {
+    async fn close_session(
+        &self,
+        request: Request<pb::CloseSessionRequest>,
+    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
         traced(rpc_span("CloseSession"), async move {
             let who = self.authenticate(&request).await?;
             let req = request.into_inner();
             record_session(&req.session_id);
-            let closed = self.svc.close(&who, &req.session_id, req.commit, req.force).await.map_err(to_status)?;
-            tracing::info!(commit = req.commit, mode = closed.mode.as_str(), "session closed");
+            let closed = self
+                .svc
+                .close(&who, &req.session_id, req.commit, req.force)
+                .await
+                .map_err(to_status)?;
+            tracing::info!(
+                commit = req.commit,
+                mode = closed.mode.as_str(),
+                "session closed"
+            );
             Ok(Response::new(pb::CloseSessionResponse {
                 totals: Some(totals_to_proto(closed.totals)),
                 import_result_id: closed.import_result_id.unwrap_or_default(),
@@ -183,18 +236,35 @@ mod tests {
     #[test]
     fn unspecified_mode_is_invalid() {
         assert!(matches!(mode_from_proto(0), Err(Error::InvalidArgument(_))));
-        assert!(matches!(mode_from_proto(99), Err(Error::InvalidArgument(_))));
-        assert_eq!(mode_from_proto(pb::SessionMode::Replace as i32).ok(), Some(SessionMode::Replace));
+        assert!(matches!(
+            mode_from_proto(99),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(
+            mode_from_proto(pb::SessionMode::Replace as i32).ok(),
+            Some(SessionMode::Replace)
+        );
     }
 
     #[test]
     fn non_finite_numbers_name_the_record() {
         let entity = prost_types::Struct {
-            fields: [("n".to_owned(), prost_types::Value { kind: Some(prost_types::value::Kind::NumberValue(f64::NAN)) })]
-                .into_iter()
-                .collect(),
+            fields: [(
+                "n".to_owned(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::NumberValue(f64::NAN)),
+                },
+            )]
+            .into_iter()
+            .collect(),
         };
-        let records = vec![pb::Record::default(), pb::Record { entity: Some(entity), ..Default::default() }];
+        let records = vec![
+            pb::Record::default(),
+            pb::Record {
+                entity: Some(entity),
+                ..Default::default()
+            },
+        ];
         match records_from_proto(records) {
             Err(Error::InvalidArgument(v)) => assert_eq!(v[0].field, "records[1].entity.n"),
             other => panic!("expected InvalidArgument, got {other:?}"),

@@ -7,7 +7,7 @@ use tributary_runtime::server::{self, ServiceKind};
 
 /// Tributary: a catalog broker. Connectors contribute records over gRPC, consumers read them.
 #[derive(Debug, Parser)]
-#[command(name = "tributary", version, about, long_about = None)]
+#[command(name = "tributary", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -16,10 +16,12 @@ pub struct Cli {
 /// What `tributary` can do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gRPC services (Contribution, Catalog, Admin, plus health and reflection) on one
-    /// port, with an embedded SQLite database under the data directory unless --database-url
-    /// is given. The admin token comes from TRIBUTARY_ADMIN_TOKEN, else from
-    /// <data-dir>/admin.token, which is generated on first start.
+    /// Run the gRPC services on one port (all of them, or the --only ones).
+    ///
+    /// Serves Contribution, Catalog and Admin, plus gRPC health and reflection, on one port, with
+    /// an embedded SQLite database under the data directory unless --database-url is given. The
+    /// admin token comes from TRIBUTARY_ADMIN_TOKEN, else from <data-dir>/admin.token, which is
+    /// generated (mode 0600) on first start. Stops gracefully on Ctrl-C or SIGTERM.
     Serve(ServeArgs),
 }
 
@@ -45,7 +47,11 @@ impl Cli {
 /// `tributary serve`: until Ctrl-C or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args.common)?;
-    let services = if args.only.is_empty() { ServiceKind::ALL.to_vec() } else { args.only };
+    let services = if args.only.is_empty() {
+        ServiceKind::ALL.to_vec()
+    } else {
+        args.only
+    };
     server::run(settings, services).await
 }
 
@@ -67,10 +73,22 @@ mod tests {
 
     #[test]
     fn serve_accepts_repeated_only() {
-        let cli = Cli::try_parse_from(["tributary", "serve", "--only", "contributor", "--only", "admin", "--listen", "127.0.0.1:0"])
-            .expect("valid command line");
+        let cli = Cli::try_parse_from([
+            "tributary",
+            "serve",
+            "--only",
+            "contributor",
+            "--only",
+            "admin",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .expect("valid command line");
         let Command::Serve(args) = cli.command;
-        assert_eq!(args.only, vec![ServiceKind::Contributor, ServiceKind::Admin]);
+        assert_eq!(
+            args.only,
+            vec![ServiceKind::Contributor, ServiceKind::Admin]
+        );
         assert_eq!(args.common.listen.as_deref(), Some("127.0.0.1:0"));
     }
 }
