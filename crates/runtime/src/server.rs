@@ -189,7 +189,8 @@ pub async fn serve(
 
 /// Rolls back idle accrue/replace sessions every `interval`; errors are logged and retried.
 async fn reap_idle_sessions(svc: ContributionService, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
+    // tokio's interval panics on a zero period.
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
