@@ -25,7 +25,8 @@ pub type AdminClient = admin::admin_client::AdminClient<InterceptedService<Chann
 pub type ContributionClient =
     contribution::contribution_client::ContributionClient<InterceptedService<Channel, BearerAuth>>;
 /// A catalog client with a consumer token attached.
-pub type CatalogClient = catalog::catalog_client::CatalogClient<InterceptedService<Channel, BearerAuth>>;
+pub type CatalogClient =
+    catalog::catalog_client::CatalogClient<InterceptedService<Channel, BearerAuth>>;
 
 /// Which database a sandbox runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +58,17 @@ impl Sandbox {
         Some(Self::start(TestDb::postgres().await?, Backend::Postgres, options).await)
     }
 
-    async fn start(db: TestDb, backend: Backend, options: impl FnOnce(&mut ServerOptions)) -> Sandbox {
+    async fn start(
+        db: TestDb,
+        backend: Backend,
+        options: impl FnOnce(&mut ServerOptions),
+    ) -> Sandbox {
         let admin_token = tributary_core::auth::new_token(tributary_core::auth::ADMIN_TOKEN_PREFIX);
         let mut server_options = ServerOptions::all(admin_token.clone());
         options(&mut server_options);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let store = db.store.clone();
@@ -71,7 +78,16 @@ impl Sandbox {
         let channel = tributary_client::connect(&format!("http://{addr}"))
             .await
             .expect("connect to the sandbox server");
-        Sandbox { addr, admin_token, backend, store, channel, db: Some(db), shutdown: Some(tx), server: Some(server) }
+        Sandbox {
+            addr,
+            admin_token,
+            backend,
+            store,
+            channel,
+            db: Some(db),
+            shutdown: Some(tx),
+            server: Some(server),
+        }
     }
 
     /// A fresh channel to the server.
@@ -124,7 +140,11 @@ impl Sandbox {
     }
 
     /// Creates a connector for `entity_type`; returns its id and token.
-    pub async fn create_connector(&self, entity_type: &str, configure: impl FnOnce(&mut admin::Connector)) -> (String, String) {
+    pub async fn create_connector(
+        &self,
+        entity_type: &str,
+        configure: impl FnOnce(&mut admin::Connector),
+    ) -> (String, String) {
         let mut connector = admin::Connector {
             name: "test connector".into(),
             entity_type: entity_type.into(),
@@ -133,11 +153,16 @@ impl Sandbox {
         configure(&mut connector);
         let response = self
             .admin()
-            .create_connector(admin::CreateConnectorRequest { connector: Some(connector) })
+            .create_connector(admin::CreateConnectorRequest {
+                connector: Some(connector),
+            })
             .await
             .expect("create connector")
             .into_inner();
-        (response.connector.expect("connector in response").id, response.token)
+        (
+            response.connector.expect("connector in response").id,
+            response.token,
+        )
     }
 
     /// Creates a consumer granted `entity_types`; returns its token.
@@ -161,7 +186,12 @@ impl Sandbox {
         self.create_country_type().await;
         let (connector, token) = self.create_connector("country", |_| {}).await;
         let reader_token = self.create_consumer(&["country"]).await;
-        World { connector, contributor: self.contributor(&token), reader: self.reader(&reader_token), token }
+        World {
+            connector,
+            contributor: self.contributor(&token),
+            reader: self.reader(&reader_token),
+            token,
+        }
     }
 }
 
@@ -185,25 +215,48 @@ impl World {
     }
 
     /// Upserts `records` into `session`.
-    pub async fn upsert(&mut self, session: &str, records: Vec<contribution::Record>) -> Result<Vec<contribution::RecordOutcome>, tonic::Status> {
+    pub async fn upsert(
+        &mut self,
+        session: &str,
+        records: Vec<contribution::Record>,
+    ) -> Result<Vec<contribution::RecordOutcome>, tonic::Status> {
         self.contributor
-            .upsert(contribution::UpsertRequest { session_id: session.into(), records })
+            .upsert(contribution::UpsertRequest {
+                session_id: session.into(),
+                records,
+            })
             .await
             .map(|r| r.into_inner().outcomes)
     }
 
     /// Deletes `ids` in `session`.
-    pub async fn delete(&mut self, session: &str, ids: &[&str]) -> Result<Vec<contribution::RecordOutcome>, tonic::Status> {
+    pub async fn delete(
+        &mut self,
+        session: &str,
+        ids: &[&str],
+    ) -> Result<Vec<contribution::RecordOutcome>, tonic::Status> {
         self.contributor
-            .delete(contribution::DeleteRequest { session_id: session.into(), ids: ids.iter().map(|s| s.to_string()).collect() })
+            .delete(contribution::DeleteRequest {
+                session_id: session.into(),
+                ids: ids.iter().map(|s| s.to_string()).collect(),
+            })
             .await
             .map(|r| r.into_inner().outcomes)
     }
 
     /// Closes `session`.
-    pub async fn close(&mut self, session: &str, commit: bool, force: bool) -> Result<contribution::CloseSessionResponse, tonic::Status> {
+    pub async fn close(
+        &mut self,
+        session: &str,
+        commit: bool,
+        force: bool,
+    ) -> Result<contribution::CloseSessionResponse, tonic::Status> {
         self.contributor
-            .close_session(contribution::CloseSessionRequest { session_id: session.into(), commit, force })
+            .close_session(contribution::CloseSessionRequest {
+                session_id: session.into(),
+                commit,
+                force,
+            })
             .await
             .map(|r| r.into_inner())
     }
@@ -217,7 +270,11 @@ impl World {
     pub async fn get(&mut self, id: &str) -> Option<catalog::Record> {
         match self
             .reader
-            .get_record_by_id(catalog::GetRecordByIdRequest { entity_type: "country".into(), connector: self.connector.clone(), id: id.into() })
+            .get_record_by_id(catalog::GetRecordByIdRequest {
+                entity_type: "country".into(),
+                connector: self.connector.clone(),
+                id: id.into(),
+            })
             .await
         {
             Ok(r) => r.into_inner().record,
@@ -228,12 +285,20 @@ impl World {
 }
 
 /// Every visible record of `entity_type`, by external id, read page by page.
-pub async fn list_all(reader: &mut CatalogClient, entity_type: &str) -> BTreeMap<String, catalog::Record> {
+pub async fn list_all(
+    reader: &mut CatalogClient,
+    entity_type: &str,
+) -> BTreeMap<String, catalog::Record> {
     let mut all = BTreeMap::new();
     let mut page_token = String::new();
     loop {
         let page = reader
-            .list_records(catalog::ListRecordsRequest { entity_type: entity_type.into(), page_size: 1000, page_token, ..Default::default() })
+            .list_records(catalog::ListRecordsRequest {
+                entity_type: entity_type.into(),
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            })
             .await
             .expect("list records")
             .into_inner();
@@ -307,15 +372,24 @@ pub fn json_value(value: serde_json::Value) -> Value {
         serde_json::Value::Bool(b) => Kind::BoolValue(b),
         serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
         serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue { values: a.into_iter().map(json_value).collect() }),
-        serde_json::Value::Object(o) => Kind::StructValue(Struct { fields: o.into_iter().map(|(k, v)| (k, json_value(v))).collect() }),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.into_iter().map(json_value).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(Struct {
+            fields: o.into_iter().map(|(k, v)| (k, json_value(v))).collect(),
+        }),
     };
     Value { kind: Some(kind) }
 }
 
 /// The number at `field` of a record's entity.
 pub fn entity_number(record: &catalog::Record, field: &str) -> f64 {
-    match record.entity.as_ref().and_then(|e| e.fields.get(field)).and_then(|v| v.kind.as_ref()) {
+    match record
+        .entity
+        .as_ref()
+        .and_then(|e| e.fields.get(field))
+        .and_then(|v| v.kind.as_ref())
+    {
         Some(Kind::NumberValue(n)) => *n,
         other => panic!("entity.{field} is not a number: {other:?}"),
     }
@@ -326,7 +400,12 @@ pub fn bad_request_fields(status: &tonic::Status) -> Vec<(String, String)> {
     use tonic_types::StatusExt;
     status
         .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| (v.field, v.description)).collect())
+        .map(|b| {
+            b.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

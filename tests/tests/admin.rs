@@ -9,34 +9,117 @@ use tributary_tests::{bad_request_fields, country, json_struct, on_both_backends
 
 fn entity_type(slug: &str, schema: serde_json::Value) -> admin::CreateEntityTypeRequest {
     admin::CreateEntityTypeRequest {
-        entity_type: Some(admin::EntityType { slug: slug.into(), name: "A type".into(), schema: Some(json_struct(schema)), ..Default::default() }),
+        entity_type: Some(admin::EntityType {
+            slug: slug.into(),
+            name: "A type".into(),
+            schema: Some(json_struct(schema)),
+            ..Default::default()
+        }),
     }
 }
 
 async fn entity_types_are_created_listed_updated_and_deleted(sandbox: &Sandbox) {
     let mut a = sandbox.admin();
-    let created = a.create_entity_type(entity_type("city", serde_json::json!({"type": "object"}))).await.expect("create").into_inner();
-    assert_eq!(created.entity_type.as_ref().map(|e| e.schema_version), Some(1));
-    let dup = a.create_entity_type(entity_type("city", serde_json::json!({"type": "object"}))).await.expect_err("duplicate");
+    let created = a
+        .create_entity_type(entity_type("city", serde_json::json!({"type": "object"})))
+        .await
+        .expect("create")
+        .into_inner();
+    assert_eq!(
+        created.entity_type.as_ref().map(|e| e.schema_version),
+        Some(1)
+    );
+    let dup = a
+        .create_entity_type(entity_type("city", serde_json::json!({"type": "object"})))
+        .await
+        .expect_err("duplicate");
     assert_eq!(dup.code(), Code::AlreadyExists);
-    a.create_entity_type(entity_type("airport", serde_json::json!({"type": "object"}))).await.expect("create");
+    a.create_entity_type(entity_type(
+        "airport",
+        serde_json::json!({"type": "object"}),
+    ))
+    .await
+    .expect("create");
 
-    let page = a.list_entity_types(admin::ListEntityTypesRequest { page_size: 1, ..Default::default() }).await.expect("list").into_inner();
-    assert_eq!(page.entity_types.iter().map(|e| e.slug.as_str()).collect::<Vec<_>>(), ["airport"]);
-    let page = a.list_entity_types(admin::ListEntityTypesRequest { page_size: 1, page_token: page.next_page_token }).await.expect("list").into_inner();
-    assert_eq!(page.entity_types.iter().map(|e| e.slug.as_str()).collect::<Vec<_>>(), ["city"]);
+    let page = a
+        .list_entity_types(admin::ListEntityTypesRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(
+        page.entity_types
+            .iter()
+            .map(|e| e.slug.as_str())
+            .collect::<Vec<_>>(),
+        ["airport"]
+    );
+    let page = a
+        .list_entity_types(admin::ListEntityTypesRequest {
+            page_size: 1,
+            page_token: page.next_page_token,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(
+        page.entity_types
+            .iter()
+            .map(|e| e.slug.as_str())
+            .collect::<Vec<_>>(),
+        ["city"]
+    );
 
-    let mut update = entity_type("city", serde_json::json!({"type": "object", "required": ["x"]})).entity_type.expect("type");
+    let mut update = entity_type(
+        "city",
+        serde_json::json!({"type": "object", "required": ["x"]}),
+    )
+    .entity_type
+    .expect("type");
     update.description = "Cities".into();
-    let updated = a.update_entity_type(admin::UpdateEntityTypeRequest { entity_type: Some(update) }).await.expect("update").into_inner().entity_type.expect("type");
-    assert_eq!((updated.schema_version, updated.description.as_str()), (2, "Cities"));
+    let updated = a
+        .update_entity_type(admin::UpdateEntityTypeRequest {
+            entity_type: Some(update),
+        })
+        .await
+        .expect("update")
+        .into_inner()
+        .entity_type
+        .expect("type");
+    assert_eq!(
+        (updated.schema_version, updated.description.as_str()),
+        (2, "Cities")
+    );
 
-    let missing = a.get_entity_type(admin::GetEntityTypeRequest { slug: "nope".into() }).await.expect_err("missing");
+    let missing = a
+        .get_entity_type(admin::GetEntityTypeRequest {
+            slug: "nope".into(),
+        })
+        .await
+        .expect_err("missing");
     assert_eq!(missing.code(), Code::NotFound);
-    assert_eq!(missing.get_details_resource_info().map(|r| r.resource_type), Some("entity_type".to_string()));
+    assert_eq!(
+        missing.get_details_resource_info().map(|r| r.resource_type),
+        Some("entity_type".to_string())
+    );
 
-    a.delete_entity_type(admin::DeleteEntityTypeRequest { slug: "airport".into(), force: false }).await.expect("delete empty type");
-    assert_eq!(a.get_entity_type(admin::GetEntityTypeRequest { slug: "airport".into() }).await.expect_err("gone").code(), Code::NotFound);
+    a.delete_entity_type(admin::DeleteEntityTypeRequest {
+        slug: "airport".into(),
+        force: false,
+    })
+    .await
+    .expect("delete empty type");
+    assert_eq!(
+        a.get_entity_type(admin::GetEntityTypeRequest {
+            slug: "airport".into()
+        })
+        .await
+        .expect_err("gone")
+        .code(),
+        Code::NotFound
+    );
 }
 
 async fn an_entity_type_with_records_is_deleted_only_with_force(sandbox: &Sandbox) {
@@ -44,23 +127,60 @@ async fn an_entity_type_with_records_is_deleted_only_with_force(sandbox: &Sandbo
     let s = w.open(SessionMode::Stream).await;
     w.upsert(&s, vec![country("GB", 1)]).await.expect("upsert");
     let mut a = sandbox.admin();
-    let refused = a.delete_entity_type(admin::DeleteEntityTypeRequest { slug: "country".into(), force: false }).await.expect_err("has records");
+    let refused = a
+        .delete_entity_type(admin::DeleteEntityTypeRequest {
+            slug: "country".into(),
+            force: false,
+        })
+        .await
+        .expect_err("has records");
     assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert_eq!(refused.get_details_error_info().map(|i| i.reason), Some("ENTITY_TYPE_HAS_RECORDS".to_string()));
-    a.delete_entity_type(admin::DeleteEntityTypeRequest { slug: "country".into(), force: true }).await.expect("forced");
-    assert_eq!(a.get_entity_type(admin::GetEntityTypeRequest { slug: "country".into() }).await.expect_err("gone").code(), Code::NotFound);
+    assert_eq!(
+        refused.get_details_error_info().map(|i| i.reason),
+        Some("ENTITY_TYPE_HAS_RECORDS".to_string())
+    );
+    a.delete_entity_type(admin::DeleteEntityTypeRequest {
+        slug: "country".into(),
+        force: true,
+    })
+    .await
+    .expect("forced");
+    assert_eq!(
+        a.get_entity_type(admin::GetEntityTypeRequest {
+            slug: "country".into()
+        })
+        .await
+        .expect_err("gone")
+        .code(),
+        Code::NotFound
+    );
 }
 
 async fn invalid_entity_types_are_refused_with_violations(sandbox: &Sandbox) {
     let mut a = sandbox.admin();
-    let status = a.create_entity_type(entity_type("Bad_Slug", serde_json::json!({"type": "no-such-type"}))).await.expect_err("invalid");
+    let status = a
+        .create_entity_type(entity_type(
+            "Bad_Slug",
+            serde_json::json!({"type": "no-such-type"}),
+        ))
+        .await
+        .expect_err("invalid");
     assert_eq!(status.code(), Code::InvalidArgument);
-    let fields: Vec<String> = bad_request_fields(&status).into_iter().map(|(f, _)| f).collect();
+    let fields: Vec<String> = bad_request_fields(&status)
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
     assert!(fields.iter().any(|f| f == "entity_type.slug"), "{fields:?}");
-    assert!(fields.iter().any(|f| f.starts_with("entity_type.schema")), "{fields:?}");
+    assert!(
+        fields.iter().any(|f| f.starts_with("entity_type.schema")),
+        "{fields:?}"
+    );
     // Remote references are never fetched: the schema is refused instead.
     let status = a
-        .create_entity_type(entity_type("remote", serde_json::json!({"$ref": "http://127.0.0.1:9/schema.json"})))
+        .create_entity_type(entity_type(
+            "remote",
+            serde_json::json!({"$ref": "http://127.0.0.1:9/schema.json"}),
+        ))
         .await
         .expect_err("remote $ref");
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -69,23 +189,43 @@ async fn invalid_entity_types_are_refused_with_violations(sandbox: &Sandbox) {
 async fn a_schema_update_applies_to_later_writes_and_can_be_dry_run(sandbox: &Sandbox) {
     let mut w = sandbox.country_world().await;
     let s = w.open(SessionMode::Stream).await;
-    w.upsert(&s, vec![country("GB", 1), country("FR", 2000)]).await.expect("upsert");
+    w.upsert(&s, vec![country("GB", 1), country("FR", 2000)])
+        .await
+        .expect("upsert");
     let mut a = sandbox.admin();
     let stricter = serde_json::json!({"type": "object", "properties": {"population": {"type": "integer", "maximum": 1000}}});
     let check = a
-        .validate_entity_type(admin::ValidateEntityTypeRequest { slug: "country".into(), schema: Some(json_struct(stricter.clone())) })
+        .validate_entity_type(admin::ValidateEntityTypeRequest {
+            slug: "country".into(),
+            schema: Some(json_struct(stricter.clone())),
+        })
         .await
         .expect("dry run")
         .into_inner();
     assert_eq!((check.records_checked, check.records_invalid), (2, 1));
-    assert!(check.examples[0].starts_with("FR: "), "{:?}", check.examples);
+    assert!(
+        check.examples[0].starts_with("FR: "),
+        "{:?}",
+        check.examples
+    );
     a.update_entity_type(admin::UpdateEntityTypeRequest {
-        entity_type: Some(admin::EntityType { slug: "country".into(), name: "Country".into(), schema: Some(json_struct(stricter)), ..Default::default() }),
+        entity_type: Some(admin::EntityType {
+            slug: "country".into(),
+            name: "Country".into(),
+            schema: Some(json_struct(stricter)),
+            ..Default::default()
+        }),
     })
     .await
     .expect("update schema");
-    let status = w.upsert(&s, vec![country("DE", 5000)]).await.expect_err("new schema applies");
-    assert_eq!(bad_request_fields(&status)[0].0, "records[0].entity.population (id \"DE\")");
+    let status = w
+        .upsert(&s, vec![country("DE", 5000)])
+        .await
+        .expect_err("new schema applies");
+    assert_eq!(
+        bad_request_fields(&status)[0].0,
+        "records[0].entity.population (id \"DE\")"
+    );
 }
 
 async fn connectors_are_managed_and_tokens_shown_once(sandbox: &Sandbox) {
@@ -93,7 +233,12 @@ async fn connectors_are_managed_and_tokens_shown_once(sandbox: &Sandbox) {
     let mut a = sandbox.admin();
     let created = a
         .create_connector(admin::CreateConnectorRequest {
-            connector: Some(admin::Connector { name: "Feed".into(), entity_type: "country".into(), reject_removals_above_percent: Some(20.0), ..Default::default() }),
+            connector: Some(admin::Connector {
+                name: "Feed".into(),
+                entity_type: "country".into(),
+                reject_removals_above_percent: Some(20.0),
+                ..Default::default()
+            }),
         })
         .await
         .expect("create")
@@ -104,36 +249,91 @@ async fn connectors_are_managed_and_tokens_shown_once(sandbox: &Sandbox) {
     assert!(!created.token.is_empty());
     assert_eq!(connector.write_policy(), admin::WritePolicy::Importer);
 
-    let fetched = a.get_connector(admin::GetConnectorRequest { id: connector.id.clone() }).await.expect("get").into_inner().connector.expect("connector");
+    let fetched = a
+        .get_connector(admin::GetConnectorRequest {
+            id: connector.id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .connector
+        .expect("connector");
     assert_eq!(fetched.reject_removals_above_percent, Some(20.0));
 
     let updated = a
         .update_connector(admin::UpdateConnectorRequest {
-            connector: Some(admin::Connector { id: connector.id.clone(), name: "Renamed".into(), write_policy: admin::WritePolicy::ImporterCreateOnly as i32, ..Default::default() }),
+            connector: Some(admin::Connector {
+                id: connector.id.clone(),
+                name: "Renamed".into(),
+                write_policy: admin::WritePolicy::ImporterCreateOnly as i32,
+                ..Default::default()
+            }),
         })
         .await
         .expect("update")
         .into_inner()
         .connector
         .expect("connector");
-    assert_eq!((updated.name.as_str(), updated.write_policy(), updated.entity_type.as_str()), ("Renamed", admin::WritePolicy::ImporterCreateOnly, "country"));
+    assert_eq!(
+        (
+            updated.name.as_str(),
+            updated.write_policy(),
+            updated.entity_type.as_str()
+        ),
+        ("Renamed", admin::WritePolicy::ImporterCreateOnly, "country")
+    );
 
     let missing_type = a
-        .create_connector(admin::CreateConnectorRequest { connector: Some(admin::Connector { name: "x".into(), entity_type: "nope".into(), ..Default::default() }) })
+        .create_connector(admin::CreateConnectorRequest {
+            connector: Some(admin::Connector {
+                name: "x".into(),
+                entity_type: "nope".into(),
+                ..Default::default()
+            }),
+        })
         .await
         .expect_err("unknown entity type");
     assert_eq!(missing_type.code(), Code::NotFound);
 
-    let listed = a.list_connectors(admin::ListConnectorsRequest::default()).await.expect("list").into_inner().connectors;
+    let listed = a
+        .list_connectors(admin::ListConnectorsRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .connectors;
     assert_eq!(listed.len(), 1);
 
     // Deleting a connector with its records removes them; its token stops working.
     let mut c = sandbox.contributor(&created.token);
-    let s = c.open_session(tributary_proto::contribution::v1::OpenSessionRequest { mode: SessionMode::Stream as i32 }).await.expect("open").into_inner().session_id;
-    c.upsert(tributary_proto::contribution::v1::UpsertRequest { session_id: s, records: vec![country("GB", 1)] }).await.expect("upsert");
-    let deleted = a.delete_connector(admin::DeleteConnectorRequest { id: connector.id.clone(), delete_records: true }).await.expect("delete").into_inner();
+    let s = c
+        .open_session(tributary_proto::contribution::v1::OpenSessionRequest {
+            mode: SessionMode::Stream as i32,
+        })
+        .await
+        .expect("open")
+        .into_inner()
+        .session_id;
+    c.upsert(tributary_proto::contribution::v1::UpsertRequest {
+        session_id: s,
+        records: vec![country("GB", 1)],
+    })
+    .await
+    .expect("upsert");
+    let deleted = a
+        .delete_connector(admin::DeleteConnectorRequest {
+            id: connector.id.clone(),
+            delete_records: true,
+        })
+        .await
+        .expect("delete")
+        .into_inner();
     assert_eq!(deleted.records_deleted, 1);
-    let status = c.open_session(tributary_proto::contribution::v1::OpenSessionRequest { mode: SessionMode::Stream as i32 }).await.expect_err("token gone");
+    let status = c
+        .open_session(tributary_proto::contribution::v1::OpenSessionRequest {
+            mode: SessionMode::Stream as i32,
+        })
+        .await
+        .expect_err("token gone");
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
@@ -142,16 +342,29 @@ async fn consumers_read_only_granted_entity_types(sandbox: &Sandbox) {
     let s = w.open(SessionMode::Stream).await;
     w.upsert(&s, vec![country("GB", 1)]).await.expect("upsert");
     let mut a = sandbox.admin();
-    a.create_entity_type(entity_type("city", serde_json::json!({"type": "object"}))).await.expect("create");
+    a.create_entity_type(entity_type("city", serde_json::json!({"type": "object"})))
+        .await
+        .expect("create");
     let city_only = sandbox.create_consumer(&["city"]).await;
     let mut reader = sandbox.reader(&city_only);
     let status = reader
-        .list_records(tributary_proto::catalog::v1::ListRecordsRequest { entity_type: "country".into(), ..Default::default() })
+        .list_records(tributary_proto::catalog::v1::ListRecordsRequest {
+            entity_type: "country".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("ungranted");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let types = reader.list_entity_types(tributary_proto::catalog::v1::ListEntityTypesRequest::default()).await.expect("list").into_inner().entity_types;
-    assert_eq!(types.iter().map(|t| t.slug.as_str()).collect::<Vec<_>>(), ["city"]);
+    let types = reader
+        .list_entity_types(tributary_proto::catalog::v1::ListEntityTypesRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .entity_types;
+    assert_eq!(
+        types.iter().map(|t| t.slug.as_str()).collect::<Vec<_>>(),
+        ["city"]
+    );
     let status = sandbox
         .reader("tbr_wrong")
         .list_entity_types(tributary_proto::catalog::v1::ListEntityTypesRequest::default())
@@ -159,41 +372,101 @@ async fn consumers_read_only_granted_entity_types(sandbox: &Sandbox) {
         .expect_err("wrong token");
     assert_eq!(status.code(), Code::Unauthenticated);
 
-    let consumers = a.list_consumers(admin::ListConsumersRequest::default()).await.expect("list").into_inner().consumers;
+    let consumers = a
+        .list_consumers(admin::ListConsumersRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .consumers;
     assert_eq!(consumers.len(), 2);
-    let id = consumers.iter().find(|c| c.entity_types == ["city"]).expect("city consumer").id.clone();
-    a.delete_consumer(admin::DeleteConsumerRequest { id }).await.expect("delete");
-    let status = reader.list_entity_types(tributary_proto::catalog::v1::ListEntityTypesRequest::default()).await.expect_err("deleted");
+    let id = consumers
+        .iter()
+        .find(|c| c.entity_types == ["city"])
+        .expect("city consumer")
+        .id
+        .clone();
+    a.delete_consumer(admin::DeleteConsumerRequest { id })
+        .await
+        .expect("delete");
+    let status = reader
+        .list_entity_types(tributary_proto::catalog::v1::ListEntityTypesRequest::default())
+        .await
+        .expect_err("deleted");
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
 async fn admin_calls_need_the_admin_token(sandbox: &Sandbox) {
     let mut wrong = tributary_client::admin(sandbox.channel(), "tba_wrong");
-    let status = wrong.list_entity_types(admin::ListEntityTypesRequest::default()).await.expect_err("wrong token");
+    let status = wrong
+        .list_entity_types(admin::ListEntityTypesRequest::default())
+        .await
+        .expect_err("wrong token");
     assert_eq!(status.code(), Code::Unauthenticated);
     let w = sandbox.country_world().await;
     let mut as_connector = tributary_client::admin(sandbox.channel(), &w.token);
-    let status = as_connector.list_connectors(admin::ListConnectorsRequest::default()).await.expect_err("connector token");
+    let status = as_connector
+        .list_connectors(admin::ListConnectorsRequest::default())
+        .await
+        .expect_err("connector token");
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
 async fn every_service_reports_health_and_reflection_lists_them(sandbox: &Sandbox) {
-    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
     let mut health = HealthClient::new(sandbox.channel());
-    for service in ["", "tributary.contribution.v1.Contribution", "tributary.catalog.v1.Catalog", "tributary.admin.v1.Admin"] {
-        let status = health.check(HealthCheckRequest { service: service.into() }).await.expect("health check").into_inner().status();
+    for service in [
+        "",
+        "tributary.contribution.v1.Contribution",
+        "tributary.catalog.v1.Catalog",
+        "tributary.admin.v1.Admin",
+    ] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status();
         assert_eq!(status, ServingStatus::Serving, "{service:?}");
     }
 
-    use tonic_reflection::pb::v1::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse, ServerReflectionRequest};
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
     let mut reflection = ServerReflectionClient::new(sandbox.channel());
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut responses = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.expect("reflection").into_inner();
-    let response = responses.message().await.expect("reflection answer").expect("one response");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else { panic!("unexpected reflection answer") };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("reflection answer")
+        .expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer")
+    };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["tributary.contribution.v1.Contribution", "tributary.catalog.v1.Catalog", "tributary.admin.v1.Admin", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+    for expected in [
+        "tributary.contribution.v1.Contribution",
+        "tributary.catalog.v1.Catalog",
+        "tributary.admin.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
     }
 }
 

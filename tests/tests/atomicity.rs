@@ -16,14 +16,19 @@ const BATCH: usize = 1_000;
 
 async fn send_all(w: &mut World, session: &str, prefix: &str, population: i64) {
     for start in (0..RECORDS).step_by(BATCH) {
-        let batch = (start..start + BATCH).map(|i| country(&format!("{prefix}{i}"), population)).collect();
+        let batch = (start..start + BATCH)
+            .map(|i| country(&format!("{prefix}{i}"), population))
+            .collect();
         w.upsert(session, batch).await.expect("upsert batch");
     }
 }
 
 /// Ids from both ends of a prefix's range: the first and last records a commit writes.
 fn ends(prefix: &str, each: usize) -> Vec<String> {
-    (0..each).chain(RECORDS - each..RECORDS).map(|i| format!("{prefix}{i}")).collect()
+    (0..each)
+        .chain(RECORDS - each..RECORDS)
+        .map(|i| format!("{prefix}{i}"))
+        .collect()
 }
 
 /// Polls `ids` until `done`, checking every snapshot with `check`; returns how many polls ran.
@@ -39,7 +44,11 @@ fn poll(
         loop {
             let finished = done.load(Ordering::SeqCst);
             let records = reader
-                .lookup_by_external_ids(LookupByExternalIdsRequest { entity_type: "country".into(), ids: ids.clone(), connector: connector.clone() })
+                .lookup_by_external_ids(LookupByExternalIdsRequest {
+                    entity_type: "country".into(),
+                    ids: ids.clone(),
+                    connector: connector.clone(),
+                })
                 .await
                 .expect("lookup")
                 .into_inner()
@@ -65,14 +74,32 @@ async fn a_reader_never_sees_part_of_a_large_accrue_or_replace_commit(sandbox: &
     let session = w.open(SessionMode::Accrue).await;
     send_all(&mut w, &session, "A", 2).await;
     let done = Arc::new(AtomicBool::new(false));
-    let reader = poll(w.reader.clone(), w.connector.clone(), ends("A", 500), done.clone(), |records| {
-        if records.len() != 1000 {
-            return Err(format!("{} of 1000 records visible", records.len()));
-        }
-        let populations: std::collections::BTreeSet<i64> = records.iter().map(|r| entity_number(r, "population") as i64).collect();
-        if populations.len() == 1 { Ok(()) } else { Err(format!("populations {populations:?}")) }
-    });
-    let totals = w.close(&session, true, false).await.expect("accrue commit").totals.expect("totals");
+    let reader = poll(
+        w.reader.clone(),
+        w.connector.clone(),
+        ends("A", 500),
+        done.clone(),
+        |records| {
+            if records.len() != 1000 {
+                return Err(format!("{} of 1000 records visible", records.len()));
+            }
+            let populations: std::collections::BTreeSet<i64> = records
+                .iter()
+                .map(|r| entity_number(r, "population") as i64)
+                .collect();
+            if populations.len() == 1 {
+                Ok(())
+            } else {
+                Err(format!("populations {populations:?}"))
+            }
+        },
+    );
+    let totals = w
+        .close(&session, true, false)
+        .await
+        .expect("accrue commit")
+        .totals
+        .expect("totals");
     done.store(true, Ordering::SeqCst);
     let polls = reader.await.expect("reader");
     assert_eq!(totals.updated, RECORDS as u64);
@@ -86,18 +113,32 @@ async fn a_reader_never_sees_part_of_a_large_accrue_or_replace_commit(sandbox: &
     let done = Arc::new(AtomicBool::new(false));
     let mut ids = ends("A", 250);
     ids.extend(ends("B", 250));
-    let reader = poll(w.reader.clone(), w.connector.clone(), ids, done.clone(), |records| {
-        let a = records.iter().filter(|r| r.id.starts_with('A')).count();
-        let b = records.iter().filter(|r| r.id.starts_with('B')).count();
-        match (a, b) {
-            (500, 0) | (0, 500) => Ok(()),
-            _ => Err(format!("{a} old and {b} new records visible")),
-        }
-    });
-    let totals = w.close(&session, true, false).await.expect("replace commit").totals.expect("totals");
+    let reader = poll(
+        w.reader.clone(),
+        w.connector.clone(),
+        ids,
+        done.clone(),
+        |records| {
+            let a = records.iter().filter(|r| r.id.starts_with('A')).count();
+            let b = records.iter().filter(|r| r.id.starts_with('B')).count();
+            match (a, b) {
+                (500, 0) | (0, 500) => Ok(()),
+                _ => Err(format!("{a} old and {b} new records visible")),
+            }
+        },
+    );
+    let totals = w
+        .close(&session, true, false)
+        .await
+        .expect("replace commit")
+        .totals
+        .expect("totals");
     done.store(true, Ordering::SeqCst);
     reader.await.expect("reader");
-    assert_eq!((totals.created, totals.swept), (RECORDS as u64, RECORDS as u64));
+    assert_eq!(
+        (totals.created, totals.swept),
+        (RECORDS as u64, RECORDS as u64)
+    );
     assert!(w.get("A0").await.is_none());
     assert!(w.get("B49999").await.is_some());
 }

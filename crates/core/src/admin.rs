@@ -68,12 +68,21 @@ impl AdminService {
     fn checked_entity_type(input: EntityTypeInput) -> Result<EntityType> {
         let mut violations = Vec::new();
         if !is_valid_slug(&input.slug) {
-            violations.push(Violation::new("entity_type.slug", "must be 1..64 of a-z, 0-9 and '-'"));
+            violations.push(Violation::new(
+                "entity_type.slug",
+                "must be 1..64 of a-z, 0-9 and '-'",
+            ));
         }
         check_name("entity_type.name", &input.name, &mut violations);
-        let schema = input.schema.unwrap_or_else(|| serde_json::json!({"type": "object"}));
+        let schema = input
+            .schema
+            .unwrap_or_else(|| serde_json::json!({"type": "object"}));
         if let Err(Error::InvalidArgument(schema_violations)) = EntitySchema::compile(&schema) {
-            violations.extend(schema_violations.into_iter().map(|v| Violation::new(format!("entity_type.{}", v.field), v.description)));
+            violations.extend(
+                schema_violations
+                    .into_iter()
+                    .map(|v| Violation::new(format!("entity_type.{}", v.field), v.description)),
+            );
         }
         fail_if_any(violations)?;
         let now = now_micros();
@@ -102,15 +111,23 @@ impl AdminService {
 
     /// A page of entity types.
     pub async fn list_entity_types(&self, limit: u32, token: &str) -> Result<Page<EntityType>> {
-        let items = self.store.list_entity_types(decode_token(token)?.as_deref(), limit).await?;
+        let items = self
+            .store
+            .list_entity_types(decode_token(token)?.as_deref(), limit)
+            .await?;
         let next_page_token = next_token(items.len(), limit, items.last().map(|e| e.slug.as_str()));
-        Ok(Page { items, next_page_token })
+        Ok(Page {
+            items,
+            next_page_token,
+        })
     }
 
     /// Updates name, description and schema.
     pub async fn update_entity_type(&self, input: EntityTypeInput) -> Result<EntityType> {
         let entity_type = Self::checked_entity_type(input)?;
-        self.store.update_entity_type(&entity_type, now_micros()).await
+        self.store
+            .update_entity_type(&entity_type, now_micros())
+            .await
     }
 
     /// Deletes an entity type (refused while records exist unless `force`).
@@ -120,7 +137,11 @@ impl AdminService {
 
     /// Counts how many existing records `schema` (or the current schema) would reject, reading
     /// the records page by page so memory stays bounded.
-    pub async fn validate_entity_type(&self, slug: &str, schema: Option<Value>) -> Result<SchemaCheck> {
+    pub async fn validate_entity_type(
+        &self,
+        slug: &str,
+        schema: Option<Value>,
+    ) -> Result<SchemaCheck> {
         let entity_type = self.store.get_entity_type(slug).await?;
         let schema = schema.unwrap_or(entity_type.schema);
         let compiled = EntitySchema::compile(&schema)?;
@@ -130,15 +151,18 @@ impl AdminService {
             let page = self.store.list_records(slug, after.as_deref(), 500).await?;
             for record in &page {
                 check.records_checked += 1;
-                let entity: Value = serde_json::from_str(&record.entity)
-                    .map_err(|e| Error::Internal(format!("stored entity of {} is not JSON: {e}", record.key)))?;
+                let entity: Value = serde_json::from_str(&record.entity).map_err(|e| {
+                    Error::Internal(format!("stored entity of {} is not JSON: {e}", record.key))
+                })?;
                 let mut violations = Vec::new();
                 compiled.violations("entity", &entity, &mut violations);
                 if !violations.is_empty() {
                     check.records_invalid += 1;
                     for v in violations {
                         if check.examples.len() < 100 {
-                            check.examples.push(format!("{}: {}: {}", record.id, v.field, v.description));
+                            check
+                                .examples
+                                .push(format!("{}: {}: {}", record.id, v.field, v.description));
                         }
                     }
                 }
@@ -156,11 +180,17 @@ impl AdminService {
         check_name("connector.name", &input.name, &mut violations);
         if let Some(p) = input.reject_removals_above_percent {
             if !(0.0..=100.0).contains(&p) {
-                violations.push(Violation::new("connector.reject_removals_above_percent", "must be between 0 and 100"));
+                violations.push(Violation::new(
+                    "connector.reject_removals_above_percent",
+                    "must be between 0 and 100",
+                ));
             }
         }
         if input.rate_limit == Some(0) {
-            violations.push(Violation::new("connector.rate_limit", "must be positive when set"));
+            violations.push(Violation::new(
+                "connector.rate_limit",
+                "must be positive when set",
+            ));
         }
         fail_if_any(violations)
     }
@@ -169,7 +199,10 @@ impl AdminService {
     pub async fn create_connector(&self, input: ConnectorInput) -> Result<(Connector, String)> {
         Self::check_connector(&input)?;
         if !is_valid_slug(&input.entity_type) {
-            return Err(Error::invalid("connector.entity_type", "must name an entity type"));
+            return Err(Error::invalid(
+                "connector.entity_type",
+                "must name an entity type",
+            ));
         }
         let connector = Connector {
             id: new_connector_id(),
@@ -181,7 +214,9 @@ impl AdminService {
             created_at: now_micros(),
         };
         let token = new_token(CONNECTOR_TOKEN_PREFIX);
-        self.store.create_connector(&connector, &hash_token(&token)).await?;
+        self.store
+            .create_connector(&connector, &hash_token(&token))
+            .await?;
         Ok((connector, token))
     }
 
@@ -192,9 +227,15 @@ impl AdminService {
 
     /// A page of connectors.
     pub async fn list_connectors(&self, limit: u32, token: &str) -> Result<Page<Connector>> {
-        let items = self.store.list_connectors(decode_token(token)?.as_deref(), limit).await?;
+        let items = self
+            .store
+            .list_connectors(decode_token(token)?.as_deref(), limit)
+            .await?;
         let next_page_token = next_token(items.len(), limit, items.last().map(|c| c.id.as_str()));
-        Ok(Page { items, next_page_token })
+        Ok(Page {
+            items,
+            next_page_token,
+        })
     }
 
     /// Updates a connector's settings; its entity type cannot change.
@@ -202,7 +243,10 @@ impl AdminService {
         Self::check_connector(&input)?;
         let current = self.store.get_connector(id).await?;
         if !input.entity_type.is_empty() && input.entity_type != current.entity_type {
-            return Err(Error::invalid("connector.entity_type", "a connector's entity type cannot change"));
+            return Err(Error::invalid(
+                "connector.entity_type",
+                "a connector's entity type cannot change",
+            ));
         }
         let updated = Connector {
             name: input.name,
@@ -222,25 +266,41 @@ impl AdminService {
     /// Issues a new token for a connector; the old one stops working at once.
     pub async fn rotate_connector_token(&self, id: &str) -> Result<String> {
         let token = new_token(CONNECTOR_TOKEN_PREFIX);
-        self.store.set_connector_token(id, &hash_token(&token)).await?;
+        self.store
+            .set_connector_token(id, &hash_token(&token))
+            .await?;
         Ok(token)
     }
 
     /// Creates a consumer granted `entity_types`; returns it and its token.
-    pub async fn create_consumer(&self, name: String, mut entity_types: Vec<String>) -> Result<(Consumer, String)> {
+    pub async fn create_consumer(
+        &self,
+        name: String,
+        mut entity_types: Vec<String>,
+    ) -> Result<(Consumer, String)> {
         let mut violations = Vec::new();
         check_name("consumer.name", &name, &mut violations);
         for (i, slug) in entity_types.iter().enumerate() {
             if !is_valid_slug(slug) {
-                violations.push(Violation::new(format!("consumer.entity_types[{i}]"), "must name an entity type"));
+                violations.push(Violation::new(
+                    format!("consumer.entity_types[{i}]"),
+                    "must name an entity type",
+                ));
             }
         }
         fail_if_any(violations)?;
         entity_types.sort();
         entity_types.dedup();
-        let consumer = Consumer { id: new_id(), name, entity_types, created_at: now_micros() };
+        let consumer = Consumer {
+            id: new_id(),
+            name,
+            entity_types,
+            created_at: now_micros(),
+        };
         let token = new_token(CONSUMER_TOKEN_PREFIX);
-        self.store.create_consumer(&consumer, &hash_token(&token)).await?;
+        self.store
+            .create_consumer(&consumer, &hash_token(&token))
+            .await?;
         Ok((consumer, token))
     }
 
@@ -251,9 +311,15 @@ impl AdminService {
 
     /// A page of consumers.
     pub async fn list_consumers(&self, limit: u32, token: &str) -> Result<Page<Consumer>> {
-        let items = self.store.list_consumers(decode_token(token)?.as_deref(), limit).await?;
+        let items = self
+            .store
+            .list_consumers(decode_token(token)?.as_deref(), limit)
+            .await?;
         let next_page_token = next_token(items.len(), limit, items.last().map(|c| c.id.as_str()));
-        Ok(Page { items, next_page_token })
+        Ok(Page {
+            items,
+            next_page_token,
+        })
     }
 
     /// Deletes a consumer; its token stops working at once.
@@ -267,9 +333,20 @@ impl AdminService {
     }
 
     /// A page of import results, newest first.
-    pub async fn list_import_results(&self, connector: Option<&str>, limit: u32, token: &str) -> Result<Page<ImportResult>> {
-        let items = self.store.list_import_results(connector, decode_token(token)?.as_deref(), limit).await?;
+    pub async fn list_import_results(
+        &self,
+        connector: Option<&str>,
+        limit: u32,
+        token: &str,
+    ) -> Result<Page<ImportResult>> {
+        let items = self
+            .store
+            .list_import_results(connector, decode_token(token)?.as_deref(), limit)
+            .await?;
         let next_page_token = next_token(items.len(), limit, items.last().map(|r| r.id.as_str()));
-        Ok(Page { items, next_page_token })
+        Ok(Page {
+            items,
+            next_page_token,
+        })
     }
 }

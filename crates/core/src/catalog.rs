@@ -31,7 +31,9 @@ impl Reader {
         if self.may_read(entity_type) {
             Ok(())
         } else {
-            Err(Error::PermissionDenied(format!("this consumer is not granted entity type {entity_type:?}")))
+            Err(Error::PermissionDenied(format!(
+                "this consumer is not granted entity type {entity_type:?}"
+            )))
         }
     }
 }
@@ -62,19 +64,34 @@ impl CatalogService {
     }
 
     /// A page of the entity types the reader may read.
-    pub async fn list_entity_types(&self, reader: &Reader, limit: u32, token: &str) -> Result<Page<EntityType>> {
+    pub async fn list_entity_types(
+        &self,
+        reader: &Reader,
+        limit: u32,
+        token: &str,
+    ) -> Result<Page<EntityType>> {
         let mut after = decode_token(token)?;
         let mut items = Vec::new();
         // Skip ungranted types without returning short pages that would end the listing early.
         loop {
-            let page = self.store.list_entity_types(after.as_deref(), limit).await?;
+            let page = self
+                .store
+                .list_entity_types(after.as_deref(), limit)
+                .await?;
             let full = page.len() as u32 == limit;
             after = page.last().map(|e| e.slug.clone());
             items.extend(page.into_iter().filter(|e| reader.may_read(&e.slug)));
             if items.len() as u32 >= limit || !full {
-                let next_page_token = if full { after.as_deref().map(crate::page::encode_token) } else { None };
+                let next_page_token = if full {
+                    after.as_deref().map(crate::page::encode_token)
+                } else {
+                    None
+                };
                 items.truncate(limit as usize);
-                return Ok(Page { next_page_token, items });
+                return Ok(Page {
+                    next_page_token,
+                    items,
+                });
             }
         }
     }
@@ -97,7 +114,13 @@ impl CatalogService {
     }
 
     /// The visible record `id` of `connector` in `entity_type`.
-    pub async fn get_record_by_id(&self, reader: &Reader, entity_type: &str, connector: &str, id: &str) -> Result<StoredRecord> {
+    pub async fn get_record_by_id(
+        &self,
+        reader: &Reader,
+        entity_type: &str,
+        connector: &str,
+        id: &str,
+    ) -> Result<StoredRecord> {
         reader.ensure(entity_type)?;
         let key = record_key(entity_type, connector, id);
         self.store
@@ -107,17 +130,29 @@ impl CatalogService {
     }
 
     /// The visible records among `ids`, with their checksums.
-    pub async fn lookup_by_external_ids(&self, reader: &Reader, entity_type: &str, ids: &[String], connector: Option<&str>) -> Result<Vec<StoredRecord>> {
+    pub async fn lookup_by_external_ids(
+        &self,
+        reader: &Reader,
+        entity_type: &str,
+        ids: &[String],
+        connector: Option<&str>,
+    ) -> Result<Vec<StoredRecord>> {
         reader.ensure(entity_type)?;
         if ids.len() > MAX_LOOKUP_IDS {
             return Err(Error::ResourceExhausted {
                 subject: "ids".into(),
-                description: format!("{} ids asked for; at most {MAX_LOOKUP_IDS} per call", ids.len()),
+                description: format!(
+                    "{} ids asked for; at most {MAX_LOOKUP_IDS} per call",
+                    ids.len()
+                ),
             });
         }
         match connector {
             Some(connector) => {
-                let keys: Vec<String> = ids.iter().map(|id| record_key(entity_type, connector, id)).collect();
+                let keys: Vec<String> = ids
+                    .iter()
+                    .map(|id| record_key(entity_type, connector, id))
+                    .collect();
                 self.store.get_records(&keys).await
             }
             None => self.store.lookup_records(entity_type, ids, None).await,
@@ -125,19 +160,39 @@ impl CatalogService {
     }
 
     /// A page of visible records of `entity_type`, in key order.
-    pub async fn list_records(&self, reader: &Reader, entity_type: &str, filter: &str, order_by: &str, limit: u32, token: &str) -> Result<Page<StoredRecord>> {
+    pub async fn list_records(
+        &self,
+        reader: &Reader,
+        entity_type: &str,
+        filter: &str,
+        order_by: &str,
+        limit: u32,
+        token: &str,
+    ) -> Result<Page<StoredRecord>> {
         reader.ensure(entity_type)?;
         self.store.get_entity_type(entity_type).await?;
         // The filter language and custom orders come with the query compiler (issue 4); until
         // then a filter is refused rather than silently ignored.
         if !filter.trim().is_empty() {
-            return Err(Error::invalid("filter", "filters are not supported by this server version"));
+            return Err(Error::invalid(
+                "filter",
+                "filters are not supported by this server version",
+            ));
         }
         if !order_by.trim().is_empty() && order_by.trim() != "key" {
-            return Err(Error::invalid("order_by", "only the default order (key) is supported by this server version"));
+            return Err(Error::invalid(
+                "order_by",
+                "only the default order (key) is supported by this server version",
+            ));
         }
-        let items = self.store.list_records(entity_type, decode_token(token)?.as_deref(), limit).await?;
+        let items = self
+            .store
+            .list_records(entity_type, decode_token(token)?.as_deref(), limit)
+            .await?;
         let next_page_token = next_token(items.len(), limit, items.last().map(|r| r.key.as_str()));
-        Ok(Page { items, next_page_token })
+        Ok(Page {
+            items,
+            next_page_token,
+        })
     }
 }

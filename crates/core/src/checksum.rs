@@ -55,6 +55,9 @@ mod tests {
         let b: Value = serde_json::from_str(r#"{"y":{"q":null,"p":true},"x":1}"#).unwrap();
         let ca = canonical_json(&a).unwrap();
         assert_eq!(ca, canonical_json(&b).unwrap());
-        assert_eq!(record_checksum("n", &ca, "{}"), record_checksum("n", &canonical_json(&b).unwrap(), "{}"));
+        assert_eq!(
+            record_checksum("n", &ca, "{}"),
+            record_checksum("n", &canonical_json(&b).unwrap(), "{}")
+        );
     }
 }

@@ -31,7 +31,11 @@ pub struct ContributionService {
 impl ContributionService {
     /// A service over `store` with `limits`.
     pub fn new(store: Arc<dyn Store>, limits: Limits) -> Self {
-        Self { store, schemas: SchemaCache::default(), limits }
+        Self {
+            store,
+            schemas: SchemaCache::default(),
+            limits,
+        }
     }
 
     /// The limits in force.
@@ -41,70 +45,133 @@ impl ContributionService {
 
     /// The connector whose token this is; `Unauthenticated` for none or an unknown one.
     pub async fn authenticate(&self, token: Option<&str>) -> Result<Contributor> {
-        let token = token.filter(|t| !t.is_empty()).ok_or(Error::Unauthenticated)?;
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or(Error::Unauthenticated)?;
         match self.store.connector_by_token(&hash_token(token)).await? {
-            Some((connector, schema_version)) => Ok(Contributor { connector, schema_version }),
+            Some((connector, schema_version)) => Ok(Contributor {
+                connector,
+                schema_version,
+            }),
             None => Err(Error::Unauthenticated),
         }
     }
 
     /// Opens a session of `mode`, superseding an open accrue/replace session.
-    pub async fn open_session(&self, who: &Contributor, mode: SessionMode) -> Result<OpenedSession> {
-        self.store.open_session(&who.connector, mode, now_micros()).await
+    pub async fn open_session(
+        &self,
+        who: &Contributor,
+        mode: SessionMode,
+    ) -> Result<OpenedSession> {
+        self.store
+            .open_session(&who.connector, mode, now_micros())
+            .await
     }
 
     /// Validates and applies (or stages) an upsert batch; one outcome per record.
-    pub async fn upsert(&self, who: &Contributor, session_id: &str, records: Vec<RecordInput>) -> Result<Vec<RecordOutcome>> {
+    pub async fn upsert(
+        &self,
+        who: &Contributor,
+        session_id: &str,
+        records: Vec<RecordInput>,
+    ) -> Result<Vec<RecordOutcome>> {
         self.check_batch_size(records.len(), "records")?;
         let schema = self.schema(who).await?;
-        let owner = RecordOwner { entity_type: &who.connector.entity_type, connector: &who.connector.id };
+        let owner = RecordOwner {
+            entity_type: &who.connector.entity_type,
+            connector: &who.connector.id,
+        };
         let prepared = prepare_batch(owner, &schema, self.limits.max_record_bytes, records)?;
         let now = now_micros();
-        let outcomes = self.store.upsert_batch(&self.call(who, session_id, now)?, &prepared).await?;
+        let outcomes = self
+            .store
+            .upsert_batch(&self.call(who, session_id, now)?, &prepared)
+            .await?;
         Ok(prepared
             .into_iter()
             .zip(outcomes)
-            .map(|(r, outcome)| RecordOutcome { id: r.id, key: r.key, outcome })
+            .map(|(r, outcome)| RecordOutcome {
+                id: r.id,
+                key: r.key,
+                outcome,
+            })
             .collect())
     }
 
     /// Validates and applies (or stages) a delete batch; one outcome per id.
-    pub async fn delete(&self, who: &Contributor, session_id: &str, ids: Vec<String>) -> Result<Vec<RecordOutcome>> {
+    pub async fn delete(
+        &self,
+        who: &Contributor,
+        session_id: &str,
+        ids: Vec<String>,
+    ) -> Result<Vec<RecordOutcome>> {
         self.check_batch_size(ids.len(), "ids")?;
         check_delete_ids(&ids)?;
         let keyed: Vec<KeyedId> = ids
             .into_iter()
-            .map(|id| KeyedId { key: record_key(&who.connector.entity_type, &who.connector.id, &id), id })
+            .map(|id| KeyedId {
+                key: record_key(&who.connector.entity_type, &who.connector.id, &id),
+                id,
+            })
             .collect();
-        let outcomes = self.store.delete_batch(&self.call(who, session_id, now_micros())?, &keyed).await?;
+        let outcomes = self
+            .store
+            .delete_batch(&self.call(who, session_id, now_micros())?, &keyed)
+            .await?;
         Ok(keyed
             .into_iter()
             .zip(outcomes)
-            .map(|(k, outcome)| RecordOutcome { id: k.id, key: k.key, outcome })
+            .map(|(k, outcome)| RecordOutcome {
+                id: k.id,
+                key: k.key,
+                outcome,
+            })
             .collect())
     }
 
     /// Closes a session, committing (accrue/replace) when `commit`.
-    pub async fn close(&self, who: &Contributor, session_id: &str, commit: bool, force: bool) -> Result<ClosedSession> {
-        self.store.close_session(&self.call(who, session_id, now_micros())?, commit, force).await
+    pub async fn close(
+        &self,
+        who: &Contributor,
+        session_id: &str,
+        commit: bool,
+        force: bool,
+    ) -> Result<ClosedSession> {
+        self.store
+            .close_session(&self.call(who, session_id, now_micros())?, commit, force)
+            .await
     }
 
     /// Rolls back accrue/replace sessions idle longer than the idle timeout; returns how many.
     pub async fn expire_idle_sessions(&self) -> Result<u64> {
         let now = now_micros();
-        self.store.expire_idle_sessions(self.idle_cutoff(now), now).await
+        self.store
+            .expire_idle_sessions(self.idle_cutoff(now), now)
+            .await
     }
 
     fn idle_cutoff(&self, now: Micros) -> Micros {
         now.saturating_sub(self.limits.session_idle_timeout.as_micros() as i64)
     }
 
-    fn call<'a>(&self, who: &'a Contributor, session_id: &'a str, now: Micros) -> Result<SessionCall<'a>> {
+    fn call<'a>(
+        &self,
+        who: &'a Contributor,
+        session_id: &'a str,
+        now: Micros,
+    ) -> Result<SessionCall<'a>> {
         // Session ids are UUIDs; anything else cannot name a session of this connector.
         if uuid::Uuid::try_parse(session_id).is_err() {
-            return Err(Error::PermissionDenied(format!("session {session_id:?} is not an open session of this connector")));
+            return Err(Error::PermissionDenied(format!(
+                "session {session_id:?} is not an open session of this connector"
+            )));
         }
-        Ok(SessionCall { session_id, connector: &who.connector, now, idle_cutoff: self.idle_cutoff(now) })
+        Ok(SessionCall {
+            session_id,
+            connector: &who.connector,
+            now,
+            idle_cutoff: self.idle_cutoff(now),
+        })
     }
 
     fn check_batch_size(&self, len: usize, field: &str) -> Result<()> {
@@ -127,7 +194,8 @@ impl ContributionService {
         }
         let entity_type = self.store.get_entity_type(slug).await?;
         let schema = Arc::new(EntitySchema::compile(&entity_type.schema)?);
-        self.schemas.insert(slug, entity_type.schema_version, schema.clone());
+        self.schemas
+            .insert(slug, entity_type.schema_version, schema.clone());
         Ok(schema)
     }
 }

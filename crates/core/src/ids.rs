@@ -44,7 +44,10 @@ mod tests {
             record_key("country", "abc", "GB"),
             "7b551f2a93ee651e35ecbe49deb64dd4fa5aa316"
         );
-        assert_ne!(record_key("country", "abc", "GB"), record_key("country", "abd", "GB"));
+        assert_ne!(
+            record_key("country", "abc", "GB"),
+            record_key("country", "abd", "GB")
+        );
     }
 
     #[test]

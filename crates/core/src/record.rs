@@ -44,7 +44,10 @@ pub struct RecordOwner<'a> {
 fn check_text(field: String, value: &str, what: &str, out: &mut Vec<Violation>) {
     let chars = value.chars().count();
     if chars == 0 {
-        out.push(Violation::new(field, format!("{what} is required (1..64 characters)")));
+        out.push(Violation::new(
+            field,
+            format!("{what} is required (1..64 characters)"),
+        ));
     } else if chars > 64 {
         out.push(Violation::new(
             field,
@@ -64,7 +67,14 @@ pub fn prepare_batch(
     let mut violations = Vec::new();
     let mut prepared = Vec::with_capacity(records.len());
     for (index, record) in records.into_iter().enumerate() {
-        if let Some(p) = prepare_one(owner, schema, max_record_bytes, index, record, &mut violations)? {
+        if let Some(p) = prepare_one(
+            owner,
+            schema,
+            max_record_bytes,
+            index,
+            record,
+            &mut violations,
+        )? {
             prepared.push(p);
         }
     }
@@ -105,19 +115,26 @@ fn prepare_one(
         None => violations.push(Violation::new(label("entity"), "entity is required")),
         Some(Value::Object(_)) => {
             let mut schema_violations = Vec::new();
-            schema.violations(&at("entity"), record.entity.as_ref().unwrap_or(&Value::Null), &mut schema_violations);
+            schema.violations(
+                &at("entity"),
+                record.entity.as_ref().unwrap_or(&Value::Null),
+                &mut schema_violations,
+            );
             for v in schema_violations {
-                violations.push(Violation::new(
-                    with_id(&v.field, &record.id),
-                    v.description,
-                ));
+                violations.push(Violation::new(with_id(&v.field, &record.id), v.description));
             }
         }
-        Some(_) => violations.push(Violation::new(label("entity"), "entity must be a JSON object")),
+        Some(_) => violations.push(Violation::new(
+            label("entity"),
+            "entity must be a JSON object",
+        )),
     }
     if let Some(instance) = &record.instance {
         if !instance.is_object() {
-            violations.push(Violation::new(label("instance"), "instance must be a JSON object"));
+            violations.push(Violation::new(
+                label("instance"),
+                "instance must be a JSON object",
+            ));
         }
     }
     if violations.len() > before {
@@ -128,7 +145,8 @@ fn prepare_one(
         Some(v) => canonical_json(v)?,
         None => "{}".to_owned(),
     };
-    let size = record.id.len() + record.name.len() + entity.len() + instance.len() + record.checksum.len();
+    let size =
+        record.id.len() + record.name.len() + entity.len() + instance.len() + record.checksum.len();
     if size > max_record_bytes {
         violations.push(Violation::new(
             label("record"),
@@ -182,7 +200,11 @@ pub struct ExistingRecord {
 
 /// The outcome of upserting a record with `checksum` over `existing` under `policy`.
 /// Unchanged wins over the policy: a same-checksum record is never rewritten nor skipped.
-pub fn upsert_outcome(existing: Option<&ExistingRecord>, checksum: &str, policy: WritePolicy) -> Outcome {
+pub fn upsert_outcome(
+    existing: Option<&ExistingRecord>,
+    checksum: &str,
+    policy: WritePolicy,
+) -> Outcome {
     match existing {
         None => Outcome::Created,
         Some(e) if e.checksum == checksum => Outcome::Unchanged,
@@ -209,10 +231,19 @@ mod tests {
         .unwrap()
     }
 
-    const OWNER: RecordOwner<'static> = RecordOwner { entity_type: "country", connector: "c1" };
+    const OWNER: RecordOwner<'static> = RecordOwner {
+        entity_type: "country",
+        connector: "c1",
+    };
 
     fn input(id: &str, entity: Value) -> RecordInput {
-        RecordInput { id: id.into(), name: "Name".into(), entity: Some(entity), instance: None, checksum: String::new() }
+        RecordInput {
+            id: id.into(),
+            name: "Name".into(),
+            entity: Some(entity),
+            instance: None,
+            checksum: String::new(),
+        }
     }
 
     #[test]
@@ -220,28 +251,51 @@ mod tests {
         let records = vec![
             input("GB", json!({"population": 1})),
             input("", json!({"population": "x"})),
-            RecordInput { name: "x".repeat(65), ..input("FR", json!({})) },
+            RecordInput {
+                name: "x".repeat(65),
+                ..input("FR", json!({}))
+            },
         ];
-        let Err(Error::InvalidArgument(v)) = prepare_batch(OWNER, &schema(), 1 << 20, records) else {
+        let Err(Error::InvalidArgument(v)) = prepare_batch(OWNER, &schema(), 1 << 20, records)
+        else {
             panic!("expected InvalidArgument");
         };
         let fields: Vec<_> = v.iter().map(|v| v.field.as_str()).collect();
         assert!(fields.contains(&"records[1].id"), "{fields:?}");
-        assert!(fields.contains(&"records[1].entity.population"), "{fields:?}");
-        assert!(fields.contains(&"records[2].name (id \"FR\")"), "{fields:?}");
-        assert!(fields.contains(&"records[2].entity (id \"FR\")"), "{fields:?}");
+        assert!(
+            fields.contains(&"records[1].entity.population"),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"records[2].name (id \"FR\")"),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"records[2].entity (id \"FR\")"),
+            "{fields:?}"
+        );
         assert_eq!(v.len(), 4);
     }
 
     #[test]
     fn ids_count_unicode_scalar_values() {
-        let ok = prepare_batch(OWNER, &schema(), 1 << 20, vec![input(&"é".repeat(64), json!({"population": 1}))]);
+        let ok = prepare_batch(
+            OWNER,
+            &schema(),
+            1 << 20,
+            vec![input(&"é".repeat(64), json!({"population": 1}))],
+        );
         assert!(ok.is_ok());
     }
 
     #[test]
     fn oversized_records_are_invalid() {
-        let r = prepare_batch(OWNER, &schema(), 100, vec![input("A", json!({"population": 1, "pad": "x".repeat(200)}))]);
+        let r = prepare_batch(
+            OWNER,
+            &schema(),
+            100,
+            vec![input("A", json!({"population": 1, "pad": "x".repeat(200)}))],
+        );
         assert!(matches!(r, Err(Error::InvalidArgument(_))));
     }
 
@@ -256,12 +310,30 @@ mod tests {
 
     #[test]
     fn write_policies_decide_outcomes() {
-        let edited = ExistingRecord { checksum: "a".into(), edited: true };
-        assert_eq!(upsert_outcome(None, "a", WritePolicy::ImporterCreateOnly), Outcome::Created);
-        assert_eq!(upsert_outcome(Some(&edited), "a", WritePolicy::ImporterCreateOnly), Outcome::Unchanged);
-        assert_eq!(upsert_outcome(Some(&edited), "b", WritePolicy::ImporterCreateOnly), Outcome::Skipped);
-        assert_eq!(upsert_outcome(Some(&edited), "b", WritePolicy::ImporterUpdateUnlessEdited), Outcome::Skipped);
-        assert_eq!(upsert_outcome(Some(&edited), "b", WritePolicy::Importer), Outcome::Updated);
+        let edited = ExistingRecord {
+            checksum: "a".into(),
+            edited: true,
+        };
+        assert_eq!(
+            upsert_outcome(None, "a", WritePolicy::ImporterCreateOnly),
+            Outcome::Created
+        );
+        assert_eq!(
+            upsert_outcome(Some(&edited), "a", WritePolicy::ImporterCreateOnly),
+            Outcome::Unchanged
+        );
+        assert_eq!(
+            upsert_outcome(Some(&edited), "b", WritePolicy::ImporterCreateOnly),
+            Outcome::Skipped
+        );
+        assert_eq!(
+            upsert_outcome(Some(&edited), "b", WritePolicy::ImporterUpdateUnlessEdited),
+            Outcome::Skipped
+        );
+        assert_eq!(
+            upsert_outcome(Some(&edited), "b", WritePolicy::Importer),
+            Outcome::Updated
+        );
     }
 }
 
@@ -293,7 +365,9 @@ pub fn plan_upserts(
     let mut outcomes = Vec::with_capacity(records.len());
     for (index, record) in records.iter().enumerate() {
         let current = if applied {
-            running.get(record.key.as_str()).or_else(|| existing.get(&record.key))
+            running
+                .get(record.key.as_str())
+                .or_else(|| existing.get(&record.key))
         } else {
             existing.get(&record.key)
         };
@@ -303,7 +377,13 @@ pub fn plan_upserts(
             last_write.insert(&record.key, index);
         } else if matches!(outcome, Outcome::Created | Outcome::Updated) {
             last_write.insert(&record.key, index);
-            running.insert(&record.key, ExistingRecord { checksum: record.checksum.clone(), edited });
+            running.insert(
+                &record.key,
+                ExistingRecord {
+                    checksum: record.checksum.clone(),
+                    edited,
+                },
+            );
         }
         outcomes.push(outcome);
     }
@@ -345,25 +425,56 @@ mod plan_tests {
 
     #[test]
     fn applied_batches_judge_against_earlier_records_of_the_batch() {
-        let plan = plan_upserts(&[rec("a", "1"), rec("a", "2"), rec("a", "2")], &HashMap::new(), WritePolicy::Importer, true);
-        assert_eq!(plan.outcomes, vec![Outcome::Created, Outcome::Updated, Outcome::Unchanged]);
+        let plan = plan_upserts(
+            &[rec("a", "1"), rec("a", "2"), rec("a", "2")],
+            &HashMap::new(),
+            WritePolicy::Importer,
+            true,
+        );
+        assert_eq!(
+            plan.outcomes,
+            vec![Outcome::Created, Outcome::Updated, Outcome::Unchanged]
+        );
         assert_eq!(plan.writes, vec![1]);
     }
 
     #[test]
     fn staged_batches_judge_against_the_visible_catalog() {
-        let existing = HashMap::from([("a".to_owned(), ExistingRecord { checksum: "1".into(), edited: false })]);
-        let plan = plan_upserts(&[rec("a", "2"), rec("b", "1")], &existing, WritePolicy::Importer, false);
+        let existing = HashMap::from([(
+            "a".to_owned(),
+            ExistingRecord {
+                checksum: "1".into(),
+                edited: false,
+            },
+        )]);
+        let plan = plan_upserts(
+            &[rec("a", "2"), rec("b", "1")],
+            &existing,
+            WritePolicy::Importer,
+            false,
+        );
         assert_eq!(plan.outcomes, vec![Outcome::Updated, Outcome::Created]);
         assert_eq!(plan.writes, vec![0, 1]);
-        let plan = plan_upserts(&[rec("a", "2"), rec("a", "1")], &existing, WritePolicy::Importer, false);
+        let plan = plan_upserts(
+            &[rec("a", "2"), rec("a", "1")],
+            &existing,
+            WritePolicy::Importer,
+            false,
+        );
         assert_eq!(plan.outcomes, vec![Outcome::Updated, Outcome::Unchanged]);
-        assert_eq!(plan.writes, vec![1], "the last occurrence is staged, even when unchanged");
+        assert_eq!(
+            plan.writes,
+            vec![1],
+            "the last occurrence is staged, even when unchanged"
+        );
     }
 
     #[test]
     fn a_key_deleted_twice_is_deleted_once() {
         let exists = std::collections::HashSet::from(["a".to_owned()]);
-        assert_eq!(plan_deletes(&["a", "a", "b"], &exists), vec![Outcome::Deleted, Outcome::NotFound, Outcome::NotFound]);
+        assert_eq!(
+            plan_deletes(&["a", "a", "b"], &exists),
+            vec![Outcome::Deleted, Outcome::NotFound, Outcome::NotFound]
+        );
     }
 }

@@ -63,10 +63,13 @@ pub fn pointer_to_field(prefix: &str, pointer: &str) -> String {
     field
 }
 
+/// A compiled schema and the schema version it was compiled from.
+type VersionedSchema = (u32, Arc<EntitySchema>);
+
 /// Compiled schemas by entity type, valid for one schema version each.
 #[derive(Default, Clone)]
 pub struct SchemaCache {
-    entries: Arc<RwLock<HashMap<String, (u32, Arc<EntitySchema>)>>>,
+    entries: Arc<RwLock<HashMap<String, VersionedSchema>>>,
 }
 
 impl SchemaCache {
@@ -94,9 +97,18 @@ mod tests {
 
     #[test]
     fn pointers_become_dotted_fields() {
-        assert_eq!(pointer_to_field("records[3].entity", "/population"), "records[3].entity.population");
-        assert_eq!(pointer_to_field("records[0].entity", "/tags/2/x"), "records[0].entity.tags[2].x");
-        assert_eq!(pointer_to_field("records[0].entity", ""), "records[0].entity");
+        assert_eq!(
+            pointer_to_field("records[3].entity", "/population"),
+            "records[3].entity.population"
+        );
+        assert_eq!(
+            pointer_to_field("records[0].entity", "/tags/2/x"),
+            "records[0].entity.tags[2].x"
+        );
+        assert_eq!(
+            pointer_to_field("records[0].entity", ""),
+            "records[0].entity"
+        );
     }
 
     #[test]
@@ -121,7 +133,11 @@ mod tests {
         }))
         .unwrap();
         let mut out = Vec::new();
-        schema.violations("records[3].entity", &json!({"population": "many"}), &mut out);
+        schema.violations(
+            "records[3].entity",
+            &json!({"population": "many"}),
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].field, "records[3].entity.population");
     }

@@ -57,9 +57,18 @@ mod tests {
 
     #[test]
     fn stream_sessions_only_close() {
-        assert_eq!(SessionEnd::Commit.final_state(SessionMode::Stream), SessionState::Closed);
-        assert_eq!(SessionEnd::Rollback.final_state(SessionMode::Accrue), SessionState::RolledBack);
-        assert_eq!(SessionEnd::Superseded.final_state(SessionMode::Replace), SessionState::Superseded);
+        assert_eq!(
+            SessionEnd::Commit.final_state(SessionMode::Stream),
+            SessionState::Closed
+        );
+        assert_eq!(
+            SessionEnd::Rollback.final_state(SessionMode::Accrue),
+            SessionState::RolledBack
+        );
+        assert_eq!(
+            SessionEnd::Superseded.final_state(SessionMode::Replace),
+            SessionState::Superseded
+        );
     }
 
     #[test]

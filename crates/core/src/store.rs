@@ -63,7 +63,8 @@ pub trait Store: Send + Sync + 'static {
     /// Entity types ordered by slug, after `after`.
     async fn list_entity_types(&self, after: Option<&str>, limit: u32) -> Result<Vec<EntityType>>;
     /// Replaces name, description and schema; bumps `schema_version` when the schema changed.
-    async fn update_entity_type(&self, entity_type: &EntityType, now: Micros) -> Result<EntityType>;
+    async fn update_entity_type(&self, entity_type: &EntityType, now: Micros)
+        -> Result<EntityType>;
     /// Deletes an entity type. With records and without `force`: `FailedPrecondition`
     /// (reason `ENTITY_TYPE_HAS_RECORDS`). With `force`, its records, connectors and sessions go too.
     async fn delete_entity_type(&self, slug: &str, force: bool) -> Result<()>;
@@ -97,17 +98,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Opens a session. Opening accrue/replace supersedes (rolls back, with a canceled import
     /// result) the connector's open accrue/replace session, atomically.
-    async fn open_session(&self, connector: &Connector, mode: SessionMode, now: Micros) -> Result<OpenedSession>;
+    async fn open_session(
+        &self,
+        connector: &Connector,
+        mode: SessionMode,
+        now: Micros,
+    ) -> Result<OpenedSession>;
     /// Applies (stream) or stages (accrue/replace) an upsert batch of valid records. Returns one
     /// outcome per record, in order. `PermissionDenied` for a session that is unknown, closed,
     /// superseded, expired or another connector's.
-    async fn upsert_batch(&self, call: &SessionCall<'_>, records: &[PreparedRecord]) -> Result<Vec<Outcome>>;
+    async fn upsert_batch(
+        &self,
+        call: &SessionCall<'_>,
+        records: &[PreparedRecord],
+    ) -> Result<Vec<Outcome>>;
     /// Applies (stream) or stages (accrue/replace) a delete batch; one outcome per id, in order.
     async fn delete_batch(&self, call: &SessionCall<'_>, ids: &[KeyedId]) -> Result<Vec<Outcome>>;
     /// Closes a session: commits or discards staged data (accrue/replace), writes the import result.
     /// A replace commit refused by the connector's removal guard (and not `force`d) answers
     /// `FailedPrecondition` (reason `SWEEP_REFUSED`) and leaves the session open and untouched.
-    async fn close_session(&self, call: &SessionCall<'_>, commit: bool, force: bool) -> Result<ClosedSession>;
+    async fn close_session(
+        &self,
+        call: &SessionCall<'_>,
+        commit: bool,
+        force: bool,
+    ) -> Result<ClosedSession>;
     /// Rolls back accrue/replace sessions last active before `idle_cutoff`; returns how many.
     async fn expire_idle_sessions(&self, idle_cutoff: Micros, now: Micros) -> Result<u64>;
 
@@ -116,9 +131,19 @@ pub trait Store: Send + Sync + 'static {
     /// The visible records among `keys` (any order).
     async fn get_records(&self, keys: &[String]) -> Result<Vec<StoredRecord>>;
     /// Visible records of an entity type ordered by key, after `after_key`.
-    async fn list_records(&self, entity_type: &str, after_key: Option<&str>, limit: u32) -> Result<Vec<StoredRecord>>;
+    async fn list_records(
+        &self,
+        entity_type: &str,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredRecord>>;
     /// Visible records of an entity type whose external id is among `ids`, of one connector or all.
-    async fn lookup_records(&self, entity_type: &str, ids: &[String], connector: Option<&str>) -> Result<Vec<StoredRecord>>;
+    async fn lookup_records(
+        &self,
+        entity_type: &str,
+        ids: &[String],
+        connector: Option<&str>,
+    ) -> Result<Vec<StoredRecord>>;
     /// How many visible records an entity type has.
     async fn count_records(&self, entity_type: &str) -> Result<u64>;
 
@@ -126,5 +151,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_import_result(&self, id: &str) -> Result<ImportResult>;
     /// Import results newest first (by `ended_at`, then id), optionally of one connector,
     /// continuing after the result `after` (an id from a previous page).
-    async fn list_import_results(&self, connector: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<ImportResult>>;
+    async fn list_import_results(
+        &self,
+        connector: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ImportResult>>;
 }
