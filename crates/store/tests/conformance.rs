@@ -640,6 +640,19 @@ async fn stream_upsert_outcomes(db: &TestDb) {
         json!({})
     );
     assert_eq!((gb.source, gb.edited_at), (None, None));
+    // Entity and instance come back as the canonical text they were stored as, on both backends.
+    let mut wide = record(&c, "WIDE", 1);
+    wide.entity = canonical_json(
+        &json!({"zeta": [1, 2.5, "x"], "a": {"b": null, "aa": true}, "population": 3}),
+    )
+    .unwrap();
+    wide.instance = canonical_json(&json!({"source": "test", "n": 1e3})).unwrap();
+    up(T0, vec![wide.clone()]).await;
+    let stored = get(db, &c, "WIDE").await.unwrap();
+    assert_eq!(
+        (stored.entity, stored.instance),
+        (wide.entity, wide.instance)
+    );
 
     // Unchanged: neither version nor updated_at move.
     assert_eq!(
@@ -684,7 +697,7 @@ async fn stream_upsert_outcomes(db: &TestDb) {
         (1, record(&c, "DE", 2).checksum.as_str())
     );
     assert_eq!(up(T0 + 4 * SEC, vec![]).await, []);
-    assert_eq!(db.store.count_records("country").await.unwrap(), 3);
+    assert_eq!(db.store.count_records("country").await.unwrap(), 4);
 
     let closed = db
         .store

@@ -1,8 +1,9 @@
 //! Reading the visible catalog and import results on PostgreSQL.
 
 use super::PgStore;
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::rows::{self, count, IMPORT_RESULT_COLUMNS};
+use tributary_core::checksum::canonical_json;
 use tributary_core::error::ResourceKind;
 use tributary_core::model::{ImportResult, StoredRecord};
 use tributary_core::Error;
@@ -14,6 +15,22 @@ macro_rules! record_columns {
     };
 }
 
+/// A record row with `entity`/`instance` back in canonical JSON text. JSONB prints its own
+/// normal form (`{"a": 1}`, keys by length); the domain stored canonical text (RFC 8785) and
+/// both backends hand the same text back, so anything hashing or comparing it agrees.
+fn record(row: &sqlx::postgres::PgRow) -> StoreResult<StoredRecord> {
+    let mut r = rows::record(row)?;
+    r.entity = canonical(&r.entity)?;
+    r.instance = canonical(&r.instance)?;
+    Ok(r)
+}
+
+fn canonical(text: &str) -> StoreResult<String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("record JSON: {e}")))?;
+    Ok(canonical_json(&value)?)
+}
+
 pub(crate) async fn get_record(s: &PgStore, key: &str) -> StoreResult<Option<StoredRecord>> {
     let row = sqlx::query(concat!(
         "SELECT ",
@@ -23,7 +40,7 @@ pub(crate) async fn get_record(s: &PgStore, key: &str) -> StoreResult<Option<Sto
     .bind(key)
     .fetch_optional(&s.pool)
     .await?;
-    row.as_ref().map(rows::record).transpose()
+    row.as_ref().map(record).transpose()
 }
 
 pub(crate) async fn get_records(s: &PgStore, keys: &[String]) -> StoreResult<Vec<StoredRecord>> {
@@ -38,7 +55,7 @@ pub(crate) async fn get_records(s: &PgStore, keys: &[String]) -> StoreResult<Vec
     .bind(keys)
     .fetch_all(&s.pool)
     .await?;
-    found.iter().map(rows::record).collect()
+    found.iter().map(record).collect()
 }
 
 pub(crate) async fn list_records(
@@ -57,7 +74,7 @@ pub(crate) async fn list_records(
     .bind(i64::from(limit))
     .fetch_all(&s.pool)
     .await?;
-    found.iter().map(rows::record).collect()
+    found.iter().map(record).collect()
 }
 
 pub(crate) async fn lookup_records(
@@ -79,7 +96,7 @@ pub(crate) async fn lookup_records(
     .bind(connector)
     .fetch_all(&s.pool)
     .await?;
-    found.iter().map(rows::record).collect()
+    found.iter().map(record).collect()
 }
 
 pub(crate) async fn count_records(s: &PgStore, entity_type: &str) -> StoreResult<u64> {
