@@ -1,16 +1,29 @@
-//! The contribution domain (SPEC.md §2.1, §2.2): authenticate a connector, validate its batches,
+//! The contribution domain (SPEC.md §2.1–§2.4): authenticate a connector, validate its batches,
 //! and drive its sessions through the store.
 
 use crate::auth::hash_token;
 use crate::clock::{now_micros, Micros};
 use crate::ids::record_key;
 use crate::limits::Limits;
-use crate::model::{Connector, RecordOutcome, SessionMode};
-use crate::record::{check_delete_ids, prepare_batch, RecordInput, RecordOwner};
+use crate::model::{Connector, DigestState, RecordOutcome, SessionMode};
+use crate::record::{check_delete_ids, check_digests, prepare_batch, RecordInput, RecordOwner};
 use crate::schema::{EntitySchema, SchemaCache};
-use crate::store::{ClosedSession, KeyedId, OpenedSession, SessionCall, Store};
+use crate::store::{
+    BatchResult, ClosedSession, KeyedDigest, KeyedId, OpenedSession, ResumedSession, SessionCall,
+    Store,
+};
 use crate::{Error, Result};
 use std::sync::Arc;
+
+pub use crate::record::DigestInput;
+
+/// What a diff reports back for one digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestOutcome {
+    pub id: String,
+    pub key: String,
+    pub state: DigestState,
+}
 
 /// An authenticated connector.
 #[derive(Debug, Clone)]
@@ -68,13 +81,15 @@ impl ContributionService {
             .await
     }
 
-    /// Validates and applies (or stages) an upsert batch; one outcome per record.
+    /// Validates and applies (or stages) an upsert batch; one outcome per record. With a
+    /// `batch_seq` (streamed batches) a batch already applied answers `AlreadyApplied`.
     pub async fn upsert(
         &self,
         who: &Contributor,
         session_id: &str,
         records: Vec<RecordInput>,
-    ) -> Result<Vec<RecordOutcome>> {
+        batch_seq: Option<u64>,
+    ) -> Result<BatchResult<Vec<RecordOutcome>>> {
         self.check_batch_size(records.len(), "records")?;
         let schema = self.schema(who).await?;
         let owner = RecordOwner {
@@ -82,31 +97,33 @@ impl ContributionService {
             connector: &who.connector.id,
         };
         let prepared = prepare_batch(owner, &schema, self.limits.max_record_bytes, records)?;
-        let now = now_micros();
-        let outcomes = self
-            .store
-            .upsert_batch(&self.call(who, session_id, now)?, &prepared)
-            .await?;
-        Ok(prepared
-            .into_iter()
-            .zip(outcomes)
-            .map(|(r, outcome)| RecordOutcome {
-                id: r.id,
-                key: r.key,
-                outcome,
-            })
-            .collect())
+        let call = self.call(who, session_id, now_micros(), batch_seq)?;
+        let result = self.store.upsert_batch(&call, &prepared).await?;
+        Ok(result.map(|outcomes| {
+            prepared
+                .into_iter()
+                .zip(outcomes)
+                .map(|(r, outcome)| RecordOutcome {
+                    id: r.id,
+                    key: r.key,
+                    outcome,
+                })
+                .collect()
+        }))
     }
 
-    /// Validates and applies (or stages) a delete batch; one outcome per id.
+    /// Validates and applies (or stages) a delete batch; one outcome per id. Sequenced like
+    /// [`Self::upsert`].
     pub async fn delete(
         &self,
         who: &Contributor,
         session_id: &str,
         ids: Vec<String>,
-    ) -> Result<Vec<RecordOutcome>> {
+        batch_seq: Option<u64>,
+    ) -> Result<BatchResult<Vec<RecordOutcome>>> {
         self.check_batch_size(ids.len(), "ids")?;
         check_delete_ids(&ids)?;
+        let call = self.call(who, session_id, now_micros(), batch_seq)?;
         let keyed: Vec<KeyedId> = ids
             .into_iter()
             .map(|id| KeyedId {
@@ -114,19 +131,61 @@ impl ContributionService {
                 id,
             })
             .collect();
-        let outcomes = self
-            .store
-            .delete_batch(&self.call(who, session_id, now_micros())?, &keyed)
-            .await?;
-        Ok(keyed
+        let result = self.store.delete_batch(&call, &keyed).await?;
+        Ok(result.map(|outcomes| {
+            keyed
+                .into_iter()
+                .zip(outcomes)
+                .map(|(k, outcome)| RecordOutcome {
+                    id: k.id,
+                    key: k.key,
+                    outcome,
+                })
+                .collect()
+        }))
+    }
+
+    /// Compares `(id, checksum)` digests with the visible catalog (§2.4): one state per digest.
+    /// In a replace session the unchanged ids are kept by the sweep without their payloads.
+    /// Sequenced like [`Self::upsert`].
+    pub async fn diff(
+        &self,
+        who: &Contributor,
+        session_id: &str,
+        digests: Vec<DigestInput>,
+        batch_seq: Option<u64>,
+    ) -> Result<BatchResult<Vec<DigestOutcome>>> {
+        self.check_batch_size(digests.len(), "digests")?;
+        check_digests(&digests)?;
+        let call = self.call(who, session_id, now_micros(), batch_seq)?;
+        let keyed: Vec<KeyedDigest> = digests
             .into_iter()
-            .zip(outcomes)
-            .map(|(k, outcome)| RecordOutcome {
-                id: k.id,
-                key: k.key,
-                outcome,
+            .map(|d| KeyedDigest {
+                key: record_key(&who.connector.entity_type, &who.connector.id, &d.id),
+                id: d.id,
+                checksum: d.checksum,
             })
-            .collect())
+            .collect();
+        let result = self.store.diff_batch(&call, &keyed).await?;
+        Ok(result.map(|states| {
+            keyed
+                .into_iter()
+                .zip(states)
+                .map(|(d, state)| DigestOutcome {
+                    id: d.id,
+                    key: d.key,
+                    state,
+                })
+                .collect()
+        }))
+    }
+
+    /// Finds an open session of this connector again (a resumed stream): its mode and the last
+    /// batch sequence applied. `PermissionDenied` like any batch.
+    pub async fn resume(&self, who: &Contributor, session_id: &str) -> Result<ResumedSession> {
+        self.store
+            .resume_session(&self.call(who, session_id, now_micros(), None)?)
+            .await
     }
 
     /// Closes a session, committing (accrue/replace) when `commit`.
@@ -138,7 +197,11 @@ impl ContributionService {
         force: bool,
     ) -> Result<ClosedSession> {
         self.store
-            .close_session(&self.call(who, session_id, now_micros())?, commit, force)
+            .close_session(
+                &self.call(who, session_id, now_micros(), None)?,
+                commit,
+                force,
+            )
             .await
     }
 
@@ -159,6 +222,7 @@ impl ContributionService {
         who: &'a Contributor,
         session_id: &'a str,
         now: Micros,
+        batch_seq: Option<u64>,
     ) -> Result<SessionCall<'a>> {
         // Session ids are UUIDs; anything else cannot name a session of this connector.
         if uuid::Uuid::try_parse(session_id).is_err() {
@@ -166,11 +230,22 @@ impl ContributionService {
                 "session {session_id:?} is not an open session of this connector"
             )));
         }
+        // Sequences start at 1 (a session's applied sequence starts at 0, so 0 would be
+        // acknowledged without ever being applied) and are stored as BIGINT.
+        if let Some(seq) = batch_seq {
+            if seq == 0 || seq > i64::MAX as u64 {
+                return Err(Error::invalid(
+                    "batch_seq",
+                    format!("batch_seq {seq} is out of range (1..={})", i64::MAX),
+                ));
+            }
+        }
         Ok(SessionCall {
             session_id,
             connector: &who.connector,
             now,
             idle_cutoff: self.idle_cutoff(now),
+            batch_seq,
         })
     }
 

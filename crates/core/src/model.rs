@@ -75,6 +75,11 @@ string_enum! {
     ImportStatus { Succeeded = "succeeded", Partial = "partial", Failed = "failed", Canceled = "canceled" }
 }
 
+string_enum! {
+    /// How a digest compares with the visible catalog (§2.4).
+    DigestState { New = "new", Changed = "changed", Unchanged = "unchanged" }
+}
+
 impl SessionMode {
     /// Whether the session's data waits for commit (accrue, replace) rather than applying at once.
     pub fn is_staged(self) -> bool {

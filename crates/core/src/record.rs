@@ -2,7 +2,7 @@
 
 use crate::checksum::{canonical_json, record_checksum};
 use crate::ids::record_key;
-use crate::model::{Outcome, WritePolicy};
+use crate::model::{DigestState, Outcome, WritePolicy};
 use crate::schema::EntitySchema;
 use crate::{Error, Result, Violation};
 use serde_json::Value;
@@ -189,6 +189,60 @@ pub fn check_delete_ids(ids: &[String]) -> Result<()> {
     } else {
         Err(Error::InvalidArgument(violations))
     }
+}
+
+/// A digest as a connector sent it: an external id and the checksum of its current record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DigestInput {
+    pub id: String,
+    pub checksum: String,
+}
+
+/// Validates a batch of digests: every id 1..64 and every checksum 1..128 characters, one
+/// violation per problem (`digests[3].checksum`); the batch is atomic like any other.
+pub fn check_digests(digests: &[DigestInput]) -> Result<()> {
+    let mut violations = Vec::new();
+    for (index, digest) in digests.iter().enumerate() {
+        check_text(
+            format!("digests[{index}].id"),
+            &digest.id,
+            "id",
+            &mut violations,
+        );
+        let chars = digest.checksum.chars().count();
+        if chars == 0 {
+            violations.push(Violation::new(
+                format!("digests[{index}].checksum"),
+                "checksum is required (1..128 characters)",
+            ));
+        } else if chars > 128 {
+            violations.push(Violation::new(
+                format!("digests[{index}].checksum"),
+                format!("checksum is {chars} characters long; at most 128 are allowed"),
+            ));
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(violations))
+    }
+}
+
+/// The state of each digest against what the store holds (`existing`, by key): no visible record
+/// is `new`, another checksum `changed`, the same checksum `unchanged`.
+pub fn plan_digests(
+    digests: &[crate::store::KeyedDigest],
+    existing: &std::collections::HashMap<String, ExistingRecord>,
+) -> Vec<DigestState> {
+    digests
+        .iter()
+        .map(|d| match existing.get(&d.key) {
+            None => DigestState::New,
+            Some(e) if e.checksum == d.checksum => DigestState::Unchanged,
+            Some(_) => DigestState::Changed,
+        })
+        .collect()
 }
 
 /// What the visible catalog holds for a key, as far as deciding an upsert's outcome goes.
@@ -475,6 +529,92 @@ mod plan_tests {
         assert_eq!(
             plan_deletes(&["a", "a", "b"], &exists),
             vec![Outcome::Deleted, Outcome::NotFound, Outcome::NotFound]
+        );
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::*;
+    use crate::store::KeyedDigest;
+    use std::collections::HashMap;
+
+    fn digest(key: &str, checksum: &str) -> KeyedDigest {
+        KeyedDigest {
+            id: key.into(),
+            key: key.into(),
+            checksum: checksum.into(),
+        }
+    }
+
+    #[test]
+    fn digests_are_new_changed_or_unchanged() {
+        let existing = HashMap::from([
+            (
+                "a".to_owned(),
+                ExistingRecord {
+                    checksum: "1".into(),
+                    edited: false,
+                },
+            ),
+            (
+                "b".to_owned(),
+                ExistingRecord {
+                    checksum: "2".into(),
+                    edited: true,
+                },
+            ),
+        ]);
+        assert_eq!(
+            plan_digests(
+                &[
+                    digest("a", "1"),
+                    digest("b", "1"),
+                    digest("c", "1"),
+                    digest("a", "9")
+                ],
+                &existing
+            ),
+            vec![
+                DigestState::Unchanged,
+                DigestState::Changed,
+                DigestState::New,
+                DigestState::Changed
+            ]
+        );
+        assert!(plan_digests(&[], &existing).is_empty());
+    }
+
+    fn input(id: &str, checksum: &str) -> DigestInput {
+        DigestInput {
+            id: id.into(),
+            checksum: checksum.into(),
+        }
+    }
+
+    #[test]
+    fn digests_are_checked_with_one_violation_per_problem() {
+        assert!(
+            check_digests(&[input("GB", "abc"), input(&"é".repeat(64), &"x".repeat(128))]).is_ok()
+        );
+        assert!(check_digests(&[]).is_ok());
+        let Err(Error::InvalidArgument(v)) = check_digests(&[
+            input("GB", "abc"),
+            input("", "abc"),
+            input("FR", ""),
+            input(&"x".repeat(65), &"y".repeat(129)),
+        ]) else {
+            panic!("expected InvalidArgument");
+        };
+        let fields: Vec<_> = v.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "digests[1].id",
+                "digests[2].checksum",
+                "digests[3].id",
+                "digests[3].checksum"
+            ]
         );
     }
 }

@@ -7,13 +7,16 @@
 //! - Committing an accrue/replace session is set-based SQL in one transaction: the staged rows are
 //!   compared with the visible rows by checksum, only changed rows are written, and a replace sweep
 //!   is an anti-join. No statement per record, and memory does not grow with the session.
+//! - A sequenced batch (`SessionCall::batch_seq`) raises the session's `applied_seq` in its own
+//!   transaction; a resend at or below it is answered `AlreadyApplied` without effect, so a batch
+//!   applies exactly once across broken streams, server restarts and replicas.
 //! - Outcomes are decided by [`crate::record::plan_upserts`] / [`crate::record::plan_deletes`]
 //!   for batches and by the equivalent SQL at commit.
 
 use crate::clock::Micros;
 use crate::model::{
-    Connector, Consumer, EntityType, ImportResult, Outcome, Session, SessionMode, SessionTotals,
-    StoredRecord,
+    Connector, Consumer, DigestState, EntityType, ImportResult, Outcome, Session, SessionMode,
+    SessionTotals, StoredRecord,
 };
 use crate::record::PreparedRecord;
 use crate::Result;
@@ -28,6 +31,52 @@ pub struct SessionCall<'a> {
     pub now: Micros,
     /// Accrue/replace sessions last active before this instant are expired and refused.
     pub idle_cutoff: Micros,
+    /// `None` for unary calls, which never read or change the session's applied sequence.
+    /// `Some(seq)` for a streamed batch: applied only when `seq` is above the session's
+    /// `applied_seq`, which is raised to `seq` in the batch's own transaction (exactly-once).
+    pub batch_seq: Option<u64>,
+}
+
+/// What a sequenced batch did: applied now, or already applied by an earlier send of the same
+/// `batch_seq` (nothing was applied twice). Unsequenced calls are always `Applied`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchResult<T> {
+    Applied(T),
+    AlreadyApplied,
+}
+
+impl<T> BatchResult<T> {
+    /// Maps the applied value.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> BatchResult<U> {
+        match self {
+            Self::Applied(v) => BatchResult::Applied(f(v)),
+            Self::AlreadyApplied => BatchResult::AlreadyApplied,
+        }
+    }
+
+    /// The applied value; `None` for an already applied batch.
+    pub fn applied(self) -> Option<T> {
+        match self {
+            Self::Applied(v) => Some(v),
+            Self::AlreadyApplied => None,
+        }
+    }
+}
+
+/// A digest to compare, with its record key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedDigest {
+    pub id: String,
+    pub key: String,
+    pub checksum: String,
+}
+
+/// An open session found again by its id: its mode and the highest batch sequence applied.
+#[derive(Debug, Clone)]
+pub struct ResumedSession {
+    pub mode: SessionMode,
+    /// 0 when no sequenced batch was applied yet.
+    pub last_batch_seq: u64,
 }
 
 /// A newly opened session and the sessions it superseded.
@@ -106,14 +155,33 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<OpenedSession>;
     /// Applies (stream) or stages (accrue/replace) an upsert batch of valid records. Returns one
     /// outcome per record, in order. `PermissionDenied` for a session that is unknown, closed,
-    /// superseded, expired or another connector's.
+    /// superseded, expired or another connector's. A sequenced call (`batch_seq`) at or below the
+    /// session's applied sequence answers `AlreadyApplied` and changes nothing but the session's
+    /// activity time.
     async fn upsert_batch(
         &self,
         call: &SessionCall<'_>,
         records: &[PreparedRecord],
-    ) -> Result<Vec<Outcome>>;
+    ) -> Result<BatchResult<Vec<Outcome>>>;
     /// Applies (stream) or stages (accrue/replace) a delete batch; one outcome per id, in order.
-    async fn delete_batch(&self, call: &SessionCall<'_>, ids: &[KeyedId]) -> Result<Vec<Outcome>>;
+    /// Sequenced like [`Store::upsert_batch`].
+    async fn delete_batch(
+        &self,
+        call: &SessionCall<'_>,
+        ids: &[KeyedId],
+    ) -> Result<BatchResult<Vec<Outcome>>>;
+    /// Compares digests with the visible catalog (see [`crate::record::plan_digests`]); one state
+    /// per digest, in order. In a replace session every unchanged key is staged as a `keep` (the
+    /// sweep spares it, commit counts it unchanged and writes nothing); stream and accrue sessions
+    /// only get the answer. Sequenced like [`Store::upsert_batch`].
+    async fn diff_batch(
+        &self,
+        call: &SessionCall<'_>,
+        digests: &[KeyedDigest],
+    ) -> Result<BatchResult<Vec<DigestState>>>;
+    /// Finds an open session again (e.g. a resumed stream): its mode and applied sequence.
+    /// Refused and touched like any batch; `call.batch_seq` is ignored.
+    async fn resume_session(&self, call: &SessionCall<'_>) -> Result<ResumedSession>;
     /// Closes a session: commits or discards staged data (accrue/replace), writes the import result.
     /// A replace commit refused by the connector's removal guard (and not `force`d) answers
     /// `FailedPrecondition` (reason `SWEEP_REFUSED`) and leaves the session open and untouched.

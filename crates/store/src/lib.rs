@@ -159,15 +159,34 @@ macro_rules! delegate_store {
                 &self,
                 call: &tributary_core::store::SessionCall<'_>,
                 records: &[tributary_core::record::PreparedRecord],
-            ) -> tributary_core::Result<Vec<tributary_core::model::Outcome>> {
+            ) -> tributary_core::Result<
+                tributary_core::store::BatchResult<Vec<tributary_core::model::Outcome>>,
+            > {
                 Ok($ops::upsert_batch(self, call, records).await?)
             }
             async fn delete_batch(
                 &self,
                 call: &tributary_core::store::SessionCall<'_>,
                 ids: &[tributary_core::store::KeyedId],
-            ) -> tributary_core::Result<Vec<tributary_core::model::Outcome>> {
+            ) -> tributary_core::Result<
+                tributary_core::store::BatchResult<Vec<tributary_core::model::Outcome>>,
+            > {
                 Ok($ops::delete_batch(self, call, ids).await?)
+            }
+            async fn diff_batch(
+                &self,
+                call: &tributary_core::store::SessionCall<'_>,
+                digests: &[tributary_core::store::KeyedDigest],
+            ) -> tributary_core::Result<
+                tributary_core::store::BatchResult<Vec<tributary_core::model::DigestState>>,
+            > {
+                Ok($ops::diff_batch(self, call, digests).await?)
+            }
+            async fn resume_session(
+                &self,
+                call: &tributary_core::store::SessionCall<'_>,
+            ) -> tributary_core::Result<tributary_core::store::ResumedSession> {
+                Ok($ops::resume_session(self, call).await?)
             }
             async fn close_session(
                 &self,

@@ -54,6 +54,15 @@ pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// Whether a sequenced call's batch is at or below the session's applied sequence (a resend).
+/// Unsequenced calls never are.
+pub(crate) fn already_applied(
+    call: &tributary_core::store::SessionCall<'_>,
+    applied_seq: i64,
+) -> bool {
+    call.batch_seq.is_some_and(|seq| to_i64(seq) <= applied_seq)
+}
+
 fn u32_of(value: i64, what: &str) -> StoreResult<u32> {
     u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is out of range")))
 }

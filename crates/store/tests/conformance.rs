@@ -15,7 +15,7 @@ use tributary_core::model::{
     StoredRecord, WritePolicy,
 };
 use tributary_core::record::PreparedRecord;
-use tributary_core::store::{KeyedId, SessionCall};
+use tributary_core::store::{BatchResult, KeyedDigest, KeyedId, SessionCall};
 use tributary_core::Error;
 use tributary_store::testing::TestDb;
 
@@ -80,6 +80,22 @@ conformance!(
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+
+/// Unwraps a batch's result: it must have succeeded and been applied.
+trait AppliedOk<T> {
+    fn applied_ok(self) -> T;
+}
+
+impl<T> AppliedOk<T> for tributary_core::Result<BatchResult<T>> {
+    #[track_caller]
+    fn applied_ok(self) -> T {
+        match self {
+            Ok(BatchResult::Applied(value)) => value,
+            Ok(BatchResult::AlreadyApplied) => panic!("batch was already applied"),
+            Err(e) => panic!("batch failed: {e}"),
+        }
+    }
+}
 
 fn entity_type(slug: &str, schema: Value) -> EntityType {
     EntityType {
@@ -155,6 +171,7 @@ fn call<'a>(session: &'a str, c: &'a Connector, now: i64) -> SessionCall<'a> {
         connector: c,
         now,
         idle_cutoff: now - DAY,
+        batch_seq: None,
     }
 }
 
@@ -174,7 +191,7 @@ async fn stream(db: &TestDb, c: &Connector, records: &[PreparedRecord], now: i64
         .store
         .upsert_batch(&call(&s, c, now), records)
         .await
-        .unwrap();
+        .applied_ok();
     db.store
         .close_session(&call(&s, c, now), true, false)
         .await
@@ -338,7 +355,7 @@ async fn entity_type_delete_refused_with_records_then_forced(db: &TestDb) {
     db.store
         .upsert_batch(&call(&staged, &c, T0), &[record(&c, "DE", 3)])
         .await
-        .unwrap();
+        .applied_ok();
 
     match db.store.delete_entity_type("country", false).await {
         Err(Error::FailedPrecondition {
@@ -506,7 +523,7 @@ async fn delete_connector_rolls_back_its_sessions(db: &TestDb) {
     db.store
         .upsert_batch(&call(&staged, &c, T0), &[record(&c, "FR", 1)])
         .await
-        .unwrap();
+        .applied_ok();
     assert_eq!(db.store.delete_connector(&c.id, false).await.unwrap(), 0);
     assert_denied(
         db.store
@@ -614,7 +631,7 @@ async fn stream_upsert_outcomes(db: &TestDb) {
             db.store
                 .upsert_batch(&call(&s, &c, now), &records)
                 .await
-                .unwrap()
+                .applied_ok()
         }
     };
     assert_eq!(
@@ -748,7 +765,7 @@ async fn stream_delete_outcomes(db: &TestDb) {
             &[keyed(&c, "GB"), keyed(&c, "XX"), keyed(&c, "GB")],
         )
         .await
-        .unwrap();
+        .applied_ok();
     assert_eq!(
         outcomes,
         [Outcome::Deleted, Outcome::NotFound, Outcome::NotFound]
@@ -759,7 +776,7 @@ async fn stream_delete_outcomes(db: &TestDb) {
         .store
         .delete_batch(&call(&s, &c, T0), &[keyed(&other, "GB")])
         .await
-        .unwrap();
+        .applied_ok();
     assert_eq!(outcomes, [Outcome::NotFound]);
     assert_eq!(visible_ids(db, &other).await, ids(&["GB"]));
 }
@@ -778,7 +795,7 @@ async fn accrue_is_invisible_until_commit(db: &TestDb) {
             &[record(&c, "GB", 1), record(&c, "FR", 2)],
         )
         .await
-        .unwrap();
+        .applied_ok();
     assert_eq!(outcomes, [Outcome::Created, Outcome::Created]);
     let outcomes = db
         .store
@@ -787,7 +804,7 @@ async fn accrue_is_invisible_until_commit(db: &TestDb) {
             &[keyed(&c, "OLD"), keyed(&c, "NONE")],
         )
         .await
-        .unwrap();
+        .applied_ok();
     assert_eq!(outcomes, [Outcome::Deleted, Outcome::NotFound]);
     assert_eq!(visible_ids(db, &c).await, ids(&["OLD"]));
     assert!(get(db, &c, "GB").await.is_none());
@@ -841,11 +858,11 @@ async fn accrue_rollback_discards(db: &TestDb) {
                 &[record(&c, "GB", 1), record(&c, "OLD", 2)],
             )
             .await
-            .unwrap();
+            .applied_ok();
         db.store
             .delete_batch(&call(&s, &c, T0), &[keyed(&c, "OLD")])
             .await
-            .unwrap();
+            .applied_ok();
         let closed = db
             .store
             .close_session(&call(&s, &c, T0 + SEC), false, false)
@@ -883,20 +900,23 @@ async fn accrue_last_operation_wins(db: &TestDb) {
     db.store
         .upsert_batch(&at, &[record(&c, "A", 1)])
         .await
-        .unwrap();
-    db.store.delete_batch(&at, &[keyed(&c, "A")]).await.unwrap();
+        .applied_ok();
+    db.store
+        .delete_batch(&at, &[keyed(&c, "A")])
+        .await
+        .applied_ok();
     assert_eq!(
         db.store
             .delete_batch(&at, &[keyed(&c, "KEEP")])
             .await
-            .unwrap(),
+            .applied_ok(),
         [Outcome::Deleted]
     );
     assert_eq!(
         db.store
             .upsert_batch(&at, &[record(&c, "KEEP", 5)])
             .await
-            .unwrap(),
+            .applied_ok(),
         [Outcome::Updated]
     );
     // Staged outcomes are judged against the visible catalog: twice created.
@@ -904,7 +924,7 @@ async fn accrue_last_operation_wins(db: &TestDb) {
         db.store
             .upsert_batch(&at, &[record(&c, "B", 1), record(&c, "B", 2)])
             .await
-            .unwrap(),
+            .applied_ok(),
         [Outcome::Created, Outcome::Created]
     );
     let closed = db
@@ -932,7 +952,7 @@ async fn accrue_commit_writes_only_changed_rows(db: &TestDb) {
             &[record(&c, "A", 1), record(&c, "B", 2), record(&c, "C", 1)],
         )
         .await
-        .unwrap();
+        .applied_ok();
     assert_eq!(
         outcomes,
         [Outcome::Unchanged, Outcome::Updated, Outcome::Created]
@@ -974,8 +994,11 @@ async fn replace_sweeps_exactly_the_unstaged_records(db: &TestDb) {
             &[record(&c, "A", 1), record(&c, "B", 2), record(&c, "F", 1)],
         )
         .await
-        .unwrap();
-    db.store.delete_batch(&at, &[keyed(&c, "C")]).await.unwrap();
+        .applied_ok();
+    db.store
+        .delete_batch(&at, &[keyed(&c, "C")])
+        .await
+        .applied_ok();
     assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "C", "D", "E"]));
     let closed = db
         .store
@@ -1019,7 +1042,7 @@ async fn replace_guard_refuses_then_force_commits(db: &TestDb) {
     db.store
         .upsert_batch(&call(&s, &c, T0), &[record(&c, "A", 2)])
         .await
-        .unwrap();
+        .applied_ok();
 
     match db
         .store
@@ -1055,7 +1078,7 @@ async fn replace_guard_refuses_then_force_commits(db: &TestDb) {
         db.store
             .upsert_batch(&call(&s, &c, T0 + 2 * SEC), &[record(&c, "B", 1)])
             .await
-            .unwrap(),
+            .applied_ok(),
         [Outcome::Unchanged]
     );
     // Now 2 of 4 would go: exactly at the limit, which is allowed.
@@ -1092,7 +1115,7 @@ async fn supersede_denies_the_old_session_and_discards_its_data(db: &TestDb) {
     db.store
         .upsert_batch(&call(&first, &c, T0), &[record(&c, "X", 1)])
         .await
-        .unwrap();
+        .applied_ok();
     let second = db
         .store
         .open_session(&c, SessionMode::Replace, T0 + SEC)
@@ -1163,14 +1186,14 @@ async fn stream_sessions_are_never_superseded(db: &TestDb) {
         db.store
             .upsert_batch(&call(&s1, &c, T0), &[record(&c, "A", 1)])
             .await
-            .unwrap(),
+            .applied_ok(),
         [Outcome::Created]
     );
     assert_eq!(
         db.store
             .upsert_batch(&call(&s2.session.id, &c, T0), &[record(&c, "B", 1)])
             .await
-            .unwrap(),
+            .applied_ok(),
         [Outcome::Created]
     );
     // Streams are judged at once; the accrue session sees A as visible.
@@ -1178,7 +1201,7 @@ async fn stream_sessions_are_never_superseded(db: &TestDb) {
         db.store
             .upsert_batch(&call(&accrue.session.id, &c, T0), &[record(&c, "A", 1)])
             .await
-            .unwrap(),
+            .applied_ok(),
         [Outcome::Unchanged]
     );
     // Opening a stream session does not supersede the open accrue session either.
@@ -1196,7 +1219,7 @@ async fn foreign_unknown_and_closed_sessions_are_denied(db: &TestDb) {
     db.store
         .upsert_batch(&call(&sa, &a, T0), &[record(&a, "X", 1)])
         .await
-        .unwrap();
+        .applied_ok();
     // b using a's session: refused, and a's session is untouched.
     assert_denied(
         db.store
@@ -1272,7 +1295,7 @@ async fn idle_sessions_expire(db: &TestDb) {
     db.store
         .upsert_batch(&call(&staged, &c, T0 + SEC), &[record(&c, "X", 1)])
         .await
-        .unwrap();
+        .applied_ok();
 
     // A batch arriving after the idle timeout is refused even before the expiry sweep runs.
     let late = T0 + SEC + DAY + SEC;
@@ -1302,7 +1325,7 @@ async fn idle_sessions_expire(db: &TestDb) {
         db.store
             .upsert_batch(&call(&live, &c, late), &[record(&c, "Z", 1)])
             .await
-            .unwrap(),
+            .applied_ok(),
         [Outcome::Created]
     );
 
@@ -1361,7 +1384,7 @@ async fn create_only_policy_skips_changes(db: &TestDb) {
                 &[record(&c, "A", 3), record(&c, "B", 1), record(&c, "C", 1)],
             )
             .await
-            .unwrap();
+            .applied_ok();
         assert_eq!(
             outcomes,
             [Outcome::Skipped, Outcome::Unchanged, Outcome::Unchanged]
@@ -1414,7 +1437,7 @@ async fn update_unless_edited_policy_skips_edited_records(db: &TestDb) {
             &[record(&c, "A", 5), record(&c, "C", 5)],
         )
         .await
-        .unwrap();
+        .applied_ok();
     assert_eq!(outcomes, [Outcome::Skipped, Outcome::Updated]);
     let closed = db
         .store
@@ -1452,7 +1475,7 @@ async fn import_results_are_listed_newest_first(db: &TestDb) {
                 &[record(c, &format!("R{i}"), i)],
             )
             .await
-            .unwrap();
+            .applied_ok();
         let commit = i != 3;
         let closed = db
             .store
@@ -1659,7 +1682,7 @@ async fn concurrent_stream_batches_all_apply(db: &TestDb) {
         }
     });
     for result in futures::future::join_all(batches).await {
-        assert_eq!(result.unwrap().len(), 50);
+        assert_eq!(result.applied_ok().len(), 50);
     }
     assert_eq!(db.store.count_records("country").await.unwrap(), 50);
 }

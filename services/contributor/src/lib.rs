@@ -170,9 +170,11 @@ impl Contribution for ContributionApi {
             let records = records_from_proto(req.records).map_err(to_status)?;
             let outcomes = self
                 .svc
-                .upsert(&who, &req.session_id, records)
+                .upsert(&who, &req.session_id, records, None)
                 .await
-                .map_err(to_status)?;
+                .map_err(to_status)?
+                .applied() // unsequenced calls are always applied
+                .unwrap_or_default();
             tracing::debug!(records = outcomes.len(), "upserted");
             Ok(Response::new(pb::UpsertResponse {
                 outcomes: outcomes_to_proto(outcomes),
@@ -191,9 +193,11 @@ impl Contribution for ContributionApi {
             record_session(&req.session_id);
             let outcomes = self
                 .svc
-                .delete(&who, &req.session_id, req.ids)
+                .delete(&who, &req.session_id, req.ids, None)
                 .await
-                .map_err(to_status)?;
+                .map_err(to_status)?
+                .applied() // unsequenced calls are always applied
+                .unwrap_or_default();
             tracing::debug!(ids = outcomes.len(), "deleted");
             Ok(Response::new(pb::DeleteResponse {
                 outcomes: outcomes_to_proto(outcomes),

@@ -68,15 +68,16 @@ impl PgStore {
 }
 
 /// Checks that `call` names an open session of its connector that has not gone idle, marks it
-/// active (locking its row until the transaction ends), and answers its mode.
+/// active (locking its row until the transaction ends), and
+/// answers its mode and applied sequence. Runs first in every batch and close transaction.
 async fn touch_session(
     tx: &mut Transaction<'static, Postgres>,
     call: &SessionCall<'_>,
-) -> StoreResult<SessionMode> {
-    let mode: Option<String> = sqlx::query_scalar(
+) -> StoreResult<(SessionMode, i64)> {
+    let row: Option<(String, i64)> = sqlx::query_as(
         "UPDATE sessions SET last_active_at = $1 \
          WHERE id = $2 AND connector = $3 AND state = 'open' AND (mode = 'stream' OR last_active_at >= $4) \
-         RETURNING mode",
+         RETURNING mode, applied_seq",
     )
     .bind(call.now)
     .bind(call.session_id)
@@ -84,9 +85,36 @@ async fn touch_session(
     .bind(call.idle_cutoff)
     .fetch_optional(&mut **tx)
     .await?;
-    let mode = mode.ok_or_else(|| session_denied(call.session_id))?;
-    SessionMode::parse(&mode)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown session mode {mode:?}")))
+    let (mode, applied_seq) = row.ok_or_else(|| session_denied(call.session_id))?;
+    let mode = SessionMode::parse(&mode)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown session mode {mode:?}")))?;
+    Ok((mode, applied_seq))
+}
+
+/// Starts a batch: touches the session and answers its mode, or `None` when the call's
+/// `batch_seq` was already applied (the caller commits the touch and applies nothing).
+async fn begin_batch(
+    tx: &mut Transaction<'static, Postgres>,
+    call: &SessionCall<'_>,
+) -> StoreResult<Option<SessionMode>> {
+    let (mode, applied_seq) = touch_session(tx, call).await?;
+    Ok((!crate::rows::already_applied(call, applied_seq)).then_some(mode))
+}
+
+/// Ends an applied batch: a sequenced one raises the session's applied sequence to its own, in
+/// the batch's transaction, so the batch and the record of it commit together.
+async fn end_batch(
+    tx: &mut Transaction<'static, Postgres>,
+    call: &SessionCall<'_>,
+) -> StoreResult<()> {
+    if let Some(seq) = call.batch_seq {
+        sqlx::query("UPDATE sessions SET applied_seq = $2 WHERE id = $1")
+            .bind(call.session_id)
+            .bind(to_i64(seq))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Writes an import result inside `tx`.

@@ -1,17 +1,22 @@
 //! Sessions on PostgreSQL: open (with supersede), batches, close (commit/rollback), idle expiry.
 
-use super::{insert_import_result, touch_session, PgStore};
+use super::{begin_batch, end_batch, insert_import_result, touch_session, PgStore};
 use crate::error::{sweep_refused, StoreResult};
 use crate::rows::{count, session_result, skip_flags};
 use sqlx::{Postgres, Transaction};
 use std::collections::{HashMap, HashSet};
 use tributary_core::error::ResourceKind;
 use tributary_core::model::{
-    Connector, ImportStatus, Outcome, Session, SessionMode, SessionState, SessionTotals,
+    Connector, DigestState, ImportStatus, Outcome, Session, SessionMode, SessionState,
+    SessionTotals,
 };
-use tributary_core::record::{plan_deletes, plan_upserts, ExistingRecord, PreparedRecord};
+use tributary_core::record::{
+    plan_deletes, plan_digests, plan_upserts, ExistingRecord, PreparedRecord,
+};
 use tributary_core::session::{self, SessionEnd};
-use tributary_core::store::{ClosedSession, KeyedId, OpenedSession, SessionCall};
+use tributary_core::store::{
+    BatchResult, ClosedSession, KeyedDigest, KeyedId, OpenedSession, ResumedSession, SessionCall,
+};
 use tributary_core::Error;
 
 /// Ends staged (accrue/replace) sessions in `state` with a canceled import result each:
@@ -111,23 +116,29 @@ pub(crate) async fn upsert_batch(
     s: &PgStore,
     call: &SessionCall<'_>,
     records: &[PreparedRecord],
-) -> StoreResult<Vec<Outcome>> {
+) -> StoreResult<BatchResult<Vec<Outcome>>> {
     let mut tx = s.write().await?;
-    let mode = touch_session(&mut tx, call).await?;
-    if records.is_empty() {
+    let Some(mode) = begin_batch(&mut tx, call).await? else {
         tx.commit().await?;
-        return Ok(Vec::new());
-    }
-    let found: Vec<(String, String, bool)> = sqlx::query_as(
-        "SELECT key, checksum, edited_at IS NOT NULL FROM records WHERE key = ANY($1)",
-    )
-    .bind(records.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
-    .fetch_all(&mut *tx)
-    .await?;
-    let existing: HashMap<String, ExistingRecord> = found
-        .into_iter()
-        .map(|(key, checksum, edited)| (key, ExistingRecord { checksum, edited }))
-        .collect();
+        return Ok(BatchResult::AlreadyApplied);
+    };
+    let outcomes = if records.is_empty() {
+        Vec::new()
+    } else {
+        apply_upserts(&mut tx, call, mode, records).await?
+    };
+    end_batch(&mut tx, call).await?;
+    tx.commit().await?;
+    Ok(BatchResult::Applied(outcomes))
+}
+
+async fn apply_upserts(
+    tx: &mut Transaction<'static, Postgres>,
+    call: &SessionCall<'_>,
+    mode: SessionMode,
+    records: &[PreparedRecord],
+) -> StoreResult<Vec<Outcome>> {
+    let existing = existing_records(tx, records.iter().map(|r| r.key.as_str()).collect()).await?;
     let applied = !mode.is_staged();
     let plan = plan_upserts(records, &existing, call.connector.write_policy, applied);
     if !plan.writes.is_empty() {
@@ -137,13 +148,29 @@ pub(crate) async fn upsert_batch(
         writes.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let rows = Columns::of(writes.into_iter());
         if applied {
-            write_records(&mut tx, call, &rows).await?;
+            write_records(tx, call, &rows).await?;
         } else {
-            stage_upserts(&mut tx, call.session_id, &rows).await?;
+            stage_upserts(tx, call.session_id, &rows).await?;
         }
     }
-    tx.commit().await?;
     Ok(plan.outcomes)
+}
+
+/// What the visible catalog holds for `keys`: one `SELECT` of their checksums.
+async fn existing_records(
+    tx: &mut Transaction<'static, Postgres>,
+    keys: Vec<&str>,
+) -> StoreResult<HashMap<String, ExistingRecord>> {
+    let found: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT key, checksum, edited_at IS NOT NULL FROM records WHERE key = ANY($1)",
+    )
+    .bind(keys)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|(key, checksum, edited)| (key, ExistingRecord { checksum, edited }))
+        .collect())
 }
 
 /// A batch of records as one array per column, for `unnest`.
@@ -238,20 +265,35 @@ pub(crate) async fn delete_batch(
     s: &PgStore,
     call: &SessionCall<'_>,
     ids: &[KeyedId],
-) -> StoreResult<Vec<Outcome>> {
+) -> StoreResult<BatchResult<Vec<Outcome>>> {
     let mut tx = s.write().await?;
-    let mode = touch_session(&mut tx, call).await?;
-    if ids.is_empty() {
+    let Some(mode) = begin_batch(&mut tx, call).await? else {
         tx.commit().await?;
-        return Ok(Vec::new());
-    }
+        return Ok(BatchResult::AlreadyApplied);
+    };
+    let outcomes = if ids.is_empty() {
+        Vec::new()
+    } else {
+        apply_deletes(&mut tx, call, mode, ids).await?
+    };
+    end_batch(&mut tx, call).await?;
+    tx.commit().await?;
+    Ok(BatchResult::Applied(outcomes))
+}
+
+async fn apply_deletes(
+    tx: &mut Transaction<'static, Postgres>,
+    call: &SessionCall<'_>,
+    mode: SessionMode,
+    ids: &[KeyedId],
+) -> StoreResult<Vec<Outcome>> {
     let keys: Vec<&str> = ids.iter().map(|k| k.key.as_str()).collect();
     let exists: HashSet<String> = if mode.is_staged() {
         let found: Vec<String> =
             sqlx::query_scalar("SELECT key FROM records WHERE connector = $2 AND key = ANY($1)")
                 .bind(&keys)
                 .bind(&call.connector.id)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await?;
         // One staged row per key (the last id wins, though a key names one id anyway).
         let mut unique: HashMap<&str, &str> = HashMap::new();
@@ -268,7 +310,7 @@ pub(crate) async fn delete_batch(
         .bind(&unique_keys)
         .bind(&unique_ids)
         .bind(call.session_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         found.into_iter().collect()
     } else {
@@ -277,12 +319,82 @@ pub(crate) async fn delete_batch(
         )
         .bind(&keys)
         .bind(&call.connector.id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         deleted.into_iter().collect()
     };
-    tx.commit().await?;
     Ok(plan_deletes(&keys, &exists))
+}
+
+pub(crate) async fn diff_batch(
+    s: &PgStore,
+    call: &SessionCall<'_>,
+    digests: &[KeyedDigest],
+) -> StoreResult<BatchResult<Vec<DigestState>>> {
+    let mut tx = s.write().await?;
+    let Some(mode) = begin_batch(&mut tx, call).await? else {
+        tx.commit().await?;
+        return Ok(BatchResult::AlreadyApplied);
+    };
+    let states = if digests.is_empty() {
+        Vec::new()
+    } else {
+        let existing =
+            existing_records(&mut tx, digests.iter().map(|d| d.key.as_str()).collect()).await?;
+        let states = plan_digests(digests, &existing);
+        if mode == SessionMode::Replace {
+            stage_keeps(&mut tx, call.session_id, digests, &states).await?;
+        }
+        states
+    };
+    end_batch(&mut tx, call).await?;
+    tx.commit().await?;
+    Ok(BatchResult::Applied(states))
+}
+
+/// Replace: stages the unchanged digests, one per key, as `keep`; like any operation, it
+/// replaces an earlier one on the same key.
+async fn stage_keeps(
+    tx: &mut Transaction<'static, Postgres>,
+    session_id: &str,
+    digests: &[KeyedDigest],
+    states: &[DigestState],
+) -> StoreResult<()> {
+    let mut unique: HashMap<&str, &str> = HashMap::new();
+    for (d, state) in digests.iter().zip(states) {
+        if *state == DigestState::Unchanged {
+            unique.insert(&d.key, &d.id);
+        }
+    }
+    if unique.is_empty() {
+        return Ok(());
+    }
+    let (keys, ids): (Vec<&str>, Vec<&str>) = unique.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO staged_records (session_id, key, id, op) \
+         SELECT $3, u.key, u.id, 'keep' FROM unnest($1::text[], $2::text[]) AS u(key, id) \
+         ON CONFLICT (session_id, key) DO UPDATE SET id = excluded.id, op = 'keep', name = NULL, \
+             entity = NULL, instance = NULL, checksum = NULL",
+    )
+    .bind(&keys)
+    .bind(&ids)
+    .bind(session_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn resume_session(
+    s: &PgStore,
+    call: &SessionCall<'_>,
+) -> StoreResult<ResumedSession> {
+    let mut tx = s.write().await?;
+    let (mode, applied_seq) = touch_session(&mut tx, call).await?;
+    tx.commit().await?;
+    Ok(ResumedSession {
+        mode,
+        last_batch_seq: u64::try_from(applied_seq).unwrap_or(0),
+    })
 }
 
 pub(crate) async fn close_session(
@@ -292,7 +404,7 @@ pub(crate) async fn close_session(
     force: bool,
 ) -> StoreResult<ClosedSession> {
     let mut tx = s.write().await?;
-    let mode = touch_session(&mut tx, call).await?;
+    let (mode, _) = touch_session(&mut tx, call).await?;
     let end = if commit {
         SessionEnd::Commit
     } else {
@@ -363,6 +475,8 @@ async fn set_state(
 
 /// Makes an accrue/replace session's staged data visible, set-based: totals by one aggregate,
 /// the removal guard, changed rows written, deletes applied, and for replace the sweep.
+/// `keep` rows (digests found unchanged) are never written: they count as unchanged while their
+/// record exists, and being staged rows they spare it from the sweep's anti-join.
 async fn commit_staged(
     tx: &mut Transaction<'static, Postgres>,
     call: &SessionCall<'_>,
@@ -378,7 +492,8 @@ async fn commit_staged(
            count(*) FILTER (WHERE s.op = 'upsert' AND r.key IS NULL), \
            count(*) FILTER (WHERE s.op = 'upsert' AND r.checksum <> s.checksum \
                             AND NOT ($2 OR ($3 AND r.edited_at IS NOT NULL))), \
-           count(*) FILTER (WHERE s.op = 'upsert' AND r.checksum = s.checksum), \
+           count(*) FILTER (WHERE (s.op = 'upsert' AND r.checksum = s.checksum) \
+                            OR (s.op = 'keep' AND r.key IS NOT NULL)), \
            count(*) FILTER (WHERE s.op = 'upsert' AND r.checksum <> s.checksum \
                             AND ($2 OR ($3 AND r.edited_at IS NOT NULL))), \
            count(*) FILTER (WHERE s.op = 'delete' AND r.key IS NOT NULL) \

@@ -1,17 +1,22 @@
 //! Sessions on SQLite: open (with supersede), batches, close (commit/rollback), idle expiry.
 
-use super::{insert_import_result, json_list, touch_session, SqliteStore};
+use super::{begin_batch, end_batch, insert_import_result, json_list, touch_session, SqliteStore};
 use crate::error::{sweep_refused, StoreResult};
 use crate::rows::{count, session_result, skip_flags};
 use sqlx::{Sqlite, Transaction};
 use std::collections::{HashMap, HashSet};
 use tributary_core::error::ResourceKind;
 use tributary_core::model::{
-    Connector, ImportStatus, Outcome, Session, SessionMode, SessionState, SessionTotals,
+    Connector, DigestState, ImportStatus, Outcome, Session, SessionMode, SessionState,
+    SessionTotals,
 };
-use tributary_core::record::{plan_deletes, plan_upserts, ExistingRecord, PreparedRecord};
+use tributary_core::record::{
+    plan_deletes, plan_digests, plan_upserts, ExistingRecord, PreparedRecord,
+};
 use tributary_core::session::{self, SessionEnd};
-use tributary_core::store::{ClosedSession, KeyedId, OpenedSession, SessionCall};
+use tributary_core::store::{
+    BatchResult, ClosedSession, KeyedDigest, KeyedId, OpenedSession, ResumedSession, SessionCall,
+};
 use tributary_core::Error;
 
 /// Ends staged (accrue/replace) sessions in `state` with a canceled import result each:
@@ -100,23 +105,29 @@ pub(crate) async fn upsert_batch(
     s: &SqliteStore,
     call: &SessionCall<'_>,
     records: &[PreparedRecord],
-) -> StoreResult<Vec<Outcome>> {
+) -> StoreResult<BatchResult<Vec<Outcome>>> {
     let mut tx = s.write().await?;
-    let mode = touch_session(&mut tx, call).await?;
-    if records.is_empty() {
+    let Some(mode) = begin_batch(&mut tx, call).await? else {
         tx.commit().await?;
-        return Ok(Vec::new());
-    }
-    let found: Vec<(String, String, bool)> = sqlx::query_as(
-        "SELECT key, checksum, edited_at IS NOT NULL FROM records WHERE key IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(json_list(records.iter().map(|r| r.key.as_str()))?)
-    .fetch_all(&mut *tx)
-    .await?;
-    let existing: HashMap<String, ExistingRecord> = found
-        .into_iter()
-        .map(|(key, checksum, edited)| (key, ExistingRecord { checksum, edited }))
-        .collect();
+        return Ok(BatchResult::AlreadyApplied);
+    };
+    let outcomes = if records.is_empty() {
+        Vec::new()
+    } else {
+        apply_upserts(&mut tx, call, mode, records).await?
+    };
+    end_batch(&mut tx, call).await?;
+    tx.commit().await?;
+    Ok(BatchResult::Applied(outcomes))
+}
+
+async fn apply_upserts(
+    tx: &mut Transaction<'static, Sqlite>,
+    call: &SessionCall<'_>,
+    mode: SessionMode,
+    records: &[PreparedRecord],
+) -> StoreResult<Vec<Outcome>> {
+    let existing = existing_records(tx, records.iter().map(|r| r.key.as_str())).await?;
     let applied = !mode.is_staged();
     let plan = plan_upserts(records, &existing, call.connector.write_policy, applied);
     if !plan.writes.is_empty() {
@@ -133,13 +144,29 @@ pub(crate) async fn upsert_batch(
             .collect();
         let rows = serde_json::to_string(&rows)?;
         if applied {
-            write_records(&mut tx, call, &rows).await?;
+            write_records(tx, call, &rows).await?;
         } else {
-            stage_upserts(&mut tx, call.session_id, &rows).await?;
+            stage_upserts(tx, call.session_id, &rows).await?;
         }
     }
-    tx.commit().await?;
     Ok(plan.outcomes)
+}
+
+/// What the visible catalog holds for `keys`: one `SELECT` of their checksums.
+async fn existing_records<'k>(
+    tx: &mut Transaction<'static, Sqlite>,
+    keys: impl IntoIterator<Item = &'k str>,
+) -> StoreResult<HashMap<String, ExistingRecord>> {
+    let found: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT key, checksum, edited_at IS NOT NULL FROM records WHERE key IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json_list(keys)?)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|(key, checksum, edited)| (key, ExistingRecord { checksum, edited }))
+        .collect())
 }
 
 /// Stream: applies the rows at once. Only created/updated rows reach here.
@@ -194,13 +221,28 @@ pub(crate) async fn delete_batch(
     s: &SqliteStore,
     call: &SessionCall<'_>,
     ids: &[KeyedId],
-) -> StoreResult<Vec<Outcome>> {
+) -> StoreResult<BatchResult<Vec<Outcome>>> {
     let mut tx = s.write().await?;
-    let mode = touch_session(&mut tx, call).await?;
-    if ids.is_empty() {
+    let Some(mode) = begin_batch(&mut tx, call).await? else {
         tx.commit().await?;
-        return Ok(Vec::new());
-    }
+        return Ok(BatchResult::AlreadyApplied);
+    };
+    let outcomes = if ids.is_empty() {
+        Vec::new()
+    } else {
+        apply_deletes(&mut tx, call, mode, ids).await?
+    };
+    end_batch(&mut tx, call).await?;
+    tx.commit().await?;
+    Ok(BatchResult::Applied(outcomes))
+}
+
+async fn apply_deletes(
+    tx: &mut Transaction<'static, Sqlite>,
+    call: &SessionCall<'_>,
+    mode: SessionMode,
+    ids: &[KeyedId],
+) -> StoreResult<Vec<Outcome>> {
     let keys: Vec<&str> = ids.iter().map(|k| k.key.as_str()).collect();
     let keys_json = json_list(keys.iter().copied())?;
     let exists: HashSet<String> = if mode.is_staged() {
@@ -209,7 +251,7 @@ pub(crate) async fn delete_batch(
         )
         .bind(&keys_json)
         .bind(&call.connector.id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         // One staged row per key (the last id wins, though a key names one id anyway).
         let mut unique: HashMap<&str, &str> = HashMap::new();
@@ -229,7 +271,7 @@ pub(crate) async fn delete_batch(
         )
         .bind(serde_json::to_string(&rows)?)
         .bind(call.session_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         found.into_iter().collect()
     } else {
@@ -238,12 +280,87 @@ pub(crate) async fn delete_batch(
         )
         .bind(&keys_json)
         .bind(&call.connector.id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         deleted.into_iter().collect()
     };
-    tx.commit().await?;
     Ok(plan_deletes(&keys, &exists))
+}
+
+pub(crate) async fn diff_batch(
+    s: &SqliteStore,
+    call: &SessionCall<'_>,
+    digests: &[KeyedDigest],
+) -> StoreResult<BatchResult<Vec<DigestState>>> {
+    let mut tx = s.write().await?;
+    let Some(mode) = begin_batch(&mut tx, call).await? else {
+        tx.commit().await?;
+        return Ok(BatchResult::AlreadyApplied);
+    };
+    let states = if digests.is_empty() {
+        Vec::new()
+    } else {
+        let existing = existing_records(&mut tx, digests.iter().map(|d| d.key.as_str())).await?;
+        let states = plan_digests(digests, &existing);
+        if mode == SessionMode::Replace {
+            let keep = keep_rows(digests, &states);
+            if !keep.is_empty() {
+                stage_keeps(&mut tx, call.session_id, &serde_json::to_string(&keep)?).await?;
+            }
+        }
+        states
+    };
+    end_batch(&mut tx, call).await?;
+    tx.commit().await?;
+    Ok(BatchResult::Applied(states))
+}
+
+/// The unchanged digests of a batch, one per key, as the JSON rows `stage_keeps` reads.
+fn keep_rows(digests: &[KeyedDigest], states: &[DigestState]) -> Vec<serde_json::Value> {
+    let mut unique: HashMap<&str, &str> = HashMap::new();
+    for (d, state) in digests.iter().zip(states) {
+        if *state == DigestState::Unchanged {
+            unique.insert(&d.key, &d.id);
+        }
+    }
+    unique
+        .into_iter()
+        .map(|(key, id)| serde_json::json!({ "key": key, "id": id }))
+        .collect()
+}
+
+/// Replace: stages unchanged digests as `keep`; like any operation, it replaces an earlier one
+/// on the same key.
+async fn stage_keeps(
+    tx: &mut Transaction<'static, Sqlite>,
+    session_id: &str,
+    rows: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO staged_records (session_id, key, id, op) \
+         SELECT ?2, json_extract(j.value, '$.key'), json_extract(j.value, '$.id'), 'keep' \
+         FROM json_each(?1) AS j WHERE true \
+         ON CONFLICT (session_id, key) DO UPDATE SET id = excluded.id, op = 'keep', name = NULL, \
+             entity = NULL, instance = NULL, checksum = NULL",
+    )
+    .bind(rows)
+    .bind(session_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn resume_session(
+    s: &SqliteStore,
+    call: &SessionCall<'_>,
+) -> StoreResult<ResumedSession> {
+    let mut tx = s.write().await?;
+    let (mode, applied_seq) = touch_session(&mut tx, call).await?;
+    tx.commit().await?;
+    Ok(ResumedSession {
+        mode,
+        last_batch_seq: u64::try_from(applied_seq).unwrap_or(0),
+    })
 }
 
 pub(crate) async fn close_session(
@@ -253,7 +370,7 @@ pub(crate) async fn close_session(
     force: bool,
 ) -> StoreResult<ClosedSession> {
     let mut tx = s.write().await?;
-    let mode = touch_session(&mut tx, call).await?;
+    let (mode, _) = touch_session(&mut tx, call).await?;
     let end = if commit {
         SessionEnd::Commit
     } else {
@@ -324,6 +441,8 @@ async fn set_state(
 
 /// Makes an accrue/replace session's staged data visible, set-based: totals by one aggregate,
 /// the removal guard, changed rows written, deletes applied, and for replace the sweep.
+/// `keep` rows (digests found unchanged) are never written: they count as unchanged while their
+/// record exists, and being staged rows they spare it from the sweep's anti-join.
 async fn commit_staged(
     tx: &mut Transaction<'static, Sqlite>,
     call: &SessionCall<'_>,
@@ -339,7 +458,8 @@ async fn commit_staged(
            count(*) FILTER (WHERE s.op = 'upsert' AND r.key IS NULL), \
            count(*) FILTER (WHERE s.op = 'upsert' AND r.checksum <> s.checksum \
                             AND NOT (?2 OR (?3 AND r.edited_at IS NOT NULL))), \
-           count(*) FILTER (WHERE s.op = 'upsert' AND r.checksum = s.checksum), \
+           count(*) FILTER (WHERE (s.op = 'upsert' AND r.checksum = s.checksum) \
+                            OR (s.op = 'keep' AND r.key IS NOT NULL)), \
            count(*) FILTER (WHERE s.op = 'upsert' AND r.checksum <> s.checksum \
                             AND (?2 OR (?3 AND r.edited_at IS NOT NULL))), \
            count(*) FILTER (WHERE s.op = 'delete' AND r.key IS NOT NULL) \
