@@ -8,6 +8,16 @@
 //! let types = admin.list_entity_types(tributary_client::pb::admin::ListEntityTypesRequest::default()).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! [`StreamingContributor`] contributes over the `Contribute` stream, resuming the session after
+//! a broken connection.
+
+pub mod stream;
+
+pub use stream::{
+    is_retryable, AckCallback, StreamError, StreamStats, StreamingContributor,
+    StreamingContributorBuilder,
+};
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -112,7 +113,8 @@ impl ServerOptions {
 }
 
 /// Serves the selected services on `listener` until `shutdown` resolves, then lets in-flight
-/// calls finish. Health (`grpc.health.v1.Health`, per service name and `""`) and reflection
+/// calls finish: open `Contribute` streams finish the batch in flight and end with
+/// `UNAVAILABLE`, so long-lived streams do not hold shutdown up (SPEC.md §9). Health (`grpc.health.v1.Health`, per service name and `""`) and reflection
 /// (v1 and v1alpha) are always served.
 pub async fn serve(
     store: Arc<dyn Store>,
@@ -141,6 +143,8 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let mut reaper = None;
+    // Cancelled when `shutdown` resolves; tells open streams to wind down.
+    let stop_streams = CancellationToken::new();
     for kind in &services {
         router = match kind {
             ServiceKind::Contributor => {
@@ -149,7 +153,11 @@ pub async fn serve(
                     svc.clone(),
                     options.reaper_interval,
                 )));
-                router.add_service(tributary_contributor::contribution_server(svc, max))
+                router.add_service(tributary_contributor::contribution_server(
+                    svc,
+                    max,
+                    stop_streams.clone(),
+                ))
             }
             ServiceKind::Consumer => {
                 let svc = CatalogService::new(store.clone(), options.catalog_public);
@@ -176,6 +184,10 @@ pub async fn serve(
         .context("reading the listener's address")?;
     let names: Vec<&str> = services.iter().map(|k| k.grpc_name()).collect();
     tracing::info!(%addr, services = ?names, "serving gRPC");
+    let shutdown = async move {
+        shutdown.await;
+        stop_streams.cancel();
+    };
     let result = router
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

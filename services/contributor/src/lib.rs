@@ -1,12 +1,19 @@
 //! The Contribution gRPC service (SPEC.md §2): decodes requests, calls
 //! [`ContributionService`], encodes replies. Rules live in `tributary-core`; errors map to
-//! statuses only through [`tributary_grpc::to_status`].
+//! statuses only through [`tributary_grpc::to_status`]. The `Contribute` stream's loop lives in
+//! [`stream`].
 
-use tonic::{Request, Response, Status};
+mod stream;
+
+use std::pin::Pin;
+
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
 use tracing::{field, Span};
-use tributary_core::contribution::{ContributionService, Contributor};
-use tributary_core::model::{Outcome, RecordOutcome, SessionMode, SessionTotals};
+use tributary_core::contribution::{ContributionService, Contributor, DigestInput, DigestOutcome};
+use tributary_core::model::{DigestState, Outcome, RecordOutcome, SessionMode, SessionTotals};
 use tributary_core::record::RecordInput;
+use tributary_core::store::BatchResult;
 use tributary_core::{Error, Violation};
 use tributary_grpc::auth::bearer_token;
 use tributary_grpc::convert::struct_field_to_json;
@@ -19,14 +26,19 @@ use tributary_proto::contribution::v1::contribution_server::{Contribution, Contr
 #[derive(Clone)]
 pub struct ContributionApi {
     svc: ContributionService,
+    /// Cancelled when the server shuts down: open `Contribute` streams finish the batch in
+    /// flight, then end with `UNAVAILABLE` (SPEC.md §9).
+    shutdown: CancellationToken,
 }
 
-/// The Contribution service, ready to add to a tonic router.
+/// The Contribution service, ready to add to a tonic router; cancelling `shutdown` ends its open
+/// streams gracefully.
 pub fn contribution_server(
     svc: ContributionService,
     max_message_bytes: usize,
+    shutdown: CancellationToken,
 ) -> ContributionServer<ContributionApi> {
-    ContributionServer::new(ContributionApi { svc })
+    ContributionServer::new(ContributionApi { svc, shutdown })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes)
 }
@@ -98,6 +110,45 @@ fn outcomes_to_proto(outcomes: Vec<RecordOutcome>) -> Vec<pb::RecordOutcome> {
             outcome: outcome_to_proto(o.outcome).into(),
         })
         .collect()
+}
+
+fn digest_state_to_proto(state: DigestState) -> pb::DigestState {
+    match state {
+        DigestState::New => pb::DigestState::New,
+        DigestState::Changed => pb::DigestState::Changed,
+        DigestState::Unchanged => pb::DigestState::Unchanged,
+    }
+}
+
+fn digests_to_proto(results: Vec<DigestOutcome>) -> Vec<pb::DigestResult> {
+    results
+        .into_iter()
+        .map(|d| pb::DigestResult {
+            id: d.id,
+            key: d.key,
+            state: digest_state_to_proto(d.state).into(),
+        })
+        .collect()
+}
+
+fn digests_from_proto(digests: Vec<pb::Digest>) -> Vec<DigestInput> {
+    digests
+        .into_iter()
+        .map(|d| DigestInput {
+            id: d.id,
+            checksum: d.checksum,
+        })
+        .collect()
+}
+
+/// The result of an unsequenced call: the store answers `AlreadyApplied` only for a `batch_seq`.
+fn applied<T>(result: BatchResult<T>) -> Result<T, Error> {
+    match result {
+        BatchResult::Applied(value) => Ok(value),
+        BatchResult::AlreadyApplied => Err(Error::Internal(
+            "an unsequenced batch was reported as already applied".into(),
+        )),
+    }
 }
 
 fn totals_to_proto(t: SessionTotals) -> pb::SessionTotals {
@@ -230,6 +281,49 @@ impl Contribution for ContributionApi {
             }))
         })
         .await
+    }
+    async fn diff(
+        &self,
+        request: Request<pb::DiffRequest>,
+    ) -> Result<Response<pb::DiffResponse>, Status> {
+        traced(rpc_span("Diff"), async move {
+            let who = self.authenticate(&request).await?;
+            let req = request.into_inner();
+            record_session(&req.session_id);
+            let results = self
+                .svc
+                .diff(&who, &req.session_id, digests_from_proto(req.digests), None)
+                .await
+                .and_then(applied)
+                .map_err(to_status)?;
+            tracing::debug!(digests = results.len(), "diffed");
+            Ok(Response::new(pb::DiffResponse {
+                results: digests_to_proto(results),
+            }))
+        })
+        .await
+    }
+
+    type ContributeStream = Pin<
+        Box<dyn futures::Stream<Item = Result<pb::ContributeResponse, Status>> + Send + 'static>,
+    >;
+
+    async fn contribute(
+        &self,
+        request: Request<Streaming<pb::ContributeRequest>>,
+    ) -> Result<Response<Self::ContributeStream>, Status> {
+        // One span for the stream's whole life; the connector is known now, the session after
+        // the first message.
+        let span = rpc_span("Contribute");
+        let who = traced(span.clone(), self.authenticate(&request)).await?;
+        let stream = stream::spawn(
+            self.svc.clone(),
+            who,
+            request.into_inner(),
+            self.shutdown.clone(),
+            span,
+        );
+        Ok(Response::new(stream))
     }
 }
 

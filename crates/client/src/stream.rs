@@ -1,0 +1,573 @@
+//! [`StreamingContributor`]: contributes over the `Contribute` bidirectional stream (SPEC.md
+//! §2.3, §2.4), numbering batches, keeping a bounded window of unacknowledged batches, and
+//! resuming the session after a broken connection with no batch lost or applied twice.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use tributary_client::pb::contribution::{Record, SessionMode};
+//! use tributary_client::StreamingContributor;
+//!
+//! let channel = tributary_client::connect("http://127.0.0.1:50051").await?;
+//! let mut stream = StreamingContributor::builder(channel, "tbc_...")
+//!     .window(8)
+//!     .on_ack(|ack| {
+//!         if let Some(error) = &ack.error {
+//!             eprintln!("batch {} rejected: {}", ack.batch_seq, error.message);
+//!         }
+//!     })
+//!     .open(SessionMode::Stream)
+//!     .await?;
+//! stream.upsert(vec![Record { id: "GB".into(), name: "United Kingdom".into(), ..Default::default() }]).await?;
+//! let closed = stream.finish(true, false).await?;
+//! println!("{:?}", closed.totals);
+//! # Ok(()) }
+//! ```
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
+use tributary_proto::contribution::v1 as pb;
+use tributary_proto::contribution::v1::contribute_request::Message as Outgoing;
+use tributary_proto::contribution::v1::contribute_response::Message as Incoming;
+use tributary_proto::contribution::v1::contribution_client::ContributionClient;
+
+use crate::BearerAuth;
+
+/// Unacknowledged batches a stream keeps in flight unless told otherwise.
+pub const DEFAULT_WINDOW: usize = 8;
+
+/// Called with every batch acknowledgement, in batch order.
+pub type AckCallback = Box<dyn FnMut(&pb::BatchAck) + Send>;
+
+/// Why a streaming contribution failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The server ended the stream with a status that retrying cannot fix (e.g.
+    /// `PERMISSION_DENIED` for a superseded session, `FAILED_PRECONDITION` for a refused
+    /// replace commit, `UNAUTHENTICATED`).
+    #[error("the server refused: {0}")]
+    Status(Status),
+    /// The connection kept breaking; the last failure is kept. The session is still open and
+    /// can be resumed with [`StreamingContributorBuilder::resume`].
+    #[error("gave up reconnecting after {attempts} attempts: {last}")]
+    GaveUp { attempts: usize, last: Status },
+    /// A digest batch was rejected (its violations are in the error).
+    #[error("batch {batch_seq} rejected: {}", .error.message)]
+    Rejected {
+        batch_seq: u64,
+        error: pb::BatchError,
+    },
+    /// The server answered something the protocol does not allow here.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Whether a stream that failed with `status` should be resumed: transport failures and
+/// `UNAVAILABLE` (the server shutting down, the database unreachable) are; anything the server
+/// decided about the request is not.
+pub fn is_retryable(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted => true,
+        Code::DeadlineExceeded => true,
+        // HTTP/2 errors reach us as INTERNAL with the transport error as source; a status the
+        // server sent has none.
+        Code::Internal => std::error::Error::source(status).is_some(),
+        _ => false,
+    }
+}
+
+/// Counters of a stream's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Batches acknowledged (applied, already applied, or rejected).
+    pub acked: u64,
+    /// Batches acknowledged with an error.
+    pub rejected: u64,
+    /// Batches acknowledged as applied before (resent after a broken stream).
+    pub already_applied: u64,
+    /// Times the stream was resumed on a new connection.
+    pub reconnects: u64,
+}
+
+/// Configures and opens a [`StreamingContributor`].
+pub struct StreamingContributorBuilder {
+    channel: Channel,
+    token: String,
+    window: usize,
+    backoff: ExponentialBuilder,
+    on_ack: Option<AckCallback>,
+}
+
+impl std::fmt::Debug for StreamingContributorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingContributorBuilder")
+            .field("window", &self.window)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamingContributorBuilder {
+    /// At most `window` batches in flight without an ack (at least 1; default 8). Memory is
+    /// bounded by this many batches, however long the stream.
+    pub fn window(mut self, window: usize) -> Self {
+        self.window = window.max(1);
+        self
+    }
+
+    /// Reconnect backoff: exponential from `min` to `max` with jitter, giving up after
+    /// `max_attempts` consecutive failed attempts (default 50 ms .. 2 s, 20 attempts).
+    pub fn backoff(mut self, min: Duration, max: Duration, max_attempts: usize) -> Self {
+        self.backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .with_max_times(max_attempts);
+        self
+    }
+
+    /// Calls `callback` with every acknowledgement, in batch order (applied, already applied
+    /// or rejected); the way to collect outcomes and violations without buffering them.
+    pub fn on_ack(mut self, callback: impl FnMut(&pb::BatchAck) + Send + 'static) -> Self {
+        self.on_ack = Some(Box::new(callback));
+        self
+    }
+
+    /// Opens a new session of `mode` over a stream.
+    pub async fn open(self, mode: pb::SessionMode) -> Result<StreamingContributor, StreamError> {
+        self.start(String::new(), mode).await
+    }
+
+    /// Resumes the open session `session_id`; batches are numbered after the last one it
+    /// applied ([`StreamingContributor::resumed_after`]).
+    pub async fn resume(
+        self,
+        session_id: impl Into<String>,
+    ) -> Result<StreamingContributor, StreamError> {
+        self.start(session_id.into(), pb::SessionMode::Unspecified)
+            .await
+    }
+
+    async fn start(
+        self,
+        session_id: String,
+        mode: pb::SessionMode,
+    ) -> Result<StreamingContributor, StreamError> {
+        let client = crate::contribution(self.channel, &self.token);
+        let mut contributor = StreamingContributor {
+            client,
+            session_id,
+            mode,
+            resumed_after: 0,
+            next_seq: 1,
+            window: self.window,
+            backoff: self.backoff,
+            on_ack: self.on_ack,
+            pending: VecDeque::with_capacity(self.window),
+            closing: None,
+            conn: None,
+            stats: StreamStats::default(),
+        };
+        let opened = match contributor.connect().await {
+            Ok(opened) => opened,
+            Err(status) => contributor.reconnect(status).await?,
+        };
+        contributor.resumed_after = opened.last_batch_seq;
+        contributor.next_seq = opened.last_batch_seq + 1;
+        contributor.stats.reconnects = 0;
+        Ok(contributor)
+    }
+}
+
+/// One live `Contribute` call.
+struct Connection {
+    outgoing: mpsc::Sender<pb::ContributeRequest>,
+    incoming: Streaming<pb::ContributeResponse>,
+}
+
+/// A connector's session fed over the `Contribute` stream.
+///
+/// Batches are numbered from 1 (or after the session's last applied batch when resumed) and
+/// sent without waiting for their acks, up to the window; each call waits only when the window
+/// is full. When the connection breaks (a transport error, `UNAVAILABLE`, the stream ending
+/// early) it reconnects with exponential backoff, resumes the session by id and resends every
+/// unacknowledged batch; the server acknowledges those it had applied with `already_applied`
+/// instead of applying them again. Other failures surface as [`StreamError`].
+///
+/// Dropping it without [`finish`](Self::finish) leaves the session open, to be resumed by id.
+pub struct StreamingContributor {
+    client: ContributionClient<InterceptedService<Channel, BearerAuth>>,
+    session_id: String,
+    mode: pb::SessionMode,
+    resumed_after: u64,
+    next_seq: u64,
+    window: usize,
+    backoff: ExponentialBuilder,
+    on_ack: Option<AckCallback>,
+    /// Sent and not yet acknowledged, oldest first; resent in order after a reconnect.
+    pending: VecDeque<(u64, pb::ContributeRequest)>,
+    /// The close message once sent; resent after a reconnect until `closed` arrives.
+    closing: Option<pb::ContributeRequest>,
+    conn: Option<Connection>,
+    stats: StreamStats,
+}
+
+impl std::fmt::Debug for StreamingContributor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingContributor")
+            .field("session_id", &self.session_id)
+            .field("mode", &self.mode)
+            .field("next_seq", &self.next_seq)
+            .field("pending", &self.pending.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamingContributor {
+    /// A builder for a stream over `channel` acting with the connector `token`.
+    pub fn builder(channel: Channel, token: &str) -> StreamingContributorBuilder {
+        StreamingContributorBuilder {
+            channel,
+            token: token.to_owned(),
+            window: DEFAULT_WINDOW,
+            backoff: ExponentialBuilder::default()
+                .with_jitter()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(2))
+                .with_max_times(20),
+            on_ack: None,
+        }
+    }
+
+    /// The session's id (to resume it from another process).
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// The session's mode.
+    pub fn mode(&self) -> pb::SessionMode {
+        self.mode
+    }
+
+    /// The session's last applied batch_seq when this contributor opened it (0 for a new one).
+    pub fn resumed_after(&self) -> u64 {
+        self.resumed_after
+    }
+
+    /// The batch_seq the next batch will carry.
+    pub fn next_batch_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Batches sent and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// What happened so far.
+    pub fn stats(&self) -> StreamStats {
+        self.stats
+    }
+
+    /// Sends an upsert batch; returns its batch_seq. Its ack (outcomes or violations) goes to
+    /// the [`on_ack`](StreamingContributorBuilder::on_ack) callback.
+    pub async fn upsert(&mut self, records: Vec<pb::Record>) -> Result<u64, StreamError> {
+        self.submit(|batch_seq| Outgoing::Upsert(pb::UpsertBatch { batch_seq, records }))
+            .await
+    }
+
+    /// Sends a delete batch; returns its batch_seq.
+    pub async fn delete(&mut self, ids: Vec<String>) -> Result<u64, StreamError> {
+        self.submit(|batch_seq| Outgoing::Delete(pb::DeleteBatch { batch_seq, ids }))
+            .await
+    }
+
+    /// Sends `(id, checksum)` digests and waits for the answer; returns the ids to send in full
+    /// (new or changed), in digest order. In a replace session the unchanged ones are kept by
+    /// the sweep without being sent.
+    pub async fn diff(&mut self, digests: Vec<pb::Digest>) -> Result<Vec<String>, StreamError> {
+        loop {
+            let sent = digests.clone();
+            let seq = self
+                .submit(|batch_seq| {
+                    Outgoing::Diff(pb::DigestBatch {
+                        batch_seq,
+                        digests: sent,
+                    })
+                })
+                .await?;
+            let ack = self.wait_for(seq).await?;
+            if let Some(error) = ack.error {
+                return Err(StreamError::Rejected {
+                    batch_seq: seq,
+                    error,
+                });
+            }
+            if ack.already_applied {
+                // Answered before the stream broke and the answer was lost; a diff is
+                // idempotent, so ask again under a new batch_seq.
+                continue;
+            }
+            return Ok(ack
+                .digests
+                .into_iter()
+                .filter(|d| d.state() != pb::DigestState::Unchanged)
+                .map(|d| d.id)
+                .collect());
+        }
+    }
+
+    /// Waits until every batch sent so far is acknowledged.
+    pub async fn flush(&mut self) -> Result<(), StreamError> {
+        while !self.pending.is_empty() {
+            self.next_ack().await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the live connection as a network failure would; the next call resumes the session
+    /// and resends the unacknowledged batches.
+    pub fn disconnect(&mut self) {
+        self.conn = None;
+    }
+
+    /// Waits for every ack, then commits (`commit = true`) or rolls back an accrue/replace
+    /// session (closes a stream session); `force` commits a replace session past the removal
+    /// guard. Returns the session's totals and import result.
+    ///
+    /// If the connection breaks after the close was sent and the server had already closed the
+    /// session, resuming answers `PERMISSION_DENIED` ([`StreamError::Status`]): check the
+    /// session's import result to learn how it ended. A refused replace commit
+    /// (`FAILED_PRECONDITION`) leaves the session open, to be resumed and closed with `force`
+    /// or without `commit`.
+    pub async fn finish(
+        mut self,
+        commit: bool,
+        force: bool,
+    ) -> Result<pb::StreamClosed, StreamError> {
+        self.flush().await?;
+        let close = pb::ContributeRequest {
+            message: Some(Outgoing::Close(pb::StreamClose { commit, force })),
+        };
+        self.closing = Some(close.clone());
+        if let Err(status) = self.send(close).await {
+            self.reconnect(status).await?;
+        }
+        match self.receive().await?.message {
+            Some(Incoming::Closed(closed)) => Ok(closed),
+            other => Err(StreamError::Protocol(format!(
+                "expected `closed`, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Numbers a batch, waits for room in the window, and sends it.
+    async fn submit(&mut self, batch: impl FnOnce(u64) -> Outgoing) -> Result<u64, StreamError> {
+        while self.pending.len() >= self.window {
+            self.next_ack().await?;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let request = pb::ContributeRequest {
+            message: Some(batch(seq)),
+        };
+        self.pending.push_back((seq, request.clone()));
+        if let Err(status) = self.send(request).await {
+            // The reconnect resends every pending batch, this one included.
+            self.reconnect(status).await?;
+        }
+        Ok(seq)
+    }
+
+    /// Reads acks until the one for `seq`.
+    async fn wait_for(&mut self, seq: u64) -> Result<pb::BatchAck, StreamError> {
+        loop {
+            let ack = self.next_ack().await?;
+            if ack.batch_seq == seq {
+                return Ok(ack);
+            }
+        }
+    }
+
+    /// The next ack, which must be the oldest pending batch's.
+    async fn next_ack(&mut self) -> Result<pb::BatchAck, StreamError> {
+        let ack = match self.receive().await?.message {
+            Some(Incoming::Ack(ack)) => ack,
+            other => {
+                return Err(StreamError::Protocol(format!(
+                    "expected an ack, got {other:?}"
+                )))
+            }
+        };
+        match self.pending.front() {
+            Some((seq, _)) if *seq == ack.batch_seq => {
+                self.pending.pop_front();
+            }
+            expected => {
+                return Err(StreamError::Protocol(format!(
+                    "ack for batch {} while batch {:?} was expected",
+                    ack.batch_seq,
+                    expected.map(|(seq, _)| seq)
+                )))
+            }
+        }
+        self.stats.acked += 1;
+        if ack.error.is_some() {
+            self.stats.rejected += 1;
+        }
+        if ack.already_applied {
+            self.stats.already_applied += 1;
+        }
+        if let Some(callback) = self.on_ack.as_mut() {
+            callback(&ack);
+        }
+        Ok(ack)
+    }
+
+    /// The next response, reconnecting (and resending) as often as the backoff allows.
+    async fn receive(&mut self) -> Result<pb::ContributeResponse, StreamError> {
+        loop {
+            let received = match self.conn.as_mut() {
+                Some(conn) => conn.incoming.message().await,
+                None => Err(Status::unavailable("not connected")),
+            };
+            match received {
+                Ok(Some(response)) => return Ok(response),
+                Ok(None) => {
+                    self.reconnect(Status::unavailable("the stream ended early"))
+                        .await?;
+                }
+                Err(status) => {
+                    self.reconnect(status).await?;
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, request: pb::ContributeRequest) -> Result<(), Status> {
+        match self.conn.as_ref() {
+            Some(conn) => conn
+                .outgoing
+                .send(request)
+                .await
+                .map_err(|_| Status::unavailable("the stream is closed")),
+            None => Err(Status::unavailable("not connected")),
+        }
+    }
+
+    /// Starts a `Contribute` call opening (or resuming) the session; returns `opened`.
+    async fn connect(&mut self) -> Result<pb::StreamOpened, Status> {
+        self.conn = None;
+        // Room for the open message, a full window of resent batches and the close message, so
+        // queueing never waits.
+        let (outgoing, rx) = mpsc::channel(self.window + 2);
+        let open = pb::StreamOpen {
+            mode: self.mode.into(),
+            session_id: self.session_id.clone(),
+        };
+        outgoing
+            .try_send(pb::ContributeRequest {
+                message: Some(Outgoing::Open(open)),
+            })
+            .map_err(|_| Status::internal("the outgoing queue is full"))?;
+        let mut incoming = self
+            .client
+            .contribute(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        match incoming.message().await? {
+            Some(pb::ContributeResponse {
+                message: Some(Incoming::Opened(opened)),
+            }) => {
+                self.session_id.clone_from(&opened.session_id);
+                self.mode = opened.mode();
+                self.conn = Some(Connection { outgoing, incoming });
+                Ok(opened)
+            }
+            // Not retryable: a server that answers the open with something else will again.
+            Some(other) => Err(Status::failed_precondition(format!(
+                "expected `opened`, got {other:?}"
+            ))),
+            None => Err(Status::unavailable("the stream ended before `opened`")),
+        }
+    }
+
+    /// Reconnects after `cause` with backoff, resumes the session and resends what is
+    /// unacknowledged; returns the `opened` answer of the new stream.
+    async fn reconnect(&mut self, cause: Status) -> Result<pb::StreamOpened, StreamError> {
+        self.conn = None;
+        let mut delays = self.backoff.build();
+        let mut last = cause;
+        let mut attempts = 0;
+        loop {
+            if !is_retryable(&last) {
+                return Err(StreamError::Status(last));
+            }
+            let Some(delay) = delays.next() else {
+                return Err(StreamError::GaveUp { attempts, last });
+            };
+            tracing::warn!(
+                session = %self.session_id,
+                code = ?last.code(),
+                message = last.message(),
+                retry_in = ?delay,
+                "contribution stream broken; resuming"
+            );
+            tokio::time::sleep(delay).await;
+            attempts += 1;
+            match self.connect().await {
+                Ok(opened) => match self.resend().await {
+                    Ok(()) => {
+                        self.stats.reconnects += 1;
+                        tracing::info!(
+                            session = %self.session_id,
+                            last_batch_seq = opened.last_batch_seq,
+                            resent = self.pending.len(),
+                            "contribution stream resumed"
+                        );
+                        return Ok(opened);
+                    }
+                    Err(status) => last = status,
+                },
+                Err(status) => last = status,
+            }
+        }
+    }
+
+    /// Resends every unacknowledged batch, oldest first, then the close message if one is due.
+    async fn resend(&mut self) -> Result<(), Status> {
+        let requests: Vec<pb::ContributeRequest> = self
+            .pending
+            .iter()
+            .map(|(_, request)| request.clone())
+            .chain(self.closing.clone())
+            .collect();
+        for request in requests {
+            self.send(request).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_failures_are_retried_and_refusals_are_not() {
+        assert!(is_retryable(&Status::unavailable("shutting down")));
+        assert!(is_retryable(&Status::unknown("transport error")));
+        assert!(!is_retryable(&Status::internal("a server-side bug")));
+        assert!(!is_retryable(&Status::permission_denied("superseded")));
+        assert!(!is_retryable(&Status::failed_precondition("sweep refused")));
+        assert!(!is_retryable(&Status::invalid_argument("first message")));
+        assert!(!is_retryable(&Status::unauthenticated("token")));
+    }
+}

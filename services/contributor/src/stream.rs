@@ -1,0 +1,358 @@
+//! The `Contribute` bidirectional stream (SPEC.md §2.3, §2.4, §9).
+//!
+//! One task per stream handles its messages strictly one at a time: the next inbound message is
+//! read only once the previous batch is durable and its ack is queued on a small bounded
+//! channel. So a slow store slows the sender (HTTP/2 flow control pushes back on the client), a
+//! client that does not read its acks stalls the task rather than growing memory, and memory does
+//! not depend on the stream's length.
+//!
+//! A batch the domain rejects as invalid or too large is acknowledged with a [`pb::BatchError`]
+//! and the stream goes on; any other failure (a superseded or expired session, the store
+//! unavailable, a refused replace commit) ends the stream with its status.
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+use tonic_types::StatusExt;
+use tracing::{Instrument, Span};
+use tributary_core::contribution::{ContributionService, Contributor};
+use tributary_core::store::BatchResult;
+use tributary_core::Error;
+use tributary_grpc::{log_outcome, to_status};
+use tributary_proto::contribution::v1 as pb;
+use tributary_proto::contribution::v1::contribute_request::Message as Inbound;
+use tributary_proto::contribution::v1::contribute_response::Message as Outbound;
+
+use crate::{
+    digests_from_proto, digests_to_proto, mode_from_proto, mode_to_proto, outcomes_to_proto,
+    record_session, records_from_proto, totals_to_proto, ContributionApi,
+};
+
+/// Acks queued for the client; a full queue stops the stream task until the client reads.
+const OUTBOUND_CAPACITY: usize = 4;
+
+type Reply = Result<pb::ContributeResponse, Status>;
+
+/// Starts the task serving one stream; returns the responses the client reads.
+pub(crate) fn spawn(
+    svc: ContributionService,
+    who: Contributor,
+    inbound: Streaming<pb::ContributeRequest>,
+    shutdown: CancellationToken,
+    span: Span,
+) -> <ContributionApi as pb::contribution_server::Contribution>::ContributeStream {
+    let (tx, rx) = mpsc::channel::<Reply>(OUTBOUND_CAPACITY);
+    // The stream's final status travels apart from the acks, so it can always be delivered
+    // (after the queued acks) even when the ack queue is full.
+    let (end_tx, end_rx) = oneshot::channel::<Status>();
+    let task = StreamTask {
+        svc,
+        who,
+        shutdown,
+        tx,
+        last_seq: 0,
+    };
+    tokio::spawn(
+        async move {
+            tracing::debug!("stream started");
+            let end = log_outcome(task.run(inbound).await);
+            if let Err(status) = end {
+                let _ = end_tx.send(status);
+            }
+        }
+        .instrument(span),
+    );
+    let end = futures::stream::once(end_rx)
+        .filter_map(|status| futures::future::ready(status.ok().map(Err)));
+    Box::pin(ReceiverStream::new(rx).chain(end))
+}
+
+/// The status a stream ends with when the server shuts down: retryable, resume the session.
+fn shutting_down() -> Status {
+    Status::unavailable("the server is shutting down; resume the session on another connection")
+}
+
+/// Rejections that concern one batch only; the stream goes on after them.
+fn is_batch_error(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::InvalidArgument(_) | Error::ResourceExhausted { .. }
+    )
+}
+
+/// A rejected batch's error, from the same mapping as the unary calls' statuses.
+fn batch_error(error: Error) -> pb::BatchError {
+    let status = to_status(error);
+    let violations = status
+        .get_details_bad_request()
+        .map(|b| {
+            b.field_violations
+                .into_iter()
+                .map(|v| pb::Violation {
+                    field: v.field,
+                    description: v.description,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pb::BatchError {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        violations,
+    }
+}
+
+fn reply(message: Outbound) -> pb::ContributeResponse {
+    pb::ContributeResponse {
+        message: Some(message),
+    }
+}
+
+/// The state of one stream.
+struct StreamTask {
+    svc: ContributionService,
+    who: Contributor,
+    shutdown: CancellationToken,
+    tx: mpsc::Sender<Reply>,
+    /// The highest batch_seq seen on this stream (0 before the first batch).
+    last_seq: u64,
+}
+
+/// A batch as the stream carries it.
+enum Batch {
+    Upsert(Vec<pb::Record>),
+    Delete(Vec<String>),
+    Diff(Vec<pb::Digest>),
+}
+
+impl StreamTask {
+    /// Serves the stream until it closes; `Err` is the status it ends with.
+    async fn run(mut self, mut inbound: Streaming<pb::ContributeRequest>) -> Result<(), Status> {
+        let Some(first) = self.next(&mut inbound).await? else {
+            return Ok(());
+        };
+        let session_id = match first.message {
+            Some(Inbound::Open(open)) => self.open(open).await?,
+            _ => {
+                return Err(to_status(Error::invalid(
+                    "open",
+                    "the first message of a Contribute stream must be `open`",
+                )))
+            }
+        };
+        while let Some(message) = self.next(&mut inbound).await? {
+            let (seq, batch) = match message.message {
+                Some(Inbound::Upsert(b)) => (b.batch_seq, Batch::Upsert(b.records)),
+                Some(Inbound::Delete(b)) => (b.batch_seq, Batch::Delete(b.ids)),
+                Some(Inbound::Diff(b)) => (b.batch_seq, Batch::Diff(b.digests)),
+                Some(Inbound::Close(close)) => return self.close(&session_id, close).await,
+                Some(Inbound::Open(_)) => {
+                    return Err(to_status(Error::invalid(
+                        "open",
+                        "`open` is only allowed as the first message of a stream",
+                    )))
+                }
+                None => {
+                    return Err(to_status(Error::invalid(
+                        "message",
+                        "one of upsert, delete, diff or close is required",
+                    )))
+                }
+            };
+            let ack = match self.batch(&session_id, seq, batch).await {
+                Ok(ack) => ack,
+                Err(error) if is_batch_error(&error) => {
+                    tracing::info!(batch_seq = seq, %error, "batch rejected");
+                    pb::BatchAck {
+                        batch_seq: seq,
+                        error: Some(batch_error(error)),
+                        ..Default::default()
+                    }
+                }
+                Err(error) => return Err(to_status(error)),
+            };
+            self.send(reply(Outbound::Ack(ack))).await?;
+        }
+        // The client half-closed without `close`: the session stays open for a later resume.
+        Ok(())
+    }
+
+    /// The next inbound message, unless the server is shutting down (checked first, so a
+    /// shutdown ends the stream between batches, never inside one).
+    async fn next(
+        &self,
+        inbound: &mut Streaming<pb::ContributeRequest>,
+    ) -> Result<Option<pb::ContributeRequest>, Status> {
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => Err(shutting_down()),
+            message = inbound.message() => message,
+        }
+    }
+
+    /// Queues a response; waits while the client is not reading, unless the server shuts down.
+    async fn send(&self, response: pb::ContributeResponse) -> Result<(), Status> {
+        tokio::select! {
+            biased;
+            sent = self.tx.send(Ok(response)) => {
+                sent.map_err(|_| Status::cancelled("the client went away"))
+            }
+            () = self.shutdown.cancelled() => Err(shutting_down()),
+        }
+    }
+
+    /// Opens a session or resumes `open.session_id`; answers `opened`.
+    async fn open(&self, open: pb::StreamOpen) -> Result<String, Status> {
+        let opened = if open.session_id.is_empty() {
+            let mode = mode_from_proto(open.mode).map_err(to_status)?;
+            let opened = self
+                .svc
+                .open_session(&self.who, mode)
+                .await
+                .map_err(to_status)?;
+            pb::StreamOpened {
+                session_id: opened.session.id,
+                mode: mode_to_proto(opened.session.mode).into(),
+                last_batch_seq: 0,
+                superseded_session_ids: opened.superseded,
+            }
+        } else {
+            let resumed = self
+                .svc
+                .resume(&self.who, &open.session_id)
+                .await
+                .map_err(to_status)?;
+            pb::StreamOpened {
+                session_id: open.session_id,
+                mode: mode_to_proto(resumed.mode).into(),
+                last_batch_seq: resumed.last_batch_seq,
+                superseded_session_ids: Vec::new(),
+            }
+        };
+        record_session(&opened.session_id);
+        tracing::info!(
+            resumed_after = opened.last_batch_seq,
+            mode = ?opened.mode(),
+            "stream opened"
+        );
+        let session_id = opened.session_id.clone();
+        self.send(reply(Outbound::Opened(opened))).await?;
+        Ok(session_id)
+    }
+
+    /// Applies one batch; `Err` for a rejected batch or a session-level failure.
+    async fn batch(
+        &mut self,
+        session_id: &str,
+        seq: u64,
+        batch: Batch,
+    ) -> Result<pb::BatchAck, Error> {
+        if seq == 0 {
+            return Err(Error::invalid("batch_seq", "must be 1 or more"));
+        }
+        if seq <= self.last_seq {
+            return Err(Error::invalid(
+                "batch_seq",
+                format!(
+                    "{seq} is not above {}, the previous batch_seq of this stream",
+                    self.last_seq
+                ),
+            ));
+        }
+        self.last_seq = seq;
+        let (svc, who) = (&self.svc, &self.who);
+        let mut ack = pb::BatchAck {
+            batch_seq: seq,
+            ..Default::default()
+        };
+        let applied = match batch {
+            Batch::Upsert(records) => {
+                let records = records_from_proto(records)?;
+                match svc.upsert(who, session_id, records, Some(seq)).await? {
+                    BatchResult::Applied(outcomes) => {
+                        ack.outcomes = outcomes_to_proto(outcomes);
+                        true
+                    }
+                    BatchResult::AlreadyApplied => false,
+                }
+            }
+            Batch::Delete(ids) => match svc.delete(who, session_id, ids, Some(seq)).await? {
+                BatchResult::Applied(outcomes) => {
+                    ack.outcomes = outcomes_to_proto(outcomes);
+                    true
+                }
+                BatchResult::AlreadyApplied => false,
+            },
+            Batch::Diff(digests) => {
+                let digests = digests_from_proto(digests);
+                match svc.diff(who, session_id, digests, Some(seq)).await? {
+                    BatchResult::Applied(results) => {
+                        ack.digests = digests_to_proto(results);
+                        true
+                    }
+                    BatchResult::AlreadyApplied => false,
+                }
+            }
+        };
+        ack.already_applied = !applied;
+        tracing::debug!(
+            batch_seq = seq,
+            outcomes = ack.outcomes.len(),
+            digests = ack.digests.len(),
+            already_applied = ack.already_applied,
+            "batch acknowledged"
+        );
+        Ok(ack)
+    }
+
+    /// Closes the session, answers `closed`, and ends the stream.
+    async fn close(&self, session_id: &str, close: pb::StreamClose) -> Result<(), Status> {
+        let closed = self
+            .svc
+            .close(&self.who, session_id, close.commit, close.force)
+            .await
+            .map_err(to_status)?;
+        tracing::info!(
+            commit = close.commit,
+            mode = closed.mode.as_str(),
+            "session closed"
+        );
+        self.send(reply(Outbound::Closed(pb::StreamClosed {
+            totals: Some(totals_to_proto(closed.totals)),
+            import_result_id: closed.import_result_id.unwrap_or_default(),
+        })))
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_errors_carry_code_and_violations() {
+        let error = batch_error(Error::invalid(
+            "records[1].entity.population",
+            "must be an integer",
+        ));
+        assert_eq!(error.code, tonic::Code::InvalidArgument as i32);
+        assert_eq!(error.violations.len(), 1);
+        assert_eq!(error.violations[0].field, "records[1].entity.population");
+        assert!(error.message.contains("records[1].entity.population"));
+    }
+
+    #[test]
+    fn only_invalid_and_too_large_batches_keep_the_stream_going() {
+        assert!(is_batch_error(&Error::invalid("batch_seq", "x")));
+        assert!(is_batch_error(&Error::ResourceExhausted {
+            subject: "records".into(),
+            description: "too many".into(),
+        }));
+        assert!(!is_batch_error(&Error::PermissionDenied(
+            "superseded".into()
+        )));
+        assert!(!is_batch_error(&Error::Unavailable("db down".into())));
+    }
+}
