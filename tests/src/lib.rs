@@ -2,8 +2,9 @@
 //! PostgreSQL database, real gRPC clients, and helpers that read like the specification.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -43,8 +44,35 @@ pub struct Sandbox {
     pub store: Arc<dyn tributary_core::store::Store>,
     channel: Channel,
     db: Option<TestDb>,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<anyhow::Result<()>>>,
+    options: ServerOptions,
+    /// The running server; replaced by [`Sandbox::restart`].
+    running: Mutex<Option<Running>>,
+}
+
+/// A server task and the way to stop it.
+struct Running {
+    shutdown: oneshot::Sender<()>,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    fn spawn(
+        store: Arc<dyn tributary_core::store::Store>,
+        options: ServerOptions,
+        listener: tokio::net::TcpListener,
+    ) -> Running {
+        let (shutdown, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve(store, options, listener, async move {
+            let _ = rx.await;
+        }));
+        Running { shutdown, server }
+    }
+
+    /// Signals shutdown and waits for the server to stop; `false` if it did not within `limit`.
+    async fn stop(self, limit: Duration) -> bool {
+        let _ = self.shutdown.send(());
+        tokio::time::timeout(limit, self.server).await.is_ok()
+    }
 }
 
 impl Sandbox {
@@ -70,11 +98,8 @@ impl Sandbox {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        let (tx, rx) = oneshot::channel::<()>();
         let store = db.store.clone();
-        let server = tokio::spawn(serve(store.clone(), server_options, listener, async move {
-            let _ = rx.await;
-        }));
+        let running = Running::spawn(store.clone(), server_options.clone(), listener);
         let channel = tributary_client::connect(&format!("http://{addr}"))
             .await
             .expect("connect to the sandbox server");
@@ -85,9 +110,30 @@ impl Sandbox {
             store,
             channel,
             db: Some(db),
-            shutdown: Some(tx),
-            server: Some(server),
+            options: server_options,
+            running: Mutex::new(Some(running)),
         }
+    }
+
+    /// Shuts the server down gracefully (open streams finish their batch in flight and end with
+    /// `UNAVAILABLE`) and serves again on the same address and store. Panics if shutdown hangs.
+    pub async fn restart(&self) {
+        let running = self.running.lock().expect("sandbox lock").take();
+        if let Some(running) = running {
+            assert!(
+                running.stop(Duration::from_secs(30)).await,
+                "graceful shutdown did not finish within 30 s"
+            );
+        }
+        // The old listener is closed once shutdown returns; a capped retry covers a port the
+        // kernel has not released yet.
+        let listener = wait_until(Duration::from_secs(10), || async {
+            tokio::net::TcpListener::bind(self.addr).await.ok()
+        })
+        .await
+        .expect("bind the same address again");
+        let running = Running::spawn(self.store.clone(), self.options.clone(), listener);
+        *self.running.lock().expect("sandbox lock") = Some(running);
     }
 
     /// A fresh channel to the server.
@@ -112,11 +158,9 @@ impl Sandbox {
 
     /// Stops the server and drops the database.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        let running = self.running.lock().expect("sandbox lock").take();
+        if let Some(running) = running {
+            running.stop(Duration::from_secs(10)).await;
         }
         if let Some(db) = self.db.take() {
             db.cleanup().await;
@@ -281,6 +325,25 @@ impl World {
             Err(s) if s.code() == tonic::Code::NotFound => None,
             Err(s) => panic!("get_record_by_id({id}): {s}"),
         }
+    }
+}
+
+/// Polls `probe` until it answers `Some`, for at most `limit` (a condition wait, not a sleep
+/// for synchronisation); `None` if it never did.
+pub async fn wait_until<T, F, Fut>(limit: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
