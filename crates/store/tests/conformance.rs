@@ -79,6 +79,7 @@ conformance!(
     sequenced_batches_apply_once,
     sequenced_staged_batches_stage_once,
     applied_seq_survives_reopening,
+    concurrent_resends_apply_once,
     diff_answers_new_changed_unchanged,
     replace_keeps_unchanged_digests,
     keep_digests_follow_last_operation_wins,
@@ -1963,6 +1964,32 @@ async fn applied_seq_survives_reopening(db: &TestDb) {
         BatchResult::AlreadyApplied
     );
     assert_eq!(get(db, &c, "GB").await.unwrap().version, 2);
+}
+
+async fn concurrent_resends_apply_once(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let s = open(db, &c, SessionMode::Stream, T0).await;
+    // The same batch sent at once through two stores (two replicas) and twice through each.
+    let other = tributary_store::open(&db.url).await.unwrap();
+    let stores = [db.store.clone(), other.clone(), db.store.clone(), other];
+    let sends = stores.iter().enumerate().map(|(i, store)| {
+        let (s, c) = (s.clone(), c.clone());
+        async move {
+            let now = T0 + i as i64;
+            store
+                .upsert_batch(&seq_call(&s, &c, now, 1), &[record(&c, "GB", 1)])
+                .await
+                .unwrap()
+        }
+    });
+    let results = futures::future::join_all(sends).await;
+    let applied = results
+        .iter()
+        .filter(|r| matches!(r, BatchResult::Applied(_)))
+        .count();
+    assert_eq!(applied, 1, "{results:?}");
+    assert!(results.contains(&BatchResult::Applied(vec![Outcome::Created])));
+    assert_eq!(get(db, &c, "GB").await.unwrap().version, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
