@@ -1,7 +1,7 @@
 //! The Contribution gRPC service (SPEC.md §2): decodes requests, calls
 //! [`ContributionService`], encodes replies. Rules live in `tributary-core`; errors map to
 //! statuses only through [`tributary_grpc::to_status`]. The `Contribute` stream's loop lives in
-//! [`stream`].
+//! the `stream` module.
 
 mod stream;
 
