@@ -158,6 +158,28 @@ impl Server {
     }
 }
 
+/// User + system CPU time of process `pid` (or `self`) so far, all threads included.
+fn cpu_time(pid: &str) -> Result<Duration> {
+    // Clock ticks: USER_HZ is 100 on every Linux the project runs on.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow!("unreadable /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |n: usize| -> Result<f64> {
+        Ok(fields
+            .get(n - 3)
+            .ok_or_else(|| anyhow!("short /proc/{pid}/stat"))?
+            .parse::<f64>()?)
+    };
+    Ok(Duration::from_secs_f64(
+        (ticks(14)? + ticks(15)?) / TICKS_PER_SECOND,
+    ))
+}
+
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
 struct Bearer(MetadataValue<Ascii>);
@@ -235,9 +257,15 @@ pub async fn run(
         peak_rss_kib: Vec::new(),
     };
     for phase in Phase::ALL {
-        let result = run_phase(&client, phase, records, batch, inflight)
+        let pid = server.pid.to_string();
+        let (server_before, bench_before) = (cpu_time(&pid)?, cpu_time("self")?);
+        let mut result = run_phase(&client, phase, records, batch, inflight)
             .await
             .with_context(|| format!("gRPC {}", phase.label()))?;
+        result.cpu = Some((
+            cpu_time(&pid)?.saturating_sub(server_before),
+            cpu_time("self")?.saturating_sub(bench_before),
+        ));
         outcome.phases.push(result);
         outcome.peak_rss_kib.push(server.peak_rss_kib()?);
     }
@@ -280,15 +308,24 @@ async fn run_phase(
                 session_id,
                 records: indexes.iter().map(|&i| record(i)).collect(),
             };
-            client.upsert(request).await
+            let sent_at = Instant::now();
+            client
+                .upsert(request)
+                .await
+                .map(|response| (response, sent_at.elapsed()))
         }
     }))
     .buffer_unordered(inflight.max(1));
     let mut upserts = pin!(upserts);
     let mut as_expected = 0usize;
     let mut reported = 0usize;
+    let (mut calls, mut latency_sum, mut latency_max) = (0u32, Duration::ZERO, Duration::ZERO);
     while let Some(response) = upserts.next().await {
-        let response = response.context("Upsert")?.into_inner();
+        let (response, latency) = response.context("Upsert")?;
+        let response = response.into_inner();
+        calls += 1;
+        latency_sum += latency;
+        latency_max = latency_max.max(latency);
         reported += response.outcomes.len();
         as_expected += response
             .outcomes
@@ -328,13 +365,11 @@ async fn run_phase(
             phase.label()
         ));
     }
-    Ok(PhaseResult::new(
-        phase,
-        sent,
-        elapsed,
-        Some(commit),
-        warnings,
-    ))
+    let mean = latency_sum.checked_div(calls).unwrap_or_default();
+    Ok(
+        PhaseResult::new(phase, sent, elapsed, Some(commit), warnings)
+            .with_latency(mean, latency_max),
+    )
 }
 
 fn record(i: usize) -> contribution::Record {

@@ -73,6 +73,10 @@ pub struct PhaseResult {
     records: usize,
     elapsed: Duration,
     commit: Option<Duration>,
+    /// Mean and slowest Upsert call (gRPC only).
+    latency: Option<(Duration, Duration)>,
+    /// CPU time the server and the bench process spent in the phase (gRPC only).
+    cpu: Option<(Duration, Duration)>,
     warnings: Vec<String>,
 }
 
@@ -90,8 +94,16 @@ impl PhaseResult {
             records,
             elapsed,
             commit,
+            latency: None,
+            cpu: None,
             warnings,
         }
+    }
+
+    /// Records the mean and slowest call of the phase.
+    pub fn with_latency(mut self, mean: Duration, max: Duration) -> PhaseResult {
+        self.latency = Some((mean, max));
+        self
     }
 
     fn rate(&self) -> f64 {
@@ -264,6 +276,27 @@ fn report(
     }
     out.push('\n');
     if let Ok(g) = grpc {
+        out.push_str("| gRPC workload | wall s | commit s | Upsert call ms, mean / max | server CPU s | bench CPU s |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|\n");
+        let secs =
+            |d: Option<Duration>| d.map_or("—".into(), |d| format!("{:.2}", d.as_secs_f64()));
+        for p in &g.phases {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                p.phase.label(),
+                secs(Some(p.elapsed)),
+                secs(p.commit),
+                p.latency.map_or("—".into(), |(mean, max)| format!(
+                    "{:.0} / {:.0}",
+                    mean.as_secs_f64() * 1e3,
+                    max.as_secs_f64() * 1e3
+                )),
+                secs(p.cpu.map(|c| c.0)),
+                secs(p.cpu.map(|c| c.1)),
+            );
+        }
+        out.push('\n');
         let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
         let after: Vec<String> = Phase::ALL
             .iter()
