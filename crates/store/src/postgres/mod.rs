@@ -52,7 +52,12 @@ crate::delegate_store!(PgStore, ops);
 impl PgStore {
     /// Connects to and migrates the PostgreSQL database at `url`.
     pub async fn open(url: &str, options: PgOptions) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(url)?;
+        // sqlx keeps statements prepared, and after five runs PostgreSQL may settle on a generic
+        // plan made while `records` or `staged_records` was small (a sequential scan for
+        // `key = ANY($1)`), which then scans every row per batch once the tables grow. Our
+        // statements are few and batch-sized, so planning each execution is cheap and safe.
+        let connect =
+            PgConnectOptions::from_str(url)?.options([("plan_cache_mode", "force_custom_plan")]);
         crate::migrate::postgres(&connect).await?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
