@@ -127,11 +127,16 @@ impl Server {
         Ok(false)
     }
 
-    async fn channel(&self) -> Result<Channel> {
+    pub(crate) async fn channel(&self) -> Result<Channel> {
         Ok(Endpoint::from_shared(format!("http://{}", self.addr))?
             .tcp_nodelay(true)
             .connect()
             .await?)
+    }
+
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// The server's peak resident set size so far (`VmHWM`), in KiB.
@@ -159,7 +164,7 @@ impl Server {
 }
 
 /// User + system CPU time of process `pid` (or `self`) so far, all threads included.
-fn cpu_time(pid: &str) -> Result<Duration> {
+pub(crate) fn cpu_time(pid: &str) -> Result<Duration> {
     // Clock ticks: USER_HZ is 100 on every Linux the project runs on.
     const TICKS_PER_SECOND: f64 = 100.0;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -182,10 +187,10 @@ fn cpu_time(pid: &str) -> Result<Duration> {
 
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
-struct Bearer(MetadataValue<Ascii>);
+pub(crate) struct Bearer(MetadataValue<Ascii>);
 
 impl Bearer {
-    fn new(token: &str) -> Result<Bearer> {
+    pub(crate) fn new(token: &str) -> Result<Bearer> {
         Ok(Bearer(format!("Bearer {token}").parse()?))
     }
 }
@@ -199,7 +204,9 @@ impl Interceptor for Bearer {
     }
 }
 
-type ContributionClient =
+pub(crate) type AdminClient = admin::admin_client::AdminClient<InterceptedService<Channel, Bearer>>;
+
+pub(crate) type ContributionClient =
     contribution::contribution_client::ContributionClient<InterceptedService<Channel, Bearer>>;
 
 /// What the gRPC path measured.
@@ -208,6 +215,8 @@ pub struct Outcome {
     pub phases: Vec<PhaseResult>,
     /// `VmHWM` after each phase.
     pub peak_rss_kib: Vec<u64>,
+    /// Issue 3's streaming and digest workloads, run after the three phases on the same server.
+    pub sync: Result<crate::sync::Outcome>,
 }
 
 /// Creates the entity type and a connector, then runs the three phases through the server.
@@ -217,6 +226,7 @@ pub async fn run(
     records: usize,
     batch: usize,
     inflight: usize,
+    window: usize,
 ) -> Result<Outcome> {
     let channel = server.channel().await?;
     let mut admin_client = admin::admin_client::AdminClient::with_interceptor(
@@ -248,13 +258,14 @@ pub async fn run(
         .context("CreateConnector")?
         .into_inner();
     let client = contribution::contribution_client::ContributionClient::with_interceptor(
-        channel,
+        channel.clone(),
         Bearer::new(&created.token)?,
     );
 
     let mut outcome = Outcome {
         phases: Vec::new(),
         peak_rss_kib: Vec::new(),
+        sync: Err(anyhow!("not run")),
     };
     for phase in Phase::ALL {
         let pid = server.pid.to_string();
@@ -269,6 +280,15 @@ pub async fn run(
         outcome.phases.push(result);
         outcome.peak_rss_kib.push(server.peak_rss_kib()?);
     }
+    let settings = crate::sync::Settings {
+        records,
+        batch,
+        inflight,
+        window,
+    };
+    outcome.sync = crate::sync::run(server, &mut admin_client, channel, &settings)
+        .await
+        .map_err(|e| e.context(format!("server log (last lines):\n{}", server.log_tail())));
     Ok(outcome)
 }
 
@@ -372,7 +392,7 @@ async fn run_phase(
     )
 }
 
-fn record(i: usize) -> contribution::Record {
+pub(crate) fn record(i: usize) -> contribution::Record {
     contribution::Record {
         id: records::id(i),
         name: records::name(i),

@@ -1,11 +1,14 @@
 //! `tributary-bench`: runs one workload (100,000 country records in batches of 1,000: first load,
 //! unchanged re-send, replace with 10 % removed) both as raw SQL and end to end through a real
 //! `tributary serve`, on SQLite and PostgreSQL, and prints records/s, the gRPC / raw SQL ratio,
-//! commit times and the server's peak RSS as Markdown tables.
+//! commit times and the server's peak RSS as Markdown tables. Then, on the same server, issue 3's
+//! workloads: a first load through unary `Upsert` calls vs the `Contribute` stream, and an
+//! unchanged re-send in full vs as digests only (`Diff`), with records/s and bytes sent.
 
 mod grpc;
 mod raw;
 mod records;
+mod sync;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -33,6 +36,9 @@ struct Args {
     /// Upsert calls in flight at once on the gRPC path (1 = strictly sequential).
     #[arg(long, default_value_t = 2)]
     inflight: usize,
+    /// Unacknowledged batches in flight on the `Contribute` stream (the client's default: 8).
+    #[arg(long, default_value_t = tributary_client::stream::DEFAULT_WINDOW)]
+    window: usize,
     /// A PostgreSQL server URL; fresh `tributary_bench_*` databases are created on it and dropped.
     #[arg(
         long,
@@ -160,7 +166,7 @@ async fn run(args: Args) -> Result<bool> {
     for &backend in backends {
         let raw = run_raw(backend, &args).await;
         let grpc = run_grpc(backend, &args, &server_bin).await;
-        ok &= raw.is_ok() && grpc.is_ok();
+        ok &= raw.is_ok() && grpc.as_ref().is_ok_and(|g| g.sync.is_ok());
         println!("{}", report(backend, &args, &raw, &grpc));
     }
     Ok(ok)
@@ -213,6 +219,7 @@ async fn run_grpc(
             args.records,
             args.batch,
             args.inflight,
+            args.window.max(1),
         )
         .await
         .map_err(|e| e.context(format!("server log (last lines):\n{}", server.log_tail())));
@@ -310,6 +317,9 @@ fn report(
             after.join(", after ")
         );
     }
+    if let Ok(g) = grpc {
+        out.push_str(&sync_report(backend, args, &g.sync));
+    }
     let warnings = raw
         .iter()
         .flatten()
@@ -323,6 +333,83 @@ fn report(
     }
     if let Err(e) = grpc {
         let _ = writeln!(out, "gRPC path failed: {e:#}");
+    }
+    out
+}
+
+/// The Markdown table of issue 3's workloads, and the two ratios against the targets.
+fn sync_report(backend: Backend, args: &Args, sync: &Result<sync::Outcome>) -> String {
+    use sync::Workload;
+    let mut out = String::new();
+    let s = match sync {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(out, "streaming and digests failed: {e:#}\n");
+            return out;
+        }
+    };
+    let _ = writeln!(
+        out,
+        "#### {} — streaming and digests: {} records, batches of {}, {} unary call(s) in flight, stream window {}\n",
+        backend.label(),
+        thousands(args.records as f64),
+        thousands(args.batch as f64),
+        s.inflight,
+        s.window
+    );
+    out.push_str("| workload | session | records | requests | wall s | rec/s | bytes sent | bytes / record | server CPU s | bench CPU s |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in &s.rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.2} | {} | {} | {:.1} | {:.2} | {:.2} |",
+            r.workload.label(),
+            r.workload.session(),
+            thousands(r.records as f64),
+            thousands(r.requests as f64),
+            r.elapsed.as_secs_f64(),
+            thousands(r.rate()),
+            thousands(r.bytes as f64),
+            r.bytes_per_record(),
+            r.server_cpu.as_secs_f64(),
+            r.bench_cpu.as_secs_f64(),
+        );
+    }
+    out.push('\n');
+    let ratio = |a: Workload, b: Workload| -> Option<(f64, f64)> {
+        let (a, b) = (s.row(a)?, s.row(b)?);
+        Some((a.rate() / b.rate(), a.bytes as f64 / b.bytes.max(1) as f64))
+    };
+    let mut line = |label: &str, a: Workload, b: Workload, target: f64| {
+        if let Some((rate, bytes)) = ratio(a, b) {
+            let verdict = if rate >= target { "met" } else { "MISSED" };
+            let _ = writeln!(
+                out,
+                "- {label}: **{rate:.2}×** records/s (target ≥ {target}×: {verdict}), {bytes:.3}× bytes sent"
+            );
+        }
+    };
+    line(
+        "stream / unary, first load",
+        Workload::LoadStream,
+        Workload::LoadUnary,
+        1.0,
+    );
+    line(
+        "digests (unary `Diff`) / full, unchanged",
+        Workload::DigestUnary,
+        Workload::FullResend,
+        3.0,
+    );
+    line(
+        "digests (stream `diff`) / full, unchanged",
+        Workload::DigestStream,
+        Workload::FullResend,
+        3.0,
+    );
+    out.push('\n');
+    for w in &s.warnings {
+        let _ = writeln!(out, "warning: {w}");
     }
     out
 }
