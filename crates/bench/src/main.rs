@@ -357,12 +357,12 @@ fn sync_report(backend: Backend, args: &Args, sync: &Result<sync::Outcome>) -> S
         s.inflight,
         s.window
     );
-    out.push_str("| workload | session | records | requests | wall s | rec/s | bytes sent | bytes / record | server CPU s | bench CPU s |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| workload | session | records | requests | wall s | rec/s | bytes sent | bytes / record | batch round trip ms, mean / max | server CPU s | bench CPU s |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in &s.rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.2} | {} | {} | {:.1} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {:.2} | {} | {} | {:.1} | {} | {:.2} | {:.2} |",
             r.workload.label(),
             r.workload.session(),
             thousands(r.records as f64),
@@ -371,6 +371,13 @@ fn sync_report(backend: Backend, args: &Args, sync: &Result<sync::Outcome>) -> S
             thousands(r.rate()),
             thousands(r.bytes as f64),
             r.bytes_per_record(),
+            r.latency
+                .mean_max()
+                .map_or("—".into(), |(mean, max)| format!(
+                    "{:.0} / {:.0}",
+                    mean.as_secs_f64() * 1e3,
+                    max.as_secs_f64() * 1e3
+                )),
             r.server_cpu.as_secs_f64(),
             r.bench_cpu.as_secs_f64(),
         );

@@ -88,6 +88,8 @@ pub struct Row {
     /// CPU time the server and the bench process spent in it.
     pub server_cpu: Duration,
     pub bench_cpu: Duration,
+    /// Batch round trips (not timed for the stream's upserts, whose acks are read lazily).
+    pub latency: Latency,
 }
 
 impl Row {
@@ -123,6 +125,28 @@ struct Sent {
     records: usize,
     requests: usize,
     bytes: usize,
+    latency: Latency,
+}
+
+/// Round trips of the batch calls that wait for their answer (unary calls, the stream's `diff`).
+#[derive(Clone, Copy, Default)]
+pub struct Latency {
+    calls: u32,
+    sum: Duration,
+    max: Duration,
+}
+
+impl Latency {
+    fn add(&mut self, d: Duration) {
+        self.calls += 1;
+        self.sum += d;
+        self.max = self.max.max(d);
+    }
+
+    /// Mean and slowest round trip, if any was timed.
+    pub fn mean_max(&self) -> Option<(Duration, Duration)> {
+        (self.calls > 0).then(|| (self.sum / self.calls, self.max))
+    }
 }
 
 /// Creates the two connectors and runs the five workloads.
@@ -195,6 +219,7 @@ pub async fn run(
             elapsed,
             server_cpu: cpu_time(&pid)?.saturating_sub(server_before),
             bench_cpu: cpu_time("self")?.saturating_sub(bench_before),
+            latency: sent.latency,
         });
     }
     Ok(outcome)
@@ -263,14 +288,20 @@ async fn unary_upserts(
                 records: indexes.iter().map(|&i| record(i)).collect(),
             };
             let len = request.encoded_len();
-            client.upsert(request).await.map(|r| (r.into_inner(), len))
+            let sent_at = Instant::now();
+            client
+                .upsert(request)
+                .await
+                .map(|r| (r.into_inner(), len, sent_at.elapsed()))
         }
     }))
     .buffer_unordered(inflight.max(1));
     let (mut reported, mut as_expected) = (0usize, 0usize);
+    let mut latency = Latency::default();
     let mut upserts = pin!(upserts);
     while let Some(response) = upserts.next().await {
-        let (response, len) = response.context("Upsert")?;
+        let (response, len, took) = response.context("Upsert")?;
+        latency.add(took);
         bytes += len;
         reported += response.outcomes.len();
         as_expected += response
@@ -309,6 +340,7 @@ async fn unary_upserts(
         records,
         requests: batches.len() + 2,
         bytes,
+        latency,
     })
 }
 
@@ -350,6 +382,7 @@ async fn stream_load(
         .await
         .context("Contribute open")?;
     let mut bytes = open_len(pb::SessionMode::Stream);
+    let latency = Latency::default();
     for indexes in batches {
         let request = pb::ContributeRequest {
             message: Some(Outgoing::Upsert(pb::UpsertBatch {
@@ -384,6 +417,7 @@ async fn stream_load(
         records,
         requests: batches.len() + 2,
         bytes,
+        latency,
     })
 }
 
@@ -421,16 +455,19 @@ async fn unary_digests(
                 digests,
             };
             let len = request.encoded_len();
+            let sent_at = Instant::now();
             let response = client.diff(request).await.context("Diff")?.into_inner();
-            anyhow::Ok((response, len))
+            anyhow::Ok((response, len, sent_at.elapsed()))
         }
     }))
     .buffer_unordered(inflight.max(1));
     let mut diffs = pin!(diffs);
     let (mut answered, mut unchanged) = (0usize, 0usize);
+    let mut latency = Latency::default();
     let mut to_send: Vec<usize> = Vec::new();
     while let Some(response) = diffs.next().await {
-        let (response, len) = response?;
+        let (response, len, took) = response?;
+        latency.add(took);
         bytes += len;
         requests += 1;
         answered += response.results.len();
@@ -482,6 +519,7 @@ async fn unary_digests(
         records,
         requests,
         bytes,
+        latency,
     })
 }
 
@@ -502,6 +540,7 @@ async fn stream_digests(
         .await
         .context("Contribute open")?;
     let mut bytes = open_len(pb::SessionMode::Accrue);
+    let mut latency = Latency::default();
     let mut requests = 2;
     let mut sent_in_full = 0usize;
     for indexes in batches {
@@ -521,7 +560,9 @@ async fn stream_digests(
             unreachable!("built as a digest batch")
         };
         let digests = batch.digests;
+        let sent_at = Instant::now();
         let ids = stream.diff(digests).await.context("diff")?;
+        latency.add(sent_at.elapsed());
         if !ids.is_empty() {
             let records: Vec<pb::Record> = ids
                 .iter()
@@ -559,6 +600,7 @@ async fn stream_digests(
         records,
         requests,
         bytes,
+        latency,
     })
 }
 
