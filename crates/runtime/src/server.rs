@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::transport::Server;
@@ -188,8 +189,12 @@ pub async fn serve(
         shutdown.await;
         stop_streams.cancel();
     };
+    // Nagle's algorithm would hold each small response (an ack, a diff answer) until the peer's
+    // delayed ACK, ~40 ms per round trip; tonic sets TCP_NODELAY only on listeners it binds itself.
+    let incoming = TcpListenerStream::new(listener)
+        .map(|conn| conn.and_then(|socket| socket.set_nodelay(true).map(|()| socket)));
     let result = router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("serving gRPC");
     if let Some(reaper) = reaper {
