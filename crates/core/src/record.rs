@@ -354,6 +354,17 @@ mod tests {
     }
 
     #[test]
+    fn a_supplied_checksum_over_128_characters_is_invalid() {
+        let mut r = input("A", json!({"population": 1}));
+        r.checksum = "c".repeat(129);
+        let Err(Error::InvalidArgument(v)) = prepare_batch(OWNER, &schema(), 1 << 20, vec![r])
+        else {
+            panic!("expected InvalidArgument");
+        };
+        assert_eq!(v[0].field, "records[0].checksum (id \"A\")");
+    }
+
+    #[test]
     fn supplied_checksum_is_kept() {
         let mut r = input("A", json!({"population": 1}));
         r.checksum = "abc".into();
