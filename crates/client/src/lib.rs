@@ -15,7 +15,7 @@
 pub mod stream;
 
 pub use stream::{
-    is_retryable, AckCallback, StreamError, StreamStats, StreamingContributor,
+    is_retryable, AckCallback, DigestAnswer, StreamError, StreamStats, StreamingContributor,
     StreamingContributorBuilder,
 };
 

@@ -82,6 +82,26 @@ pub fn is_retryable(status: &Status) -> bool {
     }
 }
 
+/// The server's answer to one digest batch sent with [`StreamingContributor::send_digests`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigestAnswer {
+    /// The batch_seq `send_digests` returned for the batch (kept when the batch had to be asked
+    /// again under a new number after a reconnect).
+    pub batch_seq: u64,
+    /// The ids answered new or changed, in digest order: the records to send in full.
+    pub to_send: Vec<String>,
+    /// Set when the server rejected the batch (invalid digests); `to_send` is then empty.
+    pub error: Option<pb::BatchError>,
+}
+
+/// A batch sent and not yet acknowledged.
+struct PendingBatch {
+    seq: u64,
+    request: pb::ContributeRequest,
+    /// For a digest batch, the batch_seq its answer is reported under.
+    answer_as: u64,
+}
+
 /// Counters of a stream's life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamStats {
@@ -170,6 +190,8 @@ impl StreamingContributorBuilder {
             backoff: self.backoff,
             on_ack: self.on_ack,
             pending: VecDeque::with_capacity(self.window),
+            reask: VecDeque::new(),
+            answers: VecDeque::new(),
             closing: None,
             conn: None,
             stats: StreamStats::default(),
@@ -211,7 +233,12 @@ pub struct StreamingContributor {
     backoff: ExponentialBuilder,
     on_ack: Option<AckCallback>,
     /// Sent and not yet acknowledged, oldest first; resent in order after a reconnect.
-    pending: VecDeque<(u64, pb::ContributeRequest)>,
+    pending: VecDeque<PendingBatch>,
+    /// Digest batches answered `already_applied` (their answer was lost with a broken stream),
+    /// to ask again under a new batch_seq: (answer_as, digests).
+    reask: VecDeque<(u64, Vec<pb::Digest>)>,
+    /// Digest answers not yet taken by the caller, in arrival order.
+    answers: VecDeque<DigestAnswer>,
     /// The close message once sent; resent after a reconnect until `closed` arrives.
     closing: Option<pb::ContributeRequest>,
     conn: Option<Connection>,
@@ -291,43 +318,74 @@ impl StreamingContributor {
 
     /// Sends `(id, checksum)` digests and waits for the answer; returns the ids to send in full
     /// (new or changed), in digest order. In a replace session the unchanged ones are kept by
-    /// the sweep without being sent.
+    /// the sweep without being sent. One round trip per call: to keep a window of digest
+    /// batches in flight, use [`send_digests`](Self::send_digests) instead.
     pub async fn diff(&mut self, digests: Vec<pb::Digest>) -> Result<Vec<String>, StreamError> {
+        let seq = self.send_digests(digests).await?;
         loop {
-            let sent = digests.clone();
-            let seq = self
-                .submit(|batch_seq| {
-                    Outgoing::Diff(pb::DigestBatch {
-                        batch_seq,
-                        digests: sent,
-                    })
-                })
-                .await?;
-            let ack = self.wait_for(seq).await?;
-            if let Some(error) = ack.error {
-                return Err(StreamError::Rejected {
-                    batch_seq: seq,
-                    error,
-                });
+            if let Some(at) = self.answers.iter().position(|a| a.batch_seq == seq) {
+                let answer = self.answers.remove(at).expect("position is in range");
+                return match answer.error {
+                    Some(error) => Err(StreamError::Rejected {
+                        batch_seq: seq,
+                        error,
+                    }),
+                    None => Ok(answer.to_send),
+                };
             }
-            if ack.already_applied {
-                // Answered before the stream broke and the answer was lost; a diff is
-                // idempotent, so ask again under a new batch_seq.
-                continue;
+            if !self.pending.is_empty() {
+                self.next_ack().await?;
+            } else if !self.reask.is_empty() {
+                self.submit_reasks().await?;
+            } else {
+                return Err(StreamError::Protocol(format!(
+                    "digest batch {seq} was never answered"
+                )));
             }
-            return Ok(ack
-                .digests
-                .into_iter()
-                .filter(|d| d.state() != pb::DigestState::Unchanged)
-                .map(|d| d.id)
-                .collect());
         }
     }
 
-    /// Waits until every batch sent so far is acknowledged.
+    /// Sends `(id, checksum)` digests without waiting for the answer (waiting only while the
+    /// window is full); returns the batch_seq the answer will carry. Answers arrive as acks are
+    /// read, in batch order except that a batch asked again after a reconnect is answered after
+    /// those sent behind it, and are collected until taken with
+    /// [`take_digest_answers`](Self::take_digest_answers): a connector sends digests for a
+    /// window of batches and the records answered new or changed as answers come in, so a
+    /// digest sync costs no round trip per batch. A digest batch whose answer was lost with a
+    /// broken connection is asked again transparently (a diff changes nothing but the replace
+    /// session's keeps, which asking again re-marks).
+    pub async fn send_digests(&mut self, digests: Vec<pb::Digest>) -> Result<u64, StreamError> {
+        self.submit_reasks().await?;
+        self.submit(|batch_seq| Outgoing::Diff(pb::DigestBatch { batch_seq, digests }))
+            .await
+    }
+
+    /// The digest answers received so far and not yet taken, in arrival order. Memory grows with
+    /// answers left untaken, so take them as you go.
+    pub fn take_digest_answers(&mut self) -> Vec<DigestAnswer> {
+        self.answers.drain(..).collect()
+    }
+
+    /// Waits until every batch sent so far is acknowledged (digest batches answered).
     pub async fn flush(&mut self) -> Result<(), StreamError> {
-        while !self.pending.is_empty() {
-            self.next_ack().await?;
+        loop {
+            while !self.pending.is_empty() {
+                self.next_ack().await?;
+            }
+            if self.reask.is_empty() {
+                return Ok(());
+            }
+            self.submit_reasks().await?;
+        }
+    }
+
+    /// Asks again the digest batches whose answers were lost.
+    async fn submit_reasks(&mut self) -> Result<(), StreamError> {
+        while let Some((answer_as, digests)) = self.reask.pop_front() {
+            self.submit_as(Some(answer_as), |batch_seq| {
+                Outgoing::Diff(pb::DigestBatch { batch_seq, digests })
+            })
+            .await?;
         }
         Ok(())
     }
@@ -370,6 +428,15 @@ impl StreamingContributor {
 
     /// Numbers a batch, waits for room in the window, and sends it.
     async fn submit(&mut self, batch: impl FnOnce(u64) -> Outgoing) -> Result<u64, StreamError> {
+        self.submit_as(None, batch).await
+    }
+
+    /// [`Self::submit`], reporting a digest batch's answer under `answer_as` when given.
+    async fn submit_as(
+        &mut self,
+        answer_as: Option<u64>,
+        batch: impl FnOnce(u64) -> Outgoing,
+    ) -> Result<u64, StreamError> {
         while self.pending.len() >= self.window {
             self.next_ack().await?;
         }
@@ -378,22 +445,16 @@ impl StreamingContributor {
         let request = pb::ContributeRequest {
             message: Some(batch(seq)),
         };
-        self.pending.push_back((seq, request.clone()));
+        self.pending.push_back(PendingBatch {
+            seq,
+            request: request.clone(),
+            answer_as: answer_as.unwrap_or(seq),
+        });
         if let Err(status) = self.send(request).await {
             // The reconnect resends every pending batch, this one included.
             self.reconnect(status).await?;
         }
         Ok(seq)
-    }
-
-    /// Reads acks until the one for `seq`.
-    async fn wait_for(&mut self, seq: u64) -> Result<pb::BatchAck, StreamError> {
-        loop {
-            let ack = self.next_ack().await?;
-            if ack.batch_seq == seq {
-                return Ok(ack);
-            }
-        }
     }
 
     /// The next ack, which must be the oldest pending batch's.
@@ -406,16 +467,30 @@ impl StreamingContributor {
                 )))
             }
         };
-        match self.pending.front() {
-            Some((seq, _)) if *seq == ack.batch_seq => {
-                self.pending.pop_front();
-            }
+        let batch = match self.pending.pop_front() {
+            Some(batch) if batch.seq == ack.batch_seq => batch,
             expected => {
                 return Err(StreamError::Protocol(format!(
                     "ack for batch {} while batch {:?} was expected",
                     ack.batch_seq,
-                    expected.map(|(seq, _)| seq)
+                    expected.map(|b| b.seq)
                 )))
+            }
+        };
+        if let Some(Outgoing::Diff(diff)) = batch.request.message {
+            if ack.already_applied {
+                self.reask.push_back((batch.answer_as, diff.digests));
+            } else {
+                self.answers.push_back(DigestAnswer {
+                    batch_seq: batch.answer_as,
+                    to_send: ack
+                        .digests
+                        .iter()
+                        .filter(|d| d.state() != pb::DigestState::Unchanged)
+                        .map(|d| d.id.clone())
+                        .collect(),
+                    error: ack.error.clone(),
+                });
             }
         }
         self.stats.acked += 1;
@@ -546,7 +621,7 @@ impl StreamingContributor {
         let requests: Vec<pb::ContributeRequest> = self
             .pending
             .iter()
-            .map(|(_, request)| request.clone())
+            .map(|batch| batch.request.clone())
             .chain(self.closing.clone())
             .collect();
         for request in requests {
