@@ -12,6 +12,7 @@
 //! [`StreamingContributor`] contributes over the `Contribute` stream, resuming the session after
 //! a broken connection.
 
+mod pre_encoded;
 pub mod stream;
 
 pub use stream::{

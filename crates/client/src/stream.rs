@@ -27,17 +27,16 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 use tributary_proto::contribution::v1 as pb;
 use tributary_proto::contribution::v1::contribute_request::Message as Outgoing;
 use tributary_proto::contribution::v1::contribute_response::Message as Incoming;
-use tributary_proto::contribution::v1::contribution_client::ContributionClient;
 
-use crate::BearerAuth;
+use crate::pre_encoded::{self, encode};
 
 /// Unacknowledged batches a stream keeps in flight unless told otherwise.
 pub const DEFAULT_WINDOW: usize = 8;
@@ -97,7 +96,10 @@ pub struct DigestAnswer {
 /// A batch sent and not yet acknowledged.
 struct PendingBatch {
     seq: u64,
-    request: pb::ContributeRequest,
+    /// The request, encoded (shared with the send queue, resent as is after a reconnect).
+    request: Bytes,
+    /// A digest batch's digests, to ask again if its answer is lost.
+    digests: Option<Vec<pb::Digest>>,
     /// For a digest batch, the batch_seq its answer is reported under.
     answer_as: u64,
 }
@@ -179,9 +181,9 @@ impl StreamingContributorBuilder {
         session_id: String,
         mode: pb::SessionMode,
     ) -> Result<StreamingContributor, StreamError> {
-        let client = crate::contribution(self.channel, &self.token);
         let mut contributor = StreamingContributor {
-            client,
+            channel: self.channel,
+            token: self.token,
             session_id,
             mode,
             resumed_after: 0,
@@ -209,7 +211,7 @@ impl StreamingContributorBuilder {
 
 /// One live `Contribute` call.
 struct Connection {
-    outgoing: mpsc::Sender<pb::ContributeRequest>,
+    outgoing: mpsc::Sender<Bytes>,
     incoming: Streaming<pb::ContributeResponse>,
 }
 
@@ -224,7 +226,8 @@ struct Connection {
 ///
 /// Dropping it without [`finish`](Self::finish) leaves the session open, to be resumed by id.
 pub struct StreamingContributor {
-    client: ContributionClient<InterceptedService<Channel, BearerAuth>>,
+    channel: Channel,
+    token: String,
     session_id: String,
     mode: pb::SessionMode,
     resumed_after: u64,
@@ -240,7 +243,7 @@ pub struct StreamingContributor {
     /// Digest answers not yet taken by the caller, in arrival order.
     answers: VecDeque<DigestAnswer>,
     /// The close message once sent; resent after a reconnect until `closed` arrives.
-    closing: Option<pb::ContributeRequest>,
+    closing: Option<Bytes>,
     conn: Option<Connection>,
     stats: StreamStats,
 }
@@ -411,9 +414,9 @@ impl StreamingContributor {
         force: bool,
     ) -> Result<pb::StreamClosed, StreamError> {
         self.flush().await?;
-        let close = pb::ContributeRequest {
+        let close = encode(&pb::ContributeRequest {
             message: Some(Outgoing::Close(pb::StreamClose { commit, force })),
-        };
+        });
         self.closing = Some(close.clone());
         if let Err(status) = self.send(close).await {
             self.reconnect(status).await?;
@@ -442,14 +445,22 @@ impl StreamingContributor {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let request = pb::ContributeRequest {
+        let mut request = pb::ContributeRequest {
             message: Some(batch(seq)),
+        };
+        let encoded = encode(&request);
+        // A digest batch keeps its digests (small) in case its answer must be asked again.
+        let digests = match request.message.take() {
+            Some(Outgoing::Diff(diff)) => Some(diff.digests),
+            _ => None,
         };
         self.pending.push_back(PendingBatch {
             seq,
-            request: request.clone(),
+            request: encoded.clone(),
+            digests,
             answer_as: answer_as.unwrap_or(seq),
         });
+        let request = encoded;
         if let Err(status) = self.send(request).await {
             // The reconnect resends every pending batch, this one included.
             self.reconnect(status).await?;
@@ -477,9 +488,9 @@ impl StreamingContributor {
                 )))
             }
         };
-        if let Some(Outgoing::Diff(diff)) = batch.request.message {
+        if let Some(digests) = batch.digests {
             if ack.already_applied {
-                self.reask.push_back((batch.answer_as, diff.digests));
+                self.reask.push_back((batch.answer_as, digests));
             } else {
                 self.answers.push_back(DigestAnswer {
                     batch_seq: batch.answer_as,
@@ -526,7 +537,7 @@ impl StreamingContributor {
         }
     }
 
-    async fn send(&mut self, request: pb::ContributeRequest) -> Result<(), Status> {
+    async fn send(&mut self, request: Bytes) -> Result<(), Status> {
         match self.conn.as_ref() {
             Some(conn) => conn
                 .outgoing
@@ -548,15 +559,13 @@ impl StreamingContributor {
             session_id: self.session_id.clone(),
         };
         outgoing
-            .try_send(pb::ContributeRequest {
+            .try_send(encode(&pb::ContributeRequest {
                 message: Some(Outgoing::Open(open)),
-            })
+            }))
             .map_err(|_| Status::internal("the outgoing queue is full"))?;
-        let mut incoming = self
-            .client
-            .contribute(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let mut incoming =
+            pre_encoded::contribute(self.channel.clone(), &self.token, ReceiverStream::new(rx))
+                .await?;
         match incoming.message().await? {
             Some(pb::ContributeResponse {
                 message: Some(Incoming::Opened(opened)),
@@ -618,7 +627,7 @@ impl StreamingContributor {
 
     /// Resends every unacknowledged batch, oldest first, then the close message if one is due.
     async fn resend(&mut self) -> Result<(), Status> {
-        let requests: Vec<pb::ContributeRequest> = self
+        let requests: Vec<Bytes> = self
             .pending
             .iter()
             .map(|batch| batch.request.clone())
