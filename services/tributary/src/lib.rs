@@ -34,17 +34,12 @@ pub enum Command {
     /// admin token comes from TRIBUTARY_ADMIN_TOKEN, else from <data-dir>/admin.token, which is
     /// generated (mode 0600) on first start. Stops gracefully on Ctrl-C or SIGTERM.
     Serve(ServeArgs),
-    /// Manage entity types: the kinds of records and the JSON Schemas of their `entity`.
+    // The client commands take their help from their argument structs (cli::*).
     EntityType(cli::entity_type::EntityTypeArgs),
-    /// Manage connectors: who contributes records of an entity type (tokens shown once).
     Connector(cli::connector::ConnectorArgs),
-    /// Manage consumers: who reads which entity types (tokens shown once).
     Consumer(cli::consumer::ConsumerArgs),
-    /// Contribute an NDJSON or CSV file as a connector, with progress and a summary.
     Contribute(cli::contribute::ContributeArgs),
-    /// Read records as a consumer: list (with filters and orders), get, watch.
     Records(cli::records::RecordsArgs),
-    /// Show the reports of accrue/replace sessions.
     ImportResults(cli::import_results::ImportResultsArgs),
 }
 

@@ -276,7 +276,11 @@ pub async fn run(args: ContributeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if reconnects > 0 {
-        println!("  reconnected {reconnects} times; no batch was lost or applied twice");
+        println!(
+            "  reconnected after a broken connection: {reconnects} time{}; no batch was lost or \
+             applied twice",
+            if reconnects == 1 { "" } else { "s" }
+        );
     }
     if !closed.import_result_id.is_empty() {
         println!("  import result: {}", closed.import_result_id);
