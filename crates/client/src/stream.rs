@@ -186,6 +186,8 @@ impl StreamingContributorBuilder {
             token: self.token,
             session_id,
             mode,
+            connector: String::new(),
+            entity_type: String::new(),
             resumed_after: 0,
             next_seq: 1,
             window: self.window,
@@ -203,6 +205,8 @@ impl StreamingContributorBuilder {
             Err(status) => contributor.reconnect(status).await?,
         };
         contributor.resumed_after = opened.last_batch_seq;
+        contributor.connector = opened.connector;
+        contributor.entity_type = opened.entity_type;
         contributor.next_seq = opened.last_batch_seq + 1;
         contributor.stats.reconnects = 0;
         Ok(contributor)
@@ -230,6 +234,9 @@ pub struct StreamingContributor {
     token: String,
     session_id: String,
     mode: pb::SessionMode,
+    /// Who the token acts for, as the server said when the stream opened.
+    connector: String,
+    entity_type: String,
     resumed_after: u64,
     next_seq: u64,
     window: usize,
@@ -284,6 +291,17 @@ impl StreamingContributor {
     /// The session's mode.
     pub fn mode(&self) -> pb::SessionMode {
         self.mode
+    }
+
+    /// The connector the token acts for, as the server reported when the stream opened (empty
+    /// from a server too old to say).
+    pub fn connector(&self) -> &str {
+        &self.connector
+    }
+
+    /// The entity type of [`connector`](Self::connector) (empty from a server too old to say).
+    pub fn entity_type(&self) -> &str {
+        &self.entity_type
     }
 
     /// The session's last applied batch_seq when this contributor opened it (0 for a new one).

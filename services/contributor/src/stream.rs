@@ -237,6 +237,8 @@ impl StreamTask {
                 mode: mode_to_proto(opened.session.mode).into(),
                 last_batch_seq: 0,
                 superseded_session_ids: opened.superseded,
+                connector: self.who.connector.id.clone(),
+                entity_type: self.who.connector.entity_type.clone(),
             }
         } else {
             let resumed = self
@@ -249,6 +251,8 @@ impl StreamTask {
                 mode: mode_to_proto(resumed.mode).into(),
                 last_batch_seq: resumed.last_batch_seq,
                 superseded_session_ids: Vec::new(),
+                connector: self.who.connector.id.clone(),
+                entity_type: self.who.connector.entity_type.clone(),
             }
         };
         record_session(&opened.session_id);
