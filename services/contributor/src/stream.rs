@@ -1,8 +1,10 @@
 //! The `Contribute` bidirectional stream (SPEC.md §2.3, §2.4, §9).
 //!
-//! Two tasks per stream: a reader decodes and validates the next batch while a writer applies the
-//! previous one, one batch at a time in stream order, and queues its ack on a small bounded
-//! channel. The reader hands over at most [`PREPARED_AHEAD`] prepared batches, so a slow store
+//! A reader task reads the stream and starts validating each batch in a task of its own, so
+//! batches are decoded, validated and keyed in parallel with each other and with the store's
+//! write of the previous batch (as several unary calls in flight are); a writer applies them one
+//! at a time in stream order and queues each ack on a small bounded channel. The reader runs at
+//! most [`PREPARED_AHEAD`] batches ahead of the writer, so a slow store
 //! slows the sender (HTTP/2 flow control pushes back on the client), a client that does not read
 //! its acks stalls both tasks rather than growing memory, and memory does not depend on the
 //! stream's length.
@@ -110,14 +112,17 @@ fn reply(message: Outbound) -> pb::ContributeResponse {
     }
 }
 
-/// Prepared batches waiting for the writer. One: with one batch being written and one being
-/// prepared, a stream holds at most three batches in memory however long it runs.
-const PREPARED_AHEAD: usize = 1;
+/// Batches handed to the writer and not yet taken: with one more being written and one being
+/// read, a stream holds at most four batches in memory however long it runs.
+const PREPARED_AHEAD: usize = 2;
 
 /// What the reader hands the writer, in stream order.
 enum Step {
-    /// A batch checked and keyed, to apply.
-    Apply { seq: u64, batch: PreparedBatch },
+    /// A batch being checked and keyed in its own task, to apply once ready.
+    Apply {
+        seq: u64,
+        batch: AbortOnDrop<Result<PreparedBatch, Error>>,
+    },
     /// A batch rejected before reaching the store; acknowledged with its error in its turn.
     Reject { seq: u64, error: Error },
     /// Close the session and end the stream.
@@ -188,7 +193,15 @@ impl StreamTask {
     ) -> Result<Written, Status> {
         while let Some(step) = steps.recv().await {
             let (seq, outcome) = match step {
-                Step::Apply { seq, batch } => (seq, self.apply(session_id, seq, batch).await),
+                Step::Apply { seq, mut batch } => match (&mut batch.0).await {
+                    Ok(Ok(prepared)) => (seq, self.apply(session_id, seq, prepared).await),
+                    Ok(Err(error)) => (seq, Err(error)),
+                    Err(join) => {
+                        return Err(Status::internal(format!(
+                            "preparing batch {seq} failed: {join}"
+                        )))
+                    }
+                },
                 Step::Reject { seq, error } => (seq, Err(error)),
                 Step::Close(close) => {
                     self.close(session_id, close).await?;
@@ -385,10 +398,6 @@ impl StreamReader {
                     )))
                 }
             };
-            let step = match step.await {
-                Ok(step) => step,
-                Err(error) => return Err(to_status(error)),
-            };
             if steps.send(step).await.is_err() {
                 // The writer stopped; its status ends the stream.
                 return Ok(());
@@ -397,17 +406,17 @@ impl StreamReader {
         Ok(())
     }
 
-    /// Checks a batch's sequence number and prepares it; a batch-level problem becomes a
-    /// [`Step::Reject`], anything else (the store unreachable for the schema) an `Err`.
-    async fn prepare(&mut self, seq: u64, batch: Batch) -> Result<Step, Error> {
-        let prepared = match self.check_seq(seq) {
-            Ok(()) => self.prepare_batch(batch).await,
-            Err(error) => Err(error),
-        };
-        match prepared {
-            Ok(batch) => Ok(Step::Apply { seq, batch }),
-            Err(error) if is_batch_error(&error) => Ok(Step::Reject { seq, error }),
-            Err(error) => Err(error),
+    /// Checks a batch's sequence number (in stream order, here) and starts preparing it in a
+    /// task of its own; a bad sequence number becomes a [`Step::Reject`].
+    fn prepare(&mut self, seq: u64, batch: Batch) -> Step {
+        if let Err(error) = self.check_seq(seq) {
+            return Step::Reject { seq, error };
+        }
+        let (svc, who) = (self.svc.clone(), self.who.clone());
+        let task = tokio::spawn(prepare_batch(svc, who, batch).in_current_span());
+        Step::Apply {
+            seq,
+            batch: AbortOnDrop(task),
         }
     }
 
@@ -427,18 +436,21 @@ impl StreamReader {
         self.last_seq = seq;
         Ok(())
     }
+}
 
-    async fn prepare_batch(&self, batch: Batch) -> Result<PreparedBatch, Error> {
-        match batch {
-            Batch::Upsert(records) => {
-                let records = records_from_proto(records)?;
-                self.svc.prepare_upsert(&self.who, records).await
-            }
-            Batch::Delete(ids) => self.svc.prepare_delete(&self.who, ids),
-            Batch::Diff(digests) => self
-                .svc
-                .prepare_diff(&self.who, digests_from_proto(digests)),
+/// Decodes, validates and keys a batch (the CPU half of applying it).
+async fn prepare_batch(
+    svc: ContributionService,
+    who: Contributor,
+    batch: Batch,
+) -> Result<PreparedBatch, Error> {
+    match batch {
+        Batch::Upsert(records) => {
+            let records = records_from_proto(records)?;
+            svc.prepare_upsert(&who, records).await
         }
+        Batch::Delete(ids) => svc.prepare_delete(&who, ids),
+        Batch::Diff(digests) => svc.prepare_diff(&who, digests_from_proto(digests)),
     }
 }
 
