@@ -384,8 +384,8 @@ fn sync_report(backend: Backend, args: &Args, sync: &Result<sync::Outcome>) -> S
     }
     out.push('\n');
     let ratio = |a: Workload, b: Workload| -> Option<(f64, f64)> {
-        let (a, b) = (s.row(a)?, s.row(b)?);
-        Some((a.rate() / b.rate(), a.bytes as f64 / b.bytes.max(1) as f64))
+        let ((a_rate, a_bytes), (b_rate, b_bytes)) = (s.totals(a)?, s.totals(b)?);
+        Some((a_rate / b_rate, a_bytes as f64 / b_bytes.max(1) as f64))
     };
     let mut line = |label: &str, a: Workload, b: Workload, target: f64| {
         if let Some((rate, bytes)) = ratio(a, b) {
@@ -397,7 +397,7 @@ fn sync_report(backend: Backend, args: &Args, sync: &Result<sync::Outcome>) -> S
         }
     };
     line(
-        "stream / unary, first load",
+        "stream / unary, first load (both runs of each)",
         Workload::LoadStream,
         Workload::LoadUnary,
         1.0,
