@@ -208,7 +208,10 @@ pub(crate) async fn cancel_source(
 
 pub(crate) async fn next_source_due(s: &PgStore) -> StoreResult<Option<i64>> {
     Ok(
-        sqlx::query_scalar("SELECT min(next_run_at) FROM sources WHERE enabled = 1")
+        // A leased source is claimable again only when its lease expires.
+        sqlx::query_scalar(
+            "SELECT min(GREATEST(next_run_at, coalesce(lease_expires_at, next_run_at))) FROM sources WHERE enabled = 1",
+        )
             .fetch_one(&s.pool)
             .await?,
     )

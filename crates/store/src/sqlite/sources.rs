@@ -211,7 +211,10 @@ pub(crate) async fn cancel_source(
 
 pub(crate) async fn next_source_due(s: &SqliteStore) -> StoreResult<Option<i64>> {
     Ok(
-        sqlx::query_scalar("SELECT min(next_run_at) FROM sources WHERE enabled = 1")
+        // A leased source is claimable again only when its lease expires.
+        sqlx::query_scalar(
+            "SELECT min(max(next_run_at, coalesce(lease_expires_at, next_run_at))) FROM sources WHERE enabled = 1",
+        )
             .fetch_one(&s.reader)
             .await?,
     )
