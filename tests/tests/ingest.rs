@@ -57,6 +57,14 @@ impl Api {
     }
 }
 
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn items_page(
     State(api): State<Arc<Api>>,
     RawQuery(q): RawQuery,
@@ -67,6 +75,8 @@ async fn items_page(
     let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
     let now = api.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     api.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    // Counted down on drop: a request whose client died is dropped mid-handler.
+    let _in_flight = InFlight(&api.in_flight);
     *api.hits.lock().unwrap().entry(page).or_default() += 1;
     let delay = api.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
@@ -83,7 +93,6 @@ async fn items_page(
             _ => false,
         }
     };
-    api.in_flight.fetch_sub(1, Ordering::SeqCst);
     if failing {
         return (StatusCode::SERVICE_UNAVAILABLE, "try later").into_response();
     }
@@ -679,6 +688,77 @@ async fn bad_source_definitions_name_the_field(sandbox: &Sandbox) {
         .await
         .expect_err("unknown");
     assert_eq!(missing.code(), tonic::Code::NotFound);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several engines on one PostgreSQL database
+
+/// Two engines (each with its own connection pool, as two processes would have) share one
+/// database: a source is worked by one of them at a time; when the holder dies mid-cycle the
+/// other takes over after the lease expires, from the saved cursor, and the end state is exactly
+/// the source's items, each imported once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_engines_work_a_source_one_at_a_time_and_take_over_a_dead_holder() {
+    let Some(sandbox) = Sandbox::postgres(|o| o.ingest = None).await else {
+        return;
+    };
+    let mut world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..300));
+    api.delay_ms.store(20, Ordering::SeqCst);
+    let addr = serve_api(api.clone()).await;
+    let url = sandbox.database_url().expect("database url").to_owned();
+    let options = EngineOptions {
+        heartbeat: Duration::from_millis(100),
+        lease: Duration::from_secs(1),
+        ..EngineOptions::default()
+    };
+    let engine = |store| Arc::new(tributary_ingest::Engine::new(store, options.clone()).unwrap());
+    let a = engine(tributary_store::open(&url).await.unwrap());
+    let b = engine(tributary_store::open(&url).await.unwrap());
+    let mut def = http_source(&world.connector, addr);
+    def.burst_length = Some(ms(100));
+    let id = create_source(&sandbox, def).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task_a = tokio::spawn(a.clone().run(stop.clone()));
+    let task_b = tokio::spawn(b.clone().run(stop.clone()));
+
+    // Kill whichever engine holds the lease once the cycle is well under way.
+    let holder = wait_until(WAIT, || async {
+        let s = status(&sandbox, &id).await;
+        (s.pages >= 5 && !s.lease_holder.is_empty()).then_some(s.lease_holder)
+    })
+    .await
+    .expect("the cycle got under way");
+    let survivor = if holder == a.holder() {
+        task_a.abort();
+        b.holder().to_owned()
+    } else {
+        task_b.abort();
+        a.holder().to_owned()
+    };
+    let taken_over = wait_until(WAIT, || async {
+        let s = status(&sandbox, &id).await;
+        (s.lease_holder == survivor || !s.last_import_result.is_empty()).then_some(())
+    })
+    .await;
+    assert!(taken_over.is_some(), "the survivor took the source over");
+
+    let result = next_result(&sandbox, &id, "").await;
+    assert_eq!(result.status, SUCCEEDED, "{result:?}");
+    assert_eq!(
+        (result.created, result.unchanged, result.pages),
+        (300, 0, 31),
+        "every item imported once, every page applied once"
+    );
+    assert_eq!(
+        api.max_in_flight.load(Ordering::SeqCst),
+        1,
+        "one engine at a time"
+    );
+    assert_eq!(visible_ids(&mut world).await, ids(0..300));
+    stop.cancel();
+    sandbox.stop().await;
 }
 
 on_both_backends!(
