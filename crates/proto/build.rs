@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tributary/contribution/v1/contribution.proto",
         "tributary/catalog/v1/catalog.proto",
         "tributary/admin/v1/admin.proto",
+        "tributary/provider/v1/provider.proto",
     ];
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()

@@ -30,6 +30,7 @@ pub enum ResourceKind {
     Record,
     Session,
     ImportResult,
+    Source,
 }
 
 impl ResourceKind {
@@ -42,6 +43,7 @@ impl ResourceKind {
             Self::Record => "record",
             Self::Session => "session",
             Self::ImportResult => "import_result",
+            Self::Source => "source",
         }
     }
 }

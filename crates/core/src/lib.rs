@@ -18,6 +18,8 @@ pub mod page;
 pub mod record;
 pub mod schema;
 pub mod session;
+pub mod source;
+pub mod sources;
 pub mod store;
 
 pub use error::{Error, Result, Violation};

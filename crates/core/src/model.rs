@@ -22,6 +22,7 @@ macro_rules! string_enum {
         }
     };
 }
+pub(crate) use string_enum;
 
 string_enum! {
     /// When a session's data becomes visible and what happens to earlier data (§2.1).

@@ -104,7 +104,7 @@ pub struct KeyedId {
 
 /// The storage every Tributary service runs on.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: crate::source::store::SourceStore + Send + Sync + 'static {
     /// Creates an entity type; `AlreadyExists` if the slug is taken.
     async fn create_entity_type(&self, entity_type: &EntityType) -> Result<()>;
     /// The entity type `slug`; `NotFound` otherwise.

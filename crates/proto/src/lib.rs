@@ -23,5 +23,12 @@ pub mod admin {
     }
 }
 
+/// `tributary.provider.v1`: external pull providers, called by Tributary's engine.
+pub mod provider {
+    pub mod v1 {
+        tonic::include_proto!("tributary.provider.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every Tributary proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tributary_descriptor");

@@ -25,6 +25,61 @@ pub struct Settings {
     pub sessions: SessionSettings,
     pub catalog: CatalogSettings,
     pub log: LogSettings,
+    pub ingest: IngestSettings,
+    pub reports: ReportSettings,
+}
+
+/// The pull engine (SPEC.md §5).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IngestSettings {
+    /// Run the engine in processes that serve the Admin service.
+    pub enabled: bool,
+    /// Longest sleep between looks for due sources, in seconds (fractions allowed).
+    pub heartbeat_secs: f64,
+    /// How long a claim on a source lasts without a page renewing it, in seconds.
+    pub lease_secs: f64,
+    /// Most sources one engine works at once.
+    pub concurrency: u32,
+    /// Largest page body an HTTP source may return, in bytes.
+    pub max_page_bytes: usize,
+    /// Timeout of one HTTP request to a source, in seconds.
+    pub http_timeout_secs: f64,
+}
+
+/// Import results (SPEC.md §6).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReportSettings {
+    /// Most skipped/failed items listed per import result; the rest are counted.
+    pub max_items: u64,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            heartbeat_secs: 300.0,
+            lease_secs: 60.0,
+            concurrency: 4,
+            max_page_bytes: 64 * 1024 * 1024,
+            http_timeout_secs: 30.0,
+        }
+    }
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        Self { max_items: 1000 }
+    }
+}
+
+/// A positive number of seconds as a duration (non-finite or non-positive means `fallback`).
+fn secs(value: f64, fallback: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .unwrap_or(fallback)
 }
 
 /// Contribution limits (SPEC.md §10).
@@ -87,6 +142,8 @@ impl Default for Settings {
             sessions: SessionSettings::default(),
             catalog: CatalogSettings::default(),
             log: LogSettings::default(),
+            ingest: IngestSettings::default(),
+            reports: ReportSettings::default(),
         }
     }
 }
@@ -132,6 +189,8 @@ impl std::fmt::Debug for Settings {
             .field("sessions", &self.sessions)
             .field("catalog", &self.catalog)
             .field("log", &self.log)
+            .field("ingest", &self.ingest)
+            .field("reports", &self.reports)
             .finish()
     }
 }
@@ -204,6 +263,22 @@ impl Settings {
         self.database_url
             .as_deref()
             .is_none_or(|u| u.trim().is_empty())
+    }
+
+    /// The pull engine's options; `None` when the engine is disabled.
+    pub fn engine_options(&self) -> Option<tributary_ingest::EngineOptions> {
+        let defaults = tributary_ingest::EngineOptions::default();
+        self.ingest
+            .enabled
+            .then(|| tributary_ingest::EngineOptions {
+                heartbeat: secs(self.ingest.heartbeat_secs, defaults.heartbeat),
+                lease: secs(self.ingest.lease_secs, defaults.lease),
+                concurrency: self.ingest.concurrency.max(1),
+                max_items: self.reports.max_items,
+                max_record_bytes: self.limits.max_record_bytes,
+                max_page_bytes: self.ingest.max_page_bytes,
+                http_timeout: secs(self.ingest.http_timeout_secs, defaults.http_timeout),
+            })
     }
 
     /// The domain limits these settings describe.

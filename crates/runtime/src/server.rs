@@ -20,8 +20,10 @@ use tributary_core::admin::AdminService;
 use tributary_core::catalog::CatalogService;
 use tributary_core::contribution::ContributionService;
 use tributary_core::limits::Limits;
+use tributary_core::sources::SourceService;
 use tributary_core::store::Store;
 use tributary_grpc::auth::AdminAuth;
+use tributary_ingest::{Engine, EngineOptions};
 use tributary_proto::admin::v1::admin_server::AdminServer;
 use tributary_proto::catalog::v1::catalog_server::CatalogServer;
 use tributary_proto::contribution::v1::contribution_server::ContributionServer;
@@ -69,6 +71,8 @@ pub struct ServerOptions {
     pub max_message_bytes: usize,
     /// How often idle accrue/replace sessions are rolled back.
     pub reaper_interval: Duration,
+    /// The pull engine run alongside the Admin service; `None` runs none.
+    pub ingest: Option<EngineOptions>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -79,6 +83,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("catalog_public", &self.catalog_public)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("reaper_interval", &self.reaper_interval)
+            .field("ingest", &self.ingest)
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +98,7 @@ impl ServerOptions {
             catalog_public: false,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             reaper_interval: Duration::from_secs(60),
+            ingest: Some(EngineOptions::default()),
         }
     }
 
@@ -109,6 +115,7 @@ impl ServerOptions {
             catalog_public: settings.catalog.public,
             max_message_bytes: settings.limits.max_message_bytes,
             reaper_interval: Duration::from_secs(settings.sessions.reaper_interval_secs.max(1)),
+            ingest: settings.engine_options(),
         }
     }
 }
@@ -144,6 +151,9 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let mut reaper = None;
+    let mut engine = None;
+    // Cancelled when serving stops; the engine's bursts finish their page and free their lease.
+    let stop_engine = CancellationToken::new();
     // Cancelled when `shutdown` resolves; tells open streams to wind down.
     let stop_streams = CancellationToken::new();
     for kind in &services {
@@ -166,8 +176,18 @@ pub async fn serve(
             }
             ServiceKind::Admin => {
                 let auth = AdminAuth::new(&options.admin_token);
+                let mut sources = SourceService::new(store.clone(), options.limits.clone());
+                if let Some(engine_options) = options.ingest.clone() {
+                    let e = Arc::new(
+                        Engine::new(store.clone(), engine_options)
+                            .map_err(|e| anyhow::anyhow!("starting the pull engine: {e}"))?,
+                    );
+                    sources = sources.with_waker(e.waker());
+                    engine = Some(tokio::spawn(e.run(stop_engine.clone())));
+                }
                 router.add_service(tributary_admin::admin_server(
                     AdminService::new(store.clone()),
+                    sources,
                     auth,
                     max,
                 ))
@@ -199,6 +219,16 @@ pub async fn serve(
         .context("serving gRPC");
     if let Some(reaper) = reaper {
         reaper.abort();
+    }
+    stop_engine.cancel();
+    if let Some(engine) = engine {
+        // A burst stops after its page in flight; a stuck fetch is cut off (its lease expires).
+        if tokio::time::timeout(Duration::from_secs(30), engine)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the pull engine did not stop within 30 s");
+        }
     }
     tracing::info!(%addr, "stopped");
     result

@@ -8,7 +8,9 @@
 mod error;
 mod migrate;
 pub mod postgres;
+mod pull;
 mod rows;
+mod source_delegate;
 pub mod sqlite;
 pub mod testing;
 

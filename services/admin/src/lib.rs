@@ -1,6 +1,8 @@
 //! The Admin gRPC service (SPEC.md §4): checks the admin token, decodes requests, calls
 //! [`AdminService`], encodes replies. Validation lives in `tributary-core`.
 
+mod sources;
+
 use tonic::{Request, Response, Status};
 use tracing::Span;
 use tributary_core::admin::{AdminService, ConnectorInput, EntityTypeInput};
@@ -8,6 +10,7 @@ use tributary_core::model::{
     Connector, Consumer, EntityType, ImportItem, ImportResult, ImportStatus, WritePolicy,
 };
 use tributary_core::page::page_size;
+use tributary_core::sources::SourceService;
 use tributary_core::{Error, Result};
 use tributary_grpc::auth::AdminAuth;
 use tributary_grpc::convert::{json_to_struct, struct_arg_to_json, timestamp};
@@ -19,16 +22,18 @@ use tributary_proto::admin::v1::admin_server::{Admin, AdminServer};
 #[derive(Clone)]
 pub struct AdminApi {
     svc: AdminService,
+    sources: SourceService,
     auth: AdminAuth,
 }
 
 /// The Admin service, ready to add to a tonic router; calls must carry the token `auth` checks.
 pub fn admin_server(
     svc: AdminService,
+    sources: SourceService,
     auth: AdminAuth,
     max_message_bytes: usize,
 ) -> AdminServer<AdminApi> {
-    AdminServer::new(AdminApi { svc, auth })
+    AdminServer::new(AdminApi { svc, sources, auth })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes)
 }
@@ -37,7 +42,7 @@ fn rpc_span(rpc: &'static str) -> Span {
     tracing::info_span!("rpc", service = "Admin", rpc)
 }
 
-fn required<T>(field: &str, value: Option<T>) -> Result<T> {
+pub(crate) fn required<T>(field: &str, value: Option<T>) -> Result<T> {
     value.ok_or_else(|| Error::invalid(field, "is required"))
 }
 
@@ -197,6 +202,27 @@ impl AdminApi {
         traced(rpc_span(rpc), async move {
             self.auth.check(&request)?;
             body(self.svc.clone(), request.into_inner())
+                .await
+                .map(Response::new)
+                .map_err(to_status)
+        })
+        .await
+    }
+
+    /// Like [`AdminApi::handle`], for the source calls.
+    async fn handle_sources<Req, Resp, F, Fut>(
+        &self,
+        rpc: &'static str,
+        request: Request<Req>,
+        body: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(SourceService, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp>>,
+    {
+        traced(rpc_span(rpc), async move {
+            self.auth.check(&request)?;
+            body(self.sources.clone(), request.into_inner())
                 .await
                 .map(Response::new)
                 .map_err(to_status)
@@ -466,6 +492,164 @@ impl Admin for AdminApi {
             let result = svc.get_import_result(&req.id).await?;
             Ok(pb::GetImportResultResponse {
                 import_result: Some(import_result_to_proto(result)),
+            })
+        })
+        .await
+    }
+
+    async fn create_source(
+        &self,
+        request: Request<pb::CreateSourceRequest>,
+    ) -> Result<Response<pb::CreateSourceResponse>, Status> {
+        self.handle_sources("CreateSource", request, |svc, req| async move {
+            let input = sources::source_input(sources::required_source(req.source)?)?;
+            let created = svc.create_source(input).await?;
+            tracing::info!(source = %created.id, connector = %created.connector, "source created");
+            Ok(pb::CreateSourceResponse {
+                source: Some(sources::source_to_proto(created)),
+            })
+        })
+        .await
+    }
+
+    async fn get_source(
+        &self,
+        request: Request<pb::GetSourceRequest>,
+    ) -> Result<Response<pb::GetSourceResponse>, Status> {
+        self.handle_sources("GetSource", request, |svc, req| async move {
+            let source = svc.get_source(&req.id).await?;
+            Ok(pb::GetSourceResponse {
+                source: Some(sources::source_to_proto(source)),
+            })
+        })
+        .await
+    }
+
+    async fn list_sources(
+        &self,
+        request: Request<pb::ListSourcesRequest>,
+    ) -> Result<Response<pb::ListSourcesResponse>, Status> {
+        self.handle_sources("ListSources", request, |svc, req| async move {
+            let page = svc
+                .list_sources(
+                    optional(&req.connector),
+                    page_size(req.page_size)?,
+                    &req.page_token,
+                )
+                .await?;
+            Ok(pb::ListSourcesResponse {
+                sources: page
+                    .items
+                    .into_iter()
+                    .map(sources::source_to_proto)
+                    .collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn update_source(
+        &self,
+        request: Request<pb::UpdateSourceRequest>,
+    ) -> Result<Response<pb::UpdateSourceResponse>, Status> {
+        self.handle_sources("UpdateSource", request, |svc, req| async move {
+            let source = sources::required_source(req.source)?;
+            let id = source.id.clone();
+            let updated = svc
+                .update_source(&id, sources::source_input(source)?)
+                .await?;
+            Ok(pb::UpdateSourceResponse {
+                source: Some(sources::source_to_proto(updated)),
+            })
+        })
+        .await
+    }
+
+    async fn delete_source(
+        &self,
+        request: Request<pb::DeleteSourceRequest>,
+    ) -> Result<Response<pb::DeleteSourceResponse>, Status> {
+        self.handle_sources("DeleteSource", request, |svc, req| async move {
+            svc.delete_source(&req.id).await?;
+            Ok(pb::DeleteSourceResponse {})
+        })
+        .await
+    }
+
+    async fn trigger_source(
+        &self,
+        request: Request<pb::TriggerSourceRequest>,
+    ) -> Result<Response<pb::TriggerSourceResponse>, Status> {
+        self.handle_sources("TriggerSource", request, |svc, req| async move {
+            let status = svc.trigger_source(&req.id).await?;
+            Ok(pb::TriggerSourceResponse {
+                status: Some(sources::status_to_proto(status)),
+            })
+        })
+        .await
+    }
+
+    async fn cancel_source(
+        &self,
+        request: Request<pb::CancelSourceRequest>,
+    ) -> Result<Response<pb::CancelSourceResponse>, Status> {
+        self.handle_sources("CancelSource", request, |svc, req| async move {
+            Ok(sources::cancel_to_proto(svc.cancel_source(&req.id).await?))
+        })
+        .await
+    }
+
+    async fn get_source_status(
+        &self,
+        request: Request<pb::GetSourceStatusRequest>,
+    ) -> Result<Response<pb::GetSourceStatusResponse>, Status> {
+        self.handle_sources("GetSourceStatus", request, |svc, req| async move {
+            let status = svc.source_status(&req.id).await?;
+            Ok(pb::GetSourceStatusResponse {
+                status: Some(sources::status_to_proto(status)),
+            })
+        })
+        .await
+    }
+
+    async fn push_delta(
+        &self,
+        request: Request<pb::PushDeltaRequest>,
+    ) -> Result<Response<pb::PushDeltaResponse>, Status> {
+        self.handle_sources("PushDelta", request, |svc, req| async move {
+            let added = sources::delta_records(req.added)?;
+            let t = svc.push_delta(&req.source_id, added, req.removed).await?;
+            Ok(pb::PushDeltaResponse {
+                created: t.created,
+                updated: t.updated,
+                unchanged: t.unchanged,
+                skipped: t.skipped,
+                deleted: t.deleted,
+            })
+        })
+        .await
+    }
+
+    async fn edit_record(
+        &self,
+        request: Request<pb::EditRecordRequest>,
+    ) -> Result<Response<pb::EditRecordResponse>, Status> {
+        self.handle_sources("EditRecord", request, |svc, req| async move {
+            let entity = req
+                .entity
+                .map(|e| struct_arg_to_json("entity", e))
+                .transpose()?;
+            let instance = req
+                .instance
+                .map(|e| struct_arg_to_json("instance", e))
+                .transpose()?;
+            let record = svc
+                .edit_record(&req.key, req.name, entity, instance)
+                .await?;
+            tracing::info!(key = %record.key, "record edited");
+            Ok(pb::EditRecordResponse {
+                record: Some(sources::edited_to_proto(record)?),
             })
         })
         .await

@@ -6,6 +6,7 @@
 mod catalog;
 mod reads;
 mod sessions;
+mod sources;
 
 use crate::error::{session_denied, StoreError, StoreResult};
 use crate::rows::{to_i64, IMPORT_RESULT_COLUMNS};
@@ -48,6 +49,7 @@ pub struct PgStore {
 }
 
 crate::delegate_store!(PgStore, ops);
+crate::source_delegate::delegate_source_store!(PgStore, sources);
 
 impl PgStore {
     /// Connects to and migrates the PostgreSQL database at `url`.

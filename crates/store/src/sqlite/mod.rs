@@ -8,6 +8,7 @@
 mod catalog;
 mod reads;
 mod sessions;
+mod sources;
 
 use crate::error::{session_denied, StoreError, StoreResult};
 use crate::rows::{to_i64, IMPORT_RESULT_COLUMNS};
@@ -33,6 +34,7 @@ pub struct SqliteStore {
 }
 
 crate::delegate_store!(SqliteStore, ops);
+crate::source_delegate::delegate_source_store!(SqliteStore, sources);
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the SQLite database at `url`: a `sqlite:` URL or

@@ -1,0 +1,66 @@
+//! `grpc`: an external `tributary.provider.v1.SourceProvider`, called with the cursor as JSON
+//! text; any language can be a provider.
+
+use super::{FetchedPage, Provider};
+use crate::error::FetchError;
+use async_trait::async_trait;
+use serde_json::Value;
+use tonic::transport::{Channel, Endpoint};
+use tributary_core::source::kinds::GrpcConfig;
+use tributary_proto::provider::v1::source_provider_client::SourceProviderClient;
+use tributary_proto::provider::v1::NextRequest;
+
+pub(crate) struct Grpc {
+    source_id: String,
+    config: String,
+    channel: Channel,
+}
+
+impl Grpc {
+    pub(crate) fn new(source_id: String, config: GrpcConfig) -> Result<Self, FetchError> {
+        let channel = Endpoint::from_shared(config.endpoint.clone())
+            .map_err(|e| FetchError::new(format!("provider endpoint {:?}: {e}", config.endpoint)))?
+            .connect_lazy();
+        Ok(Self {
+            source_id,
+            config: config.config.to_string(),
+            channel,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for Grpc {
+    async fn next(&self, cursor: Option<&Value>) -> Result<FetchedPage, FetchError> {
+        let mut client = SourceProviderClient::new(self.channel.clone());
+        let reply = client
+            .next(NextRequest {
+                source_id: self.source_id.clone(),
+                cursor: cursor.map(Value::to_string).unwrap_or_default(),
+                config: self.config.clone(),
+            })
+            .await
+            .map_err(|s| FetchError::new(format!("provider Next: {}: {}", s.code(), s.message())))?
+            .into_inner();
+        let mut page = FetchedPage {
+            done: reply.done,
+            ..FetchedPage::default()
+        };
+        for item in reply.items {
+            match tributary_grpc::convert::struct_to_json(item) {
+                Ok(v) => page.items.push(v),
+                Err(e) => page.unreadable.push((
+                    String::new(),
+                    format!("item has a non-finite number at {}", e.path),
+                )),
+            }
+        }
+        page.next_cursor = if reply.next_cursor.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&reply.next_cursor)
+                .map_err(|e| FetchError::new(format!("provider next_cursor is not JSON: {e}")))?
+        };
+        Ok(page)
+    }
+}

@@ -1,0 +1,775 @@
+//! SPEC.md §5, §6, §4.4: pull sources end to end — a real server on 127.0.0.1 running the pull
+//! engine, sources served by real HTTP and gRPC servers started by the test.
+
+#![allow(clippy::unwrap_used)]
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::{json, Value};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tributary_ingest::EngineOptions;
+use tributary_proto::admin::v1 as admin;
+use tributary_runtime::server::ServerOptions;
+use tributary_tests::{json_struct, on_both_backends, wait_until, Sandbox};
+
+const WAIT: Duration = Duration::from_secs(60);
+const PER_PAGE: usize = 10;
+
+/// A fast engine: the heartbeat is only an upper bound, the engine wakes at due times.
+fn fast_engine() -> EngineOptions {
+    EngineOptions {
+        heartbeat: Duration::from_millis(200),
+        lease: Duration::from_secs(2),
+        ..EngineOptions::default()
+    }
+}
+
+fn fast(o: &mut ServerOptions) {
+    o.ingest = Some(fast_engine());
+}
+
+// ---------------------------------------------------------------------------------------------
+// A paginated JSON API on 127.0.0.1: `GET /items?page=N&per_page=10` → `{"data": [...]}`.
+
+#[derive(Default)]
+struct Api {
+    items: Mutex<Vec<Value>>,
+    /// Page → failures left (u32::MAX: always).
+    fail: Mutex<HashMap<u64, u32>>,
+    hits: Mutex<HashMap<u64, u32>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    delay_ms: AtomicU64,
+}
+
+impl Api {
+    fn set_items(&self, items: Vec<Value>) {
+        *self.items.lock().unwrap() = items;
+    }
+    fn hits(&self, page: u64) -> u32 {
+        self.hits.lock().unwrap().get(&page).copied().unwrap_or(0)
+    }
+}
+
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn items_page(
+    State(api): State<Arc<Api>>,
+    RawQuery(q): RawQuery,
+) -> axum::response::Response {
+    let q: HashMap<String, String> = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let now = api.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    api.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    // Counted down on drop: a request whose client died is dropped mid-handler.
+    let _in_flight = InFlight(&api.in_flight);
+    *api.hits.lock().unwrap().entry(page).or_default() += 1;
+    let delay = api.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let failing = {
+        let mut fail = api.fail.lock().unwrap();
+        match fail.get_mut(&page) {
+            Some(n) if *n == u32::MAX => true,
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    };
+    if failing {
+        return (StatusCode::SERVICE_UNAVAILABLE, "try later").into_response();
+    }
+    let items = api.items.lock().unwrap();
+    let start = (page.saturating_sub(1) as usize) * PER_PAGE;
+    let data: Vec<Value> = items.iter().skip(start).take(PER_PAGE).cloned().collect();
+    (
+        [("content-type", "application/json")],
+        json!({"data": data, "page": page}).to_string(),
+    )
+        .into_response()
+}
+
+async fn serve_api(api: Arc<Api>) -> SocketAddr {
+    let app = axum::Router::new()
+        .route("/items", get(items_page))
+        .with_state(api);
+    serve(app).await
+}
+
+async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+fn country_item(i: usize) -> Value {
+    json!({"id": format!("C{i:04}"), "name": format!("Country {i}"), "code": "XX", "population": i})
+}
+
+fn countries(range: std::ops::Range<usize>) -> Vec<Value> {
+    range.map(country_item).collect()
+}
+
+fn country_mapping() -> Value {
+    json!({"id": "/id", "name": "/name", "entity": {"code": "/code", "population": "/population"}})
+}
+
+fn ms(n: u64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: (n / 1000) as i64,
+        nanos: ((n % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// A source definition with fast pacing.
+fn source(
+    connector: &str,
+    kind: admin::SourceKind,
+    config: Value,
+    mapping: Value,
+) -> admin::Source {
+    admin::Source {
+        connector: connector.into(),
+        name: "test source".into(),
+        kind: kind as i32,
+        config: Some(json_struct(config)),
+        mapping: Some(json_struct(mapping)),
+        burst_length: Some(ms(200)),
+        burst_interval: Some(ms(10)),
+        rest_length: Some(ms(86_400_000)),
+        backoff: vec![ms(50), ms(50), ms(50)],
+        ..Default::default()
+    }
+}
+
+fn http_source(connector: &str, addr: SocketAddr) -> admin::Source {
+    source(
+        connector,
+        admin::SourceKind::HttpJson,
+        json!({"url": format!("http://{addr}/items"), "items": "/data",
+               "headers": {"Authorization": "Bearer s3cret"},
+               "pagination": {"type": "page", "size_param": "per_page", "size": PER_PAGE}}),
+        country_mapping(),
+    )
+}
+
+async fn create_source(sandbox: &Sandbox, source: admin::Source) -> String {
+    sandbox
+        .admin()
+        .create_source(admin::CreateSourceRequest {
+            source: Some(source),
+        })
+        .await
+        .expect("create source")
+        .into_inner()
+        .source
+        .expect("source")
+        .id
+}
+
+async fn status(sandbox: &Sandbox, id: &str) -> admin::SourceStatus {
+    sandbox
+        .admin()
+        .get_source_status(admin::GetSourceStatusRequest { id: id.into() })
+        .await
+        .expect("status")
+        .into_inner()
+        .status
+        .expect("status")
+}
+
+/// Waits for the source's next import result after `previous` (a result id, or none).
+async fn next_result(sandbox: &Sandbox, id: &str, previous: &str) -> admin::ImportResult {
+    let result_id = wait_until(WAIT, || async {
+        let s = status(sandbox, id).await;
+        (!s.last_import_result.is_empty() && s.last_import_result != previous)
+            .then_some(s.last_import_result)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no cycle of source {id} finished within {WAIT:?}"));
+    sandbox
+        .admin()
+        .get_import_result(admin::GetImportResultRequest { id: result_id })
+        .await
+        .expect("import result")
+        .into_inner()
+        .import_result
+        .expect("import result")
+}
+
+async fn trigger(sandbox: &Sandbox, id: &str) {
+    sandbox
+        .admin()
+        .trigger_source(admin::TriggerSourceRequest { id: id.into() })
+        .await
+        .expect("trigger");
+}
+
+async fn visible_ids(world: &mut tributary_tests::World) -> BTreeSet<String> {
+    world.visible().await.into_keys().collect()
+}
+
+fn ids(range: std::ops::Range<usize>) -> BTreeSet<String> {
+    range.map(|i| format!("C{i:04}")).collect()
+}
+
+const SUCCEEDED: i32 = admin::ImportStatus::Succeeded as i32;
+const PARTIAL: i32 = admin::ImportStatus::Partial as i32;
+const FAILED: i32 = admin::ImportStatus::Failed as i32;
+
+// ---------------------------------------------------------------------------------------------
+
+async fn fifty_pages_import_fully_and_the_next_cycle_sweeps_exactly_the_missing(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..500));
+    let addr = serve_api(api.clone()).await;
+    let id = create_source(sandbox, http_source(&world.connector, addr)).await;
+
+    let first = next_result(sandbox, &id, "").await;
+    assert_eq!(first.status, SUCCEEDED, "{first:?}");
+    assert_eq!((first.created, first.swept), (500, 0));
+    assert_eq!(
+        first.pages, 51,
+        "50 full pages and the empty one that ends the listing"
+    );
+    assert_eq!(first.source, id);
+    assert_eq!(visible_ids(&mut world).await, ids(0..500));
+    for page in 1..=51 {
+        assert_eq!(api.hits(page), 1, "page {page} fetched once");
+    }
+
+    // 30 items disappear at the source: the next cycle sweeps exactly those.
+    let gone: BTreeSet<usize> = (0..500).step_by(17).take(30).collect();
+    api.set_items(
+        (0..500)
+            .filter(|i| !gone.contains(i))
+            .map(country_item)
+            .collect(),
+    );
+    trigger(sandbox, &id).await;
+    let second = next_result(sandbox, &id, &first.id).await;
+    assert_eq!(second.status, SUCCEEDED, "{second:?}");
+    assert_eq!(
+        (second.unchanged, second.created, second.swept),
+        (470, 0, 30)
+    );
+    let expected: BTreeSet<String> = (0..500)
+        .filter(|i| !gone.contains(i))
+        .map(|i| format!("C{i:04}"))
+        .collect();
+    assert_eq!(visible_ids(&mut world).await, expected);
+
+    // The source's headers are never shown back.
+    let shown = sandbox
+        .admin()
+        .get_source(admin::GetSourceRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!format!("{shown:?}").contains("s3cret"));
+}
+
+async fn a_cycle_removing_80_percent_is_refused_and_an_empty_one_too(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..100));
+    let addr = serve_api(api.clone()).await;
+    let mut def = http_source(&world.connector, addr);
+    def.reject_removals_above_percent = Some(50.0);
+    let id = create_source(sandbox, def).await;
+    let first = next_result(sandbox, &id, "").await;
+    assert_eq!(first.created, 100);
+
+    api.set_items(countries(0..20));
+    trigger(sandbox, &id).await;
+    let refused = next_result(sandbox, &id, &first.id).await;
+    assert_eq!(refused.status, PARTIAL);
+    assert_eq!((refused.sweep_refused, refused.swept), (80, 0));
+    assert!(
+        refused.errors.iter().any(|e| e.contains("80 of 100")),
+        "{:?}",
+        refused.errors
+    );
+    assert_eq!(visible_ids(&mut world).await, ids(0..100));
+
+    api.set_items(Vec::new());
+    trigger(sandbox, &id).await;
+    let empty = next_result(sandbox, &id, &refused.id).await;
+    assert_eq!(
+        (empty.status, empty.sweep_refused, empty.swept),
+        (PARTIAL, 100, 0)
+    );
+    assert!(
+        empty.errors.iter().any(|e| e.contains("reject_empty")),
+        "{:?}",
+        empty.errors
+    );
+    assert_eq!(visible_ids(&mut world).await.len(), 100);
+
+    // The next good cycle sweeps the earlier candidates.
+    api.set_items(countries(0..60));
+    trigger(sandbox, &id).await;
+    let good = next_result(sandbox, &id, &empty.id).await;
+    assert_eq!((good.status, good.swept), (SUCCEEDED, 40));
+    assert_eq!(visible_ids(&mut world).await, ids(0..60));
+}
+
+async fn a_page_failing_twice_is_retried_from_the_saved_cursor(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..50));
+    api.fail.lock().unwrap().insert(3, 2);
+    let addr = serve_api(api.clone()).await;
+    let id = create_source(sandbox, http_source(&world.connector, addr)).await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(result.status, SUCCEEDED, "{result:?}");
+    assert_eq!(
+        (result.created, result.unchanged),
+        (50, 0),
+        "no duplicate, no loss"
+    );
+    assert_eq!(result.errors.len(), 2, "{:?}", result.errors);
+    assert!(result.errors[0].contains("503"), "{:?}", result.errors);
+    assert_eq!(
+        (api.hits(1), api.hits(2), api.hits(3), api.hits(4)),
+        (1, 1, 3, 1)
+    );
+    assert_eq!(visible_ids(&mut world).await, ids(0..50));
+}
+
+async fn a_page_that_always_fails_fails_the_cycle_after_the_last_interval(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..50));
+    api.fail.lock().unwrap().insert(2, u32::MAX);
+    let addr = serve_api(api.clone()).await;
+    let id = create_source(sandbox, http_source(&world.connector, addr)).await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(result.status, FAILED, "{result:?}");
+    assert_eq!(api.hits(2), 4, "the first try and one per backoff interval");
+    assert!(result
+        .errors
+        .last()
+        .is_some_and(|e| e.contains("gave up after 4 attempts")));
+    assert_eq!(result.created, 10, "the first page was imported");
+    let s = status(sandbox, &id).await;
+    assert_eq!(
+        (s.state, s.cursor.as_str()),
+        (admin::SourceState::Idle as i32, "")
+    );
+    assert_eq!(
+        visible_ids(&mut world).await,
+        ids(0..10),
+        "nothing was swept"
+    );
+}
+
+async fn invalid_items_are_reported_with_their_data_and_the_rest_imported(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    let mut items = countries(0..30);
+    items[12]["population"] = json!("many");
+    items[13].as_object_mut().unwrap().remove("id");
+    api.set_items(items);
+    let addr = serve_api(api).await;
+    let id = create_source(sandbox, http_source(&world.connector, addr)).await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(
+        (result.status, result.created, result.failed),
+        (PARTIAL, 28, 2)
+    );
+    let bad = &result.failed_items[0];
+    assert_eq!((bad.id.as_str(), bad.reason.as_str()), ("C0012", "invalid"));
+    assert!(bad.error.contains("entity.population"), "{}", bad.error);
+    assert!(bad.data.contains("many"), "{}", bad.data);
+    assert_eq!(result.failed_items[1].reason, "mapping");
+    assert!(result.failed_items[1].data.contains("Country 13"));
+    let mut expected = ids(0..30);
+    expected.remove("C0012");
+    expected.remove("C0013");
+    assert_eq!(visible_ids(&mut world).await, expected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Feeds, files and gRPC providers
+
+const RSS: &str = r#"<?xml version="1.0"?>
+<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/"><channel><title>News</title>
+<item><guid>n1</guid><title>First</title><link>http://x/1</link><description>One</description>
+  <media:content url="http://x/1.mp4" type="video/mp4" width="640" height="360" duration="12"/>
+  <media:thumbnail url="http://x/1.jpg"/></item>
+<item><guid>n2</guid><title>Second</title><link>http://x/2</link></item>
+</channel></rss>"#;
+
+const ATOM: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><title>Blog</title><id>urn:blog</id><updated>2024-01-01T00:00:00Z</updated>
+<entry><id>urn:a1</id><title>Alpha</title><link href="http://x/a1"/><updated>2024-01-02T00:00:00Z</updated>
+  <author><name>Ann</name></author><summary>About alpha</summary></entry>
+</feed>"#;
+
+async fn article_type(sandbox: &Sandbox) -> (String, tributary_tests::CatalogClient) {
+    sandbox
+        .admin()
+        .create_entity_type(admin::CreateEntityTypeRequest {
+            entity_type: Some(admin::EntityType {
+                slug: "article".into(),
+                name: "Article".into(),
+                schema: Some(json_struct(
+                    json!({"type": "object", "required": ["title"]}),
+                )),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("entity type");
+    let (connector, _) = sandbox.create_connector("article", |_| {}).await;
+    let reader = sandbox.reader(&sandbox.create_consumer(&["article"]).await);
+    (connector, reader)
+}
+
+async fn rss_atom_and_media_rss_feeds_are_imported(sandbox: &Sandbox) {
+    let (connector, mut reader) = article_type(sandbox).await;
+    let app = axum::Router::new()
+        .route("/rss", get(|| async { RSS }))
+        .route("/atom", get(|| async { ATOM }));
+    let addr = serve(app).await;
+    let mapping = json!({"id": "/id", "name": "/title",
+        "entity": {"title": "/title", "link": "/link", "summary": "/summary", "authors": "/authors", "media": "/media"}});
+    for path in ["rss", "atom"] {
+        let id = create_source(
+            sandbox,
+            source(
+                &connector,
+                admin::SourceKind::Feed,
+                json!({"url": format!("http://{addr}/{path}")}),
+                mapping.clone(),
+            ),
+        )
+        .await;
+        let result = next_result(sandbox, &id, "").await;
+        assert_eq!(result.status, SUCCEEDED, "{path}: {result:?}");
+    }
+    let all = tributary_tests::list_all(&mut reader, "article").await;
+    assert_eq!(
+        all.keys().cloned().collect::<Vec<_>>(),
+        ["n1", "n2", "urn:a1"]
+    );
+    let entity = |id: &str| format!("{:?}", all[id].entity);
+    let n1 = entity("n1");
+    assert!(
+        n1.contains("http://x/1.mp4") && n1.contains("video/mp4") && n1.contains("http://x/1.jpg"),
+        "{n1}"
+    );
+    assert!(entity("urn:a1").contains("Ann"));
+    assert_eq!(all["n1"].name, "First");
+}
+
+async fn an_ndjson_file_is_imported_a_page_at_a_time(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("countries.ndjson");
+    let mut text = String::new();
+    for i in 0..25 {
+        text.push_str(&country_item(i).to_string());
+        text.push('\n');
+        if i == 7 {
+            text.push_str("{not json\n");
+        }
+    }
+    std::fs::write(&path, text).unwrap();
+    let id = create_source(
+        sandbox,
+        source(
+            &world.connector,
+            admin::SourceKind::Ndjson,
+            json!({"path": path.display().to_string(), "page_size": 10}),
+            country_mapping(),
+        ),
+    )
+    .await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!((result.created, result.failed, result.pages), (25, 1, 3));
+    assert!(
+        result.failed_items[0].error.contains("line 9"),
+        "{:?}",
+        result.failed_items
+    );
+    assert_eq!(visible_ids(&mut world).await, ids(0..25));
+}
+
+mod provider {
+    use super::*;
+    use tributary_proto::provider::v1::source_provider_server::{
+        SourceProvider, SourceProviderServer,
+    };
+    use tributary_proto::provider::v1::{NextRequest, NextResponse};
+
+    /// A provider of 35 countries, 10 per call, cursor `{"after": n}`.
+    pub struct Countries;
+
+    #[tonic::async_trait]
+    impl SourceProvider for Countries {
+        async fn next(
+            &self,
+            request: tonic::Request<NextRequest>,
+        ) -> Result<tonic::Response<NextResponse>, tonic::Status> {
+            let req = request.into_inner();
+            let after = if req.cursor.is_empty() {
+                0
+            } else {
+                let c: Value = serde_json::from_str(&req.cursor)
+                    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+                c["after"].as_u64().unwrap_or(0) as usize
+            };
+            let end = (after + 10).min(35);
+            Ok(tonic::Response::new(NextResponse {
+                items: (after..end).map(|i| json_struct(country_item(i))).collect(),
+                next_cursor: json!({"after": end}).to_string(),
+                done: end == 35,
+            }))
+        }
+    }
+
+    pub async fn serve() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(SourceProviderServer::new(Countries))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+}
+
+async fn a_grpc_provider_is_called_with_the_cursor(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let addr = provider::serve().await;
+    let id = create_source(
+        sandbox,
+        source(
+            &world.connector,
+            admin::SourceKind::Grpc,
+            json!({"endpoint": format!("http://{addr}")}),
+            country_mapping(),
+        ),
+    )
+    .await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(
+        (result.status, result.created, result.pages),
+        (SUCCEEDED, 35, 4)
+    );
+    assert_eq!(visible_ids(&mut world).await, ids(0..35));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Write policies (§4.4) for pulled records
+
+async fn write_policies_apply_to_pulled_records(sandbox: &Sandbox) {
+    sandbox.create_country_type().await;
+    let reader_token = sandbox.create_consumer(&["country"]).await;
+    let mut reader = sandbox.reader(&reader_token);
+    for (policy, expect_updated, expect_skipped) in [
+        (admin::WritePolicy::Importer, 10, 0),
+        (admin::WritePolicy::ImporterCreateOnly, 0, 10),
+        (admin::WritePolicy::ImporterUpdateUnlessEdited, 9, 1),
+    ] {
+        let (connector, _) = sandbox
+            .create_connector("country", |c| c.write_policy = policy as i32)
+            .await;
+        let api = Arc::new(Api::default());
+        api.set_items(countries(0..10));
+        let addr = serve_api(api.clone()).await;
+        let id = create_source(sandbox, http_source(&connector, addr)).await;
+        let first = next_result(sandbox, &id, "").await;
+        assert_eq!(first.created, 10);
+        // Edit one record inside Tributary.
+        let key = tributary_core::ids::record_key("country", &connector, "C0003");
+        let edited = sandbox
+            .admin()
+            .edit_record(admin::EditRecordRequest {
+                key: key.clone(),
+                name: Some("Edited".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("edit")
+            .into_inner()
+            .record
+            .expect("record");
+        assert!(edited.edited_at.is_some());
+        // The source changes every record.
+        api.set_items(
+            (0..10)
+                .map(|i| {
+                    let mut item = country_item(i);
+                    item["population"] = json!(1000 + i);
+                    item
+                })
+                .collect(),
+        );
+        trigger(sandbox, &id).await;
+        let second = next_result(sandbox, &id, &first.id).await;
+        assert_eq!(
+            (second.updated, second.skipped),
+            (expect_updated, expect_skipped),
+            "{policy:?}"
+        );
+        let record = reader
+            .get_record(tributary_proto::catalog::v1::GetRecordRequest { key })
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+        let kept_edit = policy != admin::WritePolicy::Importer;
+        assert_eq!(record.name == "Edited", kept_edit, "{policy:?}");
+        if policy == admin::WritePolicy::ImporterUpdateUnlessEdited {
+            assert_eq!(second.skipped_items[0].reason, "edited");
+            assert_eq!(second.skipped_items[0].id, "C0003");
+        }
+    }
+}
+
+async fn bad_source_definitions_name_the_field(sandbox: &Sandbox) {
+    let world = sandbox.country_world().await;
+    let mut def = source(
+        &world.connector,
+        admin::SourceKind::HttpJson,
+        json!({"url": "ftp://nope"}),
+        json!({"id": "code"}),
+    );
+    def.reject_removals_above_percent = Some(120.0);
+    let status = sandbox
+        .admin()
+        .create_source(admin::CreateSourceRequest { source: Some(def) })
+        .await
+        .expect_err("invalid");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let fields: Vec<String> = tributary_tests::bad_request_fields(&status)
+        .into_iter()
+        .map(|f| f.0)
+        .collect();
+    assert!(
+        fields.contains(&"source.config.url".to_owned()),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"source.mapping.id".to_owned()),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"source.reject_removals_above_percent".to_owned()),
+        "{fields:?}"
+    );
+    let missing = sandbox
+        .admin()
+        .get_source_status(admin::GetSourceStatusRequest { id: "nope".into() })
+        .await
+        .expect_err("unknown");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several engines on one PostgreSQL database
+
+/// Two engines (each with its own connection pool, as two processes would have) share one
+/// database: a source is worked by one of them at a time; when the holder dies mid-cycle the
+/// other takes over after the lease expires, from the saved cursor, and the end state is exactly
+/// the source's items, each imported once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_engines_work_a_source_one_at_a_time_and_take_over_a_dead_holder() {
+    let Some(sandbox) = Sandbox::postgres(|o| o.ingest = None).await else {
+        return;
+    };
+    let mut world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..300));
+    api.delay_ms.store(20, Ordering::SeqCst);
+    let addr = serve_api(api.clone()).await;
+    let url = sandbox.database_url().expect("database url").to_owned();
+    let options = EngineOptions {
+        heartbeat: Duration::from_millis(100),
+        lease: Duration::from_secs(1),
+        ..EngineOptions::default()
+    };
+    let engine = |store| Arc::new(tributary_ingest::Engine::new(store, options.clone()).unwrap());
+    let a = engine(tributary_store::open(&url).await.unwrap());
+    let b = engine(tributary_store::open(&url).await.unwrap());
+    let mut def = http_source(&world.connector, addr);
+    def.burst_length = Some(ms(100));
+    let id = create_source(&sandbox, def).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task_a = tokio::spawn(a.clone().run(stop.clone()));
+    let task_b = tokio::spawn(b.clone().run(stop.clone()));
+
+    // Kill whichever engine holds the lease once the cycle is well under way.
+    let holder = wait_until(WAIT, || async {
+        let s = status(&sandbox, &id).await;
+        (s.pages >= 5 && !s.lease_holder.is_empty()).then_some(s.lease_holder)
+    })
+    .await
+    .expect("the cycle got under way");
+    let survivor = if holder == a.holder() {
+        task_a.abort();
+        b.holder().to_owned()
+    } else {
+        task_b.abort();
+        a.holder().to_owned()
+    };
+    let taken_over = wait_until(WAIT, || async {
+        let s = status(&sandbox, &id).await;
+        (s.lease_holder == survivor || !s.last_import_result.is_empty()).then_some(())
+    })
+    .await;
+    assert!(taken_over.is_some(), "the survivor took the source over");
+
+    let result = next_result(&sandbox, &id, "").await;
+    assert_eq!(result.status, SUCCEEDED, "{result:?}");
+    assert_eq!(
+        (result.created, result.unchanged, result.pages),
+        (300, 0, 31),
+        "every item imported once, every page applied once"
+    );
+    assert_eq!(
+        api.max_in_flight.load(Ordering::SeqCst),
+        1,
+        "one engine at a time"
+    );
+    assert_eq!(visible_ids(&mut world).await, ids(0..300));
+    stop.cancel();
+    sandbox.stop().await;
+}
+
+on_both_backends!(
+    fifty_pages_import_fully_and_the_next_cycle_sweeps_exactly_the_missing with super::fast,
+    a_cycle_removing_80_percent_is_refused_and_an_empty_one_too with super::fast,
+    a_page_failing_twice_is_retried_from_the_saved_cursor with super::fast,
+    a_page_that_always_fails_fails_the_cycle_after_the_last_interval with super::fast,
+    invalid_items_are_reported_with_their_data_and_the_rest_imported with super::fast,
+    rss_atom_and_media_rss_feeds_are_imported with super::fast,
+    an_ndjson_file_is_imported_a_page_at_a_time with super::fast,
+    a_grpc_provider_is_called_with_the_cursor with super::fast,
+    write_policies_apply_to_pulled_records with super::fast,
+    bad_source_definitions_name_the_field with super::fast,
+);
