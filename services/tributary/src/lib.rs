@@ -41,6 +41,7 @@ pub enum Command {
     Contribute(cli::contribute::ContributeArgs),
     Records(cli::records::RecordsArgs),
     ImportResults(cli::import_results::ImportResultsArgs),
+    Source(cli::source::SourceArgs),
 }
 
 /// Flags of `tributary serve`.
@@ -69,6 +70,7 @@ impl Cli {
             Command::ImportResults(args) => cli::import_results::run(args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Source(args) => cli::source::run(args).await.map(|()| ExitCode::SUCCESS),
         };
         done.unwrap_or_else(|error| {
             eprintln!("error: {}", cli::render_error(&error));

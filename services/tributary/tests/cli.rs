@@ -878,6 +878,241 @@ on_both_backends!(
     import_results_list_and_get,
 );
 
+/// A paginated JSON API on 127.0.0.1 for `source` tests: `GET /items?page=N&per_page=2` →
+/// `{"data": [...]}`, three countries over two pages.
+async fn serve_countries_api() -> std::net::SocketAddr {
+    async fn page(
+        axum::extract::RawQuery(query): axum::extract::RawQuery,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let query = query.unwrap_or_default();
+        let page: usize = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "page")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(1);
+        let all = [("GB", 67), ("FR", 68), ("IT", 59)];
+        let data: Vec<Value> = all
+            .iter()
+            .skip((page.saturating_sub(1)) * 2)
+            .take(2)
+            .map(|(id, p)| {
+                serde_json::json!({"id": id, "name": format!("Country {id}"), "code": id,
+                                   "population": p})
+            })
+            .collect();
+        (
+            [("content-type", "application/json")],
+            serde_json::json!({ "data": data }).to_string(),
+        )
+            .into_response()
+    }
+    let app = axum::Router::new().route("/items", axum::routing::get(page));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// Waits (polling `source status`) until the source has finished a cycle whose import result is
+/// not `previous` and is not running; returns that status.
+async fn cycle_after(cli: &Cli, id: &str, previous: &str) -> Value {
+    wait_until(Duration::from_secs(60), || async {
+        let status = cli
+            .admin(&["source", "status", id, "--output", "json"])
+            .await
+            .expect(0)
+            .json();
+        let result = status["last_import_result"].as_str().unwrap_or_default();
+        let done = !result.is_empty() && result != previous && status["state"] != "running";
+        done.then_some(status)
+    })
+    .await
+    .unwrap_or_else(|| panic!("source {id}: no cycle after {previous:?} finished within 60 s"))
+}
+
+/// `source create/get/list/trigger/status/update/delete` against a real pull cycle. SQLite is
+/// enough here: the source RPCs and the engine are tested on both backends in tests/ingest.rs;
+/// this covers the command line over them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_commands_define_run_and_delete_a_pull_source() {
+    let sandbox = Sandbox::sqlite(|_| {}).await;
+    let cli = Cli::new(&sandbox);
+    let (connector, _, reader) = cli.country_world().await;
+    let api = serve_countries_api().await;
+    let definition = serde_json::json!({
+        "connector": connector,
+        "name": "countries API",
+        "kind": "http_json",
+        "config": {"url": format!("http://{api}/items"), "items": "/data",
+                   "headers": {"Authorization": "Bearer s3cret"},
+                   "pagination": {"type": "page", "size_param": "per_page", "size": 2}},
+        "mapping": {"id": "/id", "name": "/name",
+                    "entity": {"code": "/code", "population": "/population"}},
+        "burst_interval": "10ms",
+        "rest_length": "1d",
+        "backoff": ["50ms"],
+    });
+    let file = cli.file("source.json", &definition.to_string());
+    let created = cli
+        .admin(&["source", "create", "--file", &file, "--output", "json"])
+        .await
+        .expect(0)
+        .json();
+    let id = str_at(&created, "/id");
+    assert_eq!(created["kind"], "http_json");
+    assert_eq!(created["rest_length"], "86400s");
+
+    // An enabled source is due at once: its first cycle is over when the status names its
+    // import result and the source no longer runs.
+    let first = cycle_after(&cli, &id, "").await;
+    assert_eq!(first["attempts"], 0, "{first}");
+    assert_eq!(first["last_error"], "", "{first}");
+    assert!(first["last_run_at"].is_string(), "{first}");
+    assert!(first["next_run_at"].is_string(), "{first}");
+    assert_eq!(
+        cli.countries(&reader).await,
+        pairs(&[("GB", 67), ("FR", 68), ("IT", 59)])
+    );
+    let first_result = str_at(&first, "/last_import_result");
+
+    // Resting for a day: `trigger` runs it again now.
+    let triggered = cli
+        .admin(&["source", "trigger", &id, "--output", "json"])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(triggered["source_id"], id.as_str());
+    let second = cycle_after(&cli, &id, &first_result).await;
+    let second_result = str_at(&second, "/last_import_result");
+    let table = cli.admin(&["source", "status", &id]).await.expect(0);
+    for field in [
+        "state",
+        "cursor",
+        "attempts",
+        "last_error",
+        "next_run_at",
+        "marks",
+    ] {
+        assert!(table.stdout.contains(field), "{field}: {}", table.stdout);
+    }
+
+    // Header values never come back.
+    let got = cli
+        .admin(&["source", "get", &id, "--output", "json"])
+        .await
+        .expect(0);
+    assert!(!got.stdout.contains("s3cret"), "{}", got.stdout);
+    assert_eq!(got.json()["name"], "countries API");
+    let listed = cli.admin(&["source", "list"]).await.expect(0);
+    assert!(
+        listed.stdout.contains(&id) && listed.stdout.contains("http_json"),
+        "{}",
+        listed.stdout
+    );
+    assert!(!listed.stdout.contains("s3cret"), "{}", listed.stdout);
+    let listed = cli
+        .admin(&["source", "list", "--output", "ndjson"])
+        .await
+        .expect(0)
+        .ndjson();
+    assert_eq!(listed.len(), 1);
+    assert!(!listed[0].to_string().contains("s3cret"));
+
+    // The cycle's import result, reported as the source's.
+    let results = cli
+        .admin(&[
+            "import-results",
+            "list",
+            "--connector",
+            &connector,
+            "--output",
+            "json",
+        ])
+        .await
+        .expect(0)
+        .json();
+    let result = |id: &str| {
+        results
+            .as_array()
+            .and_then(|all| all.iter().find(|r| r["id"] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not in {results}"))
+    };
+    let (first, second) = (result(&first_result), result(&second_result));
+    assert_eq!(first["created"], 3, "{first}");
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(first["source"], id.as_str(), "{first}");
+    assert_eq!(second["unchanged"], 3, "{second}");
+    assert_eq!(second["status"], "succeeded", "{second}");
+
+    // `get --output json` is a valid definition to edit and send back (header kept redacted).
+    let mut edited = got.json();
+    edited["name"] = "renamed".into();
+    let edited_file = cli.file("edited.json", &edited.to_string());
+    let updated = cli
+        .admin(&["source", "update", &id, "--file", &edited_file])
+        .await
+        .expect(0);
+    assert!(
+        updated.stdout.contains("Updated source"),
+        "{}",
+        updated.stdout
+    );
+    let got = cli
+        .admin(&["source", "get", &id, "--output", "json"])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(got["name"], "renamed");
+
+    // A bad definition is a usage error naming the file and the field; nothing is sent.
+    let bad = cli.file("bad.json", r#"{"connector": "x", "kind": "ftp"}"#);
+    let run = cli
+        .admin(&["source", "create", "--file", &bad])
+        .await
+        .expect(2);
+    assert!(
+        run.stderr.contains("bad.json") && run.stderr.contains("\"kind\" must be one of"),
+        "{}",
+        run.stderr
+    );
+    let not_json = cli.file("not.json", "{nope");
+    let run = cli
+        .admin(&["source", "create", "--file", &not_json])
+        .await
+        .expect(2);
+    assert!(run.stderr.contains("not JSON"), "{}", run.stderr);
+    let run = cli
+        .admin(&["source", "create", "--file", "missing.json"])
+        .await
+        .expect(2);
+    assert!(
+        run.stderr.contains("cannot read missing.json"),
+        "{}",
+        run.stderr
+    );
+
+    let deleted = cli.admin(&["source", "delete", &id]).await.expect(0);
+    assert!(
+        deleted.stdout.contains("Deleted source"),
+        "{}",
+        deleted.stdout
+    );
+    let run = cli.admin(&["source", "get", &id]).await.expect(1);
+    assert!(!run.stderr.is_empty());
+    assert!(cli
+        .admin(&["source", "list", "--output", "ndjson"])
+        .await
+        .expect(0)
+        .ndjson()
+        .is_empty());
+    // Its records stay.
+    assert_eq!(cli.countries(&reader).await.len(), 3);
+    sandbox.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdin_is_read_for_dash_with_and_without_digests() {
     let sandbox = Sandbox::sqlite(|_| {}).await;
@@ -1138,6 +1373,7 @@ async fn help_explains_each_command() {
         "contribute",
         "records",
         "import-results",
+        "source",
     ] {
         assert!(
             top.stdout.contains(command),
@@ -1160,6 +1396,20 @@ async fn help_explains_each_command() {
             contribute.stdout.contains(needle),
             "{needle} missing from:\n{}",
             contribute.stdout
+        );
+    }
+    let source = cli.run(&["source", "--help"], &[], None).await.expect(0);
+    for needle in [
+        "\"connector\"",
+        "http_json",
+        "Durations",
+        "<redacted>",
+        "trigger",
+    ] {
+        assert!(
+            source.stdout.contains(needle),
+            "{needle} missing from:\n{}",
+            source.stdout
         );
     }
     let admin = cli

@@ -14,6 +14,7 @@ pub mod import_results;
 pub mod input;
 pub mod output;
 pub mod records;
+pub mod source;
 
 use std::process::ExitCode;
 

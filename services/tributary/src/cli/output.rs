@@ -240,6 +240,99 @@ pub const IMPORT_RESULT_COLUMNS: &[Column] = &[
     ("ENDED", "/ended_at"),
 ];
 
+/// The kind of a source as the definition file spells it.
+pub fn source_kind_name(kind: admin::SourceKind) -> &'static str {
+    match kind {
+        admin::SourceKind::Unspecified => "unspecified",
+        admin::SourceKind::HttpJson => "http_json",
+        admin::SourceKind::Ndjson => "ndjson",
+        admin::SourceKind::Feed => "feed",
+        admin::SourceKind::Grpc => "grpc",
+    }
+}
+
+/// A source definition, in the form `source create --file` reads (header values come from the
+/// server redacted).
+pub fn source(s: &admin::Source) -> Value {
+    let duration = |d: Option<&prost_types::Duration>| {
+        d.map_or(Value::Null, |d| {
+            Value::String(super::source::duration_text(d))
+        })
+    };
+    let mut map = serde_json::Map::new();
+    map.insert("id".into(), json!(s.id));
+    map.insert("connector".into(), json!(s.connector));
+    map.insert("name".into(), json!(s.name));
+    map.insert("kind".into(), json!(source_kind_name(s.kind())));
+    map.insert("config".into(), object(s.config.as_ref()));
+    map.insert("mapping".into(), object(s.mapping.as_ref()));
+    super::source::schedule_fields(s, &mut map);
+    map.insert("burst_length".into(), duration(s.burst_length.as_ref()));
+    map.insert("burst_interval".into(), duration(s.burst_interval.as_ref()));
+    map.insert("rest_length".into(), duration(s.rest_length.as_ref()));
+    map.insert(
+        "backoff".into(),
+        s.backoff.iter().map(|d| duration(Some(d))).collect(),
+    );
+    map.insert(
+        "reject_removals_above_percent".into(),
+        json!(s.reject_removals_above_percent),
+    );
+    map.insert("reject_empty".into(), json!(s.reject_empty));
+    map.insert("enabled".into(), json!(s.enabled));
+    map.insert("created_at".into(), time(s.created_at.as_ref()));
+    map.insert("updated_at".into(), time(s.updated_at.as_ref()));
+    Value::Object(map)
+}
+
+/// Columns of `source list`.
+pub const SOURCE_COLUMNS: &[Column] = &[
+    ("ID", "/id"),
+    ("NAME", "/name"),
+    ("CONNECTOR", "/connector"),
+    ("KIND", "/kind"),
+    ("INTERVAL", "/interval"),
+    ("CRON", "/cron"),
+    ("ENABLED", "/enabled"),
+    ("UPDATED", "/updated_at"),
+];
+
+/// The state of a source as the command line spells it.
+pub fn source_state_name(state: admin::SourceState) -> &'static str {
+    match state {
+        admin::SourceState::Unspecified => "unspecified",
+        admin::SourceState::Idle => "idle",
+        admin::SourceState::Running => "running",
+        admin::SourceState::Resting => "resting",
+        admin::SourceState::Backoff => "backoff",
+    }
+}
+
+/// A source's runtime status.
+pub fn source_status(s: &admin::SourceStatus) -> Value {
+    json!({
+        "source_id": s.source_id,
+        "state": source_state_name(s.state()),
+        "cursor": s.cursor,
+        "cycle_id": s.cycle_id,
+        "cycle_started_at": time(s.cycle_started_at.as_ref()),
+        "attempts": s.attempts,
+        "last_error": s.last_error,
+        "last_run_at": time(s.last_run_at.as_ref()),
+        "next_run_at": time(s.next_run_at.as_ref()),
+        "lease_holder": s.lease_holder,
+        "lease_expires_at": time(s.lease_expires_at.as_ref()),
+        "marks": s.marks,
+        "pages": s.pages,
+        "created": s.created,
+        "updated": s.updated,
+        "unchanged": s.unchanged,
+        "skipped": s.skipped,
+        "failed": s.failed,
+        "last_import_result": s.last_import_result,
+    })
+}
+
 /// A record as consumers see it.
 pub fn record(r: &catalog::Record) -> Value {
     json!({
