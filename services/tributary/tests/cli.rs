@@ -932,7 +932,8 @@ async fn cycle_after(cli: &Cli, id: &str, previous: &str) -> Value {
     .unwrap_or_else(|| panic!("source {id}: no cycle after {previous:?} finished within 60 s"))
 }
 
-/// `source create/get/list/trigger/status/update/delete` against a real pull cycle. SQLite is
+/// `source create/get/list/trigger/status/update/delete` against real pull cycles, and `records
+/// edit` on a pulled record. SQLite is
 /// enough here: the source RPCs and the engine are tested on both backends in tests/ingest.rs;
 /// this covers the command line over them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1094,6 +1095,55 @@ async fn source_commands_define_run_and_delete_a_pull_source() {
         run.stderr
     );
 
+    // `records edit` (admin token) corrects a pulled record and stamps edited_at.
+    let gb = cli
+        .with_token(
+            &reader,
+            &[
+                "records",
+                "get",
+                "--entity-type",
+                "country",
+                "--connector",
+                &connector,
+                "--id",
+                "GB",
+                "--output",
+                "json",
+            ],
+        )
+        .await
+        .expect(0)
+        .json();
+    let key = str_at(&gb, "/key");
+    let entity = cli.file("gb.json", r#"{"code": "GB", "population": 70}"#);
+    let edited = cli
+        .admin(&[
+            "records",
+            "edit",
+            &key,
+            "--name",
+            "United Kingdom",
+            "--entity-file",
+            &entity,
+            "--output",
+            "json",
+        ])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(edited["name"], "United Kingdom", "{edited}");
+    assert_eq!(edited["entity"]["population"], 70, "{edited}");
+    assert!(edited["edited_at"].is_string(), "{edited}");
+    let invalid = cli.file("invalid.json", r#"{"code": "GB"}"#);
+    let run = cli
+        .admin(&["records", "edit", &key, "--entity-file", &invalid])
+        .await
+        .expect(1);
+    assert!(run.stderr.contains("population"), "{}", run.stderr);
+    let run = cli.admin(&["records", "edit", &key]).await.expect(2);
+    assert!(run.stderr.contains("nothing to edit"), "{}", run.stderr);
+
     let deleted = cli.admin(&["source", "delete", &id]).await.expect(0);
     assert!(
         deleted.stdout.contains("Deleted source"),
@@ -1109,7 +1159,10 @@ async fn source_commands_define_run_and_delete_a_pull_source() {
         .ndjson()
         .is_empty());
     // Its records stay.
-    assert_eq!(cli.countries(&reader).await.len(), 3);
+    assert_eq!(
+        cli.countries(&reader).await,
+        pairs(&[("GB", 70), ("FR", 68), ("IT", 59)])
+    );
     sandbox.stop().await;
 }
 

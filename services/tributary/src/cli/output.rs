@@ -352,6 +352,23 @@ pub fn record(r: &catalog::Record) -> Value {
     })
 }
 
+/// A record as `records edit` returns it.
+pub fn edited_record(r: &admin::EditedRecord) -> Value {
+    json!({
+        "key": r.key,
+        "entity_type": r.entity_type,
+        "connector": r.connector,
+        "id": r.id,
+        "name": r.name,
+        "entity": object(r.entity.as_ref()),
+        "instance": object(r.instance.as_ref()),
+        "checksum": r.checksum,
+        "version": r.version,
+        "updated_at": time(r.updated_at.as_ref()),
+        "edited_at": time(r.edited_at.as_ref()),
+    })
+}
+
 /// Columns of `records list`.
 pub const RECORD_COLUMNS: &[Column] = &[
     ("ID", "/id"),

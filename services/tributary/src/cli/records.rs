@@ -1,17 +1,21 @@
 //! `tributary records ...`: reading the catalog as a consumer (SPEC.md §3).
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::Subcommand;
 use serde_json::json;
 use tributary_client::pages::RecordPages;
-use tributary_client::pb::catalog;
+use tributary_client::pb::{admin, catalog};
+use tributary_grpc::convert::json_to_struct;
 
 use super::connection::{with_token_hint, ServerArgs};
 use super::output::{self, OutputFormat};
-use super::usage;
+use super::{input, usage};
 
-/// Read records (consumer token: --token, else TRIBUTARY_TOKEN; none for a public catalog).
+/// Read records (consumer token: --token, else TRIBUTARY_TOKEN; none for a public catalog), and
+/// correct one (`edit`, admin token; see `tributary entity-type --help` for where it comes from).
 #[derive(Debug, clap::Args)]
 pub struct RecordsArgs {
     #[command(flatten)]
@@ -79,14 +83,44 @@ pub enum RecordsCommand {
         #[arg(long, value_enum, default_value = "ndjson")]
         output: OutputFormat,
     },
+    /// Correct a record inside Tributary (admin token); what is not given keeps its value.
+    ///
+    /// Sets the record's edited_at: a connector with the write policy
+    /// importer-update-unless-edited no longer overwrites it (SPEC.md §4.4). The new entity must
+    /// pass the entity type's schema.
+    Edit {
+        /// The record's 40-hex key.
+        key: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// A file holding the new entity, a JSON object (`-` for stdin).
+        #[arg(long, value_name = "FILE")]
+        entity_file: Option<PathBuf>,
+        /// A file holding the new instance, a JSON object (`-` for stdin).
+        #[arg(long, value_name = "FILE")]
+        instance_file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
 }
 
 /// Runs a `records` subcommand.
 pub async fn run(args: RecordsArgs) -> anyhow::Result<()> {
-    let token = args.server.token("consumer", true)?;
-    let mut client = tributary_client::catalog(args.server.connect().await?, &token.value);
+    let RecordsArgs { server, command } = args;
+    let command = match command {
+        RecordsCommand::Edit {
+            key,
+            name,
+            entity_file,
+            instance_file,
+            output,
+        } => return edit(&server, key, name, entity_file, instance_file, output).await,
+        other => other,
+    };
+    let token = server.token("consumer", true)?;
+    let mut client = tributary_client::catalog(server.connect().await?, &token.value);
     let hint = |e| with_token_hint(e, &token, "consumer");
-    match args.command {
+    match command {
         RecordsCommand::List {
             entity_type,
             filter,
@@ -202,7 +236,62 @@ pub async fn run(args: RecordsArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        RecordsCommand::Edit { .. } => unreachable!("handled above with the admin token"),
     }
+}
+
+/// `records edit`: the EditRecord RPC of the Admin service.
+async fn edit(
+    server: &ServerArgs,
+    key: String,
+    name: Option<String>,
+    entity_file: Option<PathBuf>,
+    instance_file: Option<PathBuf>,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    if name.is_none() && entity_file.is_none() && instance_file.is_none() {
+        return Err(usage(
+            "nothing to edit: give --name, --entity-file or --instance-file",
+        ));
+    }
+    let entity = entity_file.as_deref().map(read_object).transpose()?;
+    let instance = instance_file.as_deref().map(read_object).transpose()?;
+    let token = server.admin_token()?;
+    let mut client = tributary_client::admin(server.connect().await?, &token.value);
+    let edited = client
+        .edit_record(admin::EditRecordRequest {
+            key,
+            name,
+            entity,
+            instance,
+        })
+        .await
+        .map_err(|e| with_token_hint(e, &token, "admin"))?
+        .into_inner()
+        .record
+        .unwrap_or_default();
+    match output {
+        OutputFormat::Table => {
+            println!(
+                "Edited record {} ({}), now version {}.",
+                edited.key, edited.id, edited.version
+            );
+            Ok(())
+        }
+        format => output::print_one(format, &output::edited_record(&edited)),
+    }
+}
+
+/// Reads a JSON object from a file (`-` for stdin).
+fn read_object(path: &Path) -> anyhow::Result<prost_types::Struct> {
+    let text = input::read_small(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| usage(format!("{}: not JSON: {e}", path.display())))?;
+    match value {
+        serde_json::Value::Object(_) => json_to_struct(value),
+        _ => None,
+    }
+    .ok_or_else(|| usage(format!("{}: must be a JSON object", path.display())))
 }
 
 fn print_event(format: OutputFormat, event: &catalog::WatchResponse) -> anyhow::Result<()> {
