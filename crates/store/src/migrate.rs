@@ -20,6 +20,10 @@ const SQLITE: &[Migration] = &[
         version: 2,
         sql: include_str!("../migrations/sqlite/0002_batch_seq.sql"),
     },
+    Migration {
+        version: 3,
+        sql: include_str!("../migrations/sqlite/0003_change_log.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -30,6 +34,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 2,
         sql: include_str!("../migrations/postgres/0002_batch_seq.sql"),
+    },
+    Migration {
+        version: 3,
+        sql: include_str!("../migrations/postgres/0003_change_log.sql"),
     },
 ];
 

@@ -1767,7 +1767,7 @@ async fn postgres_concurrent_migrations_on_a_fresh_database() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     drop(conn);
     drop(stores);
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))

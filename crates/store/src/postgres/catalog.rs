@@ -1,5 +1,6 @@
 //! Entity types, connectors and consumers on PostgreSQL.
 
+use super::changes::{log_deletes_where, DeleteScope};
 use super::PgStore;
 use crate::error::{entity_type_in_use, unique_to_exists, StoreResult};
 use crate::rows::{self, count};
@@ -134,6 +135,16 @@ pub(crate) async fn delete_entity_type(s: &PgStore, slug: &str, force: bool) -> 
     if (records > 0 || connectors > 0) && !force {
         return Err(entity_type_in_use(slug, count(records), count(connectors)));
     }
+    // Batches in flight on the type's sessions finish first (lock order: ADR 0003).
+    sqlx::query(
+        "SELECT 1 FROM sessions s JOIN connectors c ON c.id = s.connector \
+         WHERE c.entity_type = $1 AND s.state = 'open' ORDER BY s.id FOR UPDATE OF s",
+    )
+    .bind(slug)
+    .execute(&mut *tx)
+    .await?;
+    let now = tributary_core::clock::now_micros();
+    let logged = log_deletes_where(&mut tx, DeleteScope::EntityType, slug, now).await?;
     let statements = [
         "DELETE FROM records WHERE entity_type = $1",
         "DELETE FROM staged_records WHERE session_id IN \
@@ -147,6 +158,9 @@ pub(crate) async fn delete_entity_type(s: &PgStore, slug: &str, force: bool) -> 
         sqlx::query(sql).bind(slug).execute(&mut *tx).await?;
     }
     tx.commit().await?;
+    if let Some(sequence) = logged {
+        s.changes.publish(sequence);
+    }
     Ok(())
 }
 
@@ -264,7 +278,10 @@ pub(crate) async fn delete_connector(
         .bind(id)
         .execute(&mut *tx)
         .await?;
+    let mut logged = None;
     let records = if delete_records {
+        // The sessions update above waited out the connector's batches in flight.
+        logged = log_deletes_where(&mut tx, DeleteScope::Connector, id, now).await?;
         sqlx::query("DELETE FROM records WHERE connector = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -274,6 +291,9 @@ pub(crate) async fn delete_connector(
         0
     };
     tx.commit().await?;
+    if let Some(sequence) = logged {
+        s.changes.publish(sequence);
+    }
     Ok(records)
 }
 
