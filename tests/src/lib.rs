@@ -136,6 +136,11 @@ impl Sandbox {
         *self.running.lock().expect("sandbox lock") = Some(running);
     }
 
+    /// The URL of the sandbox's database (to point other processes at it).
+    pub fn database_url(&self) -> Option<&str> {
+        self.db.as_ref().map(|db| db.url.as_str())
+    }
+
     /// A fresh channel to the server.
     pub fn channel(&self) -> Channel {
         self.channel.clone()

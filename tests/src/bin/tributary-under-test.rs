@@ -1,0 +1,9 @@
+//! The `tributary` command line, as a binary of the test package: end-to-end tests spawn it as
+//! a separate process (e.g. `serve --only consumer --database-url …`).
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tributary::Cli::parse().run().await
+}
