@@ -49,8 +49,8 @@ async fn notify(tx: &mut Transaction<'static, Postgres>, last: i64) -> StoreResu
     Ok(())
 }
 
-/// Logs `op` for `keys` (records of `entity_type`) at the next sequences; answers the last
-/// sequence, or `None` when there was nothing to log. Takes the counter as the batch's last
+/// Logs `op` for `keys` (records of `entity_type`) at the next sequences, in key order like
+/// every set-based entry; answers the last sequence, or `None` when there was nothing to log. Takes the counter as the batch's last
 /// lock, and holds it only for these statements and the commit.
 pub(super) async fn log_keys(
     tx: &mut Transaction<'static, Postgres>,
@@ -62,6 +62,8 @@ pub(super) async fn log_keys(
     if keys.is_empty() {
         return Ok(None);
     }
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
     let n = to_i64(keys.len() as u64);
     let last: i64 = sqlx::query_scalar(
         "UPDATE change_sequence SET last_seq = last_seq + $1 WHERE id = 1 RETURNING last_seq",
@@ -77,7 +79,7 @@ pub(super) async fn log_keys(
     .bind(entity_type)
     .bind(op.as_str())
     .bind(now)
-    .bind(keys)
+    .bind(&keys)
     .execute(&mut **tx)
     .await?;
     notify(tx, last).await?;

@@ -25,8 +25,8 @@ impl Op {
     }
 }
 
-/// Logs `op` for `keys` (records of `entity_type`) at the next sequences; answers the last
-/// sequence, or `None` when there was nothing to log. One statement for the whole batch.
+/// Logs `op` for `keys` (records of `entity_type`) at the next sequences, in key order like
+/// every set-based entry; answers the last sequence, or `None` when there was nothing to log. One statement for the whole batch.
 pub(super) async fn log_keys(
     tx: &mut Transaction<'static, Sqlite>,
     entity_type: &str,
@@ -37,6 +37,8 @@ pub(super) async fn log_keys(
     if keys.is_empty() {
         return Ok(None);
     }
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
     let n = to_i64(keys.len() as u64);
     let last: i64 = sqlx::query_scalar(
         "UPDATE change_sequence SET last_seq = last_seq + ?1 WHERE id = 1 RETURNING last_seq",
@@ -52,7 +54,7 @@ pub(super) async fn log_keys(
     .bind(entity_type)
     .bind(op.as_str())
     .bind(now)
-    .bind(json_list(keys.iter().copied())?)
+    .bind(json_list(keys)?)
     .execute(&mut **tx)
     .await?;
     Ok(Some(count(last)))
