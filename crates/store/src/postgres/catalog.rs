@@ -135,10 +135,13 @@ pub(crate) async fn delete_entity_type(s: &PgStore, slug: &str, force: bool) -> 
     if (records > 0 || connectors > 0) && !force {
         return Err(entity_type_in_use(slug, count(records), count(connectors)));
     }
-    // Batches in flight on the type's sessions finish first (lock order: ADR 0003).
+    // Batches and commits in flight on the type's sessions finish first. Accrue/replace sessions
+    // are locked before stream sessions: a commit holds its own session row and then locks its
+    // connector's stream sessions, so taking them in the other order could deadlock (ADR 0003).
     sqlx::query(
         "SELECT 1 FROM sessions s JOIN connectors c ON c.id = s.connector \
-         WHERE c.entity_type = $1 AND s.state = 'open' ORDER BY s.id FOR UPDATE OF s",
+         WHERE c.entity_type = $1 AND s.state = 'open' ORDER BY (s.mode = 'stream'), s.id \
+         FOR UPDATE OF s",
     )
     .bind(slug)
     .execute(&mut *tx)
@@ -261,7 +264,16 @@ pub(crate) async fn delete_connector(
         return Err(Error::not_found(ResourceKind::Connector, id).into());
     }
     // Its open sessions end as if closed with commit = false (waiting for in-flight batches,
-    // which hold their session row); their staged data goes.
+    // which hold their session row); their staged data goes. Accrue/replace sessions are locked
+    // first, as in delete_entity_type: a commit in flight holds its own row and then locks the
+    // connector's stream sessions.
+    sqlx::query(
+        "SELECT 1 FROM sessions WHERE connector = $1 AND state = 'open' \
+         ORDER BY (mode = 'stream'), id FOR UPDATE",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     let ended: Vec<String> = sqlx::query_scalar(
         "UPDATE sessions SET state = CASE mode WHEN 'stream' THEN 'closed' ELSE 'rolled_back' END, closed_at = $2 \
          WHERE connector = $1 AND state = 'open' RETURNING id",
