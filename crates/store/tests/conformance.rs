@@ -90,6 +90,7 @@ conformance!(
     listings_report_the_sequence_of_their_snapshot,
     filters_compile_to_sql_with_the_same_results,
     pruning_moves_the_horizon,
+    concurrent_writers_make_sequences_visible_without_gaps,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2547,4 +2548,50 @@ async fn pruning_moves_the_horizon(db: &TestDb) {
             .pruned_through,
         2
     );
+}
+
+/// The BIGSERIAL pitfall: with concurrent writers, a reader must never see sequence N+1 before N.
+/// Sequences are contiguous per entity type here (one type), so any gap a reader observes would
+/// be a change it could miss for good.
+async fn concurrent_writers_make_sequences_visible_without_gaps(db: &TestDb) {
+    const WRITERS: usize = 4;
+    const BATCHES: usize = 25;
+    const PER_BATCH: usize = 4;
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let c = connector(db, WritePolicy::Importer, None).await;
+        let store = db.store.clone();
+        writers.push(tokio::spawn(async move {
+            let session = store
+                .open_session(&c, SessionMode::Stream, T0)
+                .await
+                .unwrap()
+                .session
+                .id;
+            for b in 0..BATCHES {
+                let batch: Vec<PreparedRecord> = (0..PER_BATCH)
+                    .map(|i| record(&c, &format!("W{w}-{b}-{i}"), 1))
+                    .collect();
+                store
+                    .upsert_batch(&call(&session, &c, T0 + b as i64), &batch)
+                    .await
+                    .applied_ok();
+            }
+        }));
+    }
+    let total = (WRITERS * BATCHES * PER_BATCH) as u64;
+    let mut after = 0;
+    while after < total {
+        let page = db.store.read_changes("country", after, 1000).await.unwrap();
+        for change in &page.changes {
+            assert_eq!(change.sequence, after + 1, "a gap after {after}");
+            after = change.sequence;
+        }
+        if page.changes.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
 }
