@@ -466,8 +466,14 @@ async fn a_replace_session_driven_by_digests_sweeps_only_the_missing(sandbox: &S
         .open(SessionMode::Replace)
         .await
         .expect("open replace");
-    let mut to_send = Vec::new();
-    for chunk in (0..TOTAL - MISSING).collect::<Vec<_>>().chunks(1000) {
+    // Digest batches are pipelined (a window of them in flight), and the connection breaks
+    // once mid-way: answers lost with it are asked again, each batch answered exactly once.
+    let mut sent_seqs = Vec::new();
+    for (n, chunk) in (0..TOTAL - MISSING)
+        .collect::<Vec<_>>()
+        .chunks(1000)
+        .enumerate()
+    {
         let digests = chunk
             .iter()
             .map(|&i| Digest {
@@ -475,8 +481,23 @@ async fn a_replace_session_driven_by_digests_sweeps_only_the_missing(sandbox: &S
                 checksum: format!("{}-v{}", id(i), if i < CHANGED { 2 } else { 1 }),
             })
             .collect();
-        to_send.extend(replace.diff(digests).await.expect("diff"));
+        sent_seqs.push(replace.send_digests(digests).await.expect("send digests"));
+        if n == 5 {
+            replace.disconnect();
+        }
     }
+    replace.flush().await.expect("every digest batch answered");
+    let mut answers = replace.take_digest_answers();
+    // A batch asked again after the reconnect is answered after those sent behind it.
+    answers.sort_by_key(|a| a.batch_seq);
+    assert_eq!(
+        answers.iter().map(|a| a.batch_seq).collect::<Vec<_>>(),
+        sent_seqs,
+        "one answer per digest batch"
+    );
+    assert!(answers.iter().all(|a| a.error.is_none()));
+    assert_eq!(replace.stats().reconnects, 1);
+    let to_send: Vec<String> = answers.into_iter().flat_map(|a| a.to_send).collect();
     let changed: Vec<String> = (0..CHANGED).map(id).collect();
     assert_eq!(
         to_send, changed,

@@ -15,7 +15,7 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use prost::Message;
 use tonic::transport::Channel;
@@ -524,7 +524,8 @@ async fn unary_digests(
 }
 
 /// An unchanged re-send as digests through the stream: an ACCRUE session, one digest batch per
-/// batch (each waits for its answer), the new or changed ids sent in full (none expected),
+/// batch sent without waiting for its answer (the stream's window bounds how many are in
+/// flight), the ids answered new or changed sent in full as answers arrive (none expected),
 /// commit.
 async fn stream_digests(
     channel: Channel,
@@ -539,9 +540,12 @@ async fn stream_digests(
         .open(pb::SessionMode::Accrue)
         .await
         .context("Contribute open")?;
-    let mut bytes = open_len(pb::SessionMode::Accrue);
-    let mut latency = Latency::default();
-    let mut requests = 2;
+    let mut sent = Sent {
+        records: batches.iter().map(Vec::len).sum(),
+        requests: 2,
+        bytes: open_len(pb::SessionMode::Accrue) + close_len(),
+        latency: Latency::default(),
+    };
     let mut sent_in_full = 0usize;
     for indexes in batches {
         let digests = indexes
@@ -554,54 +558,67 @@ async fn stream_digests(
                 digests,
             })),
         };
-        bytes += request.encoded_len();
-        requests += 1;
+        sent.bytes += request.encoded_len();
+        sent.requests += 1;
         let Some(Outgoing::Diff(batch)) = request.message else {
             unreachable!("built as a digest batch")
         };
-        let digests = batch.digests;
-        let sent_at = Instant::now();
-        let ids = stream.diff(digests).await.context("diff")?;
-        latency.add(sent_at.elapsed());
-        if !ids.is_empty() {
-            let records: Vec<pb::Record> = ids
-                .iter()
-                .map(|id| index_of(id).map(record))
-                .collect::<Result<_>>()?;
-            let request = pb::ContributeRequest {
-                message: Some(Outgoing::Upsert(pb::UpsertBatch {
-                    batch_seq: stream.next_batch_seq(),
-                    records,
-                })),
-            };
-            bytes += request.encoded_len();
-            requests += 1;
-            sent_in_full += ids.len();
-            let Some(Outgoing::Upsert(batch)) = request.message else {
-                unreachable!("built as an upsert batch")
-            };
-            stream.upsert(batch.records).await.context("upsert")?;
-        }
+        stream
+            .send_digests(batch.digests)
+            .await
+            .context("send_digests")?;
+        sent_in_full += send_answered(&mut stream, &mut sent).await?;
     }
-    bytes += close_len();
+    stream.flush().await.context("flush")?;
+    sent_in_full += send_answered(&mut stream, &mut sent).await?;
     let closed = stream.finish(true, false).await.context("finish")?;
-    let records: usize = batches.iter().map(Vec::len).sum();
-    // The stream's diff returns only the ids to send: every other one was answered unchanged.
+    // The answers name only the ids to send: every other one was answered unchanged.
     check_digests(
         label,
-        records,
-        records,
-        records - sent_in_full,
+        sent.records,
+        sent.records,
+        sent.records - sent_in_full,
         sent_in_full,
         &closed.totals.unwrap_or_default(),
         warnings,
     );
-    Ok(Sent {
-        records,
-        requests,
-        bytes,
-        latency,
-    })
+    Ok(sent)
+}
+
+/// Sends in full the records the digest answers received so far name; returns how many.
+async fn send_answered(stream: &mut StreamingContributor, sent: &mut Sent) -> Result<usize> {
+    let mut count = 0;
+    for answer in stream.take_digest_answers() {
+        if let Some(error) = answer.error {
+            bail!(
+                "digest batch {} rejected: {}",
+                answer.batch_seq,
+                error.message
+            );
+        }
+        if answer.to_send.is_empty() {
+            continue;
+        }
+        let records: Vec<pb::Record> = answer
+            .to_send
+            .iter()
+            .map(|id| index_of(id).map(record))
+            .collect::<Result<_>>()?;
+        let request = pb::ContributeRequest {
+            message: Some(Outgoing::Upsert(pb::UpsertBatch {
+                batch_seq: stream.next_batch_seq(),
+                records,
+            })),
+        };
+        sent.bytes += request.encoded_len();
+        sent.requests += 1;
+        count += answer.to_send.len();
+        let Some(Outgoing::Upsert(batch)) = request.message else {
+            unreachable!("built as an upsert batch")
+        };
+        stream.upsert(batch.records).await.context("upsert")?;
+    }
+    Ok(count)
 }
 
 fn open_len(mode: pb::SessionMode) -> usize {

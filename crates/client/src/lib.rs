@@ -10,12 +10,17 @@
 //! ```
 //!
 //! [`StreamingContributor`] contributes over the `Contribute` stream, resuming the session after
-//! a broken connection.
+//! a broken connection; [`digest`] computes the checksums the server would, for `Diff`;
+//! [`pages`] follows page tokens; [`status`] renders a status with its error details.
 
+pub mod digest;
+pub mod pages;
+mod pre_encoded;
+pub mod status;
 pub mod stream;
 
 pub use stream::{
-    is_retryable, AckCallback, StreamError, StreamStats, StreamingContributor,
+    is_retryable, AckCallback, DigestAnswer, StreamError, StreamStats, StreamingContributor,
     StreamingContributorBuilder,
 };
 

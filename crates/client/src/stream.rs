@@ -27,17 +27,16 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 use tributary_proto::contribution::v1 as pb;
 use tributary_proto::contribution::v1::contribute_request::Message as Outgoing;
 use tributary_proto::contribution::v1::contribute_response::Message as Incoming;
-use tributary_proto::contribution::v1::contribution_client::ContributionClient;
 
-use crate::BearerAuth;
+use crate::pre_encoded::{self, encode};
 
 /// Unacknowledged batches a stream keeps in flight unless told otherwise.
 pub const DEFAULT_WINDOW: usize = 8;
@@ -80,6 +79,29 @@ pub fn is_retryable(status: &Status) -> bool {
         Code::Internal => std::error::Error::source(status).is_some(),
         _ => false,
     }
+}
+
+/// The server's answer to one digest batch sent with [`StreamingContributor::send_digests`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigestAnswer {
+    /// The batch_seq `send_digests` returned for the batch (kept when the batch had to be asked
+    /// again under a new number after a reconnect).
+    pub batch_seq: u64,
+    /// The ids answered new or changed, in digest order: the records to send in full.
+    pub to_send: Vec<String>,
+    /// Set when the server rejected the batch (invalid digests); `to_send` is then empty.
+    pub error: Option<pb::BatchError>,
+}
+
+/// A batch sent and not yet acknowledged.
+struct PendingBatch {
+    seq: u64,
+    /// The request, encoded (shared with the send queue, resent as is after a reconnect).
+    request: Bytes,
+    /// A digest batch's digests, to ask again if its answer is lost.
+    digests: Option<Vec<pb::Digest>>,
+    /// For a digest batch, the batch_seq its answer is reported under.
+    answer_as: u64,
 }
 
 /// Counters of a stream's life.
@@ -159,17 +181,21 @@ impl StreamingContributorBuilder {
         session_id: String,
         mode: pb::SessionMode,
     ) -> Result<StreamingContributor, StreamError> {
-        let client = crate::contribution(self.channel, &self.token);
         let mut contributor = StreamingContributor {
-            client,
+            channel: self.channel,
+            token: self.token,
             session_id,
             mode,
+            connector: String::new(),
+            entity_type: String::new(),
             resumed_after: 0,
             next_seq: 1,
             window: self.window,
             backoff: self.backoff,
             on_ack: self.on_ack,
             pending: VecDeque::with_capacity(self.window),
+            reask: VecDeque::new(),
+            answers: VecDeque::new(),
             closing: None,
             conn: None,
             stats: StreamStats::default(),
@@ -179,6 +205,8 @@ impl StreamingContributorBuilder {
             Err(status) => contributor.reconnect(status).await?,
         };
         contributor.resumed_after = opened.last_batch_seq;
+        contributor.connector = opened.connector;
+        contributor.entity_type = opened.entity_type;
         contributor.next_seq = opened.last_batch_seq + 1;
         contributor.stats.reconnects = 0;
         Ok(contributor)
@@ -187,7 +215,7 @@ impl StreamingContributorBuilder {
 
 /// One live `Contribute` call.
 struct Connection {
-    outgoing: mpsc::Sender<pb::ContributeRequest>,
+    outgoing: mpsc::Sender<Bytes>,
     incoming: Streaming<pb::ContributeResponse>,
 }
 
@@ -202,18 +230,27 @@ struct Connection {
 ///
 /// Dropping it without [`finish`](Self::finish) leaves the session open, to be resumed by id.
 pub struct StreamingContributor {
-    client: ContributionClient<InterceptedService<Channel, BearerAuth>>,
+    channel: Channel,
+    token: String,
     session_id: String,
     mode: pb::SessionMode,
+    /// Who the token acts for, as the server said when the stream opened.
+    connector: String,
+    entity_type: String,
     resumed_after: u64,
     next_seq: u64,
     window: usize,
     backoff: ExponentialBuilder,
     on_ack: Option<AckCallback>,
     /// Sent and not yet acknowledged, oldest first; resent in order after a reconnect.
-    pending: VecDeque<(u64, pb::ContributeRequest)>,
+    pending: VecDeque<PendingBatch>,
+    /// Digest batches answered `already_applied` (their answer was lost with a broken stream),
+    /// to ask again under a new batch_seq: (answer_as, digests).
+    reask: VecDeque<(u64, Vec<pb::Digest>)>,
+    /// Digest answers not yet taken by the caller, in arrival order.
+    answers: VecDeque<DigestAnswer>,
     /// The close message once sent; resent after a reconnect until `closed` arrives.
-    closing: Option<pb::ContributeRequest>,
+    closing: Option<Bytes>,
     conn: Option<Connection>,
     stats: StreamStats,
 }
@@ -256,6 +293,17 @@ impl StreamingContributor {
         self.mode
     }
 
+    /// The connector the token acts for, as the server reported when the stream opened (empty
+    /// from a server too old to say).
+    pub fn connector(&self) -> &str {
+        &self.connector
+    }
+
+    /// The entity type of [`connector`](Self::connector) (empty from a server too old to say).
+    pub fn entity_type(&self) -> &str {
+        &self.entity_type
+    }
+
     /// The session's last applied batch_seq when this contributor opened it (0 for a new one).
     pub fn resumed_after(&self) -> u64 {
         self.resumed_after
@@ -291,43 +339,74 @@ impl StreamingContributor {
 
     /// Sends `(id, checksum)` digests and waits for the answer; returns the ids to send in full
     /// (new or changed), in digest order. In a replace session the unchanged ones are kept by
-    /// the sweep without being sent.
+    /// the sweep without being sent. One round trip per call: to keep a window of digest
+    /// batches in flight, use [`send_digests`](Self::send_digests) instead.
     pub async fn diff(&mut self, digests: Vec<pb::Digest>) -> Result<Vec<String>, StreamError> {
+        let seq = self.send_digests(digests).await?;
         loop {
-            let sent = digests.clone();
-            let seq = self
-                .submit(|batch_seq| {
-                    Outgoing::Diff(pb::DigestBatch {
-                        batch_seq,
-                        digests: sent,
-                    })
-                })
-                .await?;
-            let ack = self.wait_for(seq).await?;
-            if let Some(error) = ack.error {
-                return Err(StreamError::Rejected {
-                    batch_seq: seq,
-                    error,
-                });
+            if let Some(at) = self.answers.iter().position(|a| a.batch_seq == seq) {
+                let answer = self.answers.remove(at).expect("position is in range");
+                return match answer.error {
+                    Some(error) => Err(StreamError::Rejected {
+                        batch_seq: seq,
+                        error,
+                    }),
+                    None => Ok(answer.to_send),
+                };
             }
-            if ack.already_applied {
-                // Answered before the stream broke and the answer was lost; a diff is
-                // idempotent, so ask again under a new batch_seq.
-                continue;
+            if !self.pending.is_empty() {
+                self.next_ack().await?;
+            } else if !self.reask.is_empty() {
+                self.submit_reasks().await?;
+            } else {
+                return Err(StreamError::Protocol(format!(
+                    "digest batch {seq} was never answered"
+                )));
             }
-            return Ok(ack
-                .digests
-                .into_iter()
-                .filter(|d| d.state() != pb::DigestState::Unchanged)
-                .map(|d| d.id)
-                .collect());
         }
     }
 
-    /// Waits until every batch sent so far is acknowledged.
+    /// Sends `(id, checksum)` digests without waiting for the answer (waiting only while the
+    /// window is full); returns the batch_seq the answer will carry. Answers arrive as acks are
+    /// read, in batch order except that a batch asked again after a reconnect is answered after
+    /// those sent behind it, and are collected until taken with
+    /// [`take_digest_answers`](Self::take_digest_answers): a connector sends digests for a
+    /// window of batches and the records answered new or changed as answers come in, so a
+    /// digest sync costs no round trip per batch. A digest batch whose answer was lost with a
+    /// broken connection is asked again transparently (a diff changes nothing but the replace
+    /// session's keeps, which asking again re-marks).
+    pub async fn send_digests(&mut self, digests: Vec<pb::Digest>) -> Result<u64, StreamError> {
+        self.submit_reasks().await?;
+        self.submit(|batch_seq| Outgoing::Diff(pb::DigestBatch { batch_seq, digests }))
+            .await
+    }
+
+    /// The digest answers received so far and not yet taken, in arrival order. Memory grows with
+    /// answers left untaken, so take them as you go.
+    pub fn take_digest_answers(&mut self) -> Vec<DigestAnswer> {
+        self.answers.drain(..).collect()
+    }
+
+    /// Waits until every batch sent so far is acknowledged (digest batches answered).
     pub async fn flush(&mut self) -> Result<(), StreamError> {
-        while !self.pending.is_empty() {
-            self.next_ack().await?;
+        loop {
+            while !self.pending.is_empty() {
+                self.next_ack().await?;
+            }
+            if self.reask.is_empty() {
+                return Ok(());
+            }
+            self.submit_reasks().await?;
+        }
+    }
+
+    /// Asks again the digest batches whose answers were lost.
+    async fn submit_reasks(&mut self) -> Result<(), StreamError> {
+        while let Some((answer_as, digests)) = self.reask.pop_front() {
+            self.submit_as(Some(answer_as), |batch_seq| {
+                Outgoing::Diff(pb::DigestBatch { batch_seq, digests })
+            })
+            .await?;
         }
         Ok(())
     }
@@ -353,9 +432,9 @@ impl StreamingContributor {
         force: bool,
     ) -> Result<pb::StreamClosed, StreamError> {
         self.flush().await?;
-        let close = pb::ContributeRequest {
+        let close = encode(&pb::ContributeRequest {
             message: Some(Outgoing::Close(pb::StreamClose { commit, force })),
-        };
+        });
         self.closing = Some(close.clone());
         if let Err(status) = self.send(close).await {
             self.reconnect(status).await?;
@@ -370,30 +449,41 @@ impl StreamingContributor {
 
     /// Numbers a batch, waits for room in the window, and sends it.
     async fn submit(&mut self, batch: impl FnOnce(u64) -> Outgoing) -> Result<u64, StreamError> {
+        self.submit_as(None, batch).await
+    }
+
+    /// [`Self::submit`], reporting a digest batch's answer under `answer_as` when given.
+    async fn submit_as(
+        &mut self,
+        answer_as: Option<u64>,
+        batch: impl FnOnce(u64) -> Outgoing,
+    ) -> Result<u64, StreamError> {
         while self.pending.len() >= self.window {
             self.next_ack().await?;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let request = pb::ContributeRequest {
+        let mut request = pb::ContributeRequest {
             message: Some(batch(seq)),
         };
-        self.pending.push_back((seq, request.clone()));
+        let encoded = encode(&request);
+        // A digest batch keeps its digests (small) in case its answer must be asked again.
+        let digests = match request.message.take() {
+            Some(Outgoing::Diff(diff)) => Some(diff.digests),
+            _ => None,
+        };
+        self.pending.push_back(PendingBatch {
+            seq,
+            request: encoded.clone(),
+            digests,
+            answer_as: answer_as.unwrap_or(seq),
+        });
+        let request = encoded;
         if let Err(status) = self.send(request).await {
             // The reconnect resends every pending batch, this one included.
             self.reconnect(status).await?;
         }
         Ok(seq)
-    }
-
-    /// Reads acks until the one for `seq`.
-    async fn wait_for(&mut self, seq: u64) -> Result<pb::BatchAck, StreamError> {
-        loop {
-            let ack = self.next_ack().await?;
-            if ack.batch_seq == seq {
-                return Ok(ack);
-            }
-        }
     }
 
     /// The next ack, which must be the oldest pending batch's.
@@ -406,16 +496,30 @@ impl StreamingContributor {
                 )))
             }
         };
-        match self.pending.front() {
-            Some((seq, _)) if *seq == ack.batch_seq => {
-                self.pending.pop_front();
-            }
+        let batch = match self.pending.pop_front() {
+            Some(batch) if batch.seq == ack.batch_seq => batch,
             expected => {
                 return Err(StreamError::Protocol(format!(
                     "ack for batch {} while batch {:?} was expected",
                     ack.batch_seq,
-                    expected.map(|(seq, _)| seq)
+                    expected.map(|b| b.seq)
                 )))
+            }
+        };
+        if let Some(digests) = batch.digests {
+            if ack.already_applied {
+                self.reask.push_back((batch.answer_as, digests));
+            } else {
+                self.answers.push_back(DigestAnswer {
+                    batch_seq: batch.answer_as,
+                    to_send: ack
+                        .digests
+                        .iter()
+                        .filter(|d| d.state() != pb::DigestState::Unchanged)
+                        .map(|d| d.id.clone())
+                        .collect(),
+                    error: ack.error.clone(),
+                });
             }
         }
         self.stats.acked += 1;
@@ -451,7 +555,7 @@ impl StreamingContributor {
         }
     }
 
-    async fn send(&mut self, request: pb::ContributeRequest) -> Result<(), Status> {
+    async fn send(&mut self, request: Bytes) -> Result<(), Status> {
         match self.conn.as_ref() {
             Some(conn) => conn
                 .outgoing
@@ -473,15 +577,13 @@ impl StreamingContributor {
             session_id: self.session_id.clone(),
         };
         outgoing
-            .try_send(pb::ContributeRequest {
+            .try_send(encode(&pb::ContributeRequest {
                 message: Some(Outgoing::Open(open)),
-            })
+            }))
             .map_err(|_| Status::internal("the outgoing queue is full"))?;
-        let mut incoming = self
-            .client
-            .contribute(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let mut incoming =
+            pre_encoded::contribute(self.channel.clone(), &self.token, ReceiverStream::new(rx))
+                .await?;
         match incoming.message().await? {
             Some(pb::ContributeResponse {
                 message: Some(Incoming::Opened(opened)),
@@ -543,10 +645,10 @@ impl StreamingContributor {
 
     /// Resends every unacknowledged batch, oldest first, then the close message if one is due.
     async fn resend(&mut self) -> Result<(), Status> {
-        let requests: Vec<pb::ContributeRequest> = self
+        let requests: Vec<Bytes> = self
             .pending
             .iter()
-            .map(|(_, request)| request.clone())
+            .map(|batch| batch.request.clone())
             .chain(self.closing.clone())
             .collect();
         for request in requests {

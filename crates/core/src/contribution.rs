@@ -6,7 +6,9 @@ use crate::clock::{now_micros, Micros};
 use crate::ids::record_key;
 use crate::limits::Limits;
 use crate::model::{Connector, DigestState, RecordOutcome, SessionMode};
-use crate::record::{check_delete_ids, check_digests, prepare_batch, RecordInput, RecordOwner};
+use crate::record::{
+    check_delete_ids, check_digests, prepare_batch, PreparedRecord, RecordInput, RecordOwner,
+};
 use crate::schema::{EntitySchema, SchemaCache};
 use crate::store::{
     BatchResult, ClosedSession, KeyedDigest, KeyedId, OpenedSession, ResumedSession, SessionCall,
@@ -23,6 +25,37 @@ pub struct DigestOutcome {
     pub id: String,
     pub key: String,
     pub state: DigestState,
+}
+
+/// A batch checked and keyed, not yet applied to a session.
+#[derive(Debug)]
+pub enum PreparedBatch {
+    Upsert(Vec<PreparedRecord>),
+    Delete(Vec<KeyedId>),
+    Diff(Vec<KeyedDigest>),
+}
+
+/// What applying a batch reports: one outcome per record or id, or one state per digest.
+#[derive(Debug)]
+pub enum BatchReport {
+    Records(Vec<RecordOutcome>),
+    Digests(Vec<DigestOutcome>),
+}
+
+impl BatchReport {
+    fn into_outcomes(self) -> Vec<RecordOutcome> {
+        match self {
+            Self::Records(outcomes) => outcomes,
+            Self::Digests(_) => Vec::new(),
+        }
+    }
+
+    fn into_digests(self) -> Vec<DigestOutcome> {
+        match self {
+            Self::Digests(digests) => digests,
+            Self::Records(_) => Vec::new(),
+        }
+    }
 }
 
 /// An authenticated connector.
@@ -90,26 +123,9 @@ impl ContributionService {
         records: Vec<RecordInput>,
         batch_seq: Option<u64>,
     ) -> Result<BatchResult<Vec<RecordOutcome>>> {
-        self.check_batch_size(records.len(), "records")?;
-        let schema = self.schema(who).await?;
-        let owner = RecordOwner {
-            entity_type: &who.connector.entity_type,
-            connector: &who.connector.id,
-        };
-        let prepared = prepare_batch(owner, &schema, self.limits.max_record_bytes, records)?;
-        let call = self.call(who, session_id, now_micros(), batch_seq)?;
-        let result = self.store.upsert_batch(&call, &prepared).await?;
-        Ok(result.map(|outcomes| {
-            prepared
-                .into_iter()
-                .zip(outcomes)
-                .map(|(r, outcome)| RecordOutcome {
-                    id: r.id,
-                    key: r.key,
-                    outcome,
-                })
-                .collect()
-        }))
+        let batch = self.prepare_upsert(who, records).await?;
+        let result = self.apply(who, session_id, batch, batch_seq).await?;
+        Ok(result.map(BatchReport::into_outcomes))
     }
 
     /// Validates and applies (or stages) a delete batch; one outcome per id. Sequenced like
@@ -121,28 +137,9 @@ impl ContributionService {
         ids: Vec<String>,
         batch_seq: Option<u64>,
     ) -> Result<BatchResult<Vec<RecordOutcome>>> {
-        self.check_batch_size(ids.len(), "ids")?;
-        check_delete_ids(&ids)?;
-        let call = self.call(who, session_id, now_micros(), batch_seq)?;
-        let keyed: Vec<KeyedId> = ids
-            .into_iter()
-            .map(|id| KeyedId {
-                key: record_key(&who.connector.entity_type, &who.connector.id, &id),
-                id,
-            })
-            .collect();
-        let result = self.store.delete_batch(&call, &keyed).await?;
-        Ok(result.map(|outcomes| {
-            keyed
-                .into_iter()
-                .zip(outcomes)
-                .map(|(k, outcome)| RecordOutcome {
-                    id: k.id,
-                    key: k.key,
-                    outcome,
-                })
-                .collect()
-        }))
+        let batch = self.prepare_delete(who, ids)?;
+        let result = self.apply(who, session_id, batch, batch_seq).await?;
+        Ok(result.map(BatchReport::into_outcomes))
     }
 
     /// Compares `(id, checksum)` digests with the visible catalog (§2.4): one state per digest.
@@ -155,29 +152,123 @@ impl ContributionService {
         digests: Vec<DigestInput>,
         batch_seq: Option<u64>,
     ) -> Result<BatchResult<Vec<DigestOutcome>>> {
+        let batch = self.prepare_diff(who, digests)?;
+        let result = self.apply(who, session_id, batch, batch_seq).await?;
+        Ok(result.map(BatchReport::into_digests))
+    }
+
+    /// Validates an upsert batch against the connector's schema and computes keys and
+    /// checksums, without touching the session: the CPU half of [`Self::upsert`], so a stream
+    /// can prepare its next batch while the store writes the previous one.
+    pub async fn prepare_upsert(
+        &self,
+        who: &Contributor,
+        records: Vec<RecordInput>,
+    ) -> Result<PreparedBatch> {
+        self.check_batch_size(records.len(), "records")?;
+        let schema = self.schema(who).await?;
+        let owner = RecordOwner {
+            entity_type: &who.connector.entity_type,
+            connector: &who.connector.id,
+        };
+        let prepared = prepare_batch(owner, &schema, self.limits.max_record_bytes, records)?;
+        Ok(PreparedBatch::Upsert(prepared))
+    }
+
+    /// Checks a delete batch and computes its keys; see [`Self::prepare_upsert`].
+    pub fn prepare_delete(&self, who: &Contributor, ids: Vec<String>) -> Result<PreparedBatch> {
+        self.check_batch_size(ids.len(), "ids")?;
+        check_delete_ids(&ids)?;
+        Ok(PreparedBatch::Delete(
+            ids.into_iter()
+                .map(|id| KeyedId {
+                    key: record_key(&who.connector.entity_type, &who.connector.id, &id),
+                    id,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Checks a digest batch and computes its keys; see [`Self::prepare_upsert`].
+    pub fn prepare_diff(
+        &self,
+        who: &Contributor,
+        digests: Vec<DigestInput>,
+    ) -> Result<PreparedBatch> {
         self.check_batch_size(digests.len(), "digests")?;
         check_digests(&digests)?;
-        let call = self.call(who, session_id, now_micros(), batch_seq)?;
-        let keyed: Vec<KeyedDigest> = digests
-            .into_iter()
-            .map(|d| KeyedDigest {
-                key: record_key(&who.connector.entity_type, &who.connector.id, &d.id),
-                id: d.id,
-                checksum: d.checksum,
-            })
-            .collect();
-        let result = self.store.diff_batch(&call, &keyed).await?;
-        Ok(result.map(|states| {
-            keyed
+        Ok(PreparedBatch::Diff(
+            digests
                 .into_iter()
-                .zip(states)
-                .map(|(d, state)| DigestOutcome {
+                .map(|d| KeyedDigest {
+                    key: record_key(&who.connector.entity_type, &who.connector.id, &d.id),
                     id: d.id,
-                    key: d.key,
-                    state,
+                    checksum: d.checksum,
                 })
-                .collect()
-        }))
+                .collect(),
+        ))
+    }
+
+    /// Applies (or stages) a prepared batch in the session: the store half of
+    /// [`Self::upsert`], [`Self::delete`] and [`Self::diff`].
+    pub async fn apply(
+        &self,
+        who: &Contributor,
+        session_id: &str,
+        batch: PreparedBatch,
+        batch_seq: Option<u64>,
+    ) -> Result<BatchResult<BatchReport>> {
+        let call = self.call(who, session_id, now_micros(), batch_seq)?;
+        Ok(match batch {
+            PreparedBatch::Upsert(records) => {
+                let result = self.store.upsert_batch(&call, &records).await?;
+                result.map(|outcomes| {
+                    BatchReport::Records(
+                        records
+                            .into_iter()
+                            .zip(outcomes)
+                            .map(|(r, outcome)| RecordOutcome {
+                                id: r.id,
+                                key: r.key,
+                                outcome,
+                            })
+                            .collect(),
+                    )
+                })
+            }
+            PreparedBatch::Delete(keyed) => {
+                let result = self.store.delete_batch(&call, &keyed).await?;
+                result.map(|outcomes| {
+                    BatchReport::Records(
+                        keyed
+                            .into_iter()
+                            .zip(outcomes)
+                            .map(|(k, outcome)| RecordOutcome {
+                                id: k.id,
+                                key: k.key,
+                                outcome,
+                            })
+                            .collect(),
+                    )
+                })
+            }
+            PreparedBatch::Diff(keyed) => {
+                let result = self.store.diff_batch(&call, &keyed).await?;
+                result.map(|states| {
+                    BatchReport::Digests(
+                        keyed
+                            .into_iter()
+                            .zip(states)
+                            .map(|(d, state)| DigestOutcome {
+                                id: d.id,
+                                key: d.key,
+                                state,
+                            })
+                            .collect(),
+                    )
+                })
+            }
+        })
     }
 
     /// Finds an open session of this connector again (a resumed stream): its mode and the last

@@ -1,10 +1,11 @@
 //! The `Contribute` bidirectional stream (SPEC.md §2.3, §2.4, §9).
 //!
-//! One task per stream handles its messages strictly one at a time: the next inbound message is
-//! read only once the previous batch is durable and its ack is queued on a small bounded
-//! channel. So a slow store slows the sender (HTTP/2 flow control pushes back on the client), a
-//! client that does not read its acks stalls the task rather than growing memory, and memory does
-//! not depend on the stream's length.
+//! Two tasks per stream: a reader decodes and validates the next batch while a writer applies the
+//! previous one, one batch at a time in stream order, and queues its ack on a small bounded
+//! channel. The reader hands over at most [`PREPARED_AHEAD`] prepared batches, so a slow store
+//! slows the sender (HTTP/2 flow control pushes back on the client), a client that does not read
+//! its acks stalls both tasks rather than growing memory, and memory does not depend on the
+//! stream's length.
 //!
 //! A batch the domain rejects as invalid or too large is acknowledged with a [`pb::BatchError`]
 //! and the stream goes on; any other failure (a superseded or expired session, the store
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use tonic_types::StatusExt;
 use tracing::{Instrument, Span};
-use tributary_core::contribution::{ContributionService, Contributor};
+use tributary_core::contribution::{BatchReport, ContributionService, Contributor, PreparedBatch};
 use tributary_core::store::BatchResult;
 use tributary_core::Error;
 use tributary_grpc::{log_outcome, to_status};
@@ -52,7 +53,6 @@ pub(crate) fn spawn(
         who,
         shutdown,
         tx,
-        last_seq: 0,
     };
     tokio::spawn(
         async move {
@@ -110,27 +110,43 @@ fn reply(message: Outbound) -> pb::ContributeResponse {
     }
 }
 
-/// The state of one stream.
+/// Prepared batches waiting for the writer. One: with one batch being written and one being
+/// prepared, a stream holds at most three batches in memory however long it runs.
+const PREPARED_AHEAD: usize = 1;
+
+/// What the reader hands the writer, in stream order.
+enum Step {
+    /// A batch checked and keyed, to apply.
+    Apply { seq: u64, batch: PreparedBatch },
+    /// A batch rejected before reaching the store; acknowledged with its error in its turn.
+    Reject { seq: u64, error: Error },
+    /// Close the session and end the stream.
+    Close(pb::StreamClose),
+}
+
+/// The state of one stream: the writer half, which applies batches in order and acks them.
 struct StreamTask {
     svc: ContributionService,
     who: Contributor,
     shutdown: CancellationToken,
     tx: mpsc::Sender<Reply>,
+}
+
+/// The reader half: reads, decodes and validates the next batch while the writer's store call
+/// for the previous one is in flight, so a stream overlaps CPU and database work the way
+/// several unary calls in flight do, while still applying one batch at a time in order.
+struct StreamReader {
+    svc: ContributionService,
+    who: Contributor,
+    shutdown: CancellationToken,
     /// The highest batch_seq seen on this stream (0 before the first batch).
     last_seq: u64,
 }
 
-/// A batch as the stream carries it.
-enum Batch {
-    Upsert(Vec<pb::Record>),
-    Delete(Vec<String>),
-    Diff(Vec<pb::Digest>),
-}
-
 impl StreamTask {
     /// Serves the stream until it closes; `Err` is the status it ends with.
-    async fn run(mut self, mut inbound: Streaming<pb::ContributeRequest>) -> Result<(), Status> {
-        let Some(first) = self.next(&mut inbound).await? else {
+    async fn run(self, mut inbound: Streaming<pb::ContributeRequest>) -> Result<(), Status> {
+        let Some(first) = next_message(&self.shutdown, &mut inbound).await? else {
             return Ok(());
         };
         let session_id = match first.message {
@@ -142,26 +158,44 @@ impl StreamTask {
                 )))
             }
         };
-        while let Some(message) = self.next(&mut inbound).await? {
-            let (seq, batch) = match message.message {
-                Some(Inbound::Upsert(b)) => (b.batch_seq, Batch::Upsert(b.records)),
-                Some(Inbound::Delete(b)) => (b.batch_seq, Batch::Delete(b.ids)),
-                Some(Inbound::Diff(b)) => (b.batch_seq, Batch::Diff(b.digests)),
-                Some(Inbound::Close(close)) => return self.close(&session_id, close).await,
-                Some(Inbound::Open(_)) => {
-                    return Err(to_status(Error::invalid(
-                        "open",
-                        "`open` is only allowed as the first message of a stream",
-                    )))
-                }
-                None => {
-                    return Err(to_status(Error::invalid(
-                        "message",
-                        "one of upsert, delete, diff or close is required",
-                    )))
+        let (steps_tx, steps_rx) = mpsc::channel(PREPARED_AHEAD);
+        let reader = StreamReader {
+            svc: self.svc.clone(),
+            who: self.who.clone(),
+            shutdown: self.shutdown.clone(),
+            last_seq: 0,
+        };
+        let reading = tokio::spawn(reader.run(inbound, steps_tx).in_current_span());
+        // Aborts the reader however this returns, so it never outlives the stream.
+        let mut reading = AbortOnDrop(reading);
+        match self.write(&session_id, steps_rx).await? {
+            // The session is closed; whatever the client sent after `close` is ignored.
+            Written::Closed => Ok(()),
+            // The reader stopped: the client half-closed (the session stays open for a later
+            // resume), or reading failed after every earlier batch was acknowledged.
+            Written::ReaderDone => match (&mut reading.0).await {
+                Ok(read) => read,
+                Err(join) => Err(Status::internal(format!("stream reader failed: {join}"))),
+            },
+        }
+    }
+
+    /// Applies the reader's steps in order until `close` or the reader stops.
+    async fn write(
+        &self,
+        session_id: &str,
+        mut steps: mpsc::Receiver<Step>,
+    ) -> Result<Written, Status> {
+        while let Some(step) = steps.recv().await {
+            let (seq, outcome) = match step {
+                Step::Apply { seq, batch } => (seq, self.apply(session_id, seq, batch).await),
+                Step::Reject { seq, error } => (seq, Err(error)),
+                Step::Close(close) => {
+                    self.close(session_id, close).await?;
+                    return Ok(Written::Closed);
                 }
             };
-            let ack = match self.batch(&session_id, seq, batch).await {
+            let ack = match outcome {
                 Ok(ack) => ack,
                 Err(error) if is_batch_error(&error) => {
                     tracing::info!(batch_seq = seq, %error, "batch rejected");
@@ -175,21 +209,7 @@ impl StreamTask {
             };
             self.send(reply(Outbound::Ack(ack))).await?;
         }
-        // The client half-closed without `close`: the session stays open for a later resume.
-        Ok(())
-    }
-
-    /// The next inbound message, unless the server is shutting down (checked first, so a
-    /// shutdown ends the stream between batches, never inside one).
-    async fn next(
-        &self,
-        inbound: &mut Streaming<pb::ContributeRequest>,
-    ) -> Result<Option<pb::ContributeRequest>, Status> {
-        tokio::select! {
-            biased;
-            () = self.shutdown.cancelled() => Err(shutting_down()),
-            message = inbound.message() => message,
-        }
+        Ok(Written::ReaderDone)
     }
 
     /// Queues a response; waits while the client is not reading, unless the server shuts down.
@@ -217,6 +237,8 @@ impl StreamTask {
                 mode: mode_to_proto(opened.session.mode).into(),
                 last_batch_seq: 0,
                 superseded_session_ids: opened.superseded,
+                connector: self.who.connector.id.clone(),
+                entity_type: self.who.connector.entity_type.clone(),
             }
         } else {
             let resumed = self
@@ -229,6 +251,8 @@ impl StreamTask {
                 mode: mode_to_proto(resumed.mode).into(),
                 last_batch_seq: resumed.last_batch_seq,
                 superseded_session_ids: Vec::new(),
+                connector: self.who.connector.id.clone(),
+                entity_type: self.who.connector.entity_type.clone(),
             }
         };
         record_session(&opened.session_id);
@@ -242,61 +266,30 @@ impl StreamTask {
         Ok(session_id)
     }
 
-    /// Applies one batch; `Err` for a rejected batch or a session-level failure.
-    async fn batch(
-        &mut self,
+    /// Applies one prepared batch; `Err` for a rejected batch or a session-level failure.
+    async fn apply(
+        &self,
         session_id: &str,
         seq: u64,
-        batch: Batch,
+        batch: PreparedBatch,
     ) -> Result<pb::BatchAck, Error> {
-        if seq == 0 {
-            return Err(Error::invalid("batch_seq", "must be 1 or more"));
-        }
-        if seq <= self.last_seq {
-            return Err(Error::invalid(
-                "batch_seq",
-                format!(
-                    "{seq} is not above {}, the previous batch_seq of this stream",
-                    self.last_seq
-                ),
-            ));
-        }
-        self.last_seq = seq;
-        let (svc, who) = (&self.svc, &self.who);
         let mut ack = pb::BatchAck {
             batch_seq: seq,
             ..Default::default()
         };
-        let applied = match batch {
-            Batch::Upsert(records) => {
-                let records = records_from_proto(records)?;
-                match svc.upsert(who, session_id, records, Some(seq)).await? {
-                    BatchResult::Applied(outcomes) => {
-                        ack.outcomes = outcomes_to_proto(outcomes);
-                        true
-                    }
-                    BatchResult::AlreadyApplied => false,
-                }
+        match self
+            .svc
+            .apply(&self.who, session_id, batch, Some(seq))
+            .await?
+        {
+            BatchResult::Applied(BatchReport::Records(outcomes)) => {
+                ack.outcomes = outcomes_to_proto(outcomes);
             }
-            Batch::Delete(ids) => match svc.delete(who, session_id, ids, Some(seq)).await? {
-                BatchResult::Applied(outcomes) => {
-                    ack.outcomes = outcomes_to_proto(outcomes);
-                    true
-                }
-                BatchResult::AlreadyApplied => false,
-            },
-            Batch::Diff(digests) => {
-                let digests = digests_from_proto(digests);
-                match svc.diff(who, session_id, digests, Some(seq)).await? {
-                    BatchResult::Applied(results) => {
-                        ack.digests = digests_to_proto(results);
-                        true
-                    }
-                    BatchResult::AlreadyApplied => false,
-                }
+            BatchResult::Applied(BatchReport::Digests(results)) => {
+                ack.digests = digests_to_proto(results);
             }
-        };
-        ack.already_applied = !applied;
+            BatchResult::AlreadyApplied => ack.already_applied = true,
+        }
         tracing::debug!(
             batch_seq = seq,
             outcomes = ack.outcomes.len(),
@@ -324,6 +317,128 @@ impl StreamTask {
             import_result_id: closed.import_result_id.unwrap_or_default(),
         })))
         .await
+    }
+}
+
+/// A batch as the stream carries it.
+enum Batch {
+    Upsert(Vec<pb::Record>),
+    Delete(Vec<String>),
+    Diff(Vec<pb::Digest>),
+}
+
+/// How the writer stopped without an error.
+enum Written {
+    Closed,
+    ReaderDone,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The next inbound message, unless the server is shutting down (checked first, so a shutdown
+/// ends the stream between batches, never inside one).
+async fn next_message(
+    shutdown: &CancellationToken,
+    inbound: &mut Streaming<pb::ContributeRequest>,
+) -> Result<Option<pb::ContributeRequest>, Status> {
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => Err(shutting_down()),
+        message = inbound.message() => message,
+    }
+}
+
+impl StreamReader {
+    /// Reads and prepares batches until the client half-closes, sends `close`, or the writer
+    /// stops; `Err` is the status the stream ends with once earlier batches are acknowledged.
+    async fn run(
+        mut self,
+        mut inbound: Streaming<pb::ContributeRequest>,
+        steps: mpsc::Sender<Step>,
+    ) -> Result<(), Status> {
+        while let Some(message) = next_message(&self.shutdown, &mut inbound).await? {
+            let step = match message.message {
+                Some(Inbound::Upsert(b)) => self.prepare(b.batch_seq, Batch::Upsert(b.records)),
+                Some(Inbound::Delete(b)) => self.prepare(b.batch_seq, Batch::Delete(b.ids)),
+                Some(Inbound::Diff(b)) => self.prepare(b.batch_seq, Batch::Diff(b.digests)),
+                Some(Inbound::Close(close)) => {
+                    let _ = steps.send(Step::Close(close)).await;
+                    return Ok(());
+                }
+                Some(Inbound::Open(_)) => {
+                    return Err(to_status(Error::invalid(
+                        "open",
+                        "`open` is only allowed as the first message of a stream",
+                    )))
+                }
+                None => {
+                    return Err(to_status(Error::invalid(
+                        "message",
+                        "one of upsert, delete, diff or close is required",
+                    )))
+                }
+            };
+            let step = match step.await {
+                Ok(step) => step,
+                Err(error) => return Err(to_status(error)),
+            };
+            if steps.send(step).await.is_err() {
+                // The writer stopped; its status ends the stream.
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a batch's sequence number and prepares it; a batch-level problem becomes a
+    /// [`Step::Reject`], anything else (the store unreachable for the schema) an `Err`.
+    async fn prepare(&mut self, seq: u64, batch: Batch) -> Result<Step, Error> {
+        let prepared = match self.check_seq(seq) {
+            Ok(()) => self.prepare_batch(batch).await,
+            Err(error) => Err(error),
+        };
+        match prepared {
+            Ok(batch) => Ok(Step::Apply { seq, batch }),
+            Err(error) if is_batch_error(&error) => Ok(Step::Reject { seq, error }),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn check_seq(&mut self, seq: u64) -> Result<(), Error> {
+        if seq == 0 {
+            return Err(Error::invalid("batch_seq", "must be 1 or more"));
+        }
+        if seq <= self.last_seq {
+            return Err(Error::invalid(
+                "batch_seq",
+                format!(
+                    "{seq} is not above {}, the previous batch_seq of this stream",
+                    self.last_seq
+                ),
+            ));
+        }
+        self.last_seq = seq;
+        Ok(())
+    }
+
+    async fn prepare_batch(&self, batch: Batch) -> Result<PreparedBatch, Error> {
+        match batch {
+            Batch::Upsert(records) => {
+                let records = records_from_proto(records)?;
+                self.svc.prepare_upsert(&self.who, records).await
+            }
+            Batch::Delete(ids) => self.svc.prepare_delete(&self.who, ids),
+            Batch::Diff(digests) => self
+                .svc
+                .prepare_diff(&self.who, digests_from_proto(digests)),
+        }
     }
 }
 

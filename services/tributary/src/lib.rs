@@ -1,11 +1,22 @@
 //! The `tributary` command line: `tributary serve` runs every service (or the `--only` ones) in
-//! one process on one port. Further subcommands (contribute, query, watch, ...) join [`Command`].
+//! one process on one port; the other subcommands ([`cli`]) talk gRPC to a running server.
+
+pub mod cli;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tributary_runtime::config::{Args, Settings};
 use tributary_runtime::server::{self, ServiceKind};
 
 /// Tributary: a catalog broker. Connectors contribute records over gRPC, consumers read them.
+///
+/// `tributary serve` runs the server. The other commands talk to a running server (--server,
+/// default http://127.0.0.1:50051, or TRIBUTARY_SERVER) with a token (--token, or
+/// TRIBUTARY_TOKEN; admin commands also take TRIBUTARY_ADMIN_TOKEN and, for a server on this
+/// machine, ./tributary-data/admin.token).
+///
+/// Exit status: 0 success, 1 refused by the server or failed (e.g. invalid records), 2 usage.
 #[derive(Debug, Parser)]
 #[command(name = "tributary", version)]
 pub struct Cli {
@@ -23,6 +34,13 @@ pub enum Command {
     /// admin token comes from TRIBUTARY_ADMIN_TOKEN, else from <data-dir>/admin.token, which is
     /// generated (mode 0600) on first start. Stops gracefully on Ctrl-C or SIGTERM.
     Serve(ServeArgs),
+    // The client commands take their help from their argument structs (cli::*).
+    EntityType(cli::entity_type::EntityTypeArgs),
+    Connector(cli::connector::ConnectorArgs),
+    Consumer(cli::consumer::ConsumerArgs),
+    Contribute(cli::contribute::ContributeArgs),
+    Records(cli::records::RecordsArgs),
+    ImportResults(cli::import_results::ImportResultsArgs),
 }
 
 /// Flags of `tributary serve`.
@@ -36,11 +54,26 @@ pub struct ServeArgs {
 }
 
 impl Cli {
-    /// Runs the chosen subcommand to completion.
-    pub async fn run(self) -> anyhow::Result<()> {
-        match self.command {
-            Command::Serve(args) => serve(args).await,
-        }
+    /// Runs the chosen subcommand to completion; failures are printed on stderr and become
+    /// the exit status (1 refused or failed, 2 usage).
+    pub async fn run(self) -> ExitCode {
+        let done = match self.command {
+            Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+            Command::EntityType(args) => cli::entity_type::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Connector(args) => cli::connector::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Consumer(args) => cli::consumer::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Contribute(args) => cli::contribute::run(args).await,
+            Command::Records(args) => cli::records::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::ImportResults(args) => cli::import_results::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+        };
+        done.unwrap_or_else(|error| {
+            eprintln!("error: {}", cli::render_error(&error));
+            cli::exit_code(&error)
+        })
     }
 }
 
@@ -84,7 +117,9 @@ mod tests {
             "127.0.0.1:0",
         ])
         .expect("valid command line");
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve, got {:?}", cli.command);
+        };
         assert_eq!(
             args.only,
             vec![ServiceKind::Contributor, ServiceKind::Admin]

@@ -1,8 +1,10 @@
 //! `tributary`: the command line and the all-in-one server.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tributary::Cli::parse().run().await
 }

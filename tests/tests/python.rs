@@ -1,0 +1,53 @@
+//! A client in another language: `tests/python/client_test.py` generates Python stubs from
+//! `proto/` with grpcio-tools and drives a sandbox server through Admin, Contribution and
+//! Catalog, including a validation error's `BadRequest` details (SPEC.md §8, §11).
+
+use std::path::Path;
+use std::time::Duration;
+
+use tributary_tests::Sandbox;
+
+/// How to get the Python packages the test needs.
+const INSTALL: &str = "python3 -m pip install -r tests/python/requirements.txt";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_generates_stubs_and_uses_every_service() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    // Fails (never skips) without Python's gRPC packages: CI installs them, and a developer
+    // is told how.
+    let probe = tokio::process::Command::new(&python)
+        .args([
+            "-c",
+            "import grpc, grpc_tools.protoc, google.rpc.error_details_pb2",
+        ])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {python} ({e}); install Python 3, then: {INSTALL}"));
+    assert!(
+        probe.status.success(),
+        "Python's gRPC packages are missing ({}); install them with: {INSTALL}",
+        String::from_utf8_lossy(&probe.stderr).trim()
+    );
+
+    let sandbox = Sandbox::sqlite(|_| {}).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/client_test.py");
+    let run = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args(["--server", &sandbox.addr.to_string()])
+        .args(["--admin-token", &sandbox.admin_token])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the Python client test finished within 120 s")
+        .expect("run the Python client test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the Python client test failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    sandbox.stop().await;
+}
