@@ -279,7 +279,7 @@ async fn run_catalog(
             &admin_token,
             args.catalog_records,
             args.batch,
-            backend == Backend::Sqlite,
+            url,
         )
         .await
         .map_err(|e| e.context(format!("server log (last lines):\n{}", server.log_tail())));
