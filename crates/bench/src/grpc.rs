@@ -134,6 +134,11 @@ impl Server {
             .await?)
     }
 
+    /// The SQLite file of a server started without a database URL.
+    pub(crate) fn sqlite_file(&self) -> PathBuf {
+        self._data_dir.path().join("data").join("tributary.db")
+    }
+
     /// The server's process id.
     pub(crate) fn pid(&self) -> u32 {
         self.pid
@@ -402,7 +407,7 @@ pub(crate) fn record(i: usize) -> contribution::Record {
     }
 }
 
-fn to_struct(value: &Value) -> prost_types::Struct {
+pub(crate) fn to_struct(value: &Value) -> prost_types::Struct {
     match value {
         Value::Object(map) => prost_types::Struct {
             fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),

@@ -5,6 +5,7 @@
 //! workloads: a first load through unary `Upsert` calls vs the `Contribute` stream, and an
 //! unchanged re-send in full vs as digests only (`Diff`), with records/s and bytes sent.
 
+mod catalog;
 mod grpc;
 mod raw;
 mod records;
@@ -49,6 +50,13 @@ struct Args {
     /// The `tributary` binary to spawn (default: the one next to this binary).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// Run issue 4's catalog workload instead: ListRecords pages/s with a selective entity
+    /// filter over `--catalog-records` records, and Watch latency from commit to event.
+    #[arg(long)]
+    catalog: bool,
+    /// Records loaded for the catalog workload.
+    #[arg(long, default_value_t = 1_000_000)]
+    catalog_records: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -163,6 +171,14 @@ async fn run(args: Args) -> Result<bool> {
         server_bin.display()
     );
     let mut ok = true;
+    if args.catalog {
+        for &backend in backends {
+            let outcome = run_catalog(backend, &args, &server_bin).await;
+            ok &= outcome.is_ok();
+            println!("{}", catalog_report(backend, &outcome));
+        }
+        return Ok(ok);
+    }
     for &backend in backends {
         let raw = run_raw(backend, &args).await;
         let grpc = run_grpc(backend, &args, &server_bin).await;
@@ -233,6 +249,104 @@ async fn run_grpc(
         }
     }
     result
+}
+
+async fn run_catalog(
+    backend: Backend,
+    args: &Args,
+    server_bin: &std::path::Path,
+) -> Result<catalog::Outcome> {
+    let admin_token = uuid::Uuid::new_v4().simple().to_string();
+    let database = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let name = format!("tributary_bench_{}", uuid::Uuid::new_v4().simple());
+            let url = raw::create_database(&args.database_url, &name).await?;
+            Some((name, url))
+        }
+    };
+    let result = async {
+        let url = database.as_ref().map(|(_, url)| url.as_str());
+        let server = grpc::Server::start(server_bin, url, &admin_token).await?;
+        // PostgreSQL: the watcher uses a second process, woken by NOTIFY.
+        let watcher = match url {
+            Some(url) => Some(grpc::Server::start(server_bin, Some(url), &admin_token).await?),
+            None => None,
+        };
+        let outcome = catalog::run(
+            &server,
+            watcher.as_ref(),
+            &admin_token,
+            args.catalog_records,
+            args.batch,
+            url,
+        )
+        .await
+        .map_err(|e| e.context(format!("server log (last lines):\n{}", server.log_tail())));
+        server.stop().await?;
+        if let Some(watcher) = watcher {
+            watcher.stop().await?;
+        }
+        outcome
+    }
+    .await;
+    if let Some((name, _)) = database {
+        if let Err(e) = raw::drop_database(&args.database_url, &name).await {
+            eprintln!("warning: could not drop database {name}: {e:#}");
+        }
+    }
+    result
+}
+
+fn catalog_report(backend: Backend, outcome: &Result<catalog::Outcome>) -> String {
+    let mut out = String::new();
+    let o = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            return format!(
+                "### {} — catalog workload failed\n\n{e:#}\n",
+                backend.label()
+            )
+        }
+    };
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+    let _ = writeln!(
+        out,
+        "### {} — catalog, {} records (loaded in {:.0} s, {} rec/s)\n",
+        backend.label(),
+        thousands(o.records as f64),
+        o.load.as_secs_f64(),
+        thousands(o.records as f64 / o.load.as_secs_f64().max(1e-9)),
+    );
+    out.push_str("| workload | figure |\n|---|---:|\n");
+    let _ = writeln!(
+        out,
+        "| ListRecords `{}` ({} matches), pages of 100 | {:.0} pages/s ({} ms/page) |",
+        catalog::FILTER,
+        thousands(o.matching as f64),
+        o.pages as f64 / o.listing.as_secs_f64().max(1e-9),
+        ms(o.listing / (o.pages.max(1) as u32)),
+    );
+    let _ = writeln!(
+        out,
+        "| ListRecords unfiltered, key order, pages of 1,000 | {:.0} pages/s ({} records/s) |",
+        o.full_pages as f64 / o.full.as_secs_f64().max(1e-9),
+        thousands(o.records as f64 / o.full.as_secs_f64().max(1e-9)),
+    );
+    let _ = writeln!(
+        out,
+        "| Watch: Upsert call start → event, p50 / p99 ({} commits) | {} / {} ms |",
+        o.event.len(),
+        ms(catalog::quantile(&o.event, 0.5)),
+        ms(catalog::quantile(&o.event, 0.99)),
+    );
+    let _ = writeln!(
+        out,
+        "| (the Upsert round trip alone, p50 / p99) | {} / {} ms |",
+        ms(catalog::quantile(&o.upsert, 0.5)),
+        ms(catalog::quantile(&o.upsert, 0.99)),
+    );
+    out
 }
 
 /// The Markdown report of one backend.

@@ -3,8 +3,9 @@
 use crate::auth::hash_token;
 use crate::ids::record_key;
 use crate::model::{Consumer, EntityType, Page, StoredRecord};
-use crate::page::{decode_token, next_token};
-use crate::store::Store;
+use crate::page::decode_token;
+use crate::query::{ListQuery, ListToken};
+use crate::store::{RecordQuery, Store};
 use crate::{Error, Result};
 use std::sync::Arc;
 
@@ -159,7 +160,9 @@ impl CatalogService {
         }
     }
 
-    /// A page of visible records of `entity_type`, in key order.
+    /// A page of visible records of `entity_type` matching `filter` (JSON text, SPEC.md §3) in
+    /// `order_by` order (AIP-132), continuing after `token`; with the change-log sequence of the
+    /// listing's first page, from which a Watch misses nothing.
     pub async fn list_records(
         &self,
         reader: &Reader,
@@ -168,31 +171,147 @@ impl CatalogService {
         order_by: &str,
         limit: u32,
         token: &str,
-    ) -> Result<Page<StoredRecord>> {
+    ) -> Result<Listing> {
         reader.ensure(entity_type)?;
+        let query = ListQuery::parse(entity_type, filter, order_by)?;
+        let token = ListToken::decode(token, &query.fingerprint)?;
         self.store.get_entity_type(entity_type).await?;
-        // The filter language and custom orders come with the query compiler (issue 4); until
-        // then a filter is refused rather than silently ignored.
-        if !filter.trim().is_empty() {
-            return Err(Error::invalid(
-                "filter",
-                "filters are not supported by this server version",
-            ));
-        }
-        if !order_by.trim().is_empty() && order_by.trim() != "key" {
-            return Err(Error::invalid(
-                "order_by",
-                "only the default order (key) is supported by this server version",
-            ));
-        }
-        let items = self
+        let page = self
             .store
-            .list_records(entity_type, decode_token(token)?.as_deref(), limit)
+            .query_records(&RecordQuery {
+                entity_type,
+                filter: query.filter.as_ref(),
+                order: &query.order,
+                after: token.as_ref().map(|t| &t.cursor),
+                limit,
+            })
             .await?;
-        let next_page_token = next_token(items.len(), limit, items.last().map(|r| r.key.as_str()));
-        Ok(Page {
-            items,
-            next_page_token,
+        let sequence = token.map_or(page.sequence, |t| t.sequence);
+        let next_page_token = match page.last {
+            Some(cursor) if page.records.len() as u32 >= limit => Some(
+                ListToken {
+                    fingerprint: query.fingerprint,
+                    sequence,
+                    cursor,
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+        Ok(Listing {
+            page: Page {
+                items: page.records,
+                next_page_token,
+            },
+            sequence,
         })
     }
+
+    /// Checks that the reader may watch `entity_type` and that it exists.
+    pub async fn authorize_watch(&self, reader: &Reader, entity_type: &str) -> Result<()> {
+        reader.ensure(entity_type)?;
+        self.store.get_entity_type(entity_type).await.map(|_| ())
+    }
+
+    /// The next change events of `entity_type` after sequence `after` (at most `limit`).
+    /// `OutOfRange` when `after` is older than the change log's retention (the client must list
+    /// again); `InvalidArgument` when it is beyond the latest sequence.
+    pub async fn read_changes(
+        &self,
+        entity_type: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<ChangeBatch> {
+        let page = self.store.read_changes(entity_type, after, limit).await?;
+        if after < page.pruned_through {
+            return Err(Error::OutOfRange(format!(
+                "changes up to sequence {} have been pruned (older than the change log's                  retention); list the records again and watch from the listing's sequence",
+                page.pruned_through
+            )));
+        }
+        if after > page.last_sequence {
+            return Err(Error::invalid(
+                "after",
+                format!(
+                    "sequence {after} is beyond the latest sequence {}",
+                    page.last_sequence
+                ),
+            ));
+        }
+        let full = page.changes.len() as u32 >= limit;
+        let last_read = page.changes.last().map(|c| c.sequence);
+        // A short page saw every entry up to the snapshot's last sequence, whatever its type.
+        let through = match last_read {
+            Some(seq) if full => seq,
+            other => other.unwrap_or(after).max(page.last_sequence),
+        };
+        let events = page
+            .changes
+            .into_iter()
+            .filter_map(|c| match (c.deleted, c.record) {
+                (true, _) => Some(ChangeEvent {
+                    sequence: c.sequence,
+                    change: Change::Deleted(c.key),
+                }),
+                (false, Some(record)) => Some(ChangeEvent {
+                    sequence: c.sequence,
+                    change: Change::Upserted(Box::new(record)),
+                }),
+                // Deleted since; the delete's own entry follows.
+                (false, None) => None,
+            })
+            .collect();
+        Ok(ChangeBatch {
+            events,
+            through,
+            more: full,
+        })
+    }
+
+    /// Resolves once a change above `after` may exist (spurious wake-ups are possible).
+    pub async fn wait_for_changes(&self, after: u64) {
+        self.store.wait_for_changes(after).await
+    }
+
+    /// Deletes change-log entries older than `retention`; returns how many.
+    pub async fn prune_change_log(&self, retention: std::time::Duration) -> Result<u64> {
+        let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+        self.store
+            .prune_changes(crate::clock::now_micros().saturating_sub(retention))
+            .await
+    }
+}
+
+/// A page of records and the listing's change-log sequence.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub page: Page<StoredRecord>,
+    /// Watch after this sequence to see every change made since the listing began.
+    pub sequence: u64,
+}
+
+/// What changed.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The record as it is now (it may have changed again since this event; later events say so).
+    Upserted(Box<StoredRecord>),
+    /// The key of a deleted record.
+    Deleted(String),
+}
+
+/// One change event.
+#[derive(Debug, Clone)]
+pub struct ChangeEvent {
+    pub sequence: u64,
+    pub change: Change,
+}
+
+/// Change events read in one go.
+#[derive(Debug, Clone)]
+pub struct ChangeBatch {
+    pub events: Vec<ChangeEvent>,
+    /// Every change of the entity type up to this sequence has been read: continue after it.
+    pub through: u64,
+    /// The read was cut at its limit: read again at once.
+    pub more: bool,
 }

@@ -79,6 +79,9 @@ pub enum Error {
         subject: String,
         description: String,
     },
+    /// A position (e.g. a change-log sequence to resume after) is no longer available.
+    #[error("out of range: {0}")]
+    OutOfRange(String),
     /// The database could not be reached or the transaction could not complete; retryable.
     #[error("unavailable: {0}")]
     Unavailable(String),

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod limits;
 pub mod model;
 pub mod page;
+pub mod query;
 pub mod record;
 pub mod schema;
 pub mod session;

@@ -18,6 +18,7 @@ use crate::model::{
     Connector, Consumer, DigestState, EntityType, ImportResult, Outcome, Session, SessionMode,
     SessionTotals, StoredRecord,
 };
+use crate::query::{Cursor, Filter, SortKey};
 use crate::record::PreparedRecord;
 use crate::Result;
 use async_trait::async_trait;
@@ -100,6 +101,52 @@ pub struct ClosedSession {
 pub struct KeyedId {
     pub id: String,
     pub key: String,
+}
+
+/// One page of a listing, for the store to compile to SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordQuery<'a> {
+    pub entity_type: &'a str,
+    pub filter: Option<&'a Filter>,
+    /// Ends with `key`, so the order is total.
+    pub order: &'a [SortKey],
+    /// Continue strictly after this position; `None` for the first page.
+    pub after: Option<&'a Cursor>,
+    pub limit: u32,
+}
+
+/// A page of a listing, read in one snapshot.
+#[derive(Debug, Clone)]
+pub struct RecordPage {
+    pub records: Vec<StoredRecord>,
+    /// The position of the last record (for the next page's token).
+    pub last: Option<Cursor>,
+    /// The change-log sequence of the snapshot the page was read in: every change up to it is
+    /// in the page, none after it.
+    pub sequence: u64,
+}
+
+/// One change-log entry as read back, joined to the record's current state.
+#[derive(Debug, Clone)]
+pub struct LoggedChange {
+    pub sequence: u64,
+    pub key: String,
+    /// The record was deleted (else upserted).
+    pub deleted: bool,
+    /// The record as it is now, for an upsert; `None` when it has been deleted since (a later
+    /// delete entry follows).
+    pub record: Option<StoredRecord>,
+}
+
+/// Change-log entries of one entity type after a sequence, read in one snapshot.
+#[derive(Debug, Clone)]
+pub struct ChangeLogPage {
+    /// In sequence order.
+    pub changes: Vec<LoggedChange>,
+    /// The highest sequence committed (of any entity type) in the snapshot.
+    pub last_sequence: u64,
+    /// Entries up to this sequence have been pruned; resuming below it would miss changes.
+    pub pruned_through: u64,
 }
 
 /// The storage every Tributary service runs on.
@@ -214,6 +261,24 @@ pub trait Store: crate::source::store::SourceStore + Send + Sync + 'static {
     ) -> Result<Vec<StoredRecord>>;
     /// How many visible records an entity type has.
     async fn count_records(&self, entity_type: &str) -> Result<u64>;
+
+    /// A page of visible records matching `query`, in its order, read in one snapshot together
+    /// with the change-log sequence of that snapshot. A cursor that does not fit the query's
+    /// order answers `InvalidArgument` (`page_token`).
+    async fn query_records(&self, query: &RecordQuery<'_>) -> Result<RecordPage>;
+    /// At most `limit` change-log entries of `entity_type` with a sequence above `after`.
+    async fn read_changes(
+        &self,
+        entity_type: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<ChangeLogPage>;
+    /// Resolves once a change with a sequence above `after` may have been committed (by this
+    /// process, or on PostgreSQL by any process). May resolve spuriously; callers re-read.
+    async fn wait_for_changes(&self, after: u64);
+    /// Deletes change-log entries recorded before `recorded_before` (a prefix of the log);
+    /// returns how many.
+    async fn prune_changes(&self, recorded_before: Micros) -> Result<u64>;
 
     /// The import result `id`; `NotFound` otherwise.
     async fn get_import_result(&self, id: &str) -> Result<ImportResult>;

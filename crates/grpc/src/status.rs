@@ -59,6 +59,7 @@ pub fn to_status(err: Error) -> Status {
             message,
             ErrorDetails::with_quota_failure_violation(subject, description),
         ),
+        Error::OutOfRange(_) => Status::out_of_range(message),
         Error::Unavailable(detail) => {
             tracing::warn!(%detail, "store unavailable");
             Status::unavailable(message)
@@ -188,6 +189,10 @@ mod tests {
         assert_eq!(
             to_status(Error::PermissionDenied("no".into())).code(),
             Code::PermissionDenied
+        );
+        assert_eq!(
+            to_status(Error::OutOfRange("pruned".into())).code(),
+            Code::OutOfRange
         );
         assert_eq!(
             to_status(Error::Unavailable("db down".into())).code(),

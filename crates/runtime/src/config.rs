@@ -102,12 +102,32 @@ pub struct SessionSettings {
     pub reaper_interval_secs: u64,
 }
 
-/// Catalog access.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Catalog access and the change log behind Watch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CatalogSettings {
     /// Let calls without a token read every entity type.
     pub public: bool,
+    /// Change-log retention (SPEC.md §10: 7 days); Watch resuming from older answers
+    /// OUT_OF_RANGE.
+    pub change_log_retention_secs: u64,
+    /// How often old change-log entries are pruned.
+    pub prune_interval_secs: u64,
+}
+
+/// Default change-log retention: 7 days.
+pub const DEFAULT_CHANGE_LOG_RETENTION_SECS: u64 = 7 * 24 * 3600;
+/// Default pruning interval: 10 minutes.
+pub const DEFAULT_PRUNE_INTERVAL_SECS: u64 = 600;
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        Self {
+            public: false,
+            change_log_retention_secs: DEFAULT_CHANGE_LOG_RETENTION_SECS,
+            prune_interval_secs: DEFAULT_PRUNE_INTERVAL_SECS,
+        }
+    }
 }
 
 /// Log output.
@@ -305,6 +325,7 @@ mod tests {
         assert_eq!(s.limits.max_message_bytes, 16 * 1024 * 1024);
         assert_eq!(s.sessions.idle_timeout_secs, 86_400);
         assert!(!s.catalog.public);
+        assert_eq!(s.catalog.change_log_retention_secs, 7 * 86_400);
         assert!(s.database_url().ends_with("tributary.db"));
     }
 

@@ -73,6 +73,11 @@ pub struct ServerOptions {
     pub reaper_interval: Duration,
     /// The pull engine run alongside the Admin service; `None` runs none.
     pub ingest: Option<EngineOptions>,
+    /// Change-log entries older than this are pruned; a Watch resuming before them answers
+    /// `OUT_OF_RANGE`.
+    pub change_log_retention: Duration,
+    /// How often the change log is pruned.
+    pub prune_interval: Duration,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -84,6 +89,8 @@ impl std::fmt::Debug for ServerOptions {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("reaper_interval", &self.reaper_interval)
             .field("ingest", &self.ingest)
+            .field("change_log_retention", &self.change_log_retention)
+            .field("prune_interval", &self.prune_interval)
             .finish_non_exhaustive()
     }
 }
@@ -99,6 +106,10 @@ impl ServerOptions {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             reaper_interval: Duration::from_secs(60),
             ingest: Some(EngineOptions::default()),
+            change_log_retention: Duration::from_secs(
+                crate::config::DEFAULT_CHANGE_LOG_RETENTION_SECS,
+            ),
+            prune_interval: Duration::from_secs(crate::config::DEFAULT_PRUNE_INTERVAL_SECS),
         }
     }
 
@@ -116,6 +127,8 @@ impl ServerOptions {
             max_message_bytes: settings.limits.max_message_bytes,
             reaper_interval: Duration::from_secs(settings.sessions.reaper_interval_secs.max(1)),
             ingest: settings.engine_options(),
+            change_log_retention: Duration::from_secs(settings.catalog.change_log_retention_secs),
+            prune_interval: Duration::from_secs(settings.catalog.prune_interval_secs.max(1)),
         }
     }
 }
@@ -154,6 +167,13 @@ pub async fn serve(
     let mut engine = None;
     // Cancelled when serving stops; the engine's bursts finish their page and free their lease.
     let stop_engine = CancellationToken::new();
+    // Every process prunes the change log (idempotent across replicas), so it stays bounded
+    // even where no Catalog service runs.
+    let pruner = tokio::spawn(prune_change_log(
+        CatalogService::new(store.clone(), false),
+        options.change_log_retention,
+        options.prune_interval,
+    ));
     // Cancelled when `shutdown` resolves; tells open streams to wind down.
     let stop_streams = CancellationToken::new();
     for kind in &services {
@@ -172,7 +192,11 @@ pub async fn serve(
             }
             ServiceKind::Consumer => {
                 let svc = CatalogService::new(store.clone(), options.catalog_public);
-                router.add_service(tributary_consumer::catalog_server(svc, max))
+                router.add_service(tributary_consumer::catalog_server(
+                    svc,
+                    max,
+                    stop_streams.clone(),
+                ))
             }
             ServiceKind::Admin => {
                 let auth = AdminAuth::new(&options.admin_token);
@@ -230,6 +254,7 @@ pub async fn serve(
             tracing::warn!("the pull engine did not stop within 30 s");
         }
     }
+    pruner.abort();
     tracing::info!(%addr, "stopped");
     result
 }
@@ -245,6 +270,21 @@ async fn reap_idle_sessions(svc: ContributionService, interval: Duration) {
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "rolled back idle sessions"),
             Err(error) => tracing::warn!(%error, "could not expire idle sessions"),
+        }
+    }
+}
+
+/// Deletes change-log entries older than `retention` every `interval`; errors are logged and
+/// retried.
+async fn prune_change_log(svc: CatalogService, retention: Duration, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match svc.prune_change_log(retention).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned the change log"),
+            Err(error) => tracing::warn!(%error, "could not prune the change log"),
         }
     }
 }

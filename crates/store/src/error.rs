@@ -54,6 +54,18 @@ impl From<StoreError> for Error {
         match error {
             StoreError::Domain(e) => e,
             StoreError::Database(e) if is_transient(&e) => Error::Unavailable(e.to_string()),
+            // PostgreSQL refused a `$regex` pattern that the domain's (Rust) check accepted.
+            StoreError::Database(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some("2201B") =>
+            {
+                Error::invalid(
+                    "filter",
+                    format!(
+                        "the database refused the regular expression: {}",
+                        db.message()
+                    ),
+                )
+            }
             other => Error::Internal(other.to_string()),
         }
     }

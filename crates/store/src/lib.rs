@@ -5,10 +5,12 @@
 //! [`open`] picks the backend from the URL: `postgres://` / `postgresql://` is PostgreSQL, anything
 //! else (`sqlite:...` or a plain file path) is SQLite. Migrations run at open.
 
+mod changes;
 mod error;
 mod migrate;
 pub mod postgres;
 mod pull;
+mod query;
 mod rows;
 mod source_delegate;
 pub mod sqlite;
@@ -235,6 +237,29 @@ macro_rules! delegate_store {
             }
             async fn count_records(&self, entity_type: &str) -> tributary_core::Result<u64> {
                 Ok($ops::count_records(self, entity_type).await?)
+            }
+            async fn query_records(
+                &self,
+                query: &tributary_core::store::RecordQuery<'_>,
+            ) -> tributary_core::Result<tributary_core::store::RecordPage> {
+                Ok($ops::query_records(self, query).await?)
+            }
+            async fn read_changes(
+                &self,
+                entity_type: &str,
+                after: u64,
+                limit: u32,
+            ) -> tributary_core::Result<tributary_core::store::ChangeLogPage> {
+                Ok($ops::read_changes(self, entity_type, after, limit).await?)
+            }
+            async fn wait_for_changes(&self, after: u64) {
+                $ops::wait_for_changes(self, after).await
+            }
+            async fn prune_changes(
+                &self,
+                recorded_before: tributary_core::clock::Micros,
+            ) -> tributary_core::Result<u64> {
+                Ok($ops::prune_changes(self, recorded_before).await?)
             }
             async fn get_import_result(
                 &self,

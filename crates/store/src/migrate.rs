@@ -21,6 +21,10 @@ const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0002_batch_seq.sql"),
     },
     Migration {
+        version: 3,
+        sql: include_str!("../migrations/sqlite/0003_change_log.sql"),
+    },
+    Migration {
         version: 10,
         sql: include_str!("../migrations/sqlite/0010_sources.sql"),
     },
@@ -34,6 +38,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 2,
         sql: include_str!("../migrations/postgres/0002_batch_seq.sql"),
+    },
+    Migration {
+        version: 3,
+        sql: include_str!("../migrations/postgres/0003_change_log.sql"),
     },
     Migration {
         version: 10,

@@ -1,8 +1,12 @@
 //! The Catalog gRPC service (SPEC.md §3), for consumers: decodes requests, calls
-//! [`CatalogService`], encodes replies. Grants and visibility are decided in `tributary-core`.
+//! [`CatalogService`], encodes replies. Grants, visibility, the query language and the change
+//! log's rules are in `tributary-core`; [`watch`] only moves events from the store to the stream.
+
+mod watch;
 
 use std::pin::Pin;
 use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{field, Span};
 use tributary_core::catalog::{CatalogService, Reader};
@@ -19,11 +23,18 @@ use tributary_proto::catalog::v1::catalog_server::{Catalog, CatalogServer};
 #[derive(Clone)]
 pub struct CatalogApi {
     svc: CatalogService,
+    /// Cancelled at shutdown: open Watch streams end with `UNAVAILABLE`.
+    shutdown: CancellationToken,
 }
 
-/// The Catalog service, ready to add to a tonic router.
-pub fn catalog_server(svc: CatalogService, max_message_bytes: usize) -> CatalogServer<CatalogApi> {
-    CatalogServer::new(CatalogApi { svc })
+/// The Catalog service, ready to add to a tonic router; cancelling `shutdown` ends its open
+/// Watch streams with `UNAVAILABLE` (the client resumes after the last sequence it saw).
+pub fn catalog_server(
+    svc: CatalogService,
+    max_message_bytes: usize,
+    shutdown: CancellationToken,
+) -> CatalogServer<CatalogApi> {
+    CatalogServer::new(CatalogApi { svc, shutdown })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes)
 }
@@ -209,7 +220,7 @@ impl Catalog for CatalogApi {
             let req = request.into_inner();
             let result = async {
                 let limit = page_size(req.page_size)?;
-                let page = self
+                let listing = self
                     .svc
                     .list_records(
                         &reader,
@@ -221,10 +232,9 @@ impl Catalog for CatalogApi {
                     )
                     .await?;
                 Ok(pb::ListRecordsResponse {
-                    records: records_to_proto(page.items)?,
-                    next_page_token: page.next_page_token.unwrap_or_default(),
-                    // The change log (and so a snapshot sequence) arrives with Watch.
-                    sequence: 0,
+                    records: records_to_proto(listing.page.items)?,
+                    next_page_token: listing.page.next_page_token.unwrap_or_default(),
+                    sequence: listing.sequence,
                 })
             };
             result.await.map(Response::new).map_err(to_status)
@@ -236,8 +246,27 @@ impl Catalog for CatalogApi {
 
     async fn watch(
         &self,
-        _request: Request<pb::WatchRequest>,
+        request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("Watch arrives with the change log"))
+        let span = rpc_span("Watch");
+        traced(span.clone(), async move {
+            let reader = self.authenticate(&request).await?;
+            let req = request.into_inner();
+            self.svc
+                .authorize_watch(&reader, &req.entity_type)
+                .await
+                .map_err(to_status)?;
+            let stream = watch::start(
+                self.svc.clone(),
+                req.entity_type,
+                req.after,
+                self.shutdown.clone(),
+                span,
+            )
+            .await
+            .map_err(to_status)?;
+            Ok(Response::new(stream))
+        })
+        .await
     }
 }

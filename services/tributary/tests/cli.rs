@@ -1477,9 +1477,8 @@ async fn help_explains_each_command() {
     sandbox.stop().await;
 }
 
-/// Needs the filter language and Watch (issue 4).
+/// The filter language, orders and Watch through the command line (issue 4).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs issue 4 (catalog filters/watch)"]
 async fn records_list_filters_orders_and_watch_streams_changes() {
     let sandbox = Sandbox::sqlite(|_| {}).await;
     let cli = Cli::new(&sandbox);

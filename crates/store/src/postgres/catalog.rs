@@ -1,5 +1,6 @@
 //! Entity types, connectors and consumers on PostgreSQL.
 
+use super::changes::{log_deletes_where, DeleteScope};
 use super::PgStore;
 use crate::error::{entity_type_in_use, unique_to_exists, StoreResult};
 use crate::rows::{self, count};
@@ -134,6 +135,19 @@ pub(crate) async fn delete_entity_type(s: &PgStore, slug: &str, force: bool) -> 
     if (records > 0 || connectors > 0) && !force {
         return Err(entity_type_in_use(slug, count(records), count(connectors)));
     }
+    // Batches and commits in flight on the type's sessions finish first. Accrue/replace sessions
+    // are locked before stream sessions: a commit holds its own session row and then locks its
+    // connector's stream sessions, so taking them in the other order could deadlock (ADR 0003).
+    sqlx::query(
+        "SELECT 1 FROM sessions s JOIN connectors c ON c.id = s.connector \
+         WHERE c.entity_type = $1 AND s.state = 'open' ORDER BY (s.mode = 'stream'), s.id \
+         FOR UPDATE OF s",
+    )
+    .bind(slug)
+    .execute(&mut *tx)
+    .await?;
+    let now = tributary_core::clock::now_micros();
+    let logged = log_deletes_where(&mut tx, DeleteScope::EntityType, slug, now).await?;
     let statements = [
         "DELETE FROM records WHERE entity_type = $1",
         "DELETE FROM staged_records WHERE session_id IN \
@@ -147,6 +161,9 @@ pub(crate) async fn delete_entity_type(s: &PgStore, slug: &str, force: bool) -> 
         sqlx::query(sql).bind(slug).execute(&mut *tx).await?;
     }
     tx.commit().await?;
+    if let Some(sequence) = logged {
+        s.changes.publish(sequence);
+    }
     Ok(())
 }
 
@@ -247,7 +264,16 @@ pub(crate) async fn delete_connector(
         return Err(Error::not_found(ResourceKind::Connector, id).into());
     }
     // Its open sessions end as if closed with commit = false (waiting for in-flight batches,
-    // which hold their session row); their staged data goes.
+    // which hold their session row); their staged data goes. Accrue/replace sessions are locked
+    // first, as in delete_entity_type: a commit in flight holds its own row and then locks the
+    // connector's stream sessions.
+    sqlx::query(
+        "SELECT 1 FROM sessions WHERE connector = $1 AND state = 'open' \
+         ORDER BY (mode = 'stream'), id FOR UPDATE",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     let ended: Vec<String> = sqlx::query_scalar(
         "UPDATE sessions SET state = CASE mode WHEN 'stream' THEN 'closed' ELSE 'rolled_back' END, closed_at = $2 \
          WHERE connector = $1 AND state = 'open' RETURNING id",
@@ -264,7 +290,10 @@ pub(crate) async fn delete_connector(
         .bind(id)
         .execute(&mut *tx)
         .await?;
+    let mut logged = None;
     let records = if delete_records {
+        // The sessions update above waited out the connector's batches in flight.
+        logged = log_deletes_where(&mut tx, DeleteScope::Connector, id, now).await?;
         sqlx::query("DELETE FROM records WHERE connector = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -274,6 +303,9 @@ pub(crate) async fn delete_connector(
         0
     };
     tx.commit().await?;
+    if let Some(sequence) = logged {
+        s.changes.publish(sequence);
+    }
     Ok(records)
 }
 

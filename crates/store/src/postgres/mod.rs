@@ -4,15 +4,19 @@
 //! against a concurrent close, supersede or expiry of the same session.
 
 mod catalog;
+mod changes;
+mod listing;
 mod reads;
 mod sessions;
 mod sources;
 
+use crate::changes::ChangeSignal;
 use crate::error::{session_denied, StoreError, StoreResult};
 use crate::rows::{to_i64, IMPORT_RESULT_COLUMNS};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 use tributary_core::model::{ImportResult, SessionMode};
 use tributary_core::store::SessionCall;
@@ -20,6 +24,8 @@ use tributary_core::store::SessionCall;
 /// The free functions implementing each `Store` operation, for [`crate::delegate_store`].
 mod ops {
     pub(super) use super::catalog::*;
+    pub(super) use super::changes::{prune_changes, read_changes, wait_for_changes};
+    pub(super) use super::listing::query_records;
     pub(super) use super::reads::*;
     pub(super) use super::sessions::*;
 }
@@ -46,6 +52,11 @@ impl Default for PgOptions {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The highest change-log sequence known committed: raised by this process's commits and by
+    /// NOTIFYs from other processes.
+    changes: Arc<ChangeSignal>,
+    /// Starts the LISTEN task once, when a change-log reader first waits.
+    listening: Arc<Once>,
 }
 
 crate::delegate_store!(PgStore, ops);
@@ -66,7 +77,11 @@ impl PgStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            changes: Arc::default(),
+            listening: Arc::new(Once::new()),
+        })
     }
 
     async fn write(&self) -> StoreResult<Transaction<'static, Postgres>> {

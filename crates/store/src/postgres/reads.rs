@@ -18,7 +18,7 @@ macro_rules! record_columns {
 /// A record row with `entity`/`instance` back in canonical JSON text. JSONB prints its own
 /// normal form (`{"a": 1}`, keys by length); the domain stored canonical text (RFC 8785) and
 /// both backends hand the same text back, so anything hashing or comparing it agrees.
-fn record(row: &sqlx::postgres::PgRow) -> StoreResult<StoredRecord> {
+pub(super) fn record(row: &sqlx::postgres::PgRow) -> StoreResult<StoredRecord> {
     let mut r = rows::record(row)?;
     r.entity = canonical(&r.entity)?;
     r.instance = canonical(&r.instance)?;

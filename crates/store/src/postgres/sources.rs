@@ -4,6 +4,7 @@
 //! [`write_source_records`] (pages and deltas), the sweep in [`end_cycle`], the delete of a
 //! delta in [`push_source_delta`], and [`edit_record`].
 
+use super::changes::{log_keys, Op, Sequencer};
 use super::{insert_import_result, PgStore};
 use crate::error::{unique_to_exists, StoreResult};
 use crate::pull::{
@@ -431,8 +432,38 @@ pub(crate) async fn apply_source_page(
     .bind(to_i64(rest))
     .execute(&mut *tx)
     .await?;
+    // Last in the transaction, as for a stream batch: the counter is the page's last lock.
+    let logged = log_writes(&mut tx, &entity_type, &plan.writes, page.now).await?;
     tx.commit().await?;
+    if let Some(sequence) = logged {
+        s.changes.publish(sequence);
+    }
     Ok(totals)
+}
+
+/// Logs an upsert for every record a page or delta wrote (ADR 0003).
+async fn log_writes(
+    tx: &mut Tx,
+    entity_type: &str,
+    writes: &[&PreparedRecord],
+    now: i64,
+) -> StoreResult<Option<u64>> {
+    let keys: Vec<&str> = writes.iter().map(|r| r.key.as_str()).collect();
+    log_keys(tx, entity_type, &keys, Op::Upsert, now).await
+}
+
+/// Locks the connector's open stream sessions, as a session commit does before it takes the
+/// change-log counter: a stream batch holds its record rows and then takes the counter, so a
+/// bulk deletion must wait out batches in flight rather than deadlock with them.
+async fn lock_stream_sessions(tx: &mut Tx, connector: &str) -> StoreResult<()> {
+    sqlx::query(
+        "SELECT 1 FROM sessions WHERE connector = $1 AND state = 'open' AND mode = 'stream' \
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(connector)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 pub(crate) async fn source_page_failed(
@@ -495,6 +526,7 @@ pub(crate) async fn finish_source_cycle(
     let mut tx = s.write().await?;
     let (connector, _, _, _) = fence(&mut tx, lease).await?;
     let id = lease.source_id.as_str();
+    let mut logged = None;
     let result = match end {
         CycleEnd::Failed { error } => {
             let close = CycleClose {
@@ -524,6 +556,22 @@ pub(crate) async fn finish_source_cycle(
             let refused = pull::sweep_guard(*reject_empty, *limit, seen, candidates, total);
             let mut swept = 0;
             if !refused && candidates > 0 {
+                // Logged before the deletion, with the same predicate (ADR 0003).
+                lock_stream_sessions(&mut tx, &connector).await?;
+                let mut seq = Sequencer::start(&mut tx).await?;
+                let entries = sqlx::query(
+                    "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
+                     SELECT $3 + row_number() OVER (ORDER BY key), entity_type, key, 'delete', $4 \
+                     FROM records WHERE source = $1 AND connector = $2 AND NOT EXISTS \
+                     (SELECT 1 FROM source_marks m WHERE m.source_id = $1 AND m.key = records.key)",
+                )
+                .bind(id)
+                .bind(&connector)
+                .bind(seq.base())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                seq.advance(entries.rows_affected());
                 // The sweep: one anti-join against this cycle's marks.
                 swept = sqlx::query(
                     "DELETE FROM records WHERE source = $1 AND connector = $2 AND NOT EXISTS \
@@ -534,6 +582,7 @@ pub(crate) async fn finish_source_cycle(
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+                logged = seq.finish(&mut tx).await?;
             }
             let cycle = read_cycle(&mut tx, id).await?;
             let close = CycleClose {
@@ -547,6 +596,9 @@ pub(crate) async fn finish_source_cycle(
         }
     };
     tx.commit().await?;
+    if let Some(sequence) = logged {
+        s.changes.publish(sequence);
+    }
     Ok(result)
 }
 
@@ -628,15 +680,40 @@ pub(crate) async fn push_source_delta(
     .await?;
     mark(&mut tx, &source.id, added).await?;
     let mut deleted = 0;
+    let mut logged = None;
     if !removed.is_empty() {
+        // Deletions first, under the counter taken after the connector's stream sessions (as
+        // a commit does); the added records are then logged under the same lock.
+        lock_stream_sessions(&mut tx, &connector.id).await?;
+        let keys: Vec<&str> = removed.iter().map(|k| k.key.as_str()).collect();
+        let mut seq = Sequencer::start(&mut tx).await?;
+        let entries = sqlx::query(
+            "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
+             SELECT $3 + row_number() OVER (ORDER BY key), entity_type, key, 'delete', $4 \
+             FROM records WHERE connector = $2 AND key = ANY($1)",
+        )
+        .bind(&keys)
+        .bind(&connector.id)
+        .bind(seq.base())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        seq.advance(entries.rows_affected());
         deleted = sqlx::query("DELETE FROM records WHERE connector = $2 AND key = ANY($1)")
-            .bind(removed.iter().map(|k| k.key.as_str()).collect::<Vec<_>>())
+            .bind(&keys)
             .bind(&connector.id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        logged = seq.finish(&mut tx).await?;
+    }
+    if let Some(last) = log_writes(&mut tx, &connector.entity_type, &plan.writes, now).await? {
+        logged = Some(last);
     }
     tx.commit().await?;
+    if let Some(sequence) = logged {
+        s.changes.publish(sequence);
+    }
     Ok(DeltaTotals {
         created: plan.totals.created,
         updated: plan.totals.updated,
@@ -665,6 +742,17 @@ pub(crate) async fn edit_record(s: &PgStore, edit: &RecordEdit) -> StoreResult<S
     .await?;
     let row = row.ok_or_else(|| Error::not_found(ResourceKind::Record, &edit.key))?;
     let record = crate::rows::record(&row)?;
+    let logged = log_keys(
+        &mut tx,
+        &record.entity_type,
+        &[record.key.as_str()],
+        Op::Upsert,
+        edit.now,
+    )
+    .await?;
     tx.commit().await?;
+    if let Some(sequence) = logged {
+        s.changes.publish(sequence);
+    }
     Ok(record)
 }

@@ -1,5 +1,6 @@
 //! Entity types, connectors and consumers on SQLite.
 
+use super::changes::{log_deletes_where, DeleteScope};
 use super::{json_list, SqliteStore};
 use crate::error::{entity_type_in_use, unique_to_exists, StoreResult};
 use crate::rows::{self, count};
@@ -132,6 +133,8 @@ pub(crate) async fn delete_entity_type(
     if (records > 0 || connectors > 0) && !force {
         return Err(entity_type_in_use(slug, count(records), count(connectors)));
     }
+    let now = tributary_core::clock::now_micros();
+    let logged = log_deletes_where(&mut tx, DeleteScope::EntityType, slug, now).await?;
     let statements = [
         "DELETE FROM records WHERE entity_type = ?1",
         "DELETE FROM staged_records WHERE session_id IN \
@@ -145,6 +148,9 @@ pub(crate) async fn delete_entity_type(
         sqlx::query(sql).bind(slug).execute(&mut *tx).await?;
     }
     tx.commit().await?;
+    if let Some(sequence) = logged {
+        s.changes.publish(sequence);
+    }
     Ok(())
 }
 
@@ -258,7 +264,9 @@ pub(crate) async fn delete_connector(
     if deleted.rows_affected() == 0 {
         return Err(Error::not_found(ResourceKind::Connector, id).into());
     }
+    let mut logged = None;
     let records = if delete_records {
+        logged = log_deletes_where(&mut tx, DeleteScope::Connector, id, now).await?;
         sqlx::query("DELETE FROM records WHERE connector = ?1")
             .bind(id)
             .execute(&mut *tx)
@@ -268,6 +276,9 @@ pub(crate) async fn delete_connector(
         0
     };
     tx.commit().await?;
+    if let Some(sequence) = logged {
+        s.changes.publish(sequence);
+    }
     Ok(records)
 }
 

@@ -6,15 +6,19 @@
 //! lets run alongside the writer. Batch parameters travel as one JSON text read with `json_each`.
 
 mod catalog;
+mod changes;
+mod listing;
 mod reads;
 mod sessions;
 mod sources;
 
+use crate::changes::ChangeSignal;
 use crate::error::{session_denied, StoreError, StoreResult};
 use crate::rows::{to_i64, IMPORT_RESULT_COLUMNS};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use tributary_core::model::{ImportResult, SessionMode};
 use tributary_core::store::SessionCall;
@@ -22,6 +26,8 @@ use tributary_core::store::SessionCall;
 /// The free functions implementing each `Store` operation, for [`crate::delegate_store`].
 mod ops {
     pub(super) use super::catalog::*;
+    pub(super) use super::changes::{prune_changes, read_changes, wait_for_changes};
+    pub(super) use super::listing::query_records;
     pub(super) use super::reads::*;
     pub(super) use super::sessions::*;
 }
@@ -31,6 +37,9 @@ mod ops {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Wakes this process's change-log readers after a commit that logged changes. (Another
+    /// process on the same file is not woken; Watch's periodic re-read covers it.)
+    changes: Arc<ChangeSignal>,
 }
 
 crate::delegate_store!(SqliteStore, ops);
@@ -56,7 +65,9 @@ impl SqliteStore {
             // its indexes outgrow it, every insert at a random key (keys are SHA-1s) rereads
             // B-tree pages from the OS. 32 MiB keeps the upper levels of a multi-million-row
             // table's indexes cached; it is filled only as pages are used.
-            .pragma("cache_size", "-32768");
+            .pragma("cache_size", "-32768")
+            // `$regex` filters call regexp(pattern, text), backed by the Rust regex crate.
+            .with_regexp();
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         // A long commit holds the only writer connection; let queued writers wait for it.
         let mut writer = SqlitePoolOptions::new()
@@ -79,7 +90,11 @@ impl SqliteStore {
                 .connect_with(options)
                 .await?
         };
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            changes: Arc::default(),
+        })
     }
 
     /// Starts a write transaction on the single writer connection, taking the write lock now.

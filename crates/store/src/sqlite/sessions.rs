@@ -1,5 +1,6 @@
 //! Sessions on SQLite: open (with supersede), batches, close (commit/rollback), idle expiry.
 
+use super::changes::{log_keys, Op, Sequencer};
 use super::{begin_batch, end_batch, insert_import_result, json_list, touch_session, SqliteStore};
 use crate::error::{sweep_refused, StoreResult};
 use crate::rows::{count, session_result, skip_flags};
@@ -111,25 +112,31 @@ pub(crate) async fn upsert_batch(
         tx.commit().await?;
         return Ok(BatchResult::AlreadyApplied);
     };
-    let outcomes = if records.is_empty() {
-        Vec::new()
+    let (outcomes, logged) = if records.is_empty() {
+        (Vec::new(), None)
     } else {
         apply_upserts(&mut tx, call, mode, records).await?
     };
     end_batch(&mut tx, call).await?;
     tx.commit().await?;
+    if let Some(sequence) = logged {
+        s.changes.publish(sequence);
+    }
     Ok(BatchResult::Applied(outcomes))
 }
 
+/// Applies or stages the batch; answers the outcomes and, when records changed visibly, the
+/// last change-log sequence the batch logged.
 async fn apply_upserts(
     tx: &mut Transaction<'static, Sqlite>,
     call: &SessionCall<'_>,
     mode: SessionMode,
     records: &[PreparedRecord],
-) -> StoreResult<Vec<Outcome>> {
+) -> StoreResult<(Vec<Outcome>, Option<u64>)> {
     let existing = existing_records(tx, records.iter().map(|r| r.key.as_str())).await?;
     let applied = !mode.is_staged();
     let plan = plan_upserts(records, &existing, call.connector.write_policy, applied);
+    let mut logged = None;
     if !plan.writes.is_empty() {
         let rows: Vec<serde_json::Value> = plan
             .writes
@@ -145,11 +152,18 @@ async fn apply_upserts(
         let rows = serde_json::to_string(&rows)?;
         if applied {
             write_records(tx, call, &rows).await?;
+            let keys: Vec<&str> = plan
+                .writes
+                .iter()
+                .map(|&i| records[i].key.as_str())
+                .collect();
+            let entity_type = &call.connector.entity_type;
+            logged = log_keys(tx, entity_type, &keys, Op::Upsert, call.now).await?;
         } else {
             stage_upserts(tx, call.session_id, &rows).await?;
         }
     }
-    Ok(plan.outcomes)
+    Ok((plan.outcomes, logged))
 }
 
 /// What the visible catalog holds for `keys`: one `SELECT` of their checksums.
@@ -227,13 +241,16 @@ pub(crate) async fn delete_batch(
         tx.commit().await?;
         return Ok(BatchResult::AlreadyApplied);
     };
-    let outcomes = if ids.is_empty() {
-        Vec::new()
+    let (outcomes, logged) = if ids.is_empty() {
+        (Vec::new(), None)
     } else {
         apply_deletes(&mut tx, call, mode, ids).await?
     };
     end_batch(&mut tx, call).await?;
     tx.commit().await?;
+    if let Some(sequence) = logged {
+        s.changes.publish(sequence);
+    }
     Ok(BatchResult::Applied(outcomes))
 }
 
@@ -242,9 +259,10 @@ async fn apply_deletes(
     call: &SessionCall<'_>,
     mode: SessionMode,
     ids: &[KeyedId],
-) -> StoreResult<Vec<Outcome>> {
+) -> StoreResult<(Vec<Outcome>, Option<u64>)> {
     let keys: Vec<&str> = ids.iter().map(|k| k.key.as_str()).collect();
     let keys_json = json_list(keys.iter().copied())?;
+    let mut logged = None;
     let exists: HashSet<String> = if mode.is_staged() {
         let found: Vec<String> = sqlx::query_scalar(
             "SELECT key FROM records WHERE connector = ?2 AND key IN (SELECT value FROM json_each(?1))",
@@ -282,9 +300,12 @@ async fn apply_deletes(
         .bind(&call.connector.id)
         .fetch_all(&mut **tx)
         .await?;
+        let gone: Vec<&str> = deleted.iter().map(String::as_str).collect();
+        let entity_type = &call.connector.entity_type;
+        logged = log_keys(tx, entity_type, &gone, Op::Delete, call.now).await?;
         deleted.into_iter().collect()
     };
-    Ok(plan_deletes(&keys, &exists))
+    Ok((plan_deletes(&keys, &exists), logged))
 }
 
 pub(crate) async fn diff_batch(
@@ -390,9 +411,13 @@ pub(crate) async fn close_session(
         .bind(call.session_id)
         .fetch_one(&mut *tx)
         .await?;
+    let mut logged = None;
     let (status, totals) = if commit {
         match commit_staged(&mut tx, call, mode, force).await {
-            Ok(totals) => (ImportStatus::Succeeded, totals),
+            Ok((totals, last)) => {
+                logged = last;
+                (ImportStatus::Succeeded, totals)
+            }
             Err(e) => {
                 // Nothing of the commit may stick (the guard refusal keeps the session open).
                 let _ = tx.rollback().await;
@@ -418,6 +443,9 @@ pub(crate) async fn close_session(
     );
     insert_import_result(&mut tx, &result).await?;
     tx.commit().await?;
+    if let Some(sequence) = logged {
+        s.changes.publish(sequence);
+    }
     Ok(ClosedSession {
         mode,
         totals,
@@ -443,12 +471,14 @@ async fn set_state(
 /// the removal guard, changed rows written, deletes applied, and for replace the sweep.
 /// `keep` rows (digests found unchanged) are never written: they count as unchanged while their
 /// record exists, and being staged rows they spare it from the sweep's anti-join.
+/// Every visible change is logged, set-based and before the writes (the same predicates pick
+/// the rows); answers the totals and the last change-log sequence, if anything changed.
 async fn commit_staged(
     tx: &mut Transaction<'static, Sqlite>,
     call: &SessionCall<'_>,
     mode: SessionMode,
     force: bool,
-) -> StoreResult<SessionTotals> {
+) -> StoreResult<(SessionTotals, Option<u64>)> {
     let connector = call.connector;
     let (skip_all, skip_edited) = skip_flags(connector.write_policy);
     // `skip` below: a changed record the write policy keeps as is.
@@ -497,6 +527,8 @@ async fn commit_staged(
         }
     }
 
+    let logged = log_commit(tx, call, mode, skip_all, skip_edited).await?;
+
     // Unchanged and policy-skipped rows are filtered out before the write, so they cost no
     // row lock or rewrite, and their version and updated_at stay put.
     sqlx::query(
@@ -539,7 +571,58 @@ async fn commit_staged(
         .await?;
         totals.swept = swept.rows_affected();
     }
-    Ok(totals)
+    Ok((totals, logged))
+}
+
+/// Logs what a commit is about to change: an upsert for every staged upsert the commit writes
+/// (same predicate as its INSERT), a delete for every staged delete of an existing record, and
+/// for replace a delete for every record the sweep takes. Sequences follow key order within
+/// each statement.
+async fn log_commit(
+    tx: &mut Transaction<'static, Sqlite>,
+    call: &SessionCall<'_>,
+    mode: SessionMode,
+    skip_all: bool,
+    skip_edited: bool,
+) -> StoreResult<Option<u64>> {
+    let connector = call.connector;
+    let mut seq = Sequencer::start(tx).await?;
+    let logged = sqlx::query(
+        "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
+         SELECT ?1 + row_number() OVER (ORDER BY s.key), ?2, s.key, \
+                CASE s.op WHEN 'upsert' THEN 'upsert' ELSE 'delete' END, ?4 \
+         FROM staged_records s LEFT JOIN records r ON r.key = s.key \
+         WHERE s.session_id = ?3 AND ( \
+           (s.op = 'upsert' AND (r.key IS NULL OR (r.checksum <> s.checksum \
+                                  AND NOT (?5 OR (?6 AND r.edited_at IS NOT NULL))))) \
+           OR (s.op = 'delete' AND r.key IS NOT NULL AND r.connector = ?7))",
+    )
+    .bind(seq.base())
+    .bind(&connector.entity_type)
+    .bind(call.session_id)
+    .bind(call.now)
+    .bind(skip_all)
+    .bind(skip_edited)
+    .bind(&connector.id)
+    .execute(&mut **tx)
+    .await?;
+    seq.advance(logged.rows_affected());
+    if mode == SessionMode::Replace {
+        let swept = sqlx::query(
+            "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
+             SELECT ?1 + row_number() OVER (ORDER BY r.key), r.entity_type, r.key, 'delete', ?2 \
+             FROM records r WHERE r.connector = ?3 AND NOT EXISTS \
+             (SELECT 1 FROM staged_records s WHERE s.session_id = ?4 AND s.key = r.key)",
+        )
+        .bind(seq.base())
+        .bind(call.now)
+        .bind(&connector.id)
+        .bind(call.session_id)
+        .execute(&mut **tx)
+        .await?;
+        seq.advance(swept.rows_affected());
+    }
+    seq.finish(tx).await
 }
 
 pub(crate) async fn expire_idle_sessions(
