@@ -94,6 +94,7 @@ conformance!(
     write_policies_apply_to_pages_and_edits_are_kept,
     cancel_reports_the_cycle_canceled,
     change_log_records_every_visible_change_in_commit_order,
+    pulled_pages_and_sweeps_are_in_the_change_log,
     bulk_deletions_are_logged,
     listings_report_the_sequence_of_their_snapshot,
     filters_compile_to_sql_with_the_same_results,
@@ -2490,6 +2491,33 @@ async fn pages_mark_and_the_sweep_removes_exactly_the_unseen(db: &TestDb) {
     assert_eq!(status.marks, 0);
     assert_eq!(status.last_import_result.as_deref(), Some(r.id.as_str()));
     assert_eq!(db.store.get_import_result(&r.id).await.unwrap(), r);
+}
+
+async fn pulled_pages_and_sweeps_are_in_the_change_log(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    db.store.create_source(&pull::source(&c)).await.unwrap();
+    let entity_type = c.entity_type.clone();
+    let changes = |after: u64| {
+        let entity_type = entity_type.clone();
+        async move {
+            db.store
+                .read_changes(&entity_type, after, 100)
+                .await
+                .unwrap()
+                .changes
+        }
+    };
+    pull::run_cycle(db, &c, &["A", "B", "C"], None, T0).await;
+    let first = changes(0).await;
+    assert_eq!(first.len(), 3, "one upsert per created record");
+    assert!(first.iter().all(|e| !e.deleted && e.record.is_some()));
+    let after = first.last().unwrap().sequence;
+    // Unchanged A and C log nothing; B is swept: one delete, logged in the sweep's transaction.
+    pull::run_cycle(db, &c, &["A", "C"], None, T0 + 2 * SEC).await;
+    let second = changes(after).await;
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert!(second[0].deleted);
+    assert_eq!(second[0].key, record_key(&c.entity_type, &c.id, "B"));
 }
 
 async fn sweep_guards_refuse_and_the_next_good_cycle_sweeps(db: &TestDb) {
