@@ -86,6 +86,23 @@ pub(super) async fn log_keys(
     Ok(Some(count(last)))
 }
 
+/// Locks `connector`'s open stream sessions, as every bulk change (a commit, a sweep, a delta's
+/// removals) does before it takes the counter: a stream batch holds its record rows and then
+/// takes the counter, so a bulk change must wait out batches in flight rather than deadlock.
+pub(super) async fn lock_stream_sessions(
+    tx: &mut Transaction<'static, Postgres>,
+    connector: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "SELECT 1 FROM sessions WHERE connector = $1 AND state = 'open' AND mode = 'stream' \
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(connector)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Hands out sequences to set-based `INSERT INTO change_log … SELECT` statements of one
 /// transaction, holding the counter's row lock from [`Sequencer::start`] to commit.
 pub(super) struct Sequencer {

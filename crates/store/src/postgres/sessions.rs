@@ -1,6 +1,6 @@
 //! Sessions on PostgreSQL: open (with supersede), batches, close (commit/rollback), idle expiry.
 
-use super::changes::{log_keys, Op, Sequencer};
+use super::changes::{lock_stream_sessions, log_keys, Op, Sequencer};
 use super::{begin_batch, end_batch, insert_import_result, touch_session, PgStore};
 use crate::error::{sweep_refused, StoreResult};
 use crate::rows::{count, session_result, skip_flags};
@@ -617,13 +617,7 @@ async fn log_commit(
     skip_edited: bool,
 ) -> StoreResult<Option<u64>> {
     let connector = call.connector;
-    sqlx::query(
-        "SELECT 1 FROM sessions WHERE connector = $1 AND state = 'open' AND mode = 'stream' \
-         ORDER BY id FOR UPDATE",
-    )
-    .bind(&connector.id)
-    .execute(&mut **tx)
-    .await?;
+    lock_stream_sessions(tx, &connector.id).await?;
     let mut seq = Sequencer::start(tx).await?;
     let logged = sqlx::query(
         "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \

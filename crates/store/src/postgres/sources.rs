@@ -4,7 +4,7 @@
 //! [`write_source_records`] (pages and deltas), the sweep in [`end_cycle`], the delete of a
 //! delta in [`push_source_delta`], and [`edit_record`].
 
-use super::changes::{log_keys, Op, Sequencer};
+use super::changes::{lock_stream_sessions, log_keys, Op, Sequencer};
 use super::{insert_import_result, PgStore};
 use crate::error::{unique_to_exists, StoreResult};
 use crate::pull::{
@@ -450,20 +450,6 @@ async fn log_writes(
 ) -> StoreResult<Option<u64>> {
     let keys: Vec<&str> = writes.iter().map(|r| r.key.as_str()).collect();
     log_keys(tx, entity_type, &keys, Op::Upsert, now).await
-}
-
-/// Locks the connector's open stream sessions, as a session commit does before it takes the
-/// change-log counter: a stream batch holds its record rows and then takes the counter, so a
-/// bulk deletion must wait out batches in flight rather than deadlock with them.
-async fn lock_stream_sessions(tx: &mut Tx, connector: &str) -> StoreResult<()> {
-    sqlx::query(
-        "SELECT 1 FROM sessions WHERE connector = $1 AND state = 'open' AND mode = 'stream' \
-         ORDER BY id FOR UPDATE",
-    )
-    .bind(connector)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 pub(crate) async fn source_page_failed(
