@@ -20,6 +20,8 @@ use tributary_store::testing::TestDb;
 
 pub use prost_types::{value::Kind, Struct, Value};
 
+pub mod tls;
+
 /// An admin client with the admin token attached.
 pub type AdminClient = admin::admin_client::AdminClient<InterceptedService<Channel, BearerAuth>>;
 /// A contribution client with a connector token attached.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tributary_ingest::EngineOptions;
 use tributary_proto::admin::v1 as admin;
 use tributary_runtime::server::ServerOptions;
-use tributary_tests::{json_struct, on_both_backends, wait_until, Sandbox};
+use tributary_tests::{json_struct, on_both_backends, tls, wait_until, Sandbox};
 
 const WAIT: Duration = Duration::from_secs(60);
 const PER_PAGE: usize = 10;
@@ -32,6 +32,14 @@ fn fast_engine() -> EngineOptions {
 
 fn fast(o: &mut ServerOptions) {
     o.ingest = Some(fast_engine());
+}
+
+/// A fast engine that trusts the test process's private CA besides the system's roots.
+fn fast_trusting_test_ca(o: &mut ServerOptions) {
+    o.ingest = Some(EngineOptions {
+        ca_file: Some(tls::test_ca().pem_file.clone()),
+        ..fast_engine()
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -106,11 +114,14 @@ async fn items_page(
         .into_response()
 }
 
-async fn serve_api(api: Arc<Api>) -> SocketAddr {
-    let app = axum::Router::new()
+fn api_app(api: Arc<Api>) -> axum::Router {
+    axum::Router::new()
         .route("/items", get(items_page))
-        .with_state(api);
-    serve(app).await
+        .with_state(api)
+}
+
+async fn serve_api(api: Arc<Api>) -> SocketAddr {
+    serve(api_app(api)).await
 }
 
 async fn serve(app: axum::Router) -> SocketAddr {
@@ -161,10 +172,14 @@ fn source(
 }
 
 fn http_source(connector: &str, addr: SocketAddr) -> admin::Source {
+    json_api_source(connector, &format!("http://{addr}/items"))
+}
+
+fn json_api_source(connector: &str, url: &str) -> admin::Source {
     source(
         connector,
         admin::SourceKind::HttpJson,
-        json!({"url": format!("http://{addr}/items"), "items": "/data",
+        json!({"url": url, "items": "/data",
                "headers": {"Authorization": "Bearer s3cret"},
                "pagination": {"type": "page", "size_param": "per_page", "size": PER_PAGE}}),
         country_mapping(),
@@ -516,6 +531,93 @@ async fn an_ndjson_file_is_imported_a_page_at_a_time(sandbox: &Sandbox) {
     assert_eq!(visible_ids(&mut world).await, ids(0..25));
 }
 
+/// An NDJSON object over HTTP(S): `/ranged` answers `Range: bytes=N-` with 206 (416 past the
+/// end) and records the offsets asked for; `/whole` ignores ranges and always sends it all.
+#[derive(Default)]
+struct NdjsonObject {
+    body: Vec<u8>,
+    ranges: Mutex<Vec<u64>>,
+}
+
+fn ndjson_object_app(object: Arc<NdjsonObject>) -> axum::Router {
+    async fn ranged(
+        State(o): State<Arc<NdjsonObject>>,
+        headers: axum::http::HeaderMap,
+    ) -> axum::response::Response {
+        let from: u64 = headers
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes="))
+            .and_then(|v| v.strip_suffix('-'))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        o.ranges.lock().unwrap().push(from);
+        match o.body.get(from as usize..) {
+            Some(rest) if !rest.is_empty() => {
+                (StatusCode::PARTIAL_CONTENT, rest.to_vec()).into_response()
+            }
+            _ => StatusCode::RANGE_NOT_SATISFIABLE.into_response(),
+        }
+    }
+    async fn whole(State(o): State<Arc<NdjsonObject>>) -> Vec<u8> {
+        o.body.clone()
+    }
+    axum::Router::new()
+        .route("/ranged", get(ranged))
+        .route("/whole", get(whole))
+        .with_state(object)
+}
+
+async fn an_ndjson_object_is_read_over_https_with_ranges(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    // 25 items and a bad line; the last line has no newline.
+    let mut text = String::new();
+    for i in 0..25 {
+        if i > 0 {
+            text.push('\n');
+        }
+        text.push_str(&country_item(i).to_string());
+        if i == 12 {
+            text.push_str("\n{not json");
+        }
+    }
+    let object = Arc::new(NdjsonObject {
+        body: text.into_bytes(),
+        ..NdjsonObject::default()
+    });
+    let addr = tls::serve_https(ndjson_object_app(object.clone()), "127.0.0.1").await;
+    let ndjson_source = |connector: &str, path: &str| {
+        source(
+            connector,
+            admin::SourceKind::Ndjson,
+            json!({"url": format!("https://{addr}/{path}"), "page_size": 10,
+                   "headers": {"Authorization": "Bearer s3cret"}}),
+            country_mapping(),
+        )
+    };
+    let id = create_source(sandbox, ndjson_source(&world.connector, "ranged")).await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(result.status, PARTIAL, "{result:?}");
+    assert_eq!((result.created, result.failed, result.pages), (25, 1, 3));
+    assert!(
+        result.failed_items[0].error.contains("line 14"),
+        "{result:?}"
+    );
+    assert_eq!(visible_ids(&mut world).await, ids(0..25));
+    let ranges = object.ranges.lock().unwrap().clone();
+    assert_eq!(ranges.len(), 3, "one ranged GET per page: {ranges:?}");
+    assert!(
+        ranges[0] == 0 && ranges[1] > 0 && ranges[2] > ranges[1],
+        "{ranges:?}"
+    );
+
+    // A server that ignores ranges: the same items, each page skipping what was read.
+    let (other, _) = sandbox.create_connector("country", |_| {}).await;
+    let id = create_source(sandbox, ndjson_source(&other, "whole")).await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!((result.created, result.failed, result.pages), (25, 1, 3));
+}
+
 mod provider {
     use super::*;
     use tributary_proto::provider::v1::source_provider_server::{
@@ -761,7 +863,44 @@ async fn postgres_two_engines_work_a_source_one_at_a_time_and_take_over_a_dead_h
     sandbox.stop().await;
 }
 
+async fn https_sources_are_verified_against_the_trusted_roots(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..25));
+    let addr = tls::serve_https(api_app(api.clone()), "127.0.0.1").await;
+    let id = create_source(
+        sandbox,
+        json_api_source(&world.connector, &format!("https://{addr}/items")),
+    )
+    .await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(result.status, SUCCEEDED, "{result:?}");
+    assert_eq!((result.created, result.pages), (25, 3));
+    assert_eq!(visible_ids(&mut world).await, ids(0..25));
+
+    // A certificate for another name is refused: the page fails, saying why, and nothing is
+    // imported.
+    let (other, _) = sandbox.create_connector("country", |_| {}).await;
+    let elsewhere = tls::serve_https(api_app(api), "elsewhere.invalid").await;
+    let id = create_source(
+        sandbox,
+        json_api_source(&other, &format!("https://{elsewhere}/items")),
+    )
+    .await;
+    let error = wait_until(WAIT, || async {
+        Some(status(sandbox, &id).await.last_error).filter(|e| !e.is_empty())
+    })
+    .await
+    .expect("the page fails");
+    assert!(
+        error.contains("certificate") && error.contains("https://"),
+        "{error}"
+    );
+    assert_eq!(status(sandbox, &id).await.pages, 0);
+}
+
 on_both_backends!(
+    https_sources_are_verified_against_the_trusted_roots with super::fast_trusting_test_ca,
     fifty_pages_import_fully_and_the_next_cycle_sweeps_exactly_the_missing with super::fast,
     a_cycle_removing_80_percent_is_refused_and_an_empty_one_too with super::fast,
     a_page_failing_twice_is_retried_from_the_saved_cursor with super::fast,
@@ -769,6 +908,7 @@ on_both_backends!(
     invalid_items_are_reported_with_their_data_and_the_rest_imported with super::fast,
     rss_atom_and_media_rss_feeds_are_imported with super::fast,
     an_ndjson_file_is_imported_a_page_at_a_time with super::fast,
+    an_ndjson_object_is_read_over_https_with_ranges with super::fast_trusting_test_ca,
     a_grpc_provider_is_called_with_the_cursor with super::fast,
     write_policies_apply_to_pulled_records with super::fast,
     bad_source_definitions_name_the_field with super::fast,

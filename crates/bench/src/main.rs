@@ -7,6 +7,7 @@
 
 mod catalog;
 mod grpc;
+mod ingest;
 mod raw;
 mod records;
 mod sync;
@@ -57,6 +58,14 @@ struct Args {
     /// Records loaded for the catalog workload.
     #[arg(long, default_value_t = 1_000_000)]
     catalog_records: usize,
+    /// Run issue 5's pull-ingestion workload instead: an `http_json` source served locally,
+    /// imported and then re-imported unchanged, once per size in `--source-items`, each by a
+    /// fresh server process whose peak RSS is reported.
+    #[arg(long)]
+    ingest: bool,
+    /// Source sizes (items) for the ingestion workload.
+    #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
+    source_items: Vec<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -171,6 +180,18 @@ async fn run(args: Args) -> Result<bool> {
         server_bin.display()
     );
     let mut ok = true;
+    if args.ingest {
+        for &backend in backends {
+            let mut outcomes = Vec::new();
+            for &items in &args.source_items {
+                let outcome = run_ingest(backend, &args, &server_bin, items).await;
+                ok &= outcome.is_ok();
+                outcomes.push((items, outcome));
+            }
+            println!("{}", ingest_report(backend, &outcomes));
+        }
+        return Ok(ok);
+    }
     if args.catalog {
         for &backend in backends {
             let outcome = run_catalog(backend, &args, &server_bin).await;
@@ -296,6 +317,85 @@ async fn run_catalog(
         }
     }
     result
+}
+
+async fn run_ingest(
+    backend: Backend,
+    args: &Args,
+    server_bin: &std::path::Path,
+    items: usize,
+) -> Result<ingest::Outcome> {
+    let admin_token = uuid::Uuid::new_v4().simple().to_string();
+    let database = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let name = format!("tributary_bench_{}", uuid::Uuid::new_v4().simple());
+            let url = raw::create_database(&args.database_url, &name).await?;
+            Some((name, url))
+        }
+    };
+    let result = async {
+        let url = database.as_ref().map(|(_, url)| url.as_str());
+        let server = grpc::Server::start(server_bin, url, &admin_token).await?;
+        let outcome = ingest::run(&server, &admin_token, items)
+            .await
+            .map_err(|e| e.context(format!("server log (last lines):\n{}", server.log_tail())));
+        server.stop().await?;
+        outcome
+    }
+    .await;
+    if let Some((name, _)) = database {
+        if let Err(e) = raw::drop_database(&args.database_url, &name).await {
+            eprintln!("warning: could not drop database {name}: {e:#}");
+        }
+    }
+    result
+}
+
+fn ingest_report(backend: Backend, outcomes: &[(usize, Result<ingest::Outcome>)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### {} — pull ingestion: `http_json` source on 127.0.0.1, offset pages of {}, one burst per cycle\n",
+        backend.label(),
+        thousands(ingest::PAGE as f64)
+    );
+    out.push_str("| source items | cycle | wall s | items/s | created / unchanged | server CPU s | source CPU s | server peak RSS MiB |\n");
+    out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
+    let mut failures = String::new();
+    for (items, outcome) in outcomes {
+        let o = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "| {} | failed | — | — | — | — | — | — |",
+                    thousands(*items as f64)
+                );
+                let _ = writeln!(failures, "{} items: {e:#}", thousands(*items as f64));
+                continue;
+            }
+        };
+        for (label, c) in [("first", &o.first), ("unchanged re-import", &o.unchanged)] {
+            let _ = writeln!(
+                out,
+                "| {} | {label} | {:.2} | {} | {} / {} | {:.2} | {:.2} | {} (idle {}) |",
+                thousands(o.items as f64),
+                c.elapsed.as_secs_f64(),
+                thousands(c.rate(o.items)),
+                thousands(c.result.created as f64),
+                thousands(c.result.unchanged as f64),
+                c.server_cpu.as_secs_f64(),
+                c.bench_cpu.as_secs_f64(),
+                mib(c.peak_rss_kib),
+                mib(o.idle_rss_kib),
+            );
+        }
+    }
+    out.push('\n');
+    out.push_str(&failures);
+    out
 }
 
 fn catalog_report(backend: Backend, outcome: &Result<catalog::Outcome>) -> String {

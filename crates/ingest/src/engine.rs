@@ -12,6 +12,7 @@ use crate::page::{failed_item, prepare_items};
 use crate::providers::{provider_for, HttpOptions};
 use rand::Rng;
 use serde_json::Value;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -43,6 +44,9 @@ pub struct EngineOptions {
     pub max_page_bytes: usize,
     /// Timeout of one HTTP request.
     pub http_timeout: Duration,
+    /// A PEM file of root certificates trusted for HTTPS sources besides the system's (a
+    /// private CA's, say).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for EngineOptions {
@@ -55,6 +59,7 @@ impl Default for EngineOptions {
             max_record_bytes: 1024 * 1024,
             max_page_bytes: 64 * 1024 * 1024,
             http_timeout: Duration::from_secs(30),
+            ca_file: None,
         }
     }
 }
@@ -72,7 +77,11 @@ pub struct Engine {
 impl Engine {
     /// An engine with a fresh holder id.
     pub fn new(store: Arc<dyn Store>, options: EngineOptions) -> Result<Self, FetchError> {
-        let http = HttpOptions::new(options.http_timeout, options.max_page_bytes)?;
+        let http = HttpOptions::new(
+            options.http_timeout,
+            options.max_page_bytes,
+            options.ca_file.as_deref(),
+        )?;
         Ok(Self {
             store,
             holder: format!("engine-{}", uuid::Uuid::new_v4().simple()),

@@ -45,6 +45,8 @@ pub struct IngestSettings {
     pub max_page_bytes: usize,
     /// Timeout of one HTTP request to a source, in seconds.
     pub http_timeout_secs: f64,
+    /// A PEM file of root certificates trusted for `https://` sources besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Import results (SPEC.md §6).
@@ -64,6 +66,7 @@ impl Default for IngestSettings {
             concurrency: 4,
             max_page_bytes: 64 * 1024 * 1024,
             http_timeout_secs: 30.0,
+            ca_file: None,
         }
     }
 }
@@ -298,6 +301,7 @@ impl Settings {
                 max_record_bytes: self.limits.max_record_bytes,
                 max_page_bytes: self.ingest.max_page_bytes,
                 http_timeout: secs(self.ingest.http_timeout_secs, defaults.http_timeout),
+                ca_file: self.ingest.ca_file.clone(),
             })
     }
 

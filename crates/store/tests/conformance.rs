@@ -11,7 +11,7 @@ use tributary_core::checksum::{canonical_json, record_checksum};
 use tributary_core::error::ResourceKind;
 use tributary_core::ids::{new_connector_id, new_id, record_key};
 use tributary_core::model::{
-    Connector, Consumer, DigestState, EntityType, ImportStatus, Outcome, SessionMode,
+    Connector, Consumer, DigestState, EntityType, ImportItem, ImportStatus, Outcome, SessionMode,
     SessionTotals, StoredRecord, WritePolicy,
 };
 use tributary_core::record::PreparedRecord;
@@ -86,6 +86,7 @@ conformance!(
     digests_stage_nothing_outside_replace,
     resume_returns_the_last_seq_and_refuses_foreign_sessions,
     source_crud_and_status,
+    deleting_a_connector_or_its_entity_type_clears_its_sources_cycle_rows,
     claims_are_exclusive_until_the_lease_expires,
     pages_mark_and_the_sweep_removes_exactly_the_unseen,
     sweep_guards_refuse_and_the_next_good_cycle_sweeps,
@@ -2436,6 +2437,50 @@ async fn source_crud_and_status(db: &TestDb) {
             ..
         })
     ));
+}
+
+async fn deleting_a_connector_or_its_entity_type_clears_its_sources_cycle_rows(db: &TestDb) {
+    // A source in mid-cycle: a page marked one record and listed one failed item.
+    async fn mid_cycle(db: &TestDb, c: &Connector) -> String {
+        let s = pull::source(c);
+        db.store.create_source(&s).await.unwrap();
+        let claimed = pull::claim(db, "e1", T0).await;
+        let lease = pull::lease(&claimed[0], "e1");
+        let mut page = pull::page(vec![record(c, "A", 1)], "{\"page\":2}", T0);
+        page.failed_items.push(ImportItem {
+            id: "B".into(),
+            reason: "invalid".into(),
+            error: "entity.population: must be an integer".into(),
+            data: "{}".into(),
+        });
+        db.store.apply_source_page(&lease, &page).await.unwrap();
+        s.id
+    }
+    // Rows left behind, deleted: how many there were.
+    async fn left(db: &TestDb, id: &str) -> u64 {
+        db.execute_sql(&format!(
+            "DELETE FROM source_marks WHERE source_id = '{id}'"
+        ))
+        .await
+            + db.execute_sql(&format!(
+                "DELETE FROM source_items WHERE source_id = '{id}'"
+            ))
+            .await
+    }
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let id = mid_cycle(db, &c).await;
+    let status = db.store.source_status(&id).await.unwrap();
+    assert_eq!((status.marks, status.counts.failed), (1, 1));
+    db.store.delete_connector(&c.id, false).await.unwrap();
+    assert_eq!(left(db, &id).await, 0);
+
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let id = mid_cycle(db, &c).await;
+    db.store
+        .delete_entity_type(&c.entity_type, true)
+        .await
+        .unwrap();
+    assert_eq!(left(db, &id).await, 0);
 }
 
 async fn claims_are_exclusive_until_the_lease_expires(db: &TestDb) {

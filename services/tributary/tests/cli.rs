@@ -1144,6 +1144,59 @@ async fn source_commands_define_run_and_delete_a_pull_source() {
     let run = cli.admin(&["records", "edit", &key]).await.expect(2);
     assert!(run.stderr.contains("nothing to edit"), "{}", run.stderr);
 
+    // `source push-delta`: an event between cycles adds ES and removes IT; a bad line stops
+    // the whole delta before anything is sent.
+    let bad_delta = cli.file(
+        "bad-delta.ndjson",
+        &format!("{}\n{{\"name\": \"no id\"}}\n", country_line("ES", 48)),
+    );
+    let run = cli
+        .admin(&[
+            "source",
+            "push-delta",
+            &id,
+            "--added",
+            &bad_delta,
+            "--removed",
+            "IT",
+        ])
+        .await
+        .expect(2);
+    assert!(
+        run.stderr.contains("line 2") && run.stderr.contains("missing \"id\""),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        cli.countries(&reader).await,
+        pairs(&[("GB", 70), ("FR", 68), ("IT", 59)])
+    );
+    let delta = cli.file("delta.ndjson", &country_line("ES", 48));
+    let pushed = cli
+        .admin(&[
+            "source",
+            "push-delta",
+            &id,
+            "--added",
+            &delta,
+            "--removed",
+            "IT",
+            "--output",
+            "json",
+        ])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(
+        (&pushed["created"], &pushed["deleted"]),
+        (&1.into(), &1.into()),
+        "{pushed}"
+    );
+    assert_eq!(
+        cli.countries(&reader).await,
+        pairs(&[("GB", 70), ("FR", 68), ("ES", 48)])
+    );
+
     let deleted = cli.admin(&["source", "delete", &id]).await.expect(0);
     assert!(
         deleted.stdout.contains("Deleted source"),
@@ -1161,7 +1214,7 @@ async fn source_commands_define_run_and_delete_a_pull_source() {
     // Its records stay.
     assert_eq!(
         cli.countries(&reader).await,
-        pairs(&[("GB", 70), ("FR", 68), ("IT", 59)])
+        pairs(&[("GB", 70), ("FR", 68), ("ES", 48)])
     );
     sandbox.stop().await;
 }

@@ -88,11 +88,20 @@ fn thousand() -> u64 {
     1000
 }
 
-/// A file of newline-delimited JSON, read from a byte offset (the cursor) a page of lines at a time.
+/// Newline-delimited JSON in a local file or behind an `http(s)://` URL (an object store's
+/// object, public or presigned), read from a byte offset (the cursor) a page of lines at a time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NdjsonConfig {
-    pub path: String,
+    /// A file on the engine's machine; exactly one of `path` and `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Read with ranged GETs from the cursor's byte offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Headers sent with every request to `url`; never shown back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
     /// Lines per page.
     #[serde(default = "thousand")]
     pub page_size: u64,
@@ -175,8 +184,22 @@ impl KindConfig {
             }
             SourceKind::Ndjson => {
                 let c: NdjsonConfig = decode(field, config)?;
-                if c.path.is_empty() {
-                    return Err(Error::invalid(format!("{field}.path"), "is required"));
+                match (&c.path, &c.url) {
+                    (Some(path), None) if !path.is_empty() => {
+                        if !c.headers.is_empty() {
+                            return Err(Error::invalid(
+                                format!("{field}.headers"),
+                                "only apply to a url",
+                            ));
+                        }
+                    }
+                    (None, Some(url)) => check_url(&format!("{field}.url"), url)?,
+                    _ => {
+                        return Err(Error::invalid(
+                            format!("{field}.path"),
+                            "exactly one of path (a file) and url (http or https) is required",
+                        ))
+                    }
                 }
                 if c.page_size == 0 {
                     return Err(Error::invalid(
@@ -251,6 +274,33 @@ mod tests {
                 KindConfig::parse("source.config", SourceKind::HttpJson, &bad),
                 Err(Error::InvalidArgument(_))
             ));
+        }
+    }
+
+    #[test]
+    fn ndjson_reads_a_file_or_a_url_never_both() {
+        for ok in [
+            json!({"path": "/data/items.ndjson"}),
+            json!({"url": "https://bucket.example/items.ndjson", "headers": {"Authorization": "x"}}),
+        ] {
+            let parsed = KindConfig::parse("config", SourceKind::Ndjson, &ok);
+            assert!(parsed.is_ok(), "{ok}: {parsed:?}");
+        }
+        for (bad, field) in [
+            (json!({}), "config.path"),
+            (json!({"path": ""}), "config.path"),
+            (json!({"path": "/a", "url": "https://x/a"}), "config.path"),
+            (json!({"url": "s3://bucket/a"}), "config.url"),
+            (
+                json!({"path": "/a", "headers": {"A": "b"}}),
+                "config.headers",
+            ),
+            (json!({"path": "/a", "page_size": 0}), "config.page_size"),
+        ] {
+            match KindConfig::parse("config", SourceKind::Ndjson, &bad) {
+                Err(Error::InvalidArgument(v)) => assert_eq!(v[0].field, field, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 use crate::error::FetchError;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 /// HTTP settings of the engine.
@@ -14,11 +15,34 @@ pub struct HttpOptions {
 }
 
 impl HttpOptions {
-    /// A client with `timeout` per request and pages of at most `max_page_bytes`.
-    pub fn new(timeout: Duration, max_page_bytes: usize) -> Result<Self, FetchError> {
-        let client = reqwest::Client::builder()
+    /// A client with `timeout` per request and pages of at most `max_page_bytes`, trusting the
+    /// system's root certificates and those in the PEM file `extra_roots`.
+    pub fn new(
+        timeout: Duration,
+        max_page_bytes: usize,
+        extra_roots: Option<&Path>,
+    ) -> Result<Self, FetchError> {
+        // reqwest is built without a crypto provider of its own; ring becomes the process's
+        // default once (an error only says one is installed already, which is as good).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = extra_roots {
+            let pem = std::fs::read(path).map_err(|e| {
+                FetchError::new(format!("reading CA certificates {}: {e}", path.display()))
+            })?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| FetchError::new(format!("CA certificates {}: {e}", path.display())))?;
+            if roots.is_empty() {
+                return Err(FetchError::new(format!(
+                    "CA certificates {}: no PEM certificate in the file",
+                    path.display()
+                )));
+            }
+            builder = builder.tls_certs_merge(roots);
+        }
+        let client = builder
             .build()
             .map_err(|e| FetchError::new(format!("building the HTTP client: {e}")))?;
         Ok(Self {
@@ -47,7 +71,7 @@ pub(crate) async fn get(
     let mut response = request
         .send()
         .await
-        .map_err(|e| FetchError::new(format!("GET {url}: {e}")))?;
+        .map_err(|e| FetchError::new(format!("GET {url}: {}", with_causes(&e))))?;
     let status = response.status();
     if !status.is_success() {
         return Err(FetchError::new(format!("GET {url}: HTTP {status}")));
@@ -63,7 +87,7 @@ pub(crate) async fn get(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| FetchError::new(format!("GET {url}: reading the body: {e}")))?
+        .map_err(|e| FetchError::new(format!("GET {url}: reading the body: {}", with_causes(&e))))?
     {
         if body.len() + chunk.len() > http.max_page_bytes {
             return Err(FetchError::new(format!(
@@ -77,4 +101,20 @@ pub(crate) async fn get(
         body,
         link: Some(link).filter(|l| !l.is_empty()),
     })
+}
+
+/// `error` and its causes, `: `-separated: reqwest's own message ("error sending request")
+/// leaves out what an operator needs (connection refused, an invalid certificate, ...).
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let message = c.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = c.source();
+    }
+    text
 }

@@ -40,7 +40,7 @@ pub fn provider_for(source: &Source, http: &HttpOptions) -> Result<Box<dyn Provi
         .map_err(|e| FetchError::new(format!("source settings are invalid: {e}")))?;
     Ok(match config {
         KindConfig::HttpJson(c) => Box::new(http_json::HttpJson::new(c, http.clone())?),
-        KindConfig::Ndjson(c) => Box::new(ndjson::Ndjson::new(c)),
+        KindConfig::Ndjson(c) => Box::new(ndjson::Ndjson::new(c, http.clone())),
         KindConfig::Feed(c) => Box::new(feed::Feed::new(c, http.clone())?),
         KindConfig::Grpc(c) => Box::new(grpc::Grpc::new(source.id.clone(), c)?),
     })

@@ -153,6 +153,11 @@ pub(crate) async fn delete_entity_type(s: &PgStore, slug: &str, force: bool) -> 
         "DELETE FROM staged_records WHERE session_id IN \
          (SELECT s.id FROM sessions s JOIN connectors c ON c.id = s.connector WHERE c.entity_type = $1)",
         "DELETE FROM sessions WHERE connector IN (SELECT id FROM connectors WHERE entity_type = $1)",
+        // The current cycle's rows of their sources (which go by cascade with the connectors).
+        "DELETE FROM source_marks WHERE source_id IN \
+         (SELECT s.id FROM sources s JOIN connectors c ON c.id = s.connector WHERE c.entity_type = $1)",
+        "DELETE FROM source_items WHERE source_id IN \
+         (SELECT s.id FROM sources s JOIN connectors c ON c.id = s.connector WHERE c.entity_type = $1)",
         "DELETE FROM connectors WHERE entity_type = $1",
         "DELETE FROM consumer_grants WHERE entity_type = $1",
         "DELETE FROM entity_types WHERE slug = $1",
@@ -286,6 +291,13 @@ pub(crate) async fn delete_connector(
         .bind(&ended)
         .execute(&mut *tx)
         .await?;
+    // The current cycle's rows of its sources (which go by cascade with the connector).
+    for sql in [
+        "DELETE FROM source_marks WHERE source_id IN (SELECT id FROM sources WHERE connector = $1)",
+        "DELETE FROM source_items WHERE source_id IN (SELECT id FROM sources WHERE connector = $1)",
+    ] {
+        sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+    }
     sqlx::query("DELETE FROM connectors WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)

@@ -1,0 +1,100 @@
+//! HTTPS on 127.0.0.1 for tests: a private certificate authority made for the test process, and
+//! an axum app served over TLS with a certificate that authority signed.
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// The test process's certificate authority.
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    /// Its certificate as a PEM file, for a client to trust.
+    pub pem_file: PathBuf,
+}
+
+/// The certificate authority of this test process (made once, its PEM file written to the
+/// temporary directory).
+pub fn test_ca() -> &'static TestCa {
+    static CA: OnceLock<TestCa> = OnceLock::new();
+    CA.get_or_init(|| {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Tributary test CA");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        // One small file per test process, left in the temporary directory (statics are
+        // never dropped).
+        let pem_file =
+            std::env::temp_dir().join(format!("tributary-test-ca-{}.pem", std::process::id()));
+        std::fs::write(&pem_file, cert.pem()).expect("writing the CA's PEM file");
+        TestCa {
+            issuer: Issuer::new(params, key),
+            pem_file,
+        }
+    })
+}
+
+impl TestCa {
+    /// A server configuration with a certificate for `name` (a DNS name or an IP address).
+    fn server_config(&self, name: &str) -> ServerConfig {
+        let key = KeyPair::generate().expect("server key");
+        let cert = CertificateParams::new(vec![name.to_owned()])
+            .expect("server params")
+            .signed_by(&key, &self.issuer)
+            .expect("server certificate");
+        let chain = vec![CertificateDer::from(cert.der().to_vec())];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server TLS configuration")
+    }
+}
+
+/// Accepts TCP connections and completes their TLS handshakes; failed handshakes (a client
+/// that refused the certificate) are dropped.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Serves `app` over HTTPS on a free port of 127.0.0.1 with a certificate for `name` signed by
+/// [`test_ca`]; a client reaching it as `https://127.0.0.1:port` verifies only when `name` is
+/// `127.0.0.1`.
+pub async fn serve_https(app: axum::Router, name: &str) -> SocketAddr {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = tcp.local_addr().expect("local addr");
+    let acceptor = TlsAcceptor::from(Arc::new(test_ca().server_config(name)));
+    tokio::spawn(async move { axum::serve(TlsListener { tcp, acceptor }, app).await });
+    addr
+}
