@@ -161,9 +161,13 @@ impl Server {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// Kills the server and waits for it.
+    /// Kills the server and waits for it; its log is kept at `$TRIBUTARY_BENCH_SERVER_LOG`
+    /// when that is set (with `RUST_LOG`, to see where a server's time went).
     pub async fn stop(mut self) -> Result<()> {
         self.child.kill().await?;
+        if let Some(keep) = std::env::var_os("TRIBUTARY_BENCH_SERVER_LOG") {
+            std::fs::copy(&self.log, keep)?;
+        }
         Ok(())
     }
 }

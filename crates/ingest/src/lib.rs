@@ -6,6 +6,7 @@
 mod engine;
 mod error;
 mod page;
+mod prefetch;
 pub mod providers;
 
 pub use engine::{Engine, EngineOptions};

@@ -28,6 +28,10 @@ const SQLITE: &[Migration] = &[
         version: 10,
         sql: include_str!("../migrations/sqlite/0010_sources.sql"),
     },
+    Migration {
+        version: 11,
+        sql: include_str!("../migrations/sqlite/0011_records_source_by_rowid.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
