@@ -4,6 +4,7 @@
 //! commit times and the server's peak RSS as Markdown tables. Then, on the same server, issue 3's
 //! workloads: a first load through unary `Upsert` calls vs the `Contribute` stream, and an
 //! unchanged re-send in full vs as digests only (`Diff`), with records/s and bytes sent.
+//! `--catalog` runs issue 4's catalog workload instead, `--ingest` issue 5's pull sources.
 
 mod catalog;
 mod grpc;
@@ -170,15 +171,30 @@ async fn run(args: Args) -> Result<bool> {
         BackendArg::Both => &[Backend::Sqlite, Backend::Postgres],
     };
 
-    println!(
-        "tributary-bench: {} records, batches of {}, {} gRPC Upsert call(s) in flight; {} CPU(s), {} RAM; server {}\n",
-        thousands(args.records as f64),
-        thousands(args.batch as f64),
-        args.inflight.max(1),
+    let machine = format!(
+        "{} CPU(s), {} RAM; server {}",
         std::thread::available_parallelism().map_or(0, usize::from),
         mem_total(),
         server_bin.display()
     );
+    if args.ingest {
+        let sizes: Vec<String> = args
+            .source_items
+            .iter()
+            .map(|&n| thousands(n as f64))
+            .collect();
+        println!(
+            "tributary-bench --ingest: sources of {} items; {machine}\n",
+            sizes.join(" and ")
+        );
+    } else {
+        println!(
+            "tributary-bench: {} records, batches of {}, {} gRPC Upsert call(s) in flight; {machine}\n",
+            thousands(args.records as f64),
+            thousands(args.batch as f64),
+            args.inflight.max(1),
+        );
+    }
     let mut ok = true;
     if args.ingest {
         for &backend in backends {
