@@ -15,6 +15,7 @@ mod sources;
 use crate::changes::ChangeSignal;
 use crate::error::{session_denied, StoreError, StoreResult};
 use crate::rows::{to_i64, IMPORT_RESULT_COLUMNS};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
@@ -43,6 +44,21 @@ pub struct SqliteStore {
 }
 
 crate::delegate_store!(SqliteStore, ops);
+
+/// SQLITE_BUSY (code 5, with its extended codes: recovery, snapshot, timeout).
+fn is_busy(error: &StoreError) -> bool {
+    let (StoreError::Database(sqlx::Error::Database(db))
+    | StoreError::Migration {
+        source: sqlx::Error::Database(db),
+        ..
+    }) = error
+    else {
+        return false;
+    };
+    db.code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
+}
 crate::source_delegate::delegate_source_store!(SqliteStore, sources);
 
 impl SqliteStore {
@@ -50,6 +66,31 @@ impl SqliteStore {
     /// a plain file path. An in-memory database (`sqlite::memory:`) works for experiments: it
     /// gets a single connection that reads and writes, kept open for the store's lifetime.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        // Processes opening one fresh file at once race to switch it to WAL mode and to migrate
+        // it, and SQLite can answer the loser SQLITE_BUSY at once rather than after the busy
+        // timeout (a lock it cannot wait for without risking a deadlock). Opening again, after a
+        // short backoff, finds the file switched and migrated.
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(20))
+            .with_max_delay(Duration::from_secs(1))
+            .with_max_times(10)
+            .with_jitter()
+            .build();
+        loop {
+            match Self::open_once(url).await {
+                Err(error) if is_busy(&error) => match delays.next() {
+                    Some(delay) => {
+                        tracing::debug!(%error, ?delay, "SQLite busy while opening; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Err(error),
+                },
+                opened => return opened,
+            }
+        }
+    }
+
+    async fn open_once(url: &str) -> Result<Self, StoreError> {
         let options = if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url)?
         } else {
