@@ -245,11 +245,13 @@ async fn run_raw(backend: Backend, args: &Args) -> Result<Vec<PhaseResult>> {
     }
 }
 
-async fn run_grpc(
+/// Runs `workload` with a fresh database for `backend` (a new PostgreSQL database, dropped after;
+/// `None` for SQLite, whose servers make their own files) and a fresh admin token.
+async fn with_database<T>(
     backend: Backend,
     args: &Args,
-    server_bin: &std::path::Path,
-) -> Result<grpc::Outcome> {
+    workload: impl AsyncFnOnce(Option<&str>, &str) -> Result<T>,
+) -> Result<T> {
     let admin_token = uuid::Uuid::new_v4().simple().to_string();
     let database = match backend {
         Backend::Sqlite => None,
@@ -259,27 +261,7 @@ async fn run_grpc(
             Some((name, url))
         }
     };
-    let result = async {
-        let server = grpc::Server::start(
-            server_bin,
-            database.as_ref().map(|(_, url)| url.as_str()),
-            &admin_token,
-        )
-        .await?;
-        let outcome = grpc::run(
-            &server,
-            &admin_token,
-            args.records,
-            args.batch,
-            args.inflight,
-            args.window.max(1),
-        )
-        .await
-        .map_err(|e| e.context(format!("server log (last lines):\n{}", server.log_tail())));
-        server.stop().await?;
-        outcome
-    }
-    .await;
+    let result = workload(database.as_ref().map(|(_, url)| url.as_str()), &admin_token).await;
     if let Some((name, _)) = database {
         if let Err(e) = raw::drop_database(&args.database_url, &name).await {
             eprintln!("warning: could not drop database {name}: {e:#}");
@@ -288,51 +270,63 @@ async fn run_grpc(
     result
 }
 
+/// Adds the server's last log lines to a failed workload's error.
+fn with_log<T>(result: Result<T>, server: &grpc::Server) -> Result<T> {
+    result.map_err(|e| e.context(format!("server log (last lines):\n{}", server.log_tail())))
+}
+
+async fn run_grpc(
+    backend: Backend,
+    args: &Args,
+    server_bin: &std::path::Path,
+) -> Result<grpc::Outcome> {
+    with_database(backend, args, async |url, admin_token| {
+        let server = grpc::Server::start(server_bin, url, admin_token).await?;
+        let outcome = grpc::run(
+            &server,
+            admin_token,
+            args.records,
+            args.batch,
+            args.inflight,
+            args.window.max(1),
+        )
+        .await;
+        let outcome = with_log(outcome, &server);
+        server.stop().await?;
+        outcome
+    })
+    .await
+}
+
 async fn run_catalog(
     backend: Backend,
     args: &Args,
     server_bin: &std::path::Path,
 ) -> Result<catalog::Outcome> {
-    let admin_token = uuid::Uuid::new_v4().simple().to_string();
-    let database = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => {
-            let name = format!("tributary_bench_{}", uuid::Uuid::new_v4().simple());
-            let url = raw::create_database(&args.database_url, &name).await?;
-            Some((name, url))
-        }
-    };
-    let result = async {
-        let url = database.as_ref().map(|(_, url)| url.as_str());
-        let server = grpc::Server::start(server_bin, url, &admin_token).await?;
+    with_database(backend, args, async |url, admin_token| {
+        let server = grpc::Server::start(server_bin, url, admin_token).await?;
         // PostgreSQL: the watcher uses a second process, woken by NOTIFY.
         let watcher = match url {
-            Some(url) => Some(grpc::Server::start(server_bin, Some(url), &admin_token).await?),
+            Some(url) => Some(grpc::Server::start(server_bin, Some(url), admin_token).await?),
             None => None,
         };
         let outcome = catalog::run(
             &server,
             watcher.as_ref(),
-            &admin_token,
+            admin_token,
             args.catalog_records,
             args.batch,
             url,
         )
-        .await
-        .map_err(|e| e.context(format!("server log (last lines):\n{}", server.log_tail())));
+        .await;
+        let outcome = with_log(outcome, &server);
         server.stop().await?;
         if let Some(watcher) = watcher {
             watcher.stop().await?;
         }
         outcome
-    }
-    .await;
-    if let Some((name, _)) = database {
-        if let Err(e) = raw::drop_database(&args.database_url, &name).await {
-            eprintln!("warning: could not drop database {name}: {e:#}");
-        }
-    }
-    result
+    })
+    .await
 }
 
 async fn run_ingest(
@@ -341,31 +335,13 @@ async fn run_ingest(
     server_bin: &std::path::Path,
     items: usize,
 ) -> Result<ingest::Outcome> {
-    let admin_token = uuid::Uuid::new_v4().simple().to_string();
-    let database = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => {
-            let name = format!("tributary_bench_{}", uuid::Uuid::new_v4().simple());
-            let url = raw::create_database(&args.database_url, &name).await?;
-            Some((name, url))
-        }
-    };
-    let result = async {
-        let url = database.as_ref().map(|(_, url)| url.as_str());
-        let server = grpc::Server::start(server_bin, url, &admin_token).await?;
-        let outcome = ingest::run(&server, &admin_token, items)
-            .await
-            .map_err(|e| e.context(format!("server log (last lines):\n{}", server.log_tail())));
+    with_database(backend, args, async |url, admin_token| {
+        let server = grpc::Server::start(server_bin, url, admin_token).await?;
+        let outcome = with_log(ingest::run(&server, admin_token, items).await, &server);
         server.stop().await?;
         outcome
-    }
-    .await;
-    if let Some((name, _)) = database {
-        if let Err(e) = raw::drop_database(&args.database_url, &name).await {
-            eprintln!("warning: could not drop database {name}: {e:#}");
-        }
-    }
-    result
+    })
+    .await
 }
 
 fn ingest_report(backend: Backend, outcomes: &[(usize, Result<ingest::Outcome>)]) -> String {
