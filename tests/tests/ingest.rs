@@ -303,6 +303,28 @@ async fn fifty_pages_import_fully_and_the_next_cycle_sweeps_exactly_the_missing(
     assert!(!format!("{shown:?}").contains("s3cret"));
 }
 
+/// The engine fetches the next page while writing one (ADR 0010): a burst that ends meanwhile
+/// still writes the page it asked for, so across many burst boundaries no page is fetched twice
+/// and none is lost.
+async fn pages_fetched_ahead_are_written_once_across_burst_boundaries(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..200));
+    api.delay_ms.store(5, Ordering::SeqCst);
+    let addr = serve_api(api.clone()).await;
+    let mut def = http_source(&world.connector, addr);
+    def.burst_length = Some(ms(25));
+    let id = create_source(sandbox, def).await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(result.status, SUCCEEDED, "{result:?}");
+    assert_eq!((result.created, result.pages), (200, 21));
+    for page in 1..=21 {
+        assert_eq!(api.hits(page), 1, "page {page} fetched once");
+    }
+    assert_eq!(api.max_in_flight.load(Ordering::SeqCst), 1);
+    assert_eq!(visible_ids(&mut world).await, ids(0..200));
+}
+
 async fn a_cycle_removing_80_percent_is_refused_and_an_empty_one_too(sandbox: &Sandbox) {
     let mut world = sandbox.country_world().await;
     let api = Arc::new(Api::default());
@@ -902,6 +924,7 @@ async fn https_sources_are_verified_against_the_trusted_roots(sandbox: &Sandbox)
 on_both_backends!(
     https_sources_are_verified_against_the_trusted_roots with super::fast_trusting_test_ca,
     fifty_pages_import_fully_and_the_next_cycle_sweeps_exactly_the_missing with super::fast,
+    pages_fetched_ahead_are_written_once_across_burst_boundaries with super::fast,
     a_cycle_removing_80_percent_is_refused_and_an_empty_one_too with super::fast,
     a_page_failing_twice_is_retried_from_the_saved_cursor with super::fast,
     a_page_that_always_fails_fails_the_cycle_after_the_last_interval with super::fast,

@@ -58,20 +58,34 @@ pub(crate) struct Fetched {
     pub link: Option<String>,
 }
 
+/// Sends `GET url` with the configured `headers` (and `range`, when given, as
+/// `Range: bytes=<range>-`); the response is the caller's to check.
+pub(crate) async fn send(
+    http: &HttpOptions,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    range: Option<u64>,
+) -> Result<reqwest::Response, FetchError> {
+    let mut request = http.client.get(url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    if let Some(from) = range {
+        request = request.header(reqwest::header::RANGE, format!("bytes={from}-"));
+    }
+    request
+        .send()
+        .await
+        .map_err(|e| FetchError::new(format!("GET {url}: {}", with_causes(&e))))
+}
+
 /// GETs `url` with `headers`; non-2xx statuses and bodies over the cap are errors.
 pub(crate) async fn get(
     http: &HttpOptions,
     url: &str,
     headers: &BTreeMap<String, String>,
 ) -> Result<Fetched, FetchError> {
-    let mut request = http.client.get(url);
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    let mut response = request
-        .send()
-        .await
-        .map_err(|e| FetchError::new(format!("GET {url}: {}", with_causes(&e))))?;
+    let mut response = send(http, url, headers, None).await?;
     let status = response.status();
     if !status.is_success() {
         return Err(FetchError::new(format!("GET {url}: HTTP {status}")));
@@ -117,4 +131,54 @@ pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options_with(roots: &Path) -> Result<HttpOptions, FetchError> {
+        HttpOptions::new(Duration::from_secs(1), 1024, Some(roots))
+    }
+
+    #[test]
+    fn an_unusable_ca_file_stops_the_engine_from_starting_and_says_why() {
+        let dir = std::env::temp_dir().join(format!("tributary-ca-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let missing = dir.join("missing.pem");
+        let error = options_with(&missing).expect_err("a missing file is refused");
+        assert!(error.0.contains("reading CA certificates"), "{}", error.0);
+
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let error = options_with(&empty).expect_err("a file without certificates is refused");
+        assert!(error.0.contains("no PEM certificate"), "{}", error.0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn errors_carry_their_causes_once() {
+        #[derive(Debug)]
+        struct Sending(std::io::Error, &'static str);
+        impl std::fmt::Display for Sending {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.1)
+            }
+        }
+        impl std::error::Error for Sending {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = || std::io::Error::other("Connection refused");
+        assert_eq!(
+            with_causes(&Sending(refused(), "error sending request")),
+            "error sending request: Connection refused"
+        );
+        // A message that already includes its cause does not repeat it.
+        assert_eq!(
+            with_causes(&Sending(refused(), "connect: Connection refused")),
+            "connect: Connection refused"
+        );
+    }
 }

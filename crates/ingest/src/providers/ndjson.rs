@@ -3,7 +3,7 @@
 //! memory holds one page. A URL is read with `Range: bytes=<offset>-` and the response dropped
 //! once the page is full.
 
-use super::http::{with_causes, HttpOptions};
+use super::http::{send, with_causes, HttpOptions};
 use super::{FetchedPage, Provider};
 use crate::error::FetchError;
 use async_trait::async_trait;
@@ -99,18 +99,7 @@ impl Ndjson {
     }
 
     async fn read_url(&self, url: &str, mut lines: Lines) -> Result<FetchedPage, FetchError> {
-        let mut request = self
-            .http
-            .client
-            .get(url)
-            .header(reqwest::header::RANGE, format!("bytes={}-", lines.offset));
-        for (name, value) in &self.config.headers {
-            request = request.header(name, value);
-        }
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| FetchError::new(format!("GET {url}: {}", with_causes(&e))))?;
+        let mut response = send(&self.http, url, &self.config.headers, Some(lines.offset)).await?;
         let status = response.status();
         if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
             // The offset is the object's end: the last page ended exactly there.
