@@ -11,11 +11,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tributary::server::{serve, ServerOptions};
 use tributary_client::BearerAuth;
 use tributary_proto::admin::v1 as admin;
 use tributary_proto::catalog::v1 as catalog;
 use tributary_proto::contribution::v1 as contribution;
-use tributary_runtime::server::{serve, ServerOptions};
 use tributary_store::testing::TestDb;
 
 pub use prost_types::{value::Kind, Struct, Value};
@@ -427,29 +427,10 @@ pub fn country(id: &str, population: i64) -> contribution::Record {
     }
 }
 
-/// A JSON object as a protobuf Struct (numbers become f64, as on the wire).
+/// A JSON object as a protobuf Struct (numbers become f64, as on the wire); panics on anything
+/// else, which is a mistake in the test.
 pub fn json_struct(value: serde_json::Value) -> Struct {
-    match json_value(value).kind {
-        Some(Kind::StructValue(s)) => s,
-        _ => panic!("json_struct needs a JSON object"),
-    }
-}
-
-/// A JSON value as a protobuf Value.
-pub fn json_value(value: serde_json::Value) -> Value {
-    let kind = match value {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.into_iter().map(json_value).collect(),
-        }),
-        serde_json::Value::Object(o) => Kind::StructValue(Struct {
-            fields: o.into_iter().map(|(k, v)| (k, json_value(v))).collect(),
-        }),
-    };
-    Value { kind: Some(kind) }
+    tributary_grpc::convert::json_to_struct(value).expect("json_struct needs a JSON object")
 }
 
 /// The number at `field` of a record's entity.

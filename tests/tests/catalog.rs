@@ -644,13 +644,13 @@ on_both_backends!(
     list_then_watch_rebuilds_the_catalog_across_accrue_and_replace,
     watch_resumes_after_a_sequence,
     watch_after_pruned_changes_is_out_of_range,
-    the_pruner_enforces_the_retention with |o: &mut tributary_runtime::server::ServerOptions| {
+    the_pruner_enforces_the_retention with |o: &mut tributary::server::ServerOptions| {
         o.change_log_retention = std::time::Duration::ZERO;
         o.prune_interval = std::time::Duration::from_millis(50);
     },
     watch_ends_unavailable_at_shutdown,
     consumer_grants_and_tokens,
-    a_public_catalog_needs_no_token with |o: &mut tributary_runtime::server::ServerOptions| {
+    a_public_catalog_needs_no_token with |o: &mut tributary::server::ServerOptions| {
         o.catalog_public = true;
     },
 );

@@ -510,12 +510,12 @@ on_both_backends!(
     unchanged_records_keep_version_and_updated_at,
     a_supplied_checksum_is_used_instead_of_the_computed_one,
     an_invalid_batch_applies_nothing_and_lists_every_violation,
-    an_oversized_batch_is_resource_exhausted with |o: &mut tributary_runtime::server::ServerOptions| o.limits.max_batch_records = 10,
+    an_oversized_batch_is_resource_exhausted with |o: &mut tributary::server::ServerOptions| o.limits.max_batch_records = 10,
     superseded_sessions_are_permission_denied,
     unknown_closed_and_foreign_sessions_are_permission_denied,
     a_wrong_or_missing_token_is_unauthenticated,
     the_replace_guard_refuses_a_large_sweep_until_forced,
-    idle_accrue_sessions_are_rolled_back with |o: &mut tributary_runtime::server::ServerOptions| {
+    idle_accrue_sessions_are_rolled_back with |o: &mut tributary::server::ServerOptions| {
         o.limits.session_idle_timeout = std::time::Duration::from_millis(300);
         o.reaper_interval = std::time::Duration::from_millis(100);
     },

@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tributary::server::ServerOptions;
 use tributary_ingest::EngineOptions;
 use tributary_proto::admin::v1 as admin;
-use tributary_runtime::server::ServerOptions;
 use tributary_tests::{json_struct, on_both_backends, tls, wait_until, Sandbox};
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -12,8 +12,10 @@ use tributary_proto::admin::v1 as admin;
 use tributary_proto::catalog::v1 as catalog;
 use tributary_proto::contribution::v1 as contribution;
 
-use crate::grpc::{to_struct, Bearer, Server};
 use crate::records::{self, ENTITY_TYPE};
+use crate::server::Server;
+use tributary_client::BearerAuth;
+use tributary_grpc::convert::json_to_struct;
 
 /// The selective filter: one calling code of 998, about 0.1 % of the records.
 pub const FILTER: &str = r#"{"entity.calling_code": 44}"#;
@@ -38,7 +40,7 @@ pub struct Outcome {
 }
 
 type Catalog = catalog::catalog_client::CatalogClient<
-    tonic::service::interceptor::InterceptedService<Channel, Bearer>,
+    tonic::service::interceptor::InterceptedService<Channel, BearerAuth>,
 >;
 
 /// Loads `records` records through `server`, indexes (SQLite) and analyzes, lists, and watches;
@@ -53,16 +55,13 @@ pub async fn run(
     postgres_url: Option<&str>,
 ) -> Result<Outcome> {
     let channel = server.channel().await?;
-    let mut admin_client = admin::admin_client::AdminClient::with_interceptor(
-        channel.clone(),
-        Bearer::new(admin_token)?,
-    );
+    let mut admin_client = tributary_client::admin(channel.clone(), admin_token);
     admin_client
         .create_entity_type(admin::CreateEntityTypeRequest {
             entity_type: Some(admin::EntityType {
                 slug: ENTITY_TYPE.into(),
                 name: "Country".into(),
-                schema: Some(to_struct(&records::schema())),
+                schema: json_to_struct(records::schema()),
                 ..Default::default()
             }),
         })
@@ -88,10 +87,7 @@ pub async fn run(
         })
         .await?
         .into_inner();
-    let mut contributor = contribution::contribution_client::ContributionClient::with_interceptor(
-        channel.clone(),
-        Bearer::new(&connector.token)?,
-    );
+    let mut contributor = tributary_client::contribution(channel.clone(), &connector.token);
 
     // Load through one stream session, a batch at a time.
     let started = Instant::now();
@@ -131,11 +127,8 @@ pub async fn run(
         }
     }
 
-    let mut reader = catalog::catalog_client::CatalogClient::with_interceptor(
-        channel.clone(),
-        Bearer::new(&consumer.token)?,
-    )
-    .max_decoding_message_size(64 << 20);
+    let mut reader = tributary_client::catalog(channel.clone(), &consumer.token)
+        .max_decoding_message_size(64 << 20);
     // Selective filter, pages of 100, repeated for at least 5 s.
     let (mut pages, mut matching) = (0, 0);
     let started = Instant::now();
@@ -159,10 +152,7 @@ pub async fn run(
         Some(other) => other.channel().await?,
         None => channel.clone(),
     };
-    let mut watcher = catalog::catalog_client::CatalogClient::with_interceptor(
-        watch_channel,
-        Bearer::new(&consumer.token)?,
-    );
+    let mut watcher = tributary_client::catalog(watch_channel, &consumer.token);
     let after = reader
         .list_records(catalog::ListRecordsRequest {
             entity_type: ENTITY_TYPE.into(),
@@ -226,7 +216,7 @@ fn record(i: usize, round: u64) -> contribution::Record {
     contribution::Record {
         id: records::id(i),
         name: records::name(i),
-        entity: Some(to_struct(&entity)),
+        entity: json_to_struct(entity),
         instance: None,
         checksum: String::new(),
     }

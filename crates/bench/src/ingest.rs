@@ -14,8 +14,9 @@ use axum::routing::get;
 use serde_json::json;
 use tributary_proto::admin::v1 as admin;
 
-use crate::grpc::{cpu_time, to_struct, AdminClient, Bearer, Server};
 use crate::records::{self, ENTITY_TYPE};
+use crate::server::{cpu_time, AdminClient, Server};
+use tributary_grpc::convert::json_to_struct;
 
 /// Items per page the source serves (its `limit`).
 pub const PAGE: usize = 1_000;
@@ -89,16 +90,13 @@ fn seconds(d: Duration) -> prost_types::Duration {
 pub async fn run(server: &Server, admin_token: &str, items: usize) -> Result<Outcome> {
     let idle_rss_kib = server.peak_rss_kib()?;
     let addr = serve_source(items).await?;
-    let mut admin = admin::admin_client::AdminClient::with_interceptor(
-        server.channel().await?,
-        Bearer::new(admin_token)?,
-    );
+    let mut admin = tributary_client::admin(server.channel().await?, admin_token);
     admin
         .create_entity_type(admin::CreateEntityTypeRequest {
             entity_type: Some(admin::EntityType {
                 slug: ENTITY_TYPE.into(),
                 name: "Country".into(),
-                schema: Some(to_struct(&records::schema())),
+                schema: json_to_struct(records::schema()),
                 ..Default::default()
             }),
         })
@@ -121,14 +119,12 @@ pub async fn run(server: &Server, admin_token: &str, items: usize) -> Result<Out
         connector: connector.id.clone(),
         name: format!("{items} countries"),
         kind: admin::SourceKind::HttpJson as i32,
-        config: Some(to_struct(&json!({
+        config: json_to_struct(json!({
             "url": format!("http://{addr}/items"),
             "items": "/data",
             "pagination": {"type": "offset", "limit": PAGE},
-        }))),
-        mapping: Some(to_struct(
-            &json!({"id": "/id", "name": "/name", "entity": "/country"}),
-        )),
+        })),
+        mapping: json_to_struct(json!({"id": "/id", "name": "/name", "entity": "/country"})),
         // One burst per cycle: the figure is the engine's and the database's, not the pacing's.
         burst_length: Some(seconds(CYCLE_TIMEOUT)),
         burst_interval: Some(seconds(Duration::ZERO)),

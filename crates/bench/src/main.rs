@@ -11,6 +11,7 @@ mod grpc;
 mod ingest;
 mod raw;
 mod records;
+mod server;
 mod sync;
 
 use std::fmt::Write as _;
@@ -271,7 +272,7 @@ async fn with_database<T>(
 }
 
 /// Adds the server's last log lines to a failed workload's error.
-fn with_log<T>(result: Result<T>, server: &grpc::Server) -> Result<T> {
+fn with_log<T>(result: Result<T>, server: &server::Server) -> Result<T> {
     result.map_err(|e| e.context(format!("server log (last lines):\n{}", server.log_tail())))
 }
 
@@ -281,7 +282,7 @@ async fn run_grpc(
     server_bin: &std::path::Path,
 ) -> Result<grpc::Outcome> {
     with_database(backend, args, async |url, admin_token| {
-        let server = grpc::Server::start(server_bin, url, admin_token).await?;
+        let server = server::Server::start(server_bin, url, admin_token).await?;
         let outcome = grpc::run(
             &server,
             admin_token,
@@ -304,10 +305,10 @@ async fn run_catalog(
     server_bin: &std::path::Path,
 ) -> Result<catalog::Outcome> {
     with_database(backend, args, async |url, admin_token| {
-        let server = grpc::Server::start(server_bin, url, admin_token).await?;
+        let server = server::Server::start(server_bin, url, admin_token).await?;
         // PostgreSQL: the watcher uses a second process, woken by NOTIFY.
         let watcher = match url {
-            Some(url) => Some(grpc::Server::start(server_bin, Some(url), admin_token).await?),
+            Some(url) => Some(server::Server::start(server_bin, Some(url), admin_token).await?),
             None => None,
         };
         let outcome = catalog::run(
@@ -336,7 +337,7 @@ async fn run_ingest(
     items: usize,
 ) -> Result<ingest::Outcome> {
     with_database(backend, args, async |url, admin_token| {
-        let server = grpc::Server::start(server_bin, url, admin_token).await?;
+        let server = server::Server::start(server_bin, url, admin_token).await?;
         let outcome = with_log(ingest::run(&server, admin_token, items).await, &server);
         server.stop().await?;
         outcome

@@ -1,6 +1,8 @@
 //! The workload: deterministic country records shaped like seed 004's, and the three phases.
 
 use serde_json::{json, Value};
+use tributary_grpc::convert::json_to_struct;
+use tributary_proto::contribution::v1 as contribution;
 
 /// The entity type every record belongs to.
 pub const ENTITY_TYPE: &str = "country";
@@ -93,6 +95,17 @@ pub fn schema() -> Value {
         },
         "required": ["code", "population"]
     })
+}
+
+/// Record `i` as a connector sends it.
+pub fn contribution_record(i: usize) -> contribution::Record {
+    contribution::Record {
+        id: id(i),
+        name: name(i),
+        entity: json_to_struct(entity(i)),
+        instance: None,
+        checksum: String::new(),
+    }
 }
 
 #[cfg(test)]

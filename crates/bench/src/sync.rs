@@ -25,8 +25,8 @@ use tributary_core::checksum::{canonical_json, record_checksum};
 use tributary_proto::admin::v1 as admin;
 use tributary_proto::contribution::v1::contribute_request::Message as Outgoing;
 
-use crate::grpc::{cpu_time, record, AdminClient, Bearer, ContributionClient, Server};
-use crate::records::{self, Phase, ENTITY_TYPE};
+use crate::records::{self, contribution_record as record, Phase, ENTITY_TYPE};
+use crate::server::{cpu_time, AdminClient, ContributionClient, Server};
 
 /// What the workloads are run with.
 pub struct Settings {
@@ -168,14 +168,8 @@ pub async fn run(
     let stream_token = create_connector(admin_client, "bench-stream").await?;
     let second_stream_token = create_connector(admin_client, "bench-stream-2").await?;
     let second_unary_token = create_connector(admin_client, "bench-unary-2").await?;
-    let unary = pb::contribution_client::ContributionClient::with_interceptor(
-        channel.clone(),
-        Bearer::new(&unary_token)?,
-    );
-    let second_unary = pb::contribution_client::ContributionClient::with_interceptor(
-        channel.clone(),
-        Bearer::new(&second_unary_token)?,
-    );
+    let unary = tributary_client::contribution(channel.clone(), &unary_token);
+    let second_unary = tributary_client::contribution(channel.clone(), &second_unary_token);
     let batches = Phase::FirstLoad.batches(settings.records, settings.batch);
     let mut outcome = Outcome {
         rows: Vec::new(),

@@ -7,13 +7,11 @@ use crate::ids::record_key;
 use crate::limits::Limits;
 use crate::model::{Connector, DigestState, RecordOutcome, SessionMode};
 use crate::record::{
-    check_delete_ids, check_digests, prepare_batch, PreparedRecord, RecordInput, RecordOwner,
+    check_delete_ids, check_digests, prepare_batch, KeyedDigest, KeyedId, PreparedRecord,
+    RecordInput, RecordOwner,
 };
 use crate::schema::{EntitySchema, SchemaCache};
-use crate::store::{
-    BatchResult, ClosedSession, KeyedDigest, KeyedId, OpenedSession, ResumedSession, SessionCall,
-    Store,
-};
+use crate::store::{BatchResult, ClosedSession, OpenedSession, ResumedSession, SessionCall, Store};
 use crate::{Error, Result};
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! The domain error: what went wrong, in terms a client can act on.
 //!
-//! Services map it to a gRPC status in exactly one place (`tributary-runtime::status`).
+//! Services map it to a gRPC status in exactly one place (`tributary-grpc::status`).
 
 /// One problem with a request: the field (e.g. `records[3].entity.population`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,6 @@ pub mod record;
 pub mod schema;
 pub mod session;
 pub mod source;
-pub mod sources;
 pub mod store;
 
 pub use error::{Error, Result, Violation};

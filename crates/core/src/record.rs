@@ -33,6 +33,21 @@ pub struct PreparedRecord {
     pub checksum: String,
 }
 
+/// An id to delete, with its record key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedId {
+    pub id: String,
+    pub key: String,
+}
+
+/// A digest to compare, with its record key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedDigest {
+    pub id: String,
+    pub key: String,
+    pub checksum: String,
+}
+
 /// Where a batch's records belong: their entity type and connector.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordOwner<'a> {
@@ -232,7 +247,7 @@ pub fn check_digests(digests: &[DigestInput]) -> Result<()> {
 /// The state of each digest against what the store holds (`existing`, by key): no visible record
 /// is `new`, another checksum `changed`, the same checksum `unchanged`.
 pub fn plan_digests(
-    digests: &[crate::store::KeyedDigest],
+    digests: &[KeyedDigest],
     existing: &std::collections::HashMap<String, ExistingRecord>,
 ) -> Vec<DigestState> {
     digests
@@ -547,7 +562,6 @@ mod plan_tests {
 #[cfg(test)]
 mod digest_tests {
     use super::*;
-    use crate::store::KeyedDigest;
     use std::collections::HashMap;
 
     fn digest(key: &str, checksum: &str) -> KeyedDigest {

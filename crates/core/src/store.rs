@@ -19,7 +19,7 @@ use crate::model::{
     SessionTotals, StoredRecord,
 };
 use crate::query::{Cursor, Filter, SortKey};
-use crate::record::PreparedRecord;
+use crate::record::{KeyedDigest, KeyedId, PreparedRecord};
 use crate::Result;
 use async_trait::async_trait;
 
@@ -64,14 +64,6 @@ impl<T> BatchResult<T> {
     }
 }
 
-/// A digest to compare, with its record key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyedDigest {
-    pub id: String,
-    pub key: String,
-    pub checksum: String,
-}
-
 /// An open session found again by its id: its mode and the highest batch sequence applied.
 #[derive(Debug, Clone)]
 pub struct ResumedSession {
@@ -94,13 +86,6 @@ pub struct ClosedSession {
     pub totals: SessionTotals,
     /// The import result written for an accrue/replace session.
     pub import_result_id: Option<String>,
-}
-
-/// An id to delete, with its record key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyedId {
-    pub id: String,
-    pub key: String,
 }
 
 /// One page of a listing, for the store to compile to SQL.

@@ -1,8 +1,8 @@
 //! The gRPC glue every Tributary service adapter shares: the one mapping of domain errors to
 //! `tonic::Status`, `google.protobuf.Struct` <-> JSON, timestamps, and token metadata.
 //!
-//! It sits below the service adapters and `tributary-runtime` (which re-exports it), so the
-//! runtime can wire the adapters without a dependency cycle.
+//! It sits below the service adapters, so the server assembly in `services/tributary` can wire
+//! them without a dependency cycle.
 
 pub mod auth;
 pub mod convert;

@@ -20,9 +20,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_core::clock::now_micros;
 use tributary_core::schema::EntitySchema;
+use tributary_core::source::service::Waker;
 use tributary_core::source::store::Claim;
 use tributary_core::source::{after, ClaimedSource, CycleEnd, Lease, Mapping, SourcePage};
-use tributary_core::sources::Waker;
 use tributary_core::store::Store;
 use tributary_core::Error;
 

@@ -14,6 +14,7 @@ mod query;
 mod rows;
 mod source_delegate;
 pub mod sqlite;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::sync::Arc;
@@ -171,7 +172,7 @@ macro_rules! delegate_store {
             async fn delete_batch(
                 &self,
                 call: &tributary_core::store::SessionCall<'_>,
-                ids: &[tributary_core::store::KeyedId],
+                ids: &[tributary_core::record::KeyedId],
             ) -> tributary_core::Result<
                 tributary_core::store::BatchResult<Vec<tributary_core::model::Outcome>>,
             > {
@@ -180,7 +181,7 @@ macro_rules! delegate_store {
             async fn diff_batch(
                 &self,
                 call: &tributary_core::store::SessionCall<'_>,
-                digests: &[tributary_core::store::KeyedDigest],
+                digests: &[tributary_core::record::KeyedDigest],
             ) -> tributary_core::Result<
                 tributary_core::store::BatchResult<Vec<tributary_core::model::DigestState>>,
             > {

@@ -104,7 +104,7 @@ macro_rules! delegate_source_store {
                 source: &tributary_core::source::Source,
                 connector: &tributary_core::model::Connector,
                 added: &[tributary_core::record::PreparedRecord],
-                removed: &[tributary_core::store::KeyedId],
+                removed: &[tributary_core::record::KeyedId],
                 now: tributary_core::clock::Micros,
             ) -> tributary_core::Result<tributary_core::source::DeltaTotals> {
                 Ok($ops::push_source_delta(self, source, connector, added, removed, now).await?)

@@ -10,7 +10,7 @@ use tributary_core::model::{
     Connector, Consumer, EntityType, ImportItem, ImportResult, ImportStatus, WritePolicy,
 };
 use tributary_core::page::page_size;
-use tributary_core::sources::SourceService;
+use tributary_core::source::service::SourceService;
 use tributary_core::{Error, Result};
 use tributary_grpc::auth::AdminAuth;
 use tributary_grpc::convert::{json_to_struct, struct_arg_to_json, timestamp};
@@ -187,42 +187,23 @@ pub fn import_result_to_proto(r: ImportResult) -> pb::ImportResult {
 }
 
 impl AdminApi {
-    /// Checks the admin token, then runs `body` on the request message, mapping its domain
-    /// error to a status; all inside the RPC's span.
-    async fn handle<Req, Resp, F, Fut>(
+    /// Runs one call: a span, the admin token check, then `body` with `svc` (the admin or the
+    /// source domain) and the decoded request; domain errors become statuses in one place.
+    async fn handle<S, Req, Resp, F, Fut>(
         &self,
+        svc: &S,
         rpc: &'static str,
         request: Request<Req>,
         body: F,
     ) -> Result<Response<Resp>, Status>
     where
-        F: FnOnce(AdminService, Req) -> Fut,
+        S: Clone,
+        F: FnOnce(S, Req) -> Fut,
         Fut: std::future::Future<Output = Result<Resp>>,
     {
         traced(rpc_span(rpc), async move {
             self.auth.check(&request)?;
-            body(self.svc.clone(), request.into_inner())
-                .await
-                .map(Response::new)
-                .map_err(to_status)
-        })
-        .await
-    }
-
-    /// Like [`AdminApi::handle`], for the source calls.
-    async fn handle_sources<Req, Resp, F, Fut>(
-        &self,
-        rpc: &'static str,
-        request: Request<Req>,
-        body: F,
-    ) -> Result<Response<Resp>, Status>
-    where
-        F: FnOnce(SourceService, Req) -> Fut,
-        Fut: std::future::Future<Output = Result<Resp>>,
-    {
-        traced(rpc_span(rpc), async move {
-            self.auth.check(&request)?;
-            body(self.sources.clone(), request.into_inner())
+            body(svc.clone(), request.into_inner())
                 .await
                 .map(Response::new)
                 .map_err(to_status)
@@ -237,13 +218,18 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::CreateEntityTypeRequest>,
     ) -> Result<Response<pb::CreateEntityTypeResponse>, Status> {
-        self.handle("CreateEntityType", request, |svc, req| async move {
-            let input = entity_type_input(required("entity_type", req.entity_type)?)?;
-            let created = svc.create_entity_type(input).await?;
-            Ok(pb::CreateEntityTypeResponse {
-                entity_type: Some(entity_type_to_proto(created)?),
-            })
-        })
+        self.handle(
+            &self.svc,
+            "CreateEntityType",
+            request,
+            |svc, req| async move {
+                let input = entity_type_input(required("entity_type", req.entity_type)?)?;
+                let created = svc.create_entity_type(input).await?;
+                Ok(pb::CreateEntityTypeResponse {
+                    entity_type: Some(entity_type_to_proto(created)?),
+                })
+            },
+        )
         .await
     }
 
@@ -251,7 +237,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::GetEntityTypeRequest>,
     ) -> Result<Response<pb::GetEntityTypeResponse>, Status> {
-        self.handle("GetEntityType", request, |svc, req| async move {
+        self.handle(&self.svc, "GetEntityType", request, |svc, req| async move {
             let entity_type = svc.get_entity_type(&req.slug).await?;
             Ok(pb::GetEntityTypeResponse {
                 entity_type: Some(entity_type_to_proto(entity_type)?),
@@ -264,19 +250,24 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::ListEntityTypesRequest>,
     ) -> Result<Response<pb::ListEntityTypesResponse>, Status> {
-        self.handle("ListEntityTypes", request, |svc, req| async move {
-            let page = svc
-                .list_entity_types(page_size(req.page_size)?, &req.page_token)
-                .await?;
-            Ok(pb::ListEntityTypesResponse {
-                entity_types: page
-                    .items
-                    .into_iter()
-                    .map(entity_type_to_proto)
-                    .collect::<Result<_>>()?,
-                next_page_token: page.next_page_token.unwrap_or_default(),
-            })
-        })
+        self.handle(
+            &self.svc,
+            "ListEntityTypes",
+            request,
+            |svc, req| async move {
+                let page = svc
+                    .list_entity_types(page_size(req.page_size)?, &req.page_token)
+                    .await?;
+                Ok(pb::ListEntityTypesResponse {
+                    entity_types: page
+                        .items
+                        .into_iter()
+                        .map(entity_type_to_proto)
+                        .collect::<Result<_>>()?,
+                    next_page_token: page.next_page_token.unwrap_or_default(),
+                })
+            },
+        )
         .await
     }
 
@@ -284,13 +275,18 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::UpdateEntityTypeRequest>,
     ) -> Result<Response<pb::UpdateEntityTypeResponse>, Status> {
-        self.handle("UpdateEntityType", request, |svc, req| async move {
-            let input = entity_type_input(required("entity_type", req.entity_type)?)?;
-            let updated = svc.update_entity_type(input).await?;
-            Ok(pb::UpdateEntityTypeResponse {
-                entity_type: Some(entity_type_to_proto(updated)?),
-            })
-        })
+        self.handle(
+            &self.svc,
+            "UpdateEntityType",
+            request,
+            |svc, req| async move {
+                let input = entity_type_input(required("entity_type", req.entity_type)?)?;
+                let updated = svc.update_entity_type(input).await?;
+                Ok(pb::UpdateEntityTypeResponse {
+                    entity_type: Some(entity_type_to_proto(updated)?),
+                })
+            },
+        )
         .await
     }
 
@@ -298,10 +294,15 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::DeleteEntityTypeRequest>,
     ) -> Result<Response<pb::DeleteEntityTypeResponse>, Status> {
-        self.handle("DeleteEntityType", request, |svc, req| async move {
-            svc.delete_entity_type(&req.slug, req.force).await?;
-            Ok(pb::DeleteEntityTypeResponse {})
-        })
+        self.handle(
+            &self.svc,
+            "DeleteEntityType",
+            request,
+            |svc, req| async move {
+                svc.delete_entity_type(&req.slug, req.force).await?;
+                Ok(pb::DeleteEntityTypeResponse {})
+            },
+        )
         .await
     }
 
@@ -309,18 +310,23 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::ValidateEntityTypeRequest>,
     ) -> Result<Response<pb::ValidateEntityTypeResponse>, Status> {
-        self.handle("ValidateEntityType", request, |svc, req| async move {
-            let schema = req
-                .schema
-                .map(|s| struct_arg_to_json("schema", s))
-                .transpose()?;
-            let check = svc.validate_entity_type(&req.slug, schema).await?;
-            Ok(pb::ValidateEntityTypeResponse {
-                records_checked: check.records_checked,
-                records_invalid: check.records_invalid,
-                examples: check.examples,
-            })
-        })
+        self.handle(
+            &self.svc,
+            "ValidateEntityType",
+            request,
+            |svc, req| async move {
+                let schema = req
+                    .schema
+                    .map(|s| struct_arg_to_json("schema", s))
+                    .transpose()?;
+                let check = svc.validate_entity_type(&req.slug, schema).await?;
+                Ok(pb::ValidateEntityTypeResponse {
+                    records_checked: check.records_checked,
+                    records_invalid: check.records_invalid,
+                    examples: check.examples,
+                })
+            },
+        )
         .await
     }
 
@@ -328,7 +334,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::CreateConnectorRequest>,
     ) -> Result<Response<pb::CreateConnectorResponse>, Status> {
-        self.handle("CreateConnector", request, |svc, req| async move {
+        self.handle(&self.svc, "CreateConnector", request, |svc, req| async move {
             let input = connector_input(required("connector", req.connector)?)?;
             let (connector, token) = svc.create_connector(input).await?;
             tracing::info!(connector = %connector.id, entity_type = %connector.entity_type, "connector created");
@@ -341,7 +347,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::GetConnectorRequest>,
     ) -> Result<Response<pb::GetConnectorResponse>, Status> {
-        self.handle("GetConnector", request, |svc, req| async move {
+        self.handle(&self.svc, "GetConnector", request, |svc, req| async move {
             let connector = svc.get_connector(&req.id).await?;
             Ok(pb::GetConnectorResponse {
                 connector: Some(connector_to_proto(connector)),
@@ -354,15 +360,20 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::ListConnectorsRequest>,
     ) -> Result<Response<pb::ListConnectorsResponse>, Status> {
-        self.handle("ListConnectors", request, |svc, req| async move {
-            let page = svc
-                .list_connectors(page_size(req.page_size)?, &req.page_token)
-                .await?;
-            Ok(pb::ListConnectorsResponse {
-                connectors: page.items.into_iter().map(connector_to_proto).collect(),
-                next_page_token: page.next_page_token.unwrap_or_default(),
-            })
-        })
+        self.handle(
+            &self.svc,
+            "ListConnectors",
+            request,
+            |svc, req| async move {
+                let page = svc
+                    .list_connectors(page_size(req.page_size)?, &req.page_token)
+                    .await?;
+                Ok(pb::ListConnectorsResponse {
+                    connectors: page.items.into_iter().map(connector_to_proto).collect(),
+                    next_page_token: page.next_page_token.unwrap_or_default(),
+                })
+            },
+        )
         .await
     }
 
@@ -370,16 +381,21 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::UpdateConnectorRequest>,
     ) -> Result<Response<pb::UpdateConnectorResponse>, Status> {
-        self.handle("UpdateConnector", request, |svc, req| async move {
-            let connector = required("connector", req.connector)?;
-            let id = connector.id.clone();
-            let updated = svc
-                .update_connector(&id, connector_input(connector)?)
-                .await?;
-            Ok(pb::UpdateConnectorResponse {
-                connector: Some(connector_to_proto(updated)),
-            })
-        })
+        self.handle(
+            &self.svc,
+            "UpdateConnector",
+            request,
+            |svc, req| async move {
+                let connector = required("connector", req.connector)?;
+                let id = connector.id.clone();
+                let updated = svc
+                    .update_connector(&id, connector_input(connector)?)
+                    .await?;
+                Ok(pb::UpdateConnectorResponse {
+                    connector: Some(connector_to_proto(updated)),
+                })
+            },
+        )
         .await
     }
 
@@ -387,10 +403,15 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::DeleteConnectorRequest>,
     ) -> Result<Response<pb::DeleteConnectorResponse>, Status> {
-        self.handle("DeleteConnector", request, |svc, req| async move {
-            let records_deleted = svc.delete_connector(&req.id, req.delete_records).await?;
-            Ok(pb::DeleteConnectorResponse { records_deleted })
-        })
+        self.handle(
+            &self.svc,
+            "DeleteConnector",
+            request,
+            |svc, req| async move {
+                let records_deleted = svc.delete_connector(&req.id, req.delete_records).await?;
+                Ok(pb::DeleteConnectorResponse { records_deleted })
+            },
+        )
         .await
     }
 
@@ -398,11 +419,16 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::RotateConnectorTokenRequest>,
     ) -> Result<Response<pb::RotateConnectorTokenResponse>, Status> {
-        self.handle("RotateConnectorToken", request, |svc, req| async move {
-            let token = svc.rotate_connector_token(&req.id).await?;
-            tracing::info!(connector = %req.id, "connector token rotated");
-            Ok(pb::RotateConnectorTokenResponse { token })
-        })
+        self.handle(
+            &self.svc,
+            "RotateConnectorToken",
+            request,
+            |svc, req| async move {
+                let token = svc.rotate_connector_token(&req.id).await?;
+                tracing::info!(connector = %req.id, "connector token rotated");
+                Ok(pb::RotateConnectorTokenResponse { token })
+            },
+        )
         .await
     }
 
@@ -410,17 +436,22 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::CreateConsumerRequest>,
     ) -> Result<Response<pb::CreateConsumerResponse>, Status> {
-        self.handle("CreateConsumer", request, |svc, req| async move {
-            let consumer = required("consumer", req.consumer)?;
-            let (consumer, token) = svc
-                .create_consumer(consumer.name, consumer.entity_types)
-                .await?;
-            tracing::info!(consumer = %consumer.id, "consumer created");
-            Ok(pb::CreateConsumerResponse {
-                consumer: Some(consumer_to_proto(consumer)),
-                token,
-            })
-        })
+        self.handle(
+            &self.svc,
+            "CreateConsumer",
+            request,
+            |svc, req| async move {
+                let consumer = required("consumer", req.consumer)?;
+                let (consumer, token) = svc
+                    .create_consumer(consumer.name, consumer.entity_types)
+                    .await?;
+                tracing::info!(consumer = %consumer.id, "consumer created");
+                Ok(pb::CreateConsumerResponse {
+                    consumer: Some(consumer_to_proto(consumer)),
+                    token,
+                })
+            },
+        )
         .await
     }
 
@@ -428,7 +459,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::GetConsumerRequest>,
     ) -> Result<Response<pb::GetConsumerResponse>, Status> {
-        self.handle("GetConsumer", request, |svc, req| async move {
+        self.handle(&self.svc, "GetConsumer", request, |svc, req| async move {
             let consumer = svc.get_consumer(&req.id).await?;
             Ok(pb::GetConsumerResponse {
                 consumer: Some(consumer_to_proto(consumer)),
@@ -441,7 +472,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::ListConsumersRequest>,
     ) -> Result<Response<pb::ListConsumersResponse>, Status> {
-        self.handle("ListConsumers", request, |svc, req| async move {
+        self.handle(&self.svc, "ListConsumers", request, |svc, req| async move {
             let page = svc
                 .list_consumers(page_size(req.page_size)?, &req.page_token)
                 .await?;
@@ -457,10 +488,15 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::DeleteConsumerRequest>,
     ) -> Result<Response<pb::DeleteConsumerResponse>, Status> {
-        self.handle("DeleteConsumer", request, |svc, req| async move {
-            svc.delete_consumer(&req.id).await?;
-            Ok(pb::DeleteConsumerResponse {})
-        })
+        self.handle(
+            &self.svc,
+            "DeleteConsumer",
+            request,
+            |svc, req| async move {
+                svc.delete_consumer(&req.id).await?;
+                Ok(pb::DeleteConsumerResponse {})
+            },
+        )
         .await
     }
 
@@ -468,19 +504,24 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::ListImportResultsRequest>,
     ) -> Result<Response<pb::ListImportResultsResponse>, Status> {
-        self.handle("ListImportResults", request, |svc, req| async move {
-            let page = svc
-                .list_import_results(
-                    optional(&req.connector),
-                    page_size(req.page_size)?,
-                    &req.page_token,
-                )
-                .await?;
-            Ok(pb::ListImportResultsResponse {
-                import_results: page.items.into_iter().map(import_result_to_proto).collect(),
-                next_page_token: page.next_page_token.unwrap_or_default(),
-            })
-        })
+        self.handle(
+            &self.svc,
+            "ListImportResults",
+            request,
+            |svc, req| async move {
+                let page = svc
+                    .list_import_results(
+                        optional(&req.connector),
+                        page_size(req.page_size)?,
+                        &req.page_token,
+                    )
+                    .await?;
+                Ok(pb::ListImportResultsResponse {
+                    import_results: page.items.into_iter().map(import_result_to_proto).collect(),
+                    next_page_token: page.next_page_token.unwrap_or_default(),
+                })
+            },
+        )
         .await
     }
 
@@ -488,12 +529,17 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::GetImportResultRequest>,
     ) -> Result<Response<pb::GetImportResultResponse>, Status> {
-        self.handle("GetImportResult", request, |svc, req| async move {
-            let result = svc.get_import_result(&req.id).await?;
-            Ok(pb::GetImportResultResponse {
-                import_result: Some(import_result_to_proto(result)),
-            })
-        })
+        self.handle(
+            &self.svc,
+            "GetImportResult",
+            request,
+            |svc, req| async move {
+                let result = svc.get_import_result(&req.id).await?;
+                Ok(pb::GetImportResultResponse {
+                    import_result: Some(import_result_to_proto(result)),
+                })
+            },
+        )
         .await
     }
 
@@ -501,7 +547,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::CreateSourceRequest>,
     ) -> Result<Response<pb::CreateSourceResponse>, Status> {
-        self.handle_sources("CreateSource", request, |svc, req| async move {
+        self.handle(&self.sources, "CreateSource", request, |svc, req| async move {
             let input = sources::source_input(sources::required_source(req.source)?)?;
             let created = svc.create_source(input).await?;
             tracing::info!(source = %created.id, connector = %created.connector, "source created");
@@ -516,7 +562,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::GetSourceRequest>,
     ) -> Result<Response<pb::GetSourceResponse>, Status> {
-        self.handle_sources("GetSource", request, |svc, req| async move {
+        self.handle(&self.sources, "GetSource", request, |svc, req| async move {
             let source = svc.get_source(&req.id).await?;
             Ok(pb::GetSourceResponse {
                 source: Some(sources::source_to_proto(source)),
@@ -529,23 +575,28 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::ListSourcesRequest>,
     ) -> Result<Response<pb::ListSourcesResponse>, Status> {
-        self.handle_sources("ListSources", request, |svc, req| async move {
-            let page = svc
-                .list_sources(
-                    optional(&req.connector),
-                    page_size(req.page_size)?,
-                    &req.page_token,
-                )
-                .await?;
-            Ok(pb::ListSourcesResponse {
-                sources: page
-                    .items
-                    .into_iter()
-                    .map(sources::source_to_proto)
-                    .collect(),
-                next_page_token: page.next_page_token.unwrap_or_default(),
-            })
-        })
+        self.handle(
+            &self.sources,
+            "ListSources",
+            request,
+            |svc, req| async move {
+                let page = svc
+                    .list_sources(
+                        optional(&req.connector),
+                        page_size(req.page_size)?,
+                        &req.page_token,
+                    )
+                    .await?;
+                Ok(pb::ListSourcesResponse {
+                    sources: page
+                        .items
+                        .into_iter()
+                        .map(sources::source_to_proto)
+                        .collect(),
+                    next_page_token: page.next_page_token.unwrap_or_default(),
+                })
+            },
+        )
         .await
     }
 
@@ -553,16 +604,21 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::UpdateSourceRequest>,
     ) -> Result<Response<pb::UpdateSourceResponse>, Status> {
-        self.handle_sources("UpdateSource", request, |svc, req| async move {
-            let source = sources::required_source(req.source)?;
-            let id = source.id.clone();
-            let updated = svc
-                .update_source(&id, sources::source_input(source)?)
-                .await?;
-            Ok(pb::UpdateSourceResponse {
-                source: Some(sources::source_to_proto(updated)),
-            })
-        })
+        self.handle(
+            &self.sources,
+            "UpdateSource",
+            request,
+            |svc, req| async move {
+                let source = sources::required_source(req.source)?;
+                let id = source.id.clone();
+                let updated = svc
+                    .update_source(&id, sources::source_input(source)?)
+                    .await?;
+                Ok(pb::UpdateSourceResponse {
+                    source: Some(sources::source_to_proto(updated)),
+                })
+            },
+        )
         .await
     }
 
@@ -570,10 +626,15 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::DeleteSourceRequest>,
     ) -> Result<Response<pb::DeleteSourceResponse>, Status> {
-        self.handle_sources("DeleteSource", request, |svc, req| async move {
-            svc.delete_source(&req.id).await?;
-            Ok(pb::DeleteSourceResponse {})
-        })
+        self.handle(
+            &self.sources,
+            "DeleteSource",
+            request,
+            |svc, req| async move {
+                svc.delete_source(&req.id).await?;
+                Ok(pb::DeleteSourceResponse {})
+            },
+        )
         .await
     }
 
@@ -581,12 +642,17 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::TriggerSourceRequest>,
     ) -> Result<Response<pb::TriggerSourceResponse>, Status> {
-        self.handle_sources("TriggerSource", request, |svc, req| async move {
-            let status = svc.trigger_source(&req.id).await?;
-            Ok(pb::TriggerSourceResponse {
-                status: Some(sources::status_to_proto(status)),
-            })
-        })
+        self.handle(
+            &self.sources,
+            "TriggerSource",
+            request,
+            |svc, req| async move {
+                let status = svc.trigger_source(&req.id).await?;
+                Ok(pb::TriggerSourceResponse {
+                    status: Some(sources::status_to_proto(status)),
+                })
+            },
+        )
         .await
     }
 
@@ -594,7 +660,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::CancelSourceRequest>,
     ) -> Result<Response<pb::CancelSourceResponse>, Status> {
-        self.handle_sources("CancelSource", request, |svc, req| async move {
+        self.handle(&self.sources, "CancelSource", request, |svc, req| async move {
             Ok(sources::cancel_to_proto(svc.cancel_source(&req.id).await?))
         })
         .await
@@ -604,12 +670,17 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::GetSourceStatusRequest>,
     ) -> Result<Response<pb::GetSourceStatusResponse>, Status> {
-        self.handle_sources("GetSourceStatus", request, |svc, req| async move {
-            let status = svc.source_status(&req.id).await?;
-            Ok(pb::GetSourceStatusResponse {
-                status: Some(sources::status_to_proto(status)),
-            })
-        })
+        self.handle(
+            &self.sources,
+            "GetSourceStatus",
+            request,
+            |svc, req| async move {
+                let status = svc.source_status(&req.id).await?;
+                Ok(pb::GetSourceStatusResponse {
+                    status: Some(sources::status_to_proto(status)),
+                })
+            },
+        )
         .await
     }
 
@@ -617,7 +688,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::PushDeltaRequest>,
     ) -> Result<Response<pb::PushDeltaResponse>, Status> {
-        self.handle_sources("PushDelta", request, |svc, req| async move {
+        self.handle(&self.sources, "PushDelta", request, |svc, req| async move {
             let added = sources::delta_records(req.added)?;
             let t = svc.push_delta(&req.source_id, added, req.removed).await?;
             Ok(pb::PushDeltaResponse {
@@ -635,23 +706,28 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::EditRecordRequest>,
     ) -> Result<Response<pb::EditRecordResponse>, Status> {
-        self.handle_sources("EditRecord", request, |svc, req| async move {
-            let entity = req
-                .entity
-                .map(|e| struct_arg_to_json("entity", e))
-                .transpose()?;
-            let instance = req
-                .instance
-                .map(|e| struct_arg_to_json("instance", e))
-                .transpose()?;
-            let record = svc
-                .edit_record(&req.key, req.name, entity, instance)
-                .await?;
-            tracing::info!(key = %record.key, "record edited");
-            Ok(pb::EditRecordResponse {
-                record: Some(sources::edited_to_proto(record)?),
-            })
-        })
+        self.handle(
+            &self.sources,
+            "EditRecord",
+            request,
+            |svc, req| async move {
+                let entity = req
+                    .entity
+                    .map(|e| struct_arg_to_json("entity", e))
+                    .transpose()?;
+                let instance = req
+                    .instance
+                    .map(|e| struct_arg_to_json("instance", e))
+                    .transpose()?;
+                let record = svc
+                    .edit_record(&req.key, req.name, entity, instance)
+                    .await?;
+                tracing::info!(key = %record.key, "record edited");
+                Ok(pb::EditRecordResponse {
+                    record: Some(sources::edited_to_proto(record)?),
+                })
+            },
+        )
         .await
     }
 }

@@ -1,13 +1,21 @@
 //! The `tributary` command line: `tributary serve` runs every service (or the `--only` ones) in
 //! one process on one port; the other subcommands ([`cli`]) talk gRPC to a running server.
+//!
+//! This crate is the top of the layering: [`server`] assembles the service adapters
+//! (`services/{contributor,consumer,admin}`), the store and the pull engine into one process,
+//! with [`config`] (layered configuration), [`admin_token`] and [`telemetry`].
 
+pub mod admin_token;
 pub mod cli;
+pub mod config;
+pub mod server;
+pub mod telemetry;
 
 use std::process::ExitCode;
 
+use crate::config::{Args, Settings};
+use crate::server::ServiceKind;
 use clap::{Parser, Subcommand};
-use tributary_runtime::config::{Args, Settings};
-use tributary_runtime::server::{self, ServiceKind};
 
 /// Tributary: a catalog broker. Connectors contribute records over gRPC, consumers read them.
 ///

@@ -7,6 +7,7 @@
 pub mod kinds;
 pub mod mapping;
 pub mod schedule;
+pub mod service;
 pub mod store;
 
 use crate::clock::Micros;

@@ -16,8 +16,7 @@ use super::{
 };
 use crate::clock::Micros;
 use crate::model::{Connector, ImportResult, StoredRecord};
-use crate::record::PreparedRecord;
-use crate::store::KeyedId;
+use crate::record::{KeyedId, PreparedRecord};
 use crate::Result;
 use async_trait::async_trait;
 

@@ -14,9 +14,10 @@ use tributary_core::model::{
 use tributary_core::record::{
     plan_deletes, plan_digests, plan_upserts, ExistingRecord, PreparedRecord,
 };
+use tributary_core::record::{KeyedDigest, KeyedId};
 use tributary_core::session::{self, SessionEnd};
 use tributary_core::store::{
-    BatchResult, ClosedSession, KeyedDigest, KeyedId, OpenedSession, ResumedSession, SessionCall,
+    BatchResult, ClosedSession, OpenedSession, ResumedSession, SessionCall,
 };
 use tributary_core::Error;
 

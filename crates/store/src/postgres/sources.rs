@@ -17,12 +17,12 @@ use sqlx::{Postgres, Transaction};
 use std::collections::HashMap;
 use tributary_core::error::ResourceKind;
 use tributary_core::model::{Connector, ImportResult, ImportStatus, StoredRecord};
+use tributary_core::record::KeyedId;
 use tributary_core::record::{ExistingRecord, PreparedRecord};
 use tributary_core::source::store::{Claim, RecordEdit};
 use tributary_core::source::{
     ClaimedSource, CycleEnd, DeltaTotals, Lease, PageTotals, Source, SourcePage, SourceStatus,
 };
-use tributary_core::store::KeyedId;
 use tributary_core::Error;
 
 type Tx = Transaction<'static, Postgres>;

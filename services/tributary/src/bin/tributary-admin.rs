@@ -1,9 +1,9 @@
 //! `tributary-admin`: runs the Admin service (operators manage entity types, connectors and consumers) alone, with health and reflection.
 
 use clap::Parser;
+use tributary::config::Args;
 use tributary::serve_alone;
-use tributary_runtime::config::Args;
-use tributary_runtime::server::ServiceKind;
+use tributary::server::ServiceKind;
 
 /// Runs the Admin service (operators manage entity types, connectors and consumers) alone on one port, with gRPC health and reflection.
 #[derive(Parser)]

@@ -1,9 +1,9 @@
 //! `tributary-contributor`: runs the Contribution service (connectors push records) alone, with health and reflection.
 
 use clap::Parser;
+use tributary::config::Args;
 use tributary::serve_alone;
-use tributary_runtime::config::Args;
-use tributary_runtime::server::ServiceKind;
+use tributary::server::ServiceKind;
 
 /// Runs the Contribution service (connectors push records) alone on one port, with gRPC health and reflection.
 #[derive(Parser)]

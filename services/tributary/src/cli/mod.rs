@@ -15,6 +15,7 @@ pub mod input;
 pub mod output;
 pub mod records;
 pub mod source;
+pub mod source_file;
 
 use std::process::ExitCode;
 

@@ -240,51 +240,6 @@ pub const IMPORT_RESULT_COLUMNS: &[Column] = &[
     ("ENDED", "/ended_at"),
 ];
 
-/// The kind of a source as the definition file spells it.
-pub fn source_kind_name(kind: admin::SourceKind) -> &'static str {
-    match kind {
-        admin::SourceKind::Unspecified => "unspecified",
-        admin::SourceKind::HttpJson => "http_json",
-        admin::SourceKind::Ndjson => "ndjson",
-        admin::SourceKind::Feed => "feed",
-        admin::SourceKind::Grpc => "grpc",
-    }
-}
-
-/// A source definition, in the form `source create --file` reads (header values come from the
-/// server redacted).
-pub fn source(s: &admin::Source) -> Value {
-    let duration = |d: Option<&prost_types::Duration>| {
-        d.map_or(Value::Null, |d| {
-            Value::String(super::source::duration_text(d))
-        })
-    };
-    let mut map = serde_json::Map::new();
-    map.insert("id".into(), json!(s.id));
-    map.insert("connector".into(), json!(s.connector));
-    map.insert("name".into(), json!(s.name));
-    map.insert("kind".into(), json!(source_kind_name(s.kind())));
-    map.insert("config".into(), object(s.config.as_ref()));
-    map.insert("mapping".into(), object(s.mapping.as_ref()));
-    super::source::schedule_fields(s, &mut map);
-    map.insert("burst_length".into(), duration(s.burst_length.as_ref()));
-    map.insert("burst_interval".into(), duration(s.burst_interval.as_ref()));
-    map.insert("rest_length".into(), duration(s.rest_length.as_ref()));
-    map.insert(
-        "backoff".into(),
-        s.backoff.iter().map(|d| duration(Some(d))).collect(),
-    );
-    map.insert(
-        "reject_removals_above_percent".into(),
-        json!(s.reject_removals_above_percent),
-    );
-    map.insert("reject_empty".into(), json!(s.reject_empty));
-    map.insert("enabled".into(), json!(s.enabled));
-    map.insert("created_at".into(), time(s.created_at.as_ref()));
-    map.insert("updated_at".into(), time(s.updated_at.as_ref()));
-    Value::Object(map)
-}
-
 /// Columns of `source list`.
 pub const SOURCE_COLUMNS: &[Column] = &[
     ("ID", "/id"),

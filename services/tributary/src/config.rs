@@ -57,23 +57,27 @@ pub struct ReportSettings {
     pub max_items: u64,
 }
 
+// The engine owns its defaults; the settings only spell them in configuration units.
 impl Default for IngestSettings {
     fn default() -> Self {
+        let engine = tributary_ingest::EngineOptions::default();
         Self {
             enabled: true,
-            heartbeat_secs: 300.0,
-            lease_secs: 60.0,
-            concurrency: 4,
-            max_page_bytes: 64 * 1024 * 1024,
-            http_timeout_secs: 30.0,
-            ca_file: None,
+            heartbeat_secs: engine.heartbeat.as_secs_f64(),
+            lease_secs: engine.lease.as_secs_f64(),
+            concurrency: engine.concurrency,
+            max_page_bytes: engine.max_page_bytes,
+            http_timeout_secs: engine.http_timeout.as_secs_f64(),
+            ca_file: engine.ca_file,
         }
     }
 }
 
 impl Default for ReportSettings {
     fn default() -> Self {
-        Self { max_items: 1000 }
+        Self {
+            max_items: tributary_ingest::EngineOptions::default().max_items,
+        }
     }
 }
 
@@ -185,7 +189,7 @@ impl Default for LimitSettings {
 impl Default for SessionSettings {
     fn default() -> Self {
         Self {
-            idle_timeout_secs: 24 * 3600,
+            idle_timeout_secs: Limits::default().session_idle_timeout.as_secs(),
             reaper_interval_secs: 60,
         }
     }

@@ -20,7 +20,7 @@ use tributary_core::admin::AdminService;
 use tributary_core::catalog::CatalogService;
 use tributary_core::contribution::ContributionService;
 use tributary_core::limits::Limits;
-use tributary_core::sources::SourceService;
+use tributary_core::source::service::SourceService;
 use tributary_core::store::Store;
 use tributary_grpc::auth::AdminAuth;
 use tributary_ingest::{Engine, EngineOptions};

@@ -1,0 +1,316 @@
+//! The change log and listings (SPEC.md §3): sequences, filters, pruning.
+
+use super::support::*;
+use tributary_core::model::{Connector, SessionMode, WritePolicy};
+use tributary_core::record::PreparedRecord;
+use tributary_core::Error;
+use tributary_store::testing::TestDb;
+
+conformance!(
+    change_log_records_every_visible_change_in_commit_order,
+    bulk_deletions_are_logged,
+    listings_report_the_sequence_of_their_snapshot,
+    filters_compile_to_sql_with_the_same_results,
+    pruning_moves_the_horizon,
+    concurrent_writers_make_sequences_visible_without_gaps,
+);
+
+/// `(op, id)` of every change-log entry of `country`, in sequence order, checking that
+/// sequences increase.
+async fn logged(db: &TestDb, c: &Connector) -> Vec<(&'static str, String)> {
+    let page = db.store.read_changes("country", 0, 1000).await.unwrap();
+    let sequences: Vec<u64> = page.changes.iter().map(|e| e.sequence).collect();
+    assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?}");
+    assert_eq!(sequences.last().copied().unwrap_or(0), page.last_sequence);
+    let by_key: std::collections::HashMap<String, String> = ["A", "B", "C", "D", "E", "F"]
+        .iter()
+        .map(|id| (key(c, id), (*id).to_owned()))
+        .collect();
+    page.changes
+        .into_iter()
+        .map(|e| {
+            let op = if e.deleted { "delete" } else { "upsert" };
+            (op, by_key.get(&e.key).cloned().unwrap_or(e.key))
+        })
+        .collect()
+}
+
+fn entries(list: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    list.iter()
+        .map(|(op, id)| (*op, (*id).to_owned()))
+        .collect()
+}
+
+async fn change_log_records_every_visible_change_in_commit_order(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    // Stream: two created, then one unchanged (not logged) and one updated.
+    stream(db, &c, &[record(&c, "A", 1), record(&c, "B", 2)], T0).await;
+    stream(db, &c, &[record(&c, "A", 1), record(&c, "B", 3)], T0 + SEC).await;
+    let s = open(db, &c, SessionMode::Stream, T0 + 2 * SEC).await;
+    db.store
+        .delete_batch(
+            &call(&s, &c, T0 + 2 * SEC),
+            &[keyed(&c, "A"), keyed(&c, "Z")],
+        )
+        .await
+        .applied_ok();
+    // Accrue: nothing is logged until commit, then its changes together.
+    let accrue = open(db, &c, SessionMode::Accrue, T0 + 3 * SEC).await;
+    let at = call(&accrue, &c, T0 + 3 * SEC);
+    db.store
+        .upsert_batch(
+            &at,
+            &[record(&c, "C", 1), record(&c, "B", 3), record(&c, "D", 4)],
+        )
+        .await
+        .applied_ok();
+    db.store
+        .delete_batch(&at, &[keyed(&c, "D")])
+        .await
+        .applied_ok();
+    assert_eq!(logged(db, &c).await.len(), 4, "staged data is not logged");
+    db.store.close_session(&at, true, false).await.unwrap();
+    // Replace keeps C and adds E: B is swept.
+    let replace = open(db, &c, SessionMode::Replace, T0 + 4 * SEC).await;
+    let rt = call(&replace, &c, T0 + 4 * SEC);
+    db.store
+        .upsert_batch(&rt, &[record(&c, "C", 1), record(&c, "E", 5)])
+        .await
+        .applied_ok();
+    db.store.close_session(&rt, true, false).await.unwrap();
+    let mut first_batch = entries(&[("upsert", "A"), ("upsert", "B")]);
+    // Within one batch, entries follow key order.
+    first_batch.sort_by_key(|(_, id)| key(&c, id));
+    let mut log = logged(db, &c).await;
+    assert_eq!(log.drain(..2).collect::<Vec<_>>(), first_batch);
+    assert_eq!(
+        log,
+        entries(&[
+            ("upsert", "B"),
+            ("delete", "A"),
+            ("upsert", "C"),
+            ("upsert", "E"),
+            ("delete", "B"),
+        ])
+    );
+    // Upserts are read back joined to the record as it is now.
+    let page = db.store.read_changes("country", 0, 1000).await.unwrap();
+    let e = page.changes.iter().find(|e| e.key == key(&c, "E")).unwrap();
+    assert_eq!(e.record.as_ref().map(|r| r.id.as_str()), Some("E"));
+    let gone = page
+        .changes
+        .iter()
+        .find(|e| e.key == key(&c, "B") && !e.deleted)
+        .unwrap();
+    assert!(gone.record.is_none(), "B was swept since");
+    // Reading after a sequence, with a limit.
+    let first = page.changes[0].sequence;
+    let next = db.store.read_changes("country", first, 2).await.unwrap();
+    assert_eq!(next.changes.len(), 2);
+    assert_eq!(next.changes[0].sequence, page.changes[1].sequence);
+    assert!(db
+        .store
+        .read_changes("planet", 0, 10)
+        .await
+        .unwrap()
+        .changes
+        .is_empty());
+}
+
+async fn bulk_deletions_are_logged(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    stream(db, &c, &[record(&c, "A", 1), record(&c, "B", 2)], T0).await;
+    db.store.delete_connector(&c.id, true).await.unwrap();
+    let d = connector(db, WritePolicy::Importer, None).await;
+    stream(db, &d, &[record(&d, "C", 3)], T0).await;
+    db.store.delete_entity_type("country", true).await.unwrap();
+    let page = db.store.read_changes("country", 0, 100).await.unwrap();
+    let ops: Vec<(bool, String)> = page
+        .changes
+        .into_iter()
+        .map(|e| (e.deleted, e.key))
+        .collect();
+    // Within one statement, entries follow key order.
+    let mut a_b = [key(&c, "A"), key(&c, "B")];
+    a_b.sort();
+    assert_eq!(
+        ops,
+        vec![
+            (false, a_b[0].clone()),
+            (false, a_b[1].clone()),
+            (true, a_b[0].clone()),
+            (true, a_b[1].clone()),
+            (false, key(&d, "C")),
+            (true, key(&d, "C")),
+        ]
+    );
+}
+
+async fn listings_report_the_sequence_of_their_snapshot(db: &TestDb) {
+    use tributary_core::query::ListQuery;
+    use tributary_core::store::RecordQuery;
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let q = ListQuery::parse("country", "", "").unwrap();
+    let query = RecordQuery {
+        entity_type: "country",
+        filter: None,
+        order: &q.order,
+        after: None,
+        limit: 10,
+    };
+    assert_eq!(db.store.query_records(&query).await.unwrap().sequence, 0);
+    stream(db, &c, &[record(&c, "A", 1), record(&c, "B", 2)], T0).await;
+    let page = db.store.query_records(&query).await.unwrap();
+    assert_eq!(page.records.len(), 2);
+    assert_eq!(page.sequence, 2);
+    // The cursor continues strictly after the last record.
+    let first = db
+        .store
+        .query_records(&RecordQuery { limit: 1, ..query })
+        .await
+        .unwrap();
+    let rest = db
+        .store
+        .query_records(&RecordQuery {
+            after: first.last.as_ref(),
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.records.len(), 1);
+    assert_ne!(rest.records[0].key, first.records[0].key);
+    // A cursor that does not fit the order is a bad page token, not an internal error.
+    let by_population = ListQuery::parse("country", "", "entity.population").unwrap();
+    let wrong = db
+        .store
+        .query_records(&RecordQuery {
+            order: &by_population.order,
+            after: first.last.as_ref(),
+            ..query
+        })
+        .await;
+    assert!(matches!(wrong, Err(Error::InvalidArgument(v)) if v[0].field == "page_token"));
+}
+
+async fn filters_compile_to_sql_with_the_same_results(db: &TestDb) {
+    use tributary_core::query::ListQuery;
+    use tributary_core::store::RecordQuery;
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let records: Vec<PreparedRecord> = (1..=6)
+        .map(|i| record(&c, &format!("R{i}"), i * 10))
+        .collect();
+    stream(db, &c, &records, T0).await;
+    let cases: [(&str, &str, &[&str]); 6] = [
+        (
+            r#"{"entity.population": {"$gt": 30}}"#,
+            "",
+            &["R4", "R5", "R6"],
+        ),
+        (
+            r#"{"entity.population": {"$in": [10, 60]}}"#,
+            "entity.population desc",
+            &["R6", "R1"],
+        ),
+        (
+            r#"{"$or": [{"id": "R2"}, {"name": {"$regex": "R3$"}}]}"#,
+            "id",
+            &["R2", "R3"],
+        ),
+        (
+            r#"{"entity.population": {"$not": {"$lte": 50}}}"#,
+            "",
+            &["R6"],
+        ),
+        (
+            r#"{"entity.missing": {"$exists": false}, "id": {"$gte": "R5"}}"#,
+            "id desc",
+            &["R6", "R5"],
+        ),
+        (r#"{"entity.population": "10"}"#, "", &[]),
+    ];
+    for (filter, order_by, expected) in cases {
+        let q = ListQuery::parse("country", filter, order_by).unwrap();
+        let page = db
+            .store
+            .query_records(&RecordQuery {
+                entity_type: "country",
+                filter: q.filter.as_ref(),
+                order: &q.order,
+                after: None,
+                limit: 100,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{filter}: {e}"));
+        let mut got: Vec<String> = page.records.into_iter().map(|r| r.id).collect();
+        if order_by.is_empty() {
+            got.sort();
+        }
+        assert_eq!(got, expected, "{filter} / {order_by}");
+    }
+}
+
+async fn pruning_moves_the_horizon(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    stream(db, &c, &[record(&c, "A", 1)], T0).await;
+    stream(db, &c, &[record(&c, "B", 1)], T0 + DAY).await;
+    assert_eq!(db.store.prune_changes(T0 + SEC).await.unwrap(), 1);
+    let page = db.store.read_changes("country", 0, 10).await.unwrap();
+    assert_eq!(page.pruned_through, 1);
+    assert_eq!(page.changes.len(), 1);
+    assert_eq!(db.store.prune_changes(T0 + SEC).await.unwrap(), 0);
+    assert_eq!(db.store.prune_changes(T0 + 2 * DAY).await.unwrap(), 1);
+    assert_eq!(
+        db.store
+            .read_changes("country", 0, 10)
+            .await
+            .unwrap()
+            .pruned_through,
+        2
+    );
+}
+
+/// The BIGSERIAL pitfall: with concurrent writers, a reader must never see sequence N+1 before N.
+/// Sequences are contiguous per entity type here (one type), so any gap a reader observes would
+/// be a change it could miss for good.
+async fn concurrent_writers_make_sequences_visible_without_gaps(db: &TestDb) {
+    const WRITERS: usize = 4;
+    const BATCHES: usize = 25;
+    const PER_BATCH: usize = 4;
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let c = connector(db, WritePolicy::Importer, None).await;
+        let store = db.store.clone();
+        writers.push(tokio::spawn(async move {
+            let session = store
+                .open_session(&c, SessionMode::Stream, T0)
+                .await
+                .unwrap()
+                .session
+                .id;
+            for b in 0..BATCHES {
+                let batch: Vec<PreparedRecord> = (0..PER_BATCH)
+                    .map(|i| record(&c, &format!("W{w}-{b}-{i}"), 1))
+                    .collect();
+                store
+                    .upsert_batch(&call(&session, &c, T0 + b as i64), &batch)
+                    .await
+                    .applied_ok();
+            }
+        }));
+    }
+    let total = (WRITERS * BATCHES * PER_BATCH) as u64;
+    let mut after = 0;
+    while after < total {
+        let page = db.store.read_changes("country", after, 1000).await.unwrap();
+        for change in &page.changes {
+            assert_eq!(change.sequence, after + 1, "a gap after {after}");
+            after = change.sequence;
+        }
+        if page.changes.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+}

@@ -1,0 +1,760 @@
+//! Sessions (SPEC.md §2.1, §2.2): stream, accrue and replace; supersede, expiry, denial.
+
+use super::support::*;
+use serde_json::{json, Value};
+use tributary_core::checksum::canonical_json;
+use tributary_core::error::ResourceKind;
+use tributary_core::ids::new_connector_id;
+use tributary_core::model::{
+    Connector, ImportStatus, Outcome, SessionMode, SessionTotals, WritePolicy,
+};
+use tributary_core::record::PreparedRecord;
+use tributary_core::Error;
+use tributary_store::testing::TestDb;
+
+conformance!(
+    stream_upsert_outcomes,
+    stream_supplied_checksum_is_used_as_is,
+    stream_delete_outcomes,
+    accrue_is_invisible_until_commit,
+    accrue_rollback_discards,
+    accrue_last_operation_wins,
+    accrue_commit_writes_only_changed_rows,
+    replace_sweeps_exactly_the_unstaged_records,
+    replace_guard_refuses_then_force_commits,
+    supersede_denies_the_old_session_and_discards_its_data,
+    stream_sessions_are_never_superseded,
+    foreign_unknown_and_closed_sessions_are_denied,
+    idle_sessions_expire,
+);
+
+async fn stream_upsert_outcomes(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let s = open(db, &c, SessionMode::Stream, T0).await;
+    let up = |now: i64, records: Vec<PreparedRecord>| {
+        let s = s.clone();
+        let c = c.clone();
+        async move {
+            db.store
+                .upsert_batch(&call(&s, &c, now), &records)
+                .await
+                .applied_ok()
+        }
+    };
+    assert_eq!(
+        up(T0, vec![record(&c, "GB", 1), record(&c, "FR", 2)]).await,
+        [Outcome::Created, Outcome::Created]
+    );
+    let gb = get(db, &c, "GB").await.unwrap();
+    assert_eq!((gb.version, gb.created_at, gb.updated_at), (1, T0, T0));
+    assert_eq!(
+        (
+            gb.entity_type.as_str(),
+            gb.connector.as_str(),
+            gb.id.as_str()
+        ),
+        ("country", c.id.as_str(), "GB")
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&gb.entity).unwrap(),
+        json!({"population": 1})
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&gb.instance).unwrap(),
+        json!({})
+    );
+    assert_eq!((gb.source, gb.edited_at), (None, None));
+    // Entity and instance come back as the canonical text they were stored as, on both backends.
+    let mut wide = record(&c, "WIDE", 1);
+    wide.entity = canonical_json(
+        &json!({"zeta": [1, 2.5, "x"], "a": {"b": null, "aa": true}, "population": 3}),
+    )
+    .unwrap();
+    wide.instance = canonical_json(&json!({"source": "test", "n": 1e3})).unwrap();
+    up(T0, vec![wide.clone()]).await;
+    let stored = get(db, &c, "WIDE").await.unwrap();
+    assert_eq!(
+        (stored.entity, stored.instance),
+        (wide.entity, wide.instance)
+    );
+
+    // Unchanged: neither version nor updated_at move.
+    assert_eq!(
+        up(T0 + SEC, vec![record(&c, "GB", 1)]).await,
+        [Outcome::Unchanged]
+    );
+    let gb = get(db, &c, "GB").await.unwrap();
+    assert_eq!((gb.version, gb.updated_at), (1, T0));
+
+    // Updated: version + 1, updated_at moves, created_at stays.
+    assert_eq!(
+        up(T0 + 2 * SEC, vec![record(&c, "GB", 10)]).await,
+        [Outcome::Updated]
+    );
+    let gb = get(db, &c, "GB").await.unwrap();
+    assert_eq!(
+        (gb.version, gb.created_at, gb.updated_at),
+        (2, T0, T0 + 2 * SEC)
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&gb.entity).unwrap(),
+        json!({"population": 10})
+    );
+
+    // Within a batch each record is judged against the ones before it; the last write wins.
+    let outcomes = up(
+        T0 + 3 * SEC,
+        vec![
+            record(&c, "DE", 1),
+            record(&c, "DE", 2),
+            record(&c, "DE", 2),
+        ],
+    )
+    .await;
+    assert_eq!(
+        outcomes,
+        [Outcome::Created, Outcome::Updated, Outcome::Unchanged]
+    );
+    let de = get(db, &c, "DE").await.unwrap();
+    assert_eq!(
+        (de.version, de.checksum.as_str()),
+        (1, record(&c, "DE", 2).checksum.as_str())
+    );
+    assert_eq!(up(T0 + 4 * SEC, vec![]).await, []);
+    assert_eq!(db.store.count_records("country").await.unwrap(), 4);
+
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 5 * SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (closed.mode, closed.totals, closed.import_result_id),
+        (SessionMode::Stream, SessionTotals::default(), None)
+    );
+    assert!(db
+        .store
+        .list_import_results(None, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn stream_supplied_checksum_is_used_as_is(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let mut r = record(&c, "GB", 1);
+    r.checksum = "upstream-etag-1".into();
+    assert_eq!(stream(db, &c, &[r.clone()], T0).await, [Outcome::Created]);
+    assert_eq!(get(db, &c, "GB").await.unwrap().checksum, "upstream-etag-1");
+    // Different data under the same supplied checksum is unchanged: the checksum decides.
+    let mut same = record(&c, "GB", 99);
+    same.checksum = "upstream-etag-1".into();
+    assert_eq!(
+        stream(db, &c, &[same], T0 + SEC).await,
+        [Outcome::Unchanged]
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&get(db, &c, "GB").await.unwrap().entity).unwrap(),
+        json!({"population": 1})
+    );
+}
+
+async fn stream_delete_outcomes(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let other = connector(db, WritePolicy::Importer, None).await;
+    stream(db, &c, &[record(&c, "GB", 1), record(&c, "FR", 1)], T0).await;
+    stream(db, &other, &[record(&other, "GB", 1)], T0).await;
+    let s = open(db, &c, SessionMode::Stream, T0).await;
+    let outcomes = db
+        .store
+        .delete_batch(
+            &call(&s, &c, T0),
+            &[keyed(&c, "GB"), keyed(&c, "XX"), keyed(&c, "GB")],
+        )
+        .await
+        .applied_ok();
+    assert_eq!(
+        outcomes,
+        [Outcome::Deleted, Outcome::NotFound, Outcome::NotFound]
+    );
+    assert_eq!(visible_ids(db, &c).await, ids(&["FR"]));
+    // Another connector's key is not this connector's to delete.
+    let outcomes = db
+        .store
+        .delete_batch(&call(&s, &c, T0), &[keyed(&other, "GB")])
+        .await
+        .applied_ok();
+    assert_eq!(outcomes, [Outcome::NotFound]);
+    assert_eq!(visible_ids(db, &other).await, ids(&["GB"]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accrue and replace
+
+async fn accrue_is_invisible_until_commit(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    stream(db, &c, &[record(&c, "OLD", 1)], T0).await;
+    let s = open(db, &c, SessionMode::Accrue, T0).await;
+    let outcomes = db
+        .store
+        .upsert_batch(
+            &call(&s, &c, T0 + SEC),
+            &[record(&c, "GB", 1), record(&c, "FR", 2)],
+        )
+        .await
+        .applied_ok();
+    assert_eq!(outcomes, [Outcome::Created, Outcome::Created]);
+    let outcomes = db
+        .store
+        .delete_batch(
+            &call(&s, &c, T0 + SEC),
+            &[keyed(&c, "OLD"), keyed(&c, "NONE")],
+        )
+        .await
+        .applied_ok();
+    assert_eq!(outcomes, [Outcome::Deleted, Outcome::NotFound]);
+    assert_eq!(visible_ids(db, &c).await, ids(&["OLD"]));
+    assert!(get(db, &c, "GB").await.is_none());
+
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 2 * SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(closed.mode, SessionMode::Accrue);
+    assert_eq!(closed.totals, totals(2, 0, 0, 1, 0, 0));
+    assert_eq!(visible_ids(db, &c).await, ids(&["FR", "GB"]));
+    let gb = get(db, &c, "GB").await.unwrap();
+    assert_eq!(
+        (gb.version, gb.created_at, gb.updated_at),
+        (1, T0 + 2 * SEC, T0 + 2 * SEC)
+    );
+
+    let result = db
+        .store
+        .get_import_result(&closed.import_result_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(result.status, ImportStatus::Succeeded);
+    assert_eq!(result.totals, closed.totals);
+    assert_eq!(
+        (result.connector.as_str(), result.session_id.as_deref()),
+        (c.id.as_str(), Some(s.as_str()))
+    );
+    assert_eq!((result.started_at, result.ended_at), (T0, T0 + 2 * SEC));
+    assert!(
+        result.errors.is_empty()
+            && result.skipped_items.is_empty()
+            && result.failed_items.is_empty()
+    );
+    assert_denied(
+        db.store
+            .close_session(&call(&s, &c, T0 + 3 * SEC), true, false)
+            .await,
+    );
+}
+
+async fn accrue_rollback_discards(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    stream(db, &c, &[record(&c, "OLD", 1)], T0).await;
+    for mode in [SessionMode::Accrue, SessionMode::Replace] {
+        let s = open(db, &c, mode, T0).await;
+        db.store
+            .upsert_batch(
+                &call(&s, &c, T0),
+                &[record(&c, "GB", 1), record(&c, "OLD", 2)],
+            )
+            .await
+            .applied_ok();
+        db.store
+            .delete_batch(&call(&s, &c, T0), &[keyed(&c, "OLD")])
+            .await
+            .applied_ok();
+        let closed = db
+            .store
+            .close_session(&call(&s, &c, T0 + SEC), false, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            (closed.mode, closed.totals),
+            (mode, SessionTotals::default())
+        );
+        let result = db
+            .store
+            .get_import_result(&closed.import_result_id.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (result.status, result.session_id.as_deref()),
+            (ImportStatus::Canceled, Some(s.as_str()))
+        );
+        assert_denied(
+            db.store
+                .upsert_batch(&call(&s, &c, T0 + SEC), &[record(&c, "GB", 1)])
+                .await,
+        );
+        assert_eq!(visible_ids(db, &c).await, ids(&["OLD"]));
+        assert_eq!(get(db, &c, "OLD").await.unwrap().version, 1);
+    }
+}
+
+async fn accrue_last_operation_wins(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    stream(db, &c, &[record(&c, "KEEP", 1)], T0).await;
+    let s = open(db, &c, SessionMode::Accrue, T0).await;
+    let at = call(&s, &c, T0);
+    // Upsert then delete: nothing is created. Delete then upsert: the record is written.
+    db.store
+        .upsert_batch(&at, &[record(&c, "A", 1)])
+        .await
+        .applied_ok();
+    db.store
+        .delete_batch(&at, &[keyed(&c, "A")])
+        .await
+        .applied_ok();
+    assert_eq!(
+        db.store
+            .delete_batch(&at, &[keyed(&c, "KEEP")])
+            .await
+            .applied_ok(),
+        [Outcome::Deleted]
+    );
+    assert_eq!(
+        db.store
+            .upsert_batch(&at, &[record(&c, "KEEP", 5)])
+            .await
+            .applied_ok(),
+        [Outcome::Updated]
+    );
+    // Staged outcomes are judged against the visible catalog: twice created.
+    assert_eq!(
+        db.store
+            .upsert_batch(&at, &[record(&c, "B", 1), record(&c, "B", 2)])
+            .await
+            .applied_ok(),
+        [Outcome::Created, Outcome::Created]
+    );
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(closed.totals, totals(1, 1, 0, 0, 0, 0));
+    assert_eq!(visible_ids(db, &c).await, ids(&["B", "KEEP"]));
+    assert_eq!(
+        get(db, &c, "B").await.unwrap().checksum,
+        record(&c, "B", 2).checksum
+    );
+    assert_eq!(get(db, &c, "KEEP").await.unwrap().version, 2);
+}
+
+async fn accrue_commit_writes_only_changed_rows(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    stream(db, &c, &[record(&c, "A", 1), record(&c, "B", 1)], T0).await;
+    let s = open(db, &c, SessionMode::Accrue, T0 + SEC).await;
+    let outcomes = db
+        .store
+        .upsert_batch(
+            &call(&s, &c, T0 + SEC),
+            &[record(&c, "A", 1), record(&c, "B", 2), record(&c, "C", 1)],
+        )
+        .await
+        .applied_ok();
+    assert_eq!(
+        outcomes,
+        [Outcome::Unchanged, Outcome::Updated, Outcome::Created]
+    );
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 2 * SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(closed.totals, totals(1, 1, 1, 0, 0, 0));
+    let a = get(db, &c, "A").await.unwrap();
+    assert_eq!((a.version, a.updated_at), (1, T0));
+    let b = get(db, &c, "B").await.unwrap();
+    assert_eq!(
+        (b.version, b.created_at, b.updated_at),
+        (2, T0, T0 + 2 * SEC)
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&b.entity).unwrap(),
+        json!({"population": 2})
+    );
+}
+
+async fn replace_sweeps_exactly_the_unstaged_records(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let other = connector(db, WritePolicy::Importer, None).await;
+    let existing: Vec<_> = ["A", "B", "C", "D", "E"]
+        .iter()
+        .map(|id| record(&c, id, 1))
+        .collect();
+    stream(db, &c, &existing, T0).await;
+    stream(db, &other, &[record(&other, "Z", 1)], T0).await;
+
+    let s = open(db, &c, SessionMode::Replace, T0).await;
+    let at = call(&s, &c, T0 + SEC);
+    db.store
+        .upsert_batch(
+            &at,
+            &[record(&c, "A", 1), record(&c, "B", 2), record(&c, "F", 1)],
+        )
+        .await
+        .applied_ok();
+    db.store
+        .delete_batch(&at, &[keyed(&c, "C")])
+        .await
+        .applied_ok();
+    assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "C", "D", "E"]));
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 2 * SEC), true, false)
+        .await
+        .unwrap();
+    // D and E were neither upserted nor deleted: swept. C was deleted explicitly.
+    assert_eq!(closed.totals, totals(1, 1, 1, 1, 2, 0));
+    assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "F"]));
+    assert_eq!(
+        visible_ids(db, &other).await,
+        ids(&["Z"]),
+        "another connector's records are not swept"
+    );
+    let result = db
+        .store
+        .get_import_result(&closed.import_result_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(result.totals.swept, 2);
+
+    // An empty replace commit removes everything of the connector.
+    let s = open(db, &c, SessionMode::Replace, T0 + 3 * SEC).await;
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 3 * SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(closed.totals.swept, 3);
+    assert_eq!(visible_ids(db, &c).await, ids(&[]));
+}
+
+async fn replace_guard_refuses_then_force_commits(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, Some(50.0)).await;
+    let existing: Vec<_> = ["A", "B", "C", "D"]
+        .iter()
+        .map(|id| record(&c, id, 1))
+        .collect();
+    stream(db, &c, &existing, T0).await;
+    let s = open(db, &c, SessionMode::Replace, T0).await;
+    db.store
+        .upsert_batch(&call(&s, &c, T0), &[record(&c, "A", 2)])
+        .await
+        .applied_ok();
+
+    match db
+        .store
+        .close_session(&call(&s, &c, T0 + SEC), true, false)
+        .await
+    {
+        Err(Error::FailedPrecondition {
+            reason,
+            message,
+            metadata,
+        }) => {
+            assert_eq!(reason, "SWEEP_REFUSED");
+            assert!(message.contains("3 of 4"), "{message}");
+            assert!(
+                metadata.contains(&("would_delete".to_owned(), "3".to_owned())),
+                "{metadata:?}"
+            );
+            assert!(
+                metadata.contains(&("total".to_owned(), "4".to_owned())),
+                "{metadata:?}"
+            );
+            assert!(
+                metadata.contains(&("limit_percent".to_owned(), "50".to_owned())),
+                "{metadata:?}"
+            );
+        }
+        other => panic!("expected SWEEP_REFUSED, got {other:?}"),
+    }
+    // Nothing happened, and the session is still open with its staged rows.
+    assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "C", "D"]));
+    assert_eq!(get(db, &c, "A").await.unwrap().version, 1);
+    assert_eq!(
+        db.store
+            .upsert_batch(&call(&s, &c, T0 + 2 * SEC), &[record(&c, "B", 1)])
+            .await
+            .applied_ok(),
+        [Outcome::Unchanged]
+    );
+    // Now 2 of 4 would go: exactly at the limit, which is allowed.
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 3 * SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(closed.totals, totals(0, 1, 1, 0, 2, 0));
+    assert_eq!(visible_ids(db, &c).await, ids(&["A", "B"]));
+
+    let s = open(db, &c, SessionMode::Replace, T0 + 4 * SEC).await;
+    assert!(matches!(
+        db.store
+            .close_session(&call(&s, &c, T0 + 4 * SEC), true, false)
+            .await,
+        Err(Error::FailedPrecondition {
+            reason: "SWEEP_REFUSED",
+            ..
+        })
+    ));
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 5 * SEC), true, true)
+        .await
+        .unwrap();
+    assert_eq!(closed.totals.swept, 2);
+    assert_eq!(visible_ids(db, &c).await, ids(&[]));
+}
+
+async fn supersede_denies_the_old_session_and_discards_its_data(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let first = open(db, &c, SessionMode::Accrue, T0).await;
+    db.store
+        .upsert_batch(&call(&first, &c, T0), &[record(&c, "X", 1)])
+        .await
+        .applied_ok();
+    let second = db
+        .store
+        .open_session(&c, SessionMode::Replace, T0 + SEC)
+        .await
+        .unwrap();
+    assert_eq!(second.superseded, vec![first.clone()]);
+    assert_eq!(second.session.mode, SessionMode::Replace);
+    assert_eq!(
+        (second.session.opened_at, second.session.last_active_at),
+        (T0 + SEC, T0 + SEC)
+    );
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&first, &c, T0 + SEC), &[record(&c, "X", 1)])
+            .await,
+    );
+    assert_denied(
+        db.store
+            .close_session(&call(&first, &c, T0 + SEC), true, false)
+            .await,
+    );
+
+    let closed = db
+        .store
+        .close_session(&call(&second.session.id, &c, T0 + 2 * SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(closed.totals, SessionTotals::default());
+    assert!(
+        get(db, &c, "X").await.is_none(),
+        "the superseded session's staged data is gone"
+    );
+
+    let results = db
+        .store
+        .list_import_results(Some(&c.id), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 2);
+    let canceled = results
+        .iter()
+        .find(|r| r.session_id.as_deref() == Some(first.as_str()))
+        .unwrap();
+    assert_eq!(canceled.status, ImportStatus::Canceled);
+    assert_eq!(
+        canceled.errors,
+        [format!("superseded by session {}", second.session.id)]
+    );
+    assert_eq!((canceled.started_at, canceled.ended_at), (T0, T0 + SEC));
+}
+
+async fn stream_sessions_are_never_superseded(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let s1 = open(db, &c, SessionMode::Stream, T0).await;
+    let s2 = db
+        .store
+        .open_session(&c, SessionMode::Stream, T0)
+        .await
+        .unwrap();
+    assert!(s2.superseded.is_empty());
+    let accrue = db
+        .store
+        .open_session(&c, SessionMode::Accrue, T0)
+        .await
+        .unwrap();
+    assert!(accrue.superseded.is_empty());
+    assert_eq!(
+        db.store
+            .upsert_batch(&call(&s1, &c, T0), &[record(&c, "A", 1)])
+            .await
+            .applied_ok(),
+        [Outcome::Created]
+    );
+    assert_eq!(
+        db.store
+            .upsert_batch(&call(&s2.session.id, &c, T0), &[record(&c, "B", 1)])
+            .await
+            .applied_ok(),
+        [Outcome::Created]
+    );
+    // Streams are judged at once; the accrue session sees A as visible.
+    assert_eq!(
+        db.store
+            .upsert_batch(&call(&accrue.session.id, &c, T0), &[record(&c, "A", 1)])
+            .await
+            .applied_ok(),
+        [Outcome::Unchanged]
+    );
+    // Opening a stream session does not supersede the open accrue session either.
+    open(db, &c, SessionMode::Stream, T0).await;
+    db.store
+        .close_session(&call(&accrue.session.id, &c, T0), true, false)
+        .await
+        .unwrap();
+}
+
+async fn foreign_unknown_and_closed_sessions_are_denied(db: &TestDb) {
+    let a = connector(db, WritePolicy::Importer, None).await;
+    let b = connector(db, WritePolicy::Importer, None).await;
+    let sa = open(db, &a, SessionMode::Accrue, T0).await;
+    db.store
+        .upsert_batch(&call(&sa, &a, T0), &[record(&a, "X", 1)])
+        .await
+        .applied_ok();
+    // b using a's session: refused, and a's session is untouched.
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&sa, &b, T0), &[record(&b, "X", 1)])
+            .await,
+    );
+    assert_denied(
+        db.store
+            .delete_batch(&call(&sa, &b, T0), &[keyed(&b, "X")])
+            .await,
+    );
+    assert_denied(
+        db.store
+            .close_session(&call(&sa, &b, T0), false, false)
+            .await,
+    );
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&unknown, &a, T0), &[record(&a, "X", 1)])
+            .await,
+    );
+    assert_denied(
+        db.store
+            .close_session(&call(&unknown, &a, T0), true, false)
+            .await,
+    );
+    let closed = db
+        .store
+        .close_session(&call(&sa, &a, T0 + SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(closed.totals.created, 1);
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&sa, &a, T0 + SEC), &[record(&a, "Y", 1)])
+            .await,
+    );
+    assert_denied(
+        db.store
+            .delete_batch(&call(&sa, &a, T0 + SEC), &[keyed(&a, "X")])
+            .await,
+    );
+    // A closed stream session is refused too.
+    let st = open(db, &a, SessionMode::Stream, T0).await;
+    db.store
+        .close_session(&call(&st, &a, T0), false, false)
+        .await
+        .unwrap();
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&st, &a, T0), &[record(&a, "Y", 1)])
+            .await,
+    );
+    // Opening a session for a connector that does not exist is NotFound.
+    let ghost = Connector {
+        id: new_connector_id(),
+        ..a.clone()
+    };
+    assert!(matches!(
+        db.store.open_session(&ghost, SessionMode::Stream, T0).await,
+        Err(Error::NotFound {
+            kind: ResourceKind::Connector,
+            ..
+        })
+    ));
+}
+
+async fn idle_sessions_expire(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let staged = open(db, &c, SessionMode::Accrue, T0).await;
+    let live = open(db, &c, SessionMode::Stream, T0).await;
+    db.store
+        .upsert_batch(&call(&staged, &c, T0 + SEC), &[record(&c, "X", 1)])
+        .await
+        .applied_ok();
+
+    // A batch arriving after the idle timeout is refused even before the expiry sweep runs.
+    let late = T0 + SEC + DAY + SEC;
+    assert_denied(
+        db.store
+            .upsert_batch(&call(&staged, &c, late), &[record(&c, "Y", 1)])
+            .await,
+    );
+    // Nothing to expire yet at a cutoff before the last activity.
+    assert_eq!(db.store.expire_idle_sessions(T0, late).await.unwrap(), 0);
+    assert_eq!(
+        db.store
+            .expire_idle_sessions(late - DAY, late)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        db.store
+            .expire_idle_sessions(late - DAY, late)
+            .await
+            .unwrap(),
+        0
+    );
+    // Stream sessions never expire.
+    assert_eq!(
+        db.store
+            .upsert_batch(&call(&live, &c, late), &[record(&c, "Z", 1)])
+            .await
+            .applied_ok(),
+        [Outcome::Created]
+    );
+
+    let results = db
+        .store
+        .list_import_results(Some(&c.id), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        (results[0].status, results[0].session_id.as_deref()),
+        (ImportStatus::Canceled, Some(staged.as_str()))
+    );
+    assert_eq!(results[0].errors, ["expired after idle timeout"]);
+    assert_eq!(results[0].ended_at, late);
+    // A new accrue session opens without superseding anything.
+    assert!(db
+        .store
+        .open_session(&c, SessionMode::Accrue, late)
+        .await
+        .unwrap()
+        .superseded
+        .is_empty());
+    assert!(get(db, &c, "X").await.is_none());
+}
