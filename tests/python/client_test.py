@@ -6,6 +6,10 @@ consumer (admin token), runs a replace session (connector token), reads the reco
 the Catalog (consumer token), and checks that an invalid record is refused with INVALID_ARGUMENT
 and google.rpc.BadRequest field violations in the `grpc-status-details-bin` trailer.
 
+It also checks the checksum contract (SPEC.md §1.1) against the known answers of
+tests/vectors/checksums.json: every vector's canonical JSON and BLAKE3 checksum, computed here with
+the `rfc8785` and `blake3` packages, and the checksum the server computes for the same record.
+
     python3 -m pip install -r tests/python/requirements.txt
     python3 tests/python/client_test.py --server 127.0.0.1:50051 --admin-token "$(cat tributary-data/admin.token)"
 
@@ -15,18 +19,22 @@ Exits 0 when every check passes; prints the failed check and exits 1 otherwise. 
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import tempfile
 import uuid
 
+import blake3
 import grpc
 import grpc_tools
+import rfc8785
 from grpc_tools import protoc
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VECTORS = os.path.join(REPO, "tests", "vectors", "checksums.json")
 PROTOS = [
     "tributary/admin/v1/admin.proto",
     "tributary/catalog/v1/catalog.proto",
@@ -80,6 +88,73 @@ def bad_request(error):
                     violations += [(v.field, v.description) for v in br.field_violations]
             return violations
     return []
+
+
+def checksum_vectors():
+    """The vectors of tests/vectors/checksums.json, each checked with rfc8785 and blake3."""
+    with open(VECTORS, encoding="utf-8") as f:
+        vectors = json.load(f)["vectors"]
+    for v in vectors:
+        record = v["record"]
+        whole = {
+            "name": record["name"],
+            "entity": record["entity"],
+            # An absent instance is {} (SPEC.md §1.1).
+            "instance": record.get("instance", {}),
+        }
+        canonical = rfc8785.dumps(whole)
+        check(canonical.decode("utf-8") == v["canonical"], f"canonical JSON of vector {v['case']!r}")
+        check(
+            blake3.blake3(canonical).hexdigest() == v["checksum"],
+            f"BLAKE3 checksum of vector {v['case']!r}",
+        )
+    return vectors
+
+
+def server_checksums_match_the_vectors(stubs, as_admin):
+    """Upserts every vector as a record and checks the checksum the server computed."""
+    admin_pb2, admin, contribution_pb2, contribution, catalog_pb2, catalog = stubs
+    vectors = checksum_vectors()
+    slug = "pyvector-" + uuid.uuid4().hex[:8]
+    admin.CreateEntityType(
+        admin_pb2.CreateEntityTypeRequest(
+            entity_type=admin_pb2.EntityType(slug=slug, name="Vectors", schema=struct({"type": "object"}))
+        ),
+        metadata=as_admin,
+    )
+    connector = admin.CreateConnector(
+        admin_pb2.CreateConnectorRequest(connector=admin_pb2.Connector(name="vectors", entity_type=slug)),
+        metadata=as_admin,
+    )
+    consumer = admin.CreateConsumer(
+        admin_pb2.CreateConsumerRequest(consumer=admin_pb2.Consumer(name="vectors", entity_types=[slug])),
+        metadata=as_admin,
+    )
+    as_connector = metadata(connector.token)
+    session = contribution.OpenSession(
+        contribution_pb2.OpenSessionRequest(mode=contribution_pb2.SESSION_MODE_STREAM),
+        metadata=as_connector,
+    ).session_id
+    records = []
+    for i, v in enumerate(vectors):
+        r = v["record"]
+        record = contribution_pb2.Record(id=f"v{i}", name=r["name"], entity=struct(r["entity"]))
+        if "instance" in r:
+            record.instance.CopyFrom(struct(r["instance"]))
+        records.append(record)
+    contribution.Upsert(
+        contribution_pb2.UpsertRequest(session_id=session, records=records), metadata=as_connector
+    )
+    found = catalog.LookupByExternalIds(
+        catalog_pb2.LookupByExternalIdsRequest(
+            entity_type=slug, ids=[f"v{i}" for i in range(len(vectors))]
+        ),
+        metadata=metadata(consumer.token),
+    )
+    by_id = {r.id: r.checksum for r in found.records}
+    for i, v in enumerate(vectors):
+        check(by_id.get(f"v{i}") == v["checksum"], f"the server's checksum of vector {v['case']!r}")
+    admin.DeleteEntityType(admin_pb2.DeleteEntityTypeRequest(slug=slug, force=True), metadata=as_admin)
 
 
 def run(server, admin_token):
@@ -212,6 +287,9 @@ def run(server, admin_token):
         check(error.code() == grpc.StatusCode.UNAUTHENTICATED, "wrong token: UNAUTHENTICATED")
 
     admin.DeleteEntityType(admin_pb2.DeleteEntityTypeRequest(slug=slug, force=True), metadata=as_admin)
+
+    stubs = (admin_pb2, admin, contribution_pb2, contribution, catalog_pb2, catalog)
+    server_checksums_match_the_vectors(stubs, as_admin)
     channel.close()
 
 

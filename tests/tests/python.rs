@@ -1,6 +1,8 @@
 //! A client in another language: `tests/python/client_test.py` generates Python stubs from
 //! `proto/` with grpcio-tools and drives a sandbox server through Admin, Contribution and
-//! Catalog, including a validation error's `BadRequest` details (SPEC.md §8, §11).
+//! Catalog, including a validation error's `BadRequest` details (SPEC.md §8, §11), and checks
+//! every checksum vector of `tests/vectors/checksums.json` with Python's `rfc8785` and `blake3`
+//! packages and against the checksums the server computes (§1.1).
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,14 +20,14 @@ async fn python_client_generates_stubs_and_uses_every_service() {
     let probe = tokio::process::Command::new(&python)
         .args([
             "-c",
-            "import grpc, grpc_tools.protoc, google.rpc.error_details_pb2",
+            "import grpc, grpc_tools.protoc, google.rpc.error_details_pb2, rfc8785, blake3",
         ])
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run {python} ({e}); install Python 3, then: {INSTALL}"));
     assert!(
         probe.status.success(),
-        "Python's gRPC packages are missing ({}); install them with: {INSTALL}",
+        "Python's test packages are missing ({}); install them with: {INSTALL}",
         String::from_utf8_lossy(&probe.stderr).trim()
     );
 
@@ -49,5 +51,22 @@ async fn python_client_generates_stubs_and_uses_every_service() {
         output.status
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
+    // Every vector was checked three ways: canonical JSON, checksum, and the server's checksum.
+    let vectors: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors/checksums.json"),
+        )
+        .expect("read tests/vectors/checksums.json"),
+    )
+    .expect("checksums.json is JSON");
+    let count = vectors["vectors"].as_array().map_or(0, Vec::len);
+    assert!(count > 0, "no checksum vectors");
+    for check in [
+        "ok: canonical JSON of vector",
+        "ok: BLAKE3 checksum of vector",
+        "ok: the server's checksum of vector",
+    ] {
+        assert_eq!(stdout.matches(check).count(), count, "{check}:\n{stdout}");
+    }
     sandbox.stop().await;
 }

@@ -49,6 +49,43 @@ mod tests {
         assert_eq!(got, expected);
     }
 
+    /// The known answers of `tests/vectors/checksums.json`, computed independently with
+    /// Python's `rfc8785` and `blake3` packages (`tests/vectors/make_checksums.py`).
+    const VECTORS: &str = include_str!("../../../tests/vectors/checksums.json");
+
+    #[test]
+    fn every_checksum_vector_matches_rfc_8785_and_blake3() {
+        let file: Value = serde_json::from_str(VECTORS).unwrap();
+        let vectors = file["vectors"].as_array().unwrap();
+        assert!(vectors.len() >= 12, "{} vectors", vectors.len());
+        for vector in vectors {
+            let case = vector["case"].as_str().unwrap();
+            let record = &vector["record"];
+            let name = record["name"].as_str().unwrap();
+            let entity = canonical_json(&record["entity"]).unwrap();
+            // An absent instance is `{}` (SPEC.md §1.1).
+            let instance = match record.get("instance") {
+                Some(instance) => canonical_json(instance).unwrap(),
+                None => "{}".to_owned(),
+            };
+            let whole = json!({
+                "name": name,
+                "entity": record["entity"],
+                "instance": record.get("instance").cloned().unwrap_or_else(|| json!({})),
+            });
+            assert_eq!(
+                canonical_json(&whole).unwrap(),
+                vector["canonical"].as_str().unwrap(),
+                "canonical JSON of {case:?}"
+            );
+            assert_eq!(
+                record_checksum(name, &entity, &instance),
+                vector["checksum"].as_str().unwrap(),
+                "checksum of {case:?}"
+            );
+        }
+    }
+
     #[test]
     fn key_order_and_whitespace_do_not_change_the_checksum() {
         let a: Value = serde_json::from_str(r#"{"x": 1, "y": {"p": true, "q": null}}"#).unwrap();
