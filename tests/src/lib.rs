@@ -19,6 +19,7 @@ use tributary_proto::contribution::v1 as contribution;
 use tributary_store::testing::TestDb;
 
 pub use prost_types::{value::Kind, Struct, Value};
+pub use tributary_test_backends::postgres_test;
 
 pub mod tls;
 
@@ -37,6 +38,9 @@ pub enum Backend {
     Sqlite,
     Postgres,
 }
+
+/// How long a graceful shutdown may take (in-flight batches finish, streams end).
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
 
 /// A running server and the database under it.
 pub struct Sandbox {
@@ -70,10 +74,29 @@ impl Running {
         Running { shutdown, server }
     }
 
-    /// Signals shutdown and waits for the server to stop; `false` if it did not within `limit`.
-    async fn stop(self, limit: Duration) -> bool {
+    /// Signals shutdown and waits for the server to stop. Panics if it does not within `limit`,
+    /// and if it panicked or failed at any time, so a broken server fails its test.
+    async fn stop(self, limit: Duration) {
         let _ = self.shutdown.send(());
-        tokio::time::timeout(limit, self.server).await.is_ok()
+        match tokio::time::timeout(limit, self.server).await {
+            Err(_) => panic!("the server did not shut down within {limit:?}"),
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => panic!("the server failed: {error:#}"),
+            Ok(Err(join)) if join.is_panic() => {
+                panic!("the server panicked: {}", panic_message(join.into_panic()))
+            }
+            Ok(Err(join)) => panic!("the server task ended abnormally: {join}"),
+        }
+    }
+}
+
+/// The message of a panic's payload (`panic!` makes it a `&str` or a `String`).
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => payload
+            .downcast::<&str>()
+            .map_or_else(|_| "(not a text payload)".to_owned(), |m| (*m).to_owned()),
     }
 }
 
@@ -83,9 +106,10 @@ impl Sandbox {
         Self::start(TestDb::sqlite().await, Backend::Sqlite, options).await
     }
 
-    /// A sandbox on a fresh PostgreSQL database; `None` when no test database is configured.
-    pub async fn postgres(options: impl FnOnce(&mut ServerOptions)) -> Option<Sandbox> {
-        Some(Self::start(TestDb::postgres().await?, Backend::Postgres, options).await)
+    /// A sandbox on a fresh PostgreSQL database; panics when none is configured (PostgreSQL
+    /// tests are wrapped in [`postgres_test!`], which reports them ignored in that case).
+    pub async fn postgres(options: impl FnOnce(&mut ServerOptions)) -> Sandbox {
+        Self::start(TestDb::postgres().await, Backend::Postgres, options).await
     }
 
     async fn start(
@@ -118,14 +142,12 @@ impl Sandbox {
     }
 
     /// Shuts the server down gracefully (open streams finish their batch in flight and end with
-    /// `UNAVAILABLE`) and serves again on the same address and store. Panics if shutdown hangs.
+    /// `UNAVAILABLE`) and serves again on the same address and store. Panics if shutdown hangs or
+    /// the server had panicked or failed.
     pub async fn restart(&self) {
         let running = self.running.lock().expect("sandbox lock").take();
         if let Some(running) = running {
-            assert!(
-                running.stop(Duration::from_secs(30)).await,
-                "graceful shutdown did not finish within 30 s"
-            );
+            running.stop(SHUTDOWN_LIMIT).await;
         }
         // The old listener is closed once shutdown returns; a capped retry covers a port the
         // kernel has not released yet.
@@ -163,11 +185,12 @@ impl Sandbox {
         tributary_client::catalog(self.channel(), token)
     }
 
-    /// Stops the server and drops the database.
+    /// Stops the server and drops the database. Panics if the server panicked or failed at any
+    /// time, or does not shut down gracefully.
     pub async fn stop(mut self) {
         let running = self.running.lock().expect("sandbox lock").take();
         if let Some(running) = running {
-            running.stop(Duration::from_secs(10)).await;
+            running.stop(SHUTDOWN_LIMIT).await;
         }
         if let Some(db) = self.db.take() {
             db.cleanup().await;
@@ -461,7 +484,8 @@ pub fn bad_request_fields(status: &tonic::Status) -> Vec<(String, String)> {
 }
 
 /// Generates one `#[tokio::test]` per backend for each `async fn name(sandbox: &Sandbox)`.
-/// `configure` (optional) adjusts the server options.
+/// `configure` (optional) adjusts the server options. The PostgreSQL ones are
+/// [`postgres_test!`]s.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident $(with $configure:expr)?),* $(,)?) => {
@@ -477,13 +501,57 @@ macro_rules! on_both_backends {
         }
         mod postgres {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(sandbox) = $crate::Sandbox::postgres(|_o| { $( ($configure)(_o); )? }).await else { return };
-                    super::$name(&sandbox).await;
-                    sandbox.stop().await;
+                $crate::postgres_test! {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let sandbox = $crate::Sandbox::postgres(|_o| { $( ($configure)(_o); )? }).await;
+                        super::$name(&sandbox).await;
+                        sandbox.stop().await;
+                    }
                 }
             )*
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(server: impl Future<Output = anyhow::Result<()>> + Send + 'static) -> Running {
+        let (shutdown, _) = oneshot::channel();
+        Running {
+            shutdown,
+            server: tokio::spawn(server),
+        }
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "the server panicked: boom")]
+    async fn a_server_that_panicked_fails_its_test() {
+        running(async { panic!("boom") })
+            .stop(Duration::from_secs(5))
+            .await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "the server failed: cannot serve")]
+    async fn a_server_that_failed_fails_its_test() {
+        running(async { Err(anyhow::anyhow!("cannot serve")) })
+            .stop(Duration::from_secs(5))
+            .await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "did not shut down")]
+    async fn a_server_that_does_not_shut_down_fails_its_test() {
+        running(std::future::pending())
+            .stop(Duration::from_millis(50))
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_server_that_stopped_cleanly_passes() {
+        running(async { Ok(()) }).stop(Duration::from_secs(5)).await;
+    }
 }

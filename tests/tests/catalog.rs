@@ -700,11 +700,15 @@ mod separate_processes {
         .unwrap_or_else(|| panic!("{endpoint} did not come up"))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_commit_on_a_contributor_process_is_watched_on_a_consumer_process() {
-        let Some(sandbox) = Sandbox::postgres(|_| {}).await else {
-            return;
-        };
+    tributary_tests::postgres_test! {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_commit_on_a_contributor_process_is_watched_on_a_consumer_process() {
+            commit_on_a_contributor_process_is_watched_on_a_consumer_process().await;
+        }
+    }
+
+    async fn commit_on_a_contributor_process_is_watched_on_a_consumer_process() {
+        let sandbox = Sandbox::postgres(|_| {}).await;
         sandbox.create_country_type().await;
         let (_connector, token) = sandbox.create_connector("country", |_| {}).await;
         let reader_token = sandbox.create_consumer(&["country"]).await;

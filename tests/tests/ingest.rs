@@ -821,11 +821,15 @@ async fn bad_source_definitions_name_the_field(sandbox: &Sandbox) {
 /// database: a source is worked by one of them at a time; when the holder dies mid-cycle the
 /// other takes over after the lease expires, from the saved cursor, and the end state is exactly
 /// the source's items, each imported once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_two_engines_work_a_source_one_at_a_time_and_take_over_a_dead_holder() {
-    let Some(sandbox) = Sandbox::postgres(|o| o.ingest = None).await else {
-        return;
-    };
+tributary_tests::postgres_test! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_two_engines_work_a_source_one_at_a_time_and_take_over_a_dead_holder() {
+        two_engines_work_a_source_one_at_a_time_and_take_over_a_dead_holder().await;
+    }
+}
+
+async fn two_engines_work_a_source_one_at_a_time_and_take_over_a_dead_holder() {
+    let sandbox = Sandbox::postgres(|o| o.ingest = None).await;
     let mut world = sandbox.country_world().await;
     let api = Arc::new(Api::default());
     api.set_items(countries(0..300));

@@ -2,9 +2,10 @@
 //!
 //! [`TestDb::sqlite`] makes a fresh database file in a temporary directory.
 //! [`TestDb::postgres`] creates a fresh database `tributary_test_<uuid>` on the server named by
-//! `TRIBUTARY_TEST_DATABASE_URL`, so tests run in parallel without seeing each other's data. When
-//! the variable is unset it answers `None` (the caller skips); when it is set but the server is
-//! unreachable it panics, so CI fails instead of silently skipping.
+//! `TRIBUTARY_TEST_DATABASE_URL`, so tests run in parallel without seeing each other's data. It
+//! panics when the variable is unset or the server unreachable: a PostgreSQL test never passes
+//! without PostgreSQL. Outside CI and without the variable, the PostgreSQL tests are built
+//! `#[ignore]`d instead (`tributary-test-backends`), so `cargo test` reports them as ignored.
 
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use std::sync::Arc;
@@ -48,12 +49,10 @@ impl TestDb {
         }
     }
 
-    /// A fresh PostgreSQL database, or `None` when `TRIBUTARY_TEST_DATABASE_URL` is unset.
-    pub async fn postgres() -> Option<TestDb> {
-        let Ok(server_url) = std::env::var(DATABASE_URL_VAR) else {
-            eprintln!("skipping PostgreSQL test: {DATABASE_URL_VAR} is not set");
-            return None;
-        };
+    /// A fresh PostgreSQL database on the server of `TRIBUTARY_TEST_DATABASE_URL`; panics when
+    /// it is unset or unreachable.
+    pub async fn postgres() -> TestDb {
+        let server_url = postgres_server_url();
         let database = format!("tributary_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = PgConnection::connect(&server_url)
             .await
@@ -73,7 +72,7 @@ impl TestDb {
                 panic!("opening {url}: {e}");
             }
         };
-        Some(TestDb {
+        TestDb {
             store,
             url,
             guard: Guard::Postgres {
@@ -81,7 +80,7 @@ impl TestDb {
                 database,
                 dropped: false,
             },
-        })
+        }
     }
 
     /// Removes the database now (PostgreSQL: `DROP DATABASE ... WITH (FORCE)`).
@@ -160,6 +159,19 @@ impl Drop for TestDb {
             });
             let _ = worker.join();
         }
+    }
+}
+
+/// The PostgreSQL server URL of `TRIBUTARY_TEST_DATABASE_URL`; panics, saying what to do, when it
+/// is unset (a PostgreSQL test runs only when built with it, or in CI, where it is required).
+pub fn postgres_server_url() -> String {
+    match std::env::var(DATABASE_URL_VAR) {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "{DATABASE_URL_VAR} is not set, so this PostgreSQL test cannot run (CI requires it); \
+             set it to a server the tests may create databases on, \
+             e.g. postgres://postgres@127.0.0.1:5432/test"
+        ),
     }
 }
 

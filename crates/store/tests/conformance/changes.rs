@@ -299,6 +299,8 @@ async fn concurrent_writers_make_sequences_visible_without_gaps(db: &TestDb) {
         }));
     }
     let total = (WRITERS * BATCHES * PER_BATCH) as u64;
+    // Reads race the commits as closely as possible (a yield, no sleep), within a deadline.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
     let mut after = 0;
     while after < total {
         let page = db.store.read_changes("country", after, 1000).await.unwrap();
@@ -307,10 +309,27 @@ async fn concurrent_writers_make_sequences_visible_without_gaps(db: &TestDb) {
             after = change.sequence;
         }
         if page.changes.is_empty() {
+            join_finished(&mut writers).await;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {after} of {total} changes became visible within the deadline"
+            );
             tokio::task::yield_now().await;
         }
     }
     for w in writers {
         w.await.unwrap();
+    }
+}
+
+/// Joins the tasks that have finished, so one that panicked fails the test at once instead of
+/// leaving the reader waiting for changes that will never come.
+async fn join_finished(tasks: &mut Vec<tokio::task::JoinHandle<()>>) {
+    let (finished, running): (Vec<_>, Vec<_>) = std::mem::take(tasks)
+        .into_iter()
+        .partition(|t| t.is_finished());
+    *tasks = running;
+    for task in finished {
+        task.await.unwrap();
     }
 }

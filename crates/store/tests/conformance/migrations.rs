@@ -22,13 +22,16 @@ async fn sqlite_in_memory_database_works() {
     assert_eq!(store.list_entity_types(None, 10).await.unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_concurrent_migrations_on_a_fresh_database() {
+tributary_test_backends::postgres_test! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_concurrent_migrations_on_a_fresh_database() {
+        concurrent_migrations_on_a_fresh_postgres_database().await;
+    }
+}
+
+async fn concurrent_migrations_on_a_fresh_postgres_database() {
     use sqlx::Connection;
-    let Ok(server) = std::env::var(tributary_store::testing::DATABASE_URL_VAR) else {
-        eprintln!("skipping PostgreSQL test: TRIBUTARY_TEST_DATABASE_URL is not set");
-        return;
-    };
+    let server = tributary_store::testing::postgres_server_url();
     let name = format!("tributary_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&server)
         .await
