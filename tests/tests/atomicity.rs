@@ -1,18 +1,34 @@
 //! SPEC.md §2.1: a consumer never sees part of an accrue/replace session, whatever its size.
 //!
-//! A reader polls, during the commit of a 50,000-record session, one lookup whose ids span both
-//! ends of the session (one query, so one snapshot). Every answer must be all-before or
-//! all-after; a commit that wrote in several transactions would show a mix.
+//! Each commit of a 50,000-record session is held open at a known point after its writes, and
+//! while it is held a reader looks up ids from both ends of the session in one query (one
+//! snapshot): it must see the state before the commit, entirely, and the commit must still be
+//! under way when the reader is done. The hold is, on PostgreSQL, a test transaction holding the
+//! row lock of a record the commit deletes (the commit waits on it after writing every upsert;
+//! no store change needed), and on SQLite the store's test pause just before the commit's COMMIT
+//! (`tributary_store::testing::pause_session_commit`). A second reader polls throughout and must
+//! never see a mix; once released, the commit's whole state is visible.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tributary_proto::catalog::v1::LookupByExternalIdsRequest;
-use tributary_proto::contribution::v1::SessionMode;
-use tributary_tests::{country, entity_number, on_both_backends, CatalogClient, Sandbox, World};
+use sqlx::Connection;
+use tributary_core::ids::record_key;
+use tributary_proto::catalog::v1::{LookupByExternalIdsRequest, Record};
+use tributary_proto::contribution::v1::{CloseSessionRequest, CloseSessionResponse, SessionMode};
+use tributary_store::testing::{pause_session_commit, CommitPause};
+use tributary_tests::{
+    country, entity_number, on_both_backends, wait_until, Backend, CatalogClient, Sandbox, World,
+};
 
 const RECORDS: usize = 50_000;
 const BATCH: usize = 1_000;
+/// Lookups made while the commit is held.
+const POLLS_WHILE_HELD: usize = 20;
+/// How long the test waits for the commit to reach its hold, or for a lookup to answer.
+const WAIT: Duration = Duration::from_secs(120);
 
 async fn send_all(w: &mut World, session: &str, prefix: &str, population: i64) {
     for start in (0..RECORDS).step_by(BATCH) {
@@ -31,116 +47,279 @@ fn ends(prefix: &str, each: usize) -> Vec<String> {
         .collect()
 }
 
-/// Polls `ids` until `done`, checking every snapshot with `check`; returns how many polls ran.
-fn poll(
+/// One lookup of `ids`: a single query, so a single snapshot of the catalog.
+async fn snapshot(reader: &mut CatalogClient, connector: &str, ids: &[String]) -> Vec<Record> {
+    let lookup = reader.lookup_by_external_ids(LookupByExternalIdsRequest {
+        entity_type: "country".into(),
+        ids: ids.to_vec(),
+        connector: connector.into(),
+    });
+    tokio::time::timeout(WAIT, lookup)
+        .await
+        .expect("a lookup answers while a commit is under way")
+        .expect("lookup")
+        .into_inner()
+        .records
+}
+
+/// What a snapshot must be: `Ok` if it is one of the allowed states.
+type Check = fn(&[Record]) -> Result<(), String>;
+
+/// Polls `ids` until `done`, failing on any snapshot `check` refuses.
+fn poll_throughout(
     mut reader: CatalogClient,
     connector: String,
     ids: Vec<String>,
     done: Arc<AtomicBool>,
-    check: impl Fn(&[tributary_proto::catalog::v1::Record]) -> Result<(), String> + Send + 'static,
-) -> tokio::task::JoinHandle<usize> {
+    check: Check,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut polls = 0;
-        loop {
-            let finished = done.load(Ordering::SeqCst);
-            let records = reader
-                .lookup_by_external_ids(LookupByExternalIdsRequest {
-                    entity_type: "country".into(),
-                    ids: ids.clone(),
-                    connector: connector.clone(),
-                })
-                .await
-                .expect("lookup")
-                .into_inner()
-                .records;
+        while !done.load(Ordering::SeqCst) {
+            let records = snapshot(&mut reader, &connector, &ids).await;
             if let Err(problem) = check(&records) {
-                panic!("partial state seen on poll {polls}: {problem}");
-            }
-            polls += 1;
-            if finished {
-                return polls;
+                panic!("partial state seen: {problem}");
             }
         }
     })
+}
+
+/// A commit held open at a known point after its writes.
+enum Hold {
+    /// PostgreSQL: a transaction holding the row lock of a record the commit deletes.
+    RowLock {
+        conn: sqlx::PgConnection,
+        pid: i32,
+        url: String,
+    },
+    /// SQLite: the store's pause before the commit's COMMIT.
+    Pause(CommitPause),
+}
+
+impl Hold {
+    /// Prepares to hold the commit of `session`, which deletes the record with `deleted_key`.
+    async fn new(sandbox: &Sandbox, session: &str, deleted_key: &str) -> Hold {
+        match sandbox.backend {
+            Backend::Sqlite => Hold::Pause(pause_session_commit(session)),
+            Backend::Postgres => {
+                let url = sandbox.database_url().expect("database url").to_owned();
+                let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+                let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("backend pid");
+                sqlx::query("BEGIN")
+                    .execute(&mut conn)
+                    .await
+                    .expect("begin");
+                let locked = sqlx::query("SELECT 1 FROM records WHERE key = $1 FOR UPDATE")
+                    .bind(deleted_key)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .expect("lock the record");
+                assert!(locked.is_some(), "the record to hold the commit on exists");
+                Hold::RowLock { conn, pid, url }
+            }
+        }
+    }
+
+    /// Waits until the commit is held (PostgreSQL: a backend waits on the test's lock).
+    async fn until_held(&mut self) {
+        let held = match self {
+            Hold::Pause(pause) => pause.reached(WAIT).await,
+            Hold::RowLock { pid, url, .. } => {
+                let watcher = sqlx::PgPool::connect(url).await.expect("connect");
+                let pid = *pid;
+                let blocked = wait_until(WAIT, || {
+                    let watcher = watcher.clone();
+                    async move {
+                        let waiting: i64 = sqlx::query_scalar(
+                            "SELECT count(*) FROM pg_stat_activity \
+                             WHERE $1 = ANY(pg_blocking_pids(pid))",
+                        )
+                        .bind(pid)
+                        .fetch_one(&watcher)
+                        .await
+                        .expect("read pg_stat_activity");
+                        (waiting > 0).then_some(())
+                    }
+                })
+                .await;
+                watcher.close().await;
+                blocked.is_some()
+            }
+        };
+        assert!(held, "the commit did not reach its hold within {WAIT:?}");
+    }
+
+    /// Lets the commit go on.
+    async fn release(self) {
+        match self {
+            Hold::Pause(pause) => pause.release(),
+            Hold::RowLock { mut conn, .. } => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut conn)
+                    .await
+                    .expect("rollback");
+            }
+        }
+    }
+}
+
+/// Closes `session` with commit while it is held: checks `before` on every snapshot taken
+/// during the hold (and that the commit is still under way after them), and lets a second
+/// reader check `either` throughout. Answers the commit's response.
+async fn commit_while_held(
+    sandbox: &Sandbox,
+    w: &World,
+    session: &str,
+    deleted_key: &str,
+    ids: Vec<String>,
+    before: Check,
+    either: Check,
+) -> CloseSessionResponse {
+    let mut hold = Hold::new(sandbox, session, deleted_key).await;
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = poll_throughout(
+        w.reader.clone(),
+        w.connector.clone(),
+        ids.clone(),
+        done.clone(),
+        either,
+    );
+    let mut contributor = w.contributor.clone();
+    let request = CloseSessionRequest {
+        session_id: session.into(),
+        commit: true,
+        force: false,
+    };
+    let commit = tokio::spawn(async move { contributor.close_session(request).await });
+    hold.until_held().await;
+    let mut reader = w.reader.clone();
+    for poll in 0..POLLS_WHILE_HELD {
+        let records = snapshot(&mut reader, &w.connector, &ids).await;
+        if let Err(problem) = before(&records) {
+            panic!("poll {poll} during the held commit: {problem}");
+        }
+    }
+    assert!(
+        !commit.is_finished(),
+        "the commit was still under way during every poll"
+    );
+    hold.release().await;
+    let response = commit
+        .await
+        .expect("commit task")
+        .expect("commit")
+        .into_inner();
+    done.store(true, Ordering::SeqCst);
+    poller.await.expect("the reader saw no partial state");
+    response
+}
+
+fn populations(records: &[Record]) -> BTreeSet<i64> {
+    records
+        .iter()
+        .filter(|r| r.id.starts_with('A'))
+        .map(|r| entity_number(r, "population") as i64)
+        .collect()
+}
+
+/// Before the accrue commit: every A at population 1, and Z.
+fn accrue_before(records: &[Record]) -> Result<(), String> {
+    let z = records.iter().any(|r| r.id == "Z");
+    match (records.len(), populations(records), z) {
+        (999, p, true) if p == BTreeSet::from([1]) => Ok(()),
+        (n, p, z) => Err(format!("{n} records, populations {p:?}, Z visible: {z}")),
+    }
+}
+
+/// After the accrue commit: every A at population 2, Z deleted.
+fn accrue_after(records: &[Record]) -> Result<(), String> {
+    let z = records.iter().any(|r| r.id == "Z");
+    match (records.len(), populations(records), z) {
+        (998, p, false) if p == BTreeSet::from([2]) => Ok(()),
+        (n, p, z) => Err(format!("{n} records, populations {p:?}, Z visible: {z}")),
+    }
+}
+
+fn accrue_before_or_after(records: &[Record]) -> Result<(), String> {
+    accrue_before(records).or_else(|_| accrue_after(records))
+}
+
+/// How many of the records are from set A and from set B.
+fn sets(records: &[Record]) -> (usize, usize) {
+    let a = records.iter().filter(|r| r.id.starts_with('A')).count();
+    (a, records.len() - a)
+}
+
+fn replace_before(records: &[Record]) -> Result<(), String> {
+    match sets(records) {
+        (500, 0) => Ok(()),
+        (a, b) => Err(format!("{a} old and {b} new records visible")),
+    }
+}
+
+fn replace_before_or_after(records: &[Record]) -> Result<(), String> {
+    match sets(records) {
+        (500, 0) | (0, 500) => Ok(()),
+        (a, b) => Err(format!("{a} old and {b} new records visible")),
+    }
 }
 
 async fn a_reader_never_sees_part_of_a_large_accrue_or_replace_commit(sandbox: &Sandbox) {
     let mut w = sandbox.country_world().await;
     let load = w.open(SessionMode::Accrue).await;
     send_all(&mut w, &load, "A", 1).await;
+    w.upsert(&load, vec![country("Z", 1)])
+        .await
+        .expect("upsert Z");
     w.close(&load, true, false).await.expect("initial commit");
 
-    // Accrue: every record changes from population 1 to 2.
+    // Accrue: every A changes from population 1 to 2, and Z is deleted.
     let session = w.open(SessionMode::Accrue).await;
     send_all(&mut w, &session, "A", 2).await;
-    let done = Arc::new(AtomicBool::new(false));
-    let reader = poll(
-        w.reader.clone(),
-        w.connector.clone(),
-        ends("A", 500),
-        done.clone(),
-        |records| {
-            if records.len() != 1000 {
-                return Err(format!("{} of 1000 records visible", records.len()));
-            }
-            let populations: std::collections::BTreeSet<i64> = records
-                .iter()
-                .map(|r| entity_number(r, "population") as i64)
-                .collect();
-            if populations.len() == 1 {
-                Ok(())
-            } else {
-                Err(format!("populations {populations:?}"))
-            }
-        },
-    );
-    let totals = w
-        .close(&session, true, false)
-        .await
-        .expect("accrue commit")
-        .totals
-        .expect("totals");
-    done.store(true, Ordering::SeqCst);
-    let polls = reader.await.expect("reader");
-    assert_eq!(totals.updated, RECORDS as u64);
-    assert!(polls >= 1);
-    let after = w.get("A0").await.expect("A0");
-    assert_eq!(entity_number(&after, "population"), 2.0);
+    w.delete(&session, &["Z"]).await.expect("delete Z");
+    let mut ids = ends("A", 499);
+    ids.push("Z".into());
+    let z = record_key("country", &w.connector, "Z");
+    let closed = commit_while_held(
+        sandbox,
+        &w,
+        &session,
+        &z,
+        ids.clone(),
+        accrue_before,
+        accrue_before_or_after,
+    )
+    .await;
+    let totals = closed.totals.expect("totals");
+    assert_eq!((totals.updated, totals.deleted), (RECORDS as u64, 1));
+    let after = snapshot(&mut w.reader.clone(), &w.connector, &ids).await;
+    accrue_after(&after).expect("the whole commit is visible");
 
     // Replace: set A is replaced by set B.
     let session = w.open(SessionMode::Replace).await;
     send_all(&mut w, &session, "B", 3).await;
-    let done = Arc::new(AtomicBool::new(false));
     let mut ids = ends("A", 250);
     ids.extend(ends("B", 250));
-    let reader = poll(
-        w.reader.clone(),
-        w.connector.clone(),
-        ids,
-        done.clone(),
-        |records| {
-            let a = records.iter().filter(|r| r.id.starts_with('A')).count();
-            let b = records.iter().filter(|r| r.id.starts_with('B')).count();
-            match (a, b) {
-                (500, 0) | (0, 500) => Ok(()),
-                _ => Err(format!("{a} old and {b} new records visible")),
-            }
-        },
-    );
-    let totals = w
-        .close(&session, true, false)
-        .await
-        .expect("replace commit")
-        .totals
-        .expect("totals");
-    done.store(true, Ordering::SeqCst);
-    reader.await.expect("reader");
+    let a0 = record_key("country", &w.connector, "A0");
+    let closed = commit_while_held(
+        sandbox,
+        &w,
+        &session,
+        &a0,
+        ids.clone(),
+        replace_before,
+        replace_before_or_after,
+    )
+    .await;
+    let totals = closed.totals.expect("totals");
     assert_eq!(
         (totals.created, totals.swept),
         (RECORDS as u64, RECORDS as u64)
     );
-    assert!(w.get("A0").await.is_none());
-    assert!(w.get("B49999").await.is_some());
+    let after = snapshot(&mut w.reader.clone(), &w.connector, &ids).await;
+    assert_eq!(sets(&after), (0, 500), "the whole commit is visible");
 }
 
 on_both_backends!(a_reader_never_sees_part_of_a_large_accrue_or_replace_commit);

@@ -14,6 +14,7 @@ mod query;
 mod rows;
 mod source_delegate;
 pub mod sqlite;
+mod test_hooks;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -7,6 +7,7 @@
 //! without PostgreSQL. Outside CI and without the variable, the PostgreSQL tests are built
 //! `#[ignore]`d instead (`tributary-test-backends`), so `cargo test` reports them as ignored.
 
+pub use crate::test_hooks::{pause_session_commit, CommitPause};
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use std::sync::Arc;
 use tributary_core::store::Store;

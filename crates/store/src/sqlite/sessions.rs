@@ -443,6 +443,7 @@ pub(crate) async fn close_session(
         Vec::new(),
     );
     insert_import_result(&mut tx, &result).await?;
+    crate::test_hooks::before_session_commit(call.session_id).await;
     tx.commit().await?;
     if let Some(sequence) = logged {
         s.changes.publish(sequence);
