@@ -1,5 +1,5 @@
 //! SPEC.md §1.1 and §2.2: outcomes, unchanged records, atomic batches, session permissions,
-//! the replace removal guard, idle expiry and import results.
+//! the replace removal guard, idle expiry (of accrue and replace sessions) and import results.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use tonic_types::StatusExt;
 use tributary_proto::admin::v1 as admin;
 use tributary_proto::contribution::v1::{Outcome, SessionMode};
 use tributary_tests::{
-    bad_request_fields, country, country_entity, json_struct, on_both_backends, Sandbox,
+    bad_request_fields, country, country_entity, json_struct, on_both_backends, wait_until, Sandbox,
 };
 
 async fn unchanged_records_keep_version_and_updated_at(sandbox: &Sandbox) {
@@ -394,35 +394,58 @@ async fn the_replace_guard_refuses_a_large_sweep_until_forced(sandbox: &Sandbox)
     );
 }
 
+/// The idle timeout of the idle-expiry tests: so long that nothing expires by itself, however
+/// slow the machine. The tests age a session past it (its last activity moved back in the
+/// database) instead of waiting, so no step of theirs races a timer.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn idle_expiry(o: &mut tributary::server::ServerOptions) {
+    o.limits.session_idle_timeout = IDLE_TIMEOUT;
+    o.reaper_interval = Duration::from_millis(100);
+}
+
+/// Ages `session` past the idle timeout and waits for the reaper's import result of it.
+async fn idle_past_the_timeout(
+    sandbox: &Sandbox,
+    connector: &str,
+    session: &str,
+) -> admin::ImportResult {
+    sandbox
+        .db()
+        .backdate_session(session, 2 * IDLE_TIMEOUT)
+        .await;
+    let admin = sandbox.admin();
+    wait_until(Duration::from_secs(60), || {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list_import_results(admin::ListImportResultsRequest {
+                    connector: connector.into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("list import results")
+                .into_inner()
+                .import_results
+                .into_iter()
+                .find(|r| r.session_id == session)
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("the reaper never rolled session {session} back"))
+}
+
 async fn idle_accrue_sessions_are_rolled_back(sandbox: &Sandbox) {
     let mut w = sandbox.country_world().await;
     let s = w.open(SessionMode::Accrue).await;
     w.upsert(&s, vec![country("GB", 1)]).await.expect("upsert");
     let stream = w.open(SessionMode::Stream).await;
-    // The idle timeout is 300 ms and the reaper runs every 100 ms in this sandbox. Polling the
-    // session itself would keep it alive, so await the reaper's canceled import result instead.
-    let mut admin = sandbox.admin();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let results = admin
-            .list_import_results(admin::ListImportResultsRequest {
-                connector: w.connector.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("list import results")
-            .into_inner()
-            .import_results;
-        if let Some(r) = results.iter().find(|r| r.session_id == s) {
-            assert_eq!(r.status(), admin::ImportStatus::Canceled);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "session never expired"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sandbox
+        .db()
+        .backdate_session(&stream, 2 * IDLE_TIMEOUT)
+        .await;
+    let result = idle_past_the_timeout(sandbox, &w.connector, &s).await;
+    assert_eq!(result.status(), admin::ImportStatus::Canceled);
     assert_eq!(
         w.upsert(&s, vec![]).await.expect_err("expired").code(),
         Code::PermissionDenied
@@ -431,10 +454,39 @@ async fn idle_accrue_sessions_are_rolled_back(sandbox: &Sandbox) {
         w.visible().await.is_empty(),
         "its data was never made visible"
     );
-    // Stream sessions never expire.
+    // Stream sessions never expire, however long idle.
     w.upsert(&stream, vec![country("FR", 1)])
         .await
         .expect("stream session still open");
+}
+
+async fn idle_replace_sessions_are_rolled_back_and_previous_data_persists(sandbox: &Sandbox) {
+    let mut w = sandbox.country_world().await;
+    let load = w.open(SessionMode::Stream).await;
+    w.upsert(&load, vec![country("GB", 1), country("FR", 1)])
+        .await
+        .expect("previous data");
+    let r = w.open(SessionMode::Replace).await;
+    w.upsert(&r, vec![country("DE", 1)]).await.expect("upsert");
+    let result = idle_past_the_timeout(sandbox, &w.connector, &r).await;
+    assert_eq!(result.status(), admin::ImportStatus::Canceled);
+    assert_eq!(
+        w.close(&r, true, false).await.expect_err("expired").code(),
+        Code::PermissionDenied,
+        "an expired replace session cannot commit"
+    );
+    assert_eq!(
+        w.visible().await.keys().collect::<Vec<_>>(),
+        ["FR", "GB"],
+        "previous data untouched, the session's DE never visible"
+    );
+    // The connector is free to replace again.
+    let again = w.open(SessionMode::Replace).await;
+    w.upsert(&again, vec![country("DE", 1)])
+        .await
+        .expect("upsert");
+    w.close(&again, true, false).await.expect("commit");
+    assert_eq!(w.visible().await.keys().collect::<Vec<_>>(), ["DE"]);
 }
 
 async fn closing_accrue_and_replace_sessions_writes_import_results(sandbox: &Sandbox) {
@@ -515,9 +567,7 @@ on_both_backends!(
     unknown_closed_and_foreign_sessions_are_permission_denied,
     a_wrong_or_missing_token_is_unauthenticated,
     the_replace_guard_refuses_a_large_sweep_until_forced,
-    idle_accrue_sessions_are_rolled_back with |o: &mut tributary::server::ServerOptions| {
-        o.limits.session_idle_timeout = std::time::Duration::from_millis(300);
-        o.reaper_interval = std::time::Duration::from_millis(100);
-    },
+    idle_accrue_sessions_are_rolled_back with super::idle_expiry,
+    idle_replace_sessions_are_rolled_back_and_previous_data_persists with super::idle_expiry,
     closing_accrue_and_replace_sessions_writes_import_results,
 );

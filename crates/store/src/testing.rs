@@ -122,6 +122,24 @@ impl TestDb {
         }
     }
 
+    /// Test support: moves session `session_id`'s last activity `by` into the past, as if it
+    /// had been idle that long (the idle timeout is judged against it).
+    pub async fn backdate_session(&self, session_id: &str, by: std::time::Duration) {
+        // Session ids are UUIDs; refuse anything else rather than quote it.
+        assert!(
+            uuid::Uuid::try_parse(session_id).is_ok(),
+            "unexpected session id {session_id:?}"
+        );
+        let micros = i64::try_from(by.as_micros()).expect("a duration in microseconds");
+        let n = self
+            .execute_sql(&format!(
+                "UPDATE sessions SET last_active_at = last_active_at - {micros} \
+                 WHERE id = '{session_id}'"
+            ))
+            .await;
+        assert_eq!(n, 1, "session {session_id} not found");
+    }
+
     /// Test support: sets a record's `edited_at`, as an edit inside Tributary would.
     pub async fn set_edited_at(&self, key: &str, edited_at: Option<i64>) {
         let value = edited_at.map_or_else(|| "NULL".to_owned(), |v| v.to_string());
