@@ -163,7 +163,9 @@ impl Sandbox {
     /// The sandbox's database, for test support that reaches past the API (e.g. ageing a
     /// session instead of waiting for it to age).
     pub fn db(&self) -> &TestDb {
-        self.db.as_ref().expect("the sandbox's database is kept until stop")
+        self.db
+            .as_ref()
+            .expect("the sandbox's database is kept until stop")
     }
 
     /// The URL of the sandbox's database (to open more stores on it, as other replicas would).

@@ -1,5 +1,5 @@
-//! SPEC.md §4.1, §4.2, §4.5: entity types, connectors, consumers, the admin token, health and
-//! reflection, over real gRPC.
+//! SPEC.md §4.1, §4.2, §4.5, §8: entity types, connectors, consumers, the admin token, health
+//! and reflection, invalid updates and NOT_FOUND details, over real gRPC.
 
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -470,6 +470,426 @@ async fn every_service_reports_health_and_reflection_lists_them(sandbox: &Sandbo
     }
 }
 
+/// The field names of a status's `BadRequest` violations.
+fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    bad_request_fields(status)
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect()
+}
+
+async fn connector_updates_with_invalid_values_are_refused_with_violations(sandbox: &Sandbox) {
+    sandbox.create_country_type().await;
+    a_second_type(sandbox).await;
+    let (id, _) = sandbox
+        .create_connector("country", |c| c.reject_removals_above_percent = Some(20.0))
+        .await;
+    let mut a = sandbox.admin();
+    let valid = admin::Connector {
+        id: id.clone(),
+        name: "Feed".into(),
+        ..Default::default()
+    };
+    let cases: Vec<(admin::Connector, &[&str])> = vec![
+        (
+            admin::Connector {
+                name: String::new(),
+                ..valid.clone()
+            },
+            &["connector.name"],
+        ),
+        (
+            admin::Connector {
+                name: "x".repeat(201),
+                ..valid.clone()
+            },
+            &["connector.name"],
+        ),
+        (
+            admin::Connector {
+                reject_removals_above_percent: Some(150.0),
+                rate_limit: Some(0),
+                ..valid.clone()
+            },
+            &[
+                "connector.reject_removals_above_percent",
+                "connector.rate_limit",
+            ],
+        ),
+        (
+            admin::Connector {
+                reject_removals_above_percent: Some(-1.0),
+                ..valid.clone()
+            },
+            &["connector.reject_removals_above_percent"],
+        ),
+        (
+            admin::Connector {
+                reject_removals_above_percent: Some(f64::NAN),
+                ..valid.clone()
+            },
+            &["connector.reject_removals_above_percent"],
+        ),
+        (
+            admin::Connector {
+                write_policy: 42,
+                ..valid.clone()
+            },
+            &["connector.write_policy"],
+        ),
+        (
+            admin::Connector {
+                entity_type: "city".into(),
+                ..valid.clone()
+            },
+            &["connector.entity_type"],
+        ),
+    ];
+    for (connector, expected) in cases {
+        let status = a
+            .update_connector(admin::UpdateConnectorRequest {
+                connector: Some(connector.clone()),
+            })
+            .await
+            .expect_err("invalid update");
+        assert_eq!(status.code(), Code::InvalidArgument, "{connector:?}");
+        let fields = violated_fields(&status);
+        for field in expected {
+            assert!(fields.iter().any(|f| f == field), "{field} in {fields:?}");
+        }
+    }
+    let status = a
+        .update_connector(admin::UpdateConnectorRequest { connector: None })
+        .await
+        .expect_err("no connector");
+    assert_eq!(violated_fields(&status), ["connector"]);
+    let status = a
+        .update_connector(admin::UpdateConnectorRequest {
+            connector: Some(admin::Connector {
+                id: "0".repeat(40),
+                ..valid
+            }),
+        })
+        .await
+        .expect_err("unknown connector");
+    assert_eq!(status.code(), Code::NotFound);
+    // Nothing of the refused updates stuck.
+    let kept = a
+        .get_connector(admin::GetConnectorRequest { id })
+        .await
+        .expect("get")
+        .into_inner()
+        .connector
+        .expect("connector");
+    assert_eq!(
+        (
+            kept.name.as_str(),
+            kept.reject_removals_above_percent,
+            kept.entity_type.as_str()
+        ),
+        ("test connector", Some(20.0), "country")
+    );
+}
+
+async fn a_second_type(sandbox: &Sandbox) {
+    sandbox
+        .admin()
+        .create_entity_type(entity_type("city", serde_json::json!({"type": "object"})))
+        .await
+        .expect("create city");
+}
+
+async fn entity_type_updates_with_invalid_values_are_refused_with_violations(sandbox: &Sandbox) {
+    sandbox.create_country_type().await;
+    let mut a = sandbox.admin();
+    let valid = admin::EntityType {
+        slug: "country".into(),
+        name: "Country".into(),
+        schema: Some(json_struct(serde_json::json!({"type": "object"}))),
+        ..Default::default()
+    };
+    let cases: Vec<(admin::EntityType, &str)> = vec![
+        (
+            admin::EntityType {
+                name: String::new(),
+                ..valid.clone()
+            },
+            "entity_type.name",
+        ),
+        (
+            admin::EntityType {
+                schema: Some(json_struct(serde_json::json!({"type": "no-such-type"}))),
+                ..valid.clone()
+            },
+            "entity_type.schema",
+        ),
+        (
+            admin::EntityType {
+                schema: Some(json_struct(serde_json::json!({"minimum": "ten"}))),
+                ..valid.clone()
+            },
+            "entity_type.schema",
+        ),
+        (
+            admin::EntityType {
+                slug: "Country".into(),
+                ..valid.clone()
+            },
+            "entity_type.slug",
+        ),
+    ];
+    for (update, expected) in cases {
+        let status = a
+            .update_entity_type(admin::UpdateEntityTypeRequest {
+                entity_type: Some(update.clone()),
+            })
+            .await
+            .expect_err("invalid update");
+        assert_eq!(status.code(), Code::InvalidArgument, "{update:?}");
+        let fields = violated_fields(&status);
+        assert!(
+            fields.iter().any(|f| f.starts_with(expected)),
+            "{expected} in {fields:?}"
+        );
+    }
+    let status = a
+        .update_entity_type(admin::UpdateEntityTypeRequest { entity_type: None })
+        .await
+        .expect_err("no entity type");
+    assert_eq!(violated_fields(&status), ["entity_type"]);
+    let status = a
+        .update_entity_type(admin::UpdateEntityTypeRequest {
+            entity_type: Some(admin::EntityType {
+                slug: "planet".into(),
+                ..valid
+            }),
+        })
+        .await
+        .expect_err("unknown type");
+    assert_eq!(status.code(), Code::NotFound);
+    // Nothing of the refused updates stuck.
+    let kept = a
+        .get_entity_type(admin::GetEntityTypeRequest {
+            slug: "country".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .entity_type
+        .expect("type");
+    assert_eq!((kept.name.as_str(), kept.schema_version), ("Country", 1));
+}
+
+async fn consumers_with_invalid_values_are_refused(sandbox: &Sandbox) {
+    sandbox.create_country_type().await;
+    let mut a = sandbox.admin();
+    let create = |name: &str, types: &[&str]| admin::CreateConsumerRequest {
+        consumer: Some(admin::Consumer {
+            name: name.into(),
+            entity_types: types.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        }),
+    };
+    let status = a
+        .create_consumer(create("", &["country", "Bad Slug"]))
+        .await
+        .expect_err("invalid");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        violated_fields(&status),
+        ["consumer.name", "consumer.entity_types[1]"]
+    );
+    let status = a
+        .create_consumer(create("reader", &["country", "planet"]))
+        .await
+        .expect_err("unknown type");
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(
+        status.get_details_resource_info().map(|r| r.resource_name),
+        Some("planet".to_owned())
+    );
+    let status = a
+        .create_consumer(admin::CreateConsumerRequest { consumer: None })
+        .await
+        .expect_err("no consumer");
+    assert_eq!(violated_fields(&status), ["consumer"]);
+    let consumers = a
+        .list_consumers(admin::ListConsumersRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .consumers;
+    assert!(consumers.is_empty(), "none was created");
+}
+
+/// SPEC.md §8: NOT_FOUND carries `ResourceInfo` naming the resource's type and id.
+async fn not_found_details_name_the_resource(sandbox: &Sandbox) {
+    let w = sandbox.country_world().await;
+    let mut a = sandbox.admin();
+    let unknown = "0".repeat(40);
+    let connector = a
+        .get_connector(admin::GetConnectorRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .map(|_| ());
+    let rotate = a
+        .rotate_connector_token(admin::RotateConnectorTokenRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .map(|_| ());
+    let delete = a
+        .delete_connector(admin::DeleteConnectorRequest {
+            id: unknown.clone(),
+            delete_records: true,
+        })
+        .await
+        .map(|_| ());
+    let consumer = a
+        .get_consumer(admin::GetConsumerRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .map(|_| ());
+    let import_result = a
+        .get_import_result(admin::GetImportResultRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .map(|_| ());
+    let source = a
+        .get_source(admin::GetSourceRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .map(|_| ());
+    let edit = a
+        .edit_record(admin::EditRecordRequest {
+            key: unknown.clone(),
+            name: Some("x".into()),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ());
+    let record = w
+        .reader
+        .clone()
+        .get_record(tributary_proto::catalog::v1::GetRecordRequest {
+            key: unknown.clone(),
+        })
+        .await
+        .map(|_| ());
+    for (rpc, result, kind) in [
+        ("GetConnector", connector, "connector"),
+        ("RotateConnectorToken", rotate, "connector"),
+        ("DeleteConnector", delete, "connector"),
+        ("GetConsumer", consumer, "consumer"),
+        ("GetImportResult", import_result, "import_result"),
+        ("GetSource", source, "source"),
+        ("EditRecord", edit, "record"),
+        ("GetRecord", record, "record"),
+    ] {
+        let status = result.expect_err(rpc);
+        assert_eq!(status.code(), Code::NotFound, "{rpc}: {status:?}");
+        let info = status
+            .get_details_resource_info()
+            .unwrap_or_else(|| panic!("{rpc}: ResourceInfo"));
+        assert_eq!(
+            (info.resource_type.as_str(), info.resource_name.as_str()),
+            (kind, unknown.as_str()),
+            "{rpc}"
+        );
+    }
+}
+
+async fn editing_a_malformed_key_is_invalid_argument(sandbox: &Sandbox) {
+    sandbox.country_world().await;
+    for key in ["", "nope", &"A".repeat(40), &"0".repeat(41)] {
+        let status = sandbox
+            .admin()
+            .edit_record(admin::EditRecordRequest {
+                key: key.into(),
+                name: Some("x".into()),
+                ..Default::default()
+            })
+            .await
+            .expect_err("malformed key");
+        assert_eq!(status.code(), Code::InvalidArgument, "{key:?}");
+        assert_eq!(violated_fields(&status), ["key"], "{key:?}");
+    }
+}
+
+async fn admin_list_page_sizes_below_zero_are_invalid_and_above_1000_capped(sandbox: &Sandbox) {
+    sandbox.country_world().await;
+    let a = sandbox.admin();
+    for page_size in [-1, 5000] {
+        let results: Vec<(&str, Result<usize, tonic::Status>)> = vec![
+            (
+                "ListEntityTypes",
+                a.clone()
+                    .list_entity_types(admin::ListEntityTypesRequest {
+                        page_size,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| r.into_inner().entity_types.len()),
+            ),
+            (
+                "ListConnectors",
+                a.clone()
+                    .list_connectors(admin::ListConnectorsRequest {
+                        page_size,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| r.into_inner().connectors.len()),
+            ),
+            (
+                "ListConsumers",
+                a.clone()
+                    .list_consumers(admin::ListConsumersRequest {
+                        page_size,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| r.into_inner().consumers.len()),
+            ),
+            (
+                "ListImportResults",
+                a.clone()
+                    .list_import_results(admin::ListImportResultsRequest {
+                        page_size,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| r.into_inner().import_results.len()),
+            ),
+            (
+                "ListSources",
+                a.clone()
+                    .list_sources(admin::ListSourcesRequest {
+                        page_size,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| r.into_inner().sources.len()),
+            ),
+        ];
+        for (rpc, result) in results {
+            if page_size < 0 {
+                let status = result.expect_err(rpc);
+                assert_eq!(status.code(), Code::InvalidArgument, "{rpc}");
+                assert_eq!(violated_fields(&status), ["page_size"], "{rpc}");
+            } else {
+                // Capped at 1,000 (the core's page_size() unit test shows the cap itself).
+                let n = result.unwrap_or_else(|s| panic!("{rpc}: {s}"));
+                assert!(n <= 1, "{rpc}: {n}");
+            }
+        }
+    }
+}
+
 on_both_backends!(
     entity_types_are_created_listed_updated_and_deleted,
     an_entity_type_with_records_is_deleted_only_with_force,
@@ -479,4 +899,10 @@ on_both_backends!(
     consumers_read_only_granted_entity_types,
     admin_calls_need_the_admin_token,
     every_service_reports_health_and_reflection_lists_them,
+    connector_updates_with_invalid_values_are_refused_with_violations,
+    entity_type_updates_with_invalid_values_are_refused_with_violations,
+    consumers_with_invalid_values_are_refused,
+    not_found_details_name_the_resource,
+    editing_a_malformed_key_is_invalid_argument,
+    admin_list_page_sizes_below_zero_are_invalid_and_above_1000_capped,
 );

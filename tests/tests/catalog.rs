@@ -1,6 +1,6 @@
 //! SPEC.md §3 over real gRPC: the filter language, `order_by` and keyset paging under
-//! concurrent writes, `Watch` (list-then-watch, resume, retention, shutdown), and consumer
-//! grants. PostgreSQL also runs the contributor and the consumer as two separate processes.
+//! concurrent writes, page sizes, `Watch` (list-then-watch, resume, retention, shutdown),
+//! `GetEntityType`, `LookupByExternalIds`, `GetRecord` keys, and consumer grants. PostgreSQL also runs the contributor and the consumer as two separate processes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -636,6 +636,230 @@ async fn a_public_catalog_needs_no_token(sandbox: &Sandbox) {
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
+async fn get_entity_type_answers_granted_types_with_their_schema(sandbox: &Sandbox) {
+    let mut w = sandbox.country_world().await;
+    thing_world(sandbox).await;
+    let country = w
+        .reader
+        .get_entity_type(catalog::GetEntityTypeRequest {
+            slug: "country".into(),
+        })
+        .await
+        .expect("granted")
+        .into_inner()
+        .entity_type
+        .expect("entity type");
+    assert_eq!(
+        (
+            country.slug.as_str(),
+            country.name.as_str(),
+            country.schema_version
+        ),
+        ("country", "Country", 1)
+    );
+    assert_eq!(
+        country.schema,
+        Some(json_struct(tributary_tests::country_schema())),
+        "with its JSON Schema"
+    );
+    for slug in ["thing", "planet"] {
+        let status = w
+            .reader
+            .get_entity_type(catalog::GetEntityTypeRequest { slug: slug.into() })
+            .await
+            .expect_err("not granted");
+        assert_eq!(status.code(), Code::PermissionDenied, "{slug}");
+    }
+}
+
+async fn list_records_page_size_defaults_to_100_and_is_capped_at_1000(sandbox: &Sandbox) {
+    let mut w = sandbox.country_world().await;
+    stream(
+        &mut w,
+        (0..1050).map(|i| country(&format!("P{i:04}"), i)).collect(),
+    )
+    .await;
+    for (asked, got) in [(0, 100), (7, 7), (1000, 1000), (1001, 1000), (5000, 1000)] {
+        let page = list(&mut w.reader, "country", "", "", asked, "")
+            .await
+            .unwrap_or_else(|s| panic!("page_size {asked}: {s}"));
+        assert_eq!(page.records.len(), got, "page_size {asked}");
+        assert!(
+            !page.next_page_token.is_empty(),
+            "page_size {asked}: more follow"
+        );
+    }
+    for asked in [-1, i32::MIN] {
+        let status = list(&mut w.reader, "country", "", "", asked, "")
+            .await
+            .expect_err("negative page size");
+        assert_eq!(status.code(), Code::InvalidArgument, "page_size {asked}");
+        assert_eq!(bad_request_fields(&status)[0].0, "page_size");
+    }
+    let status = w
+        .reader
+        .list_entity_types(catalog::ListEntityTypesRequest {
+            page_size: -1,
+            ..Default::default()
+        })
+        .await
+        .expect_err("negative page size");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(bad_request_fields(&status)[0].0, "page_size");
+    let types = w
+        .reader
+        .list_entity_types(catalog::ListEntityTypesRequest {
+            page_size: 5000,
+            ..Default::default()
+        })
+        .await
+        .expect("a page size above 1,000 is capped, not refused")
+        .into_inner();
+    assert_eq!(types.entity_types.len(), 1);
+}
+
+async fn lookup(
+    reader: &mut CatalogClient,
+    entity_type: &str,
+    ids: Vec<String>,
+) -> Result<Vec<catalog::Record>, tonic::Status> {
+    reader
+        .lookup_by_external_ids(catalog::LookupByExternalIdsRequest {
+            entity_type: entity_type.into(),
+            ids,
+            connector: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().records)
+}
+
+async fn lookup_by_external_ids_refuses_ungranted_types_and_too_many_ids(sandbox: &Sandbox) {
+    use tonic_types::StatusExt;
+    let mut w = sandbox.country_world().await;
+    thing_world(sandbox).await;
+    stream(&mut w, vec![country("GB", 1), country("FR", 2)]).await;
+    let found = lookup(&mut w.reader, "country", vec!["GB".into(), "XX".into()])
+        .await
+        .expect("lookup");
+    assert_eq!(
+        found.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["GB"]
+    );
+    for slug in ["thing", "planet"] {
+        let status = lookup(&mut w.reader, slug, vec!["GB".into()])
+            .await
+            .expect_err("not granted");
+        assert_eq!(status.code(), Code::PermissionDenied, "{slug}");
+    }
+    // An empty question has an empty answer.
+    assert!(lookup(&mut w.reader, "country", Vec::new())
+        .await
+        .expect("no ids")
+        .is_empty());
+    let at_most: Vec<String> = (0..1000).map(|i| format!("I{i}")).collect();
+    lookup(&mut w.reader, "country", at_most.clone())
+        .await
+        .expect("1,000 ids");
+    let mut too_many = at_most;
+    too_many.push("GB".into());
+    let status = lookup(&mut w.reader, "country", too_many)
+        .await
+        .expect_err("1,001 ids");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let quota = status.get_details_quota_failure().expect("QuotaFailure");
+    assert_eq!(quota.violations[0].subject, "ids");
+}
+
+async fn get_record_with_a_malformed_key_is_invalid_argument(sandbox: &Sandbox) {
+    use tonic_types::StatusExt;
+    let mut w = sandbox.country_world().await;
+    stream(&mut w, vec![country("GB", 1)]).await;
+    let key = tributary_core::ids::record_key("country", &w.connector, "GB");
+    for malformed in [
+        String::new(),
+        "nope".into(),
+        key[..39].to_owned(),
+        format!("{key}0"),
+        key.to_uppercase(),
+        format!("{}g", &key[..39]),
+    ] {
+        let status = w
+            .reader
+            .get_record(catalog::GetRecordRequest {
+                key: malformed.clone(),
+            })
+            .await
+            .expect_err("malformed key");
+        assert_eq!(status.code(), Code::InvalidArgument, "{malformed:?}");
+        assert_eq!(bad_request_fields(&status)[0].0, "key", "{malformed:?}");
+    }
+    // A well-formed key of no record is not found, and says which.
+    let unknown = tributary_core::ids::record_key("country", &w.connector, "XX");
+    let status = w
+        .reader
+        .get_record(catalog::GetRecordRequest {
+            key: unknown.clone(),
+        })
+        .await
+        .expect_err("unknown key");
+    assert_eq!(status.code(), Code::NotFound);
+    let info = status.get_details_resource_info().expect("ResourceInfo");
+    assert_eq!(
+        (info.resource_type.as_str(), info.resource_name.as_str()),
+        ("record", unknown.as_str())
+    );
+    w.reader
+        .get_record(catalog::GetRecordRequest { key })
+        .await
+        .expect("the record by its key");
+}
+
+async fn watch_on_an_ungranted_or_unknown_type_is_permission_denied(sandbox: &Sandbox) {
+    let mut w = sandbox.country_world().await;
+    thing_world(sandbox).await;
+    for slug in ["thing", "planet", ""] {
+        let status = watch(&mut w.reader, slug, 0)
+            .await
+            .expect_err("not granted");
+        assert_eq!(status.code(), Code::PermissionDenied, "{slug:?}");
+    }
+    watch(&mut w.reader, "country", 0).await.expect("granted");
+}
+
+/// With a public catalog every type is readable, so an unknown one is NOT_FOUND (not
+/// PERMISSION_DENIED), with `ResourceInfo` naming it.
+async fn unknown_entity_types_are_not_found_in_a_public_catalog(sandbox: &Sandbox) {
+    use tonic_types::StatusExt;
+    let _w = sandbox.country_world().await;
+    let mut anyone = sandbox.reader("");
+    let get = anyone
+        .get_entity_type(catalog::GetEntityTypeRequest {
+            slug: "planet".into(),
+        })
+        .await
+        .map(|_| ());
+    let listed = list(&mut anyone, "planet", "", "", 1, "").await.map(|_| ());
+    let looked_up = lookup(&mut anyone, "planet", vec!["GB".into()])
+        .await
+        .map(|_| ());
+    let watched = watch(&mut anyone, "planet", 0).await.map(|_| ());
+    for (rpc, result) in [
+        ("GetEntityType", get),
+        ("ListRecords", listed),
+        ("LookupByExternalIds", looked_up),
+        ("Watch", watched),
+    ] {
+        let status = result.expect_err(rpc);
+        assert_eq!(status.code(), Code::NotFound, "{rpc}: {status:?}");
+        let info = status.get_details_resource_info().expect("ResourceInfo");
+        assert_eq!(
+            (info.resource_type.as_str(), info.resource_name.as_str()),
+            ("entity_type", "planet"),
+            "{rpc}"
+        );
+    }
+}
+
 on_both_backends!(
     every_filter_operator_is_compiled_to_sql,
     order_by_pages_in_a_total_order,
@@ -651,6 +875,14 @@ on_both_backends!(
     watch_ends_unavailable_at_shutdown,
     consumer_grants_and_tokens,
     a_public_catalog_needs_no_token with |o: &mut tributary::server::ServerOptions| {
+        o.catalog_public = true;
+    },
+    get_entity_type_answers_granted_types_with_their_schema,
+    list_records_page_size_defaults_to_100_and_is_capped_at_1000,
+    lookup_by_external_ids_refuses_ungranted_types_and_too_many_ids,
+    get_record_with_a_malformed_key_is_invalid_argument,
+    watch_on_an_ungranted_or_unknown_type_is_permission_denied,
+    unknown_entity_types_are_not_found_in_a_public_catalog with |o: &mut tributary::server::ServerOptions| {
         o.catalog_public = true;
     },
 );

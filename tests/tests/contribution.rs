@@ -160,6 +160,113 @@ async fn an_oversized_batch_is_resource_exhausted(sandbox: &Sandbox) {
     );
 }
 
+async fn oversized_delete_and_diff_batches_are_resource_exhausted(sandbox: &Sandbox) {
+    let mut w = sandbox.country_world().await;
+    let s = w.open(SessionMode::Stream).await;
+    w.upsert(&s, vec![country("C0", 1)]).await.expect("upsert");
+    let ids: Vec<String> = (0..11).map(|i| format!("C{i}")).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let status = w.delete(&s, &id_refs).await.expect_err("too many ids");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let quota = status
+        .get_details_quota_failure()
+        .expect("QuotaFailure details");
+    assert_eq!(quota.violations[0].subject, "ids");
+    assert!(w.get("C0").await.is_some(), "nothing of the batch applied");
+
+    let status = w
+        .contributor
+        .diff(tributary_proto::contribution::v1::DiffRequest {
+            session_id: s.clone(),
+            digests: ids
+                .iter()
+                .map(|id| tributary_proto::contribution::v1::Digest {
+                    id: id.clone(),
+                    checksum: "x".into(),
+                })
+                .collect(),
+        })
+        .await
+        .expect_err("too many digests");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let quota = status
+        .get_details_quota_failure()
+        .expect("QuotaFailure details");
+    assert_eq!(quota.violations[0].subject, "digests");
+    // At the limit both are accepted.
+    w.delete(&s, &id_refs[..10])
+        .await
+        .expect("10 ids are allowed");
+}
+
+/// The known answers of `tests/vectors/checksums.json` (SPEC.md §1.1), computed with Python's
+/// `rfc8785` and `blake3`: the checksum the server stores for each vector's record.
+async fn computed_checksums_match_the_known_answers_of_the_vectors(sandbox: &Sandbox) {
+    let file: serde_json::Value = serde_json::from_str(include_str!("../vectors/checksums.json"))
+        .expect("checksums.json is JSON");
+    let vectors = file["vectors"].as_array().expect("vectors");
+    sandbox
+        .admin()
+        .create_entity_type(admin::CreateEntityTypeRequest {
+            entity_type: Some(admin::EntityType {
+                slug: "vector".into(),
+                name: "Checksum vectors".into(),
+                schema: Some(json_struct(serde_json::json!({"type": "object"}))),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("entity type");
+    let (connector, token) = sandbox.create_connector("vector", |_| {}).await;
+    let mut contributor = sandbox.contributor(&token);
+    let session = contributor
+        .open_session(tributary_proto::contribution::v1::OpenSessionRequest {
+            mode: SessionMode::Stream as i32,
+        })
+        .await
+        .expect("open")
+        .into_inner()
+        .session_id;
+    let records = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| tributary_proto::contribution::v1::Record {
+            id: format!("v{i}"),
+            name: v["record"]["name"].as_str().expect("name").into(),
+            entity: Some(json_struct(v["record"]["entity"].clone())),
+            instance: v["record"].get("instance").cloned().map(json_struct),
+            checksum: String::new(),
+        })
+        .collect();
+    contributor
+        .upsert(tributary_proto::contribution::v1::UpsertRequest {
+            session_id: session,
+            records,
+        })
+        .await
+        .expect("upsert the vectors");
+    let mut reader = sandbox.reader(&sandbox.create_consumer(&["vector"]).await);
+    for (i, v) in vectors.iter().enumerate() {
+        let stored = reader
+            .get_record_by_id(tributary_proto::catalog::v1::GetRecordByIdRequest {
+                entity_type: "vector".into(),
+                connector: connector.clone(),
+                id: format!("v{i}"),
+            })
+            .await
+            .expect("get")
+            .into_inner()
+            .record
+            .expect("record");
+        assert_eq!(
+            stored.checksum,
+            v["checksum"].as_str().expect("checksum"),
+            "checksum of vector {}",
+            v["case"]
+        );
+    }
+}
+
 async fn superseded_sessions_are_permission_denied(sandbox: &Sandbox) {
     let mut w = sandbox.country_world().await;
     let old = w.open(SessionMode::Accrue).await;
@@ -563,6 +670,8 @@ on_both_backends!(
     a_supplied_checksum_is_used_instead_of_the_computed_one,
     an_invalid_batch_applies_nothing_and_lists_every_violation,
     an_oversized_batch_is_resource_exhausted with |o: &mut tributary::server::ServerOptions| o.limits.max_batch_records = 10,
+    oversized_delete_and_diff_batches_are_resource_exhausted with |o: &mut tributary::server::ServerOptions| o.limits.max_batch_records = 10,
+    computed_checksums_match_the_known_answers_of_the_vectors,
     superseded_sessions_are_permission_denied,
     unknown_closed_and_foreign_sessions_are_permission_denied,
     a_wrong_or_missing_token_is_unauthenticated,

@@ -105,6 +105,7 @@ impl CatalogService {
 
     /// The visible record with `key`.
     pub async fn get_record(&self, reader: &Reader, key: &str) -> Result<StoredRecord> {
+        crate::ids::check_record_key("key", key)?;
         let record = self
             .store
             .get_record(key)
@@ -148,16 +149,21 @@ impl CatalogService {
                 ),
             });
         }
-        match connector {
+        let records = match connector {
             Some(connector) => {
                 let keys: Vec<String> = ids
                     .iter()
                     .map(|id| record_key(entity_type, connector, id))
                     .collect();
-                self.store.get_records(&keys).await
+                self.store.get_records(&keys).await?
             }
-            None => self.store.lookup_records(entity_type, ids, None).await,
+            None => self.store.lookup_records(entity_type, ids, None).await?,
+        };
+        // Records found prove the type exists; an empty answer is NOT_FOUND for an unknown one.
+        if records.is_empty() {
+            self.store.get_entity_type(entity_type).await?;
         }
+        Ok(records)
     }
 
     /// A page of visible records of `entity_type` matching `filter` (JSON text, SPEC.md §3) in

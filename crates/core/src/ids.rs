@@ -14,6 +14,23 @@ pub fn record_key(entity_type: &str, connector: &str, id: &str) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// Checks that `key` (request field `field`) is a record key: 40 lowercase hex characters. A
+/// malformed key names no record, so it is a bad argument rather than a record not found.
+pub fn check_record_key(field: &str, key: &str) -> crate::Result<()> {
+    let is_key = key.len() == 40
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if is_key {
+        Ok(())
+    } else {
+        Err(crate::Error::invalid(
+            field,
+            "must be a record key: 40 lowercase hex characters",
+        ))
+    }
+}
+
 /// A new connector id: 40 lowercase hex characters.
 pub fn new_connector_id() -> String {
     let bytes: [u8; 20] = rand::random();
@@ -48,6 +65,21 @@ mod tests {
             record_key("country", "abc", "GB"),
             record_key("country", "abd", "GB")
         );
+    }
+
+    #[test]
+    fn record_keys_are_40_lowercase_hex_characters() {
+        let key = record_key("country", "abc", "GB");
+        assert!(check_record_key("key", &key).is_ok());
+        for bad in [
+            String::new(),
+            key[..39].to_owned(),
+            format!("{key}0"),
+            key.to_uppercase(),
+            format!("{}g", &key[..39]),
+        ] {
+            assert!(check_record_key("key", &bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

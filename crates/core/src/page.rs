@@ -41,3 +41,22 @@ pub fn next_token(len: usize, limit: u32, last: Option<&str>) -> Option<String> 
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes_default_to_100_and_are_capped_at_1000() {
+        assert_eq!(page_size(0).ok(), Some(DEFAULT_PAGE_SIZE));
+        assert_eq!(page_size(1).ok(), Some(1));
+        assert_eq!(page_size(1000).ok(), Some(1000));
+        assert_eq!(page_size(1001).ok(), Some(MAX_PAGE_SIZE));
+        assert_eq!(page_size(i32::MAX).ok(), Some(MAX_PAGE_SIZE));
+        assert!(matches!(page_size(-1), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            page_size(i32::MIN),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}

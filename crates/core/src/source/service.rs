@@ -301,9 +301,7 @@ impl SourceService {
         entity: Option<Value>,
         instance: Option<Value>,
     ) -> Result<StoredRecord> {
-        if key.len() != 40 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::invalid("key", "must be a 40-character record key"));
-        }
+        crate::ids::check_record_key("key", key)?;
         let record = self
             .store
             .get_record(key)
