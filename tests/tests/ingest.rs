@@ -1,5 +1,6 @@
 //! SPEC.md §5, §6, §4.4: pull sources end to end — a real server on 127.0.0.1 running the pull
-//! engine, sources served by real HTTP and gRPC servers started by the test.
+//! engine, sources served by real HTTP and gRPC servers started by the test (which also check
+//! that the configured headers arrive), including unreadable sources and unknown source ids.
 
 #![allow(clippy::unwrap_used)]
 
@@ -54,6 +55,12 @@ struct Api {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     delay_ms: AtomicU64,
+    /// The `Authorization` header of every request, in order.
+    authorizations: Mutex<Vec<Option<String>>>,
+    /// The query string of every request, in order.
+    queries: Mutex<Vec<String>>,
+    /// Page → a gate the request waits at until the test opens it.
+    gates: Mutex<HashMap<u64, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Api {
@@ -62,6 +69,36 @@ impl Api {
     }
     fn hits(&self, page: u64) -> u32 {
         self.hits.lock().unwrap().get(&page).copied().unwrap_or(0)
+    }
+    /// Records what a request carried.
+    fn saw(&self, headers: &axum::http::HeaderMap, query: &str) {
+        let authorization = headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
+        self.authorizations.lock().unwrap().push(authorization);
+        self.queries.lock().unwrap().push(query.to_owned());
+    }
+    /// Requests for `page` wait until [`Api::open_gate`].
+    fn close_gate(&self, page: u64) {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        self.gates.lock().unwrap().insert(page, gate);
+    }
+    fn open_gate(&self, page: u64) {
+        if let Some(gate) = self.gates.lock().unwrap().remove(&page) {
+            gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+        }
+    }
+    fn queries(&self) -> Vec<String> {
+        self.queries.lock().unwrap().clone()
+    }
+    /// Asserts that every request so far carried the source's `Authorization` header.
+    fn assert_every_request_authorized(&self) {
+        let seen = self.authorizations.lock().unwrap().clone();
+        assert!(!seen.is_empty(), "no request reached the API");
+        assert!(
+            seen.iter().all(|a| a.as_deref() == Some("Bearer s3cret")),
+            "the configured Authorization header on every request: {seen:?}"
+        );
     }
 }
 
@@ -73,19 +110,30 @@ impl Drop for InFlight<'_> {
     }
 }
 
+fn query_pairs(q: &str) -> HashMap<String, String> {
+    url::form_urlencoded::parse(q.as_bytes())
+        .into_owned()
+        .collect()
+}
+
 async fn items_page(
     State(api): State<Arc<Api>>,
+    headers: axum::http::HeaderMap,
     RawQuery(q): RawQuery,
 ) -> axum::response::Response {
-    let q: HashMap<String, String> = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect();
+    let q = q.unwrap_or_default();
+    api.saw(&headers, &q);
+    let q = query_pairs(&q);
     let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
     let now = api.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     api.max_in_flight.fetch_max(now, Ordering::SeqCst);
     // Counted down on drop: a request whose client died is dropped mid-handler.
     let _in_flight = InFlight(&api.in_flight);
     *api.hits.lock().unwrap().entry(page).or_default() += 1;
+    let gate = api.gates.lock().unwrap().get(&page).cloned();
+    if let Some(gate) = gate {
+        let _ = gate.acquire().await;
+    }
     let delay = api.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -114,9 +162,57 @@ async fn items_page(
         .into_response()
 }
 
+fn json_response(body: Value) -> axum::response::Response {
+    ([("content-type", "application/json")], body.to_string()).into_response()
+}
+
+/// `GET /offset?offset=N&limit=L` → `{"data": items[N..N+L]}`.
+async fn offset_page(
+    State(api): State<Arc<Api>>,
+    headers: axum::http::HeaderMap,
+    RawQuery(q): RawQuery,
+) -> axum::response::Response {
+    let q = q.unwrap_or_default();
+    api.saw(&headers, &q);
+    let q = query_pairs(&q);
+    let number = |key: &str| q.get(key).and_then(|v| v.parse::<usize>().ok());
+    let (offset, limit) = (
+        number("offset").unwrap_or(0),
+        number("limit").unwrap_or(100),
+    );
+    let items = api.items.lock().unwrap();
+    let data: Vec<Value> = items.iter().skip(offset).take(limit).cloned().collect();
+    json_response(json!({"data": data}))
+}
+
+/// `GET /cursor[?cursor=cN]` → `{"data": items[N..N+10], "next": "cN+10"}`; `next` is null on
+/// the last page.
+async fn cursor_page(
+    State(api): State<Arc<Api>>,
+    headers: axum::http::HeaderMap,
+    RawQuery(q): RawQuery,
+) -> axum::response::Response {
+    let q = q.unwrap_or_default();
+    api.saw(&headers, &q);
+    let q = query_pairs(&q);
+    let from = match q.get("cursor") {
+        None => 0,
+        Some(c) => match c.strip_prefix('c').and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => n,
+            None => return (StatusCode::BAD_REQUEST, "bad cursor").into_response(),
+        },
+    };
+    let items = api.items.lock().unwrap();
+    let data: Vec<Value> = items.iter().skip(from).take(PER_PAGE).cloned().collect();
+    let next = (from + PER_PAGE < items.len()).then(|| format!("c{}", from + PER_PAGE));
+    json_response(json!({"data": data, "next": next}))
+}
+
 fn api_app(api: Arc<Api>) -> axum::Router {
     axum::Router::new()
         .route("/items", get(items_page))
+        .route("/offset", get(offset_page))
+        .route("/cursor", get(cursor_page))
         .with_state(api)
 }
 
@@ -271,6 +367,7 @@ async fn fifty_pages_import_fully_and_the_next_cycle_sweeps_exactly_the_missing(
     for page in 1..=51 {
         assert_eq!(api.hits(page), 1, "page {page} fetched once");
     }
+    api.assert_every_request_authorized();
 
     // 30 items disappear at the source: the next cycle sweeps exactly those.
     let gone: BTreeSet<usize> = (0..500).step_by(17).take(30).collect();
@@ -559,6 +656,18 @@ async fn an_ndjson_file_is_imported_a_page_at_a_time(sandbox: &Sandbox) {
 struct NdjsonObject {
     body: Vec<u8>,
     ranges: Mutex<Vec<u64>>,
+    /// The `Authorization` header of every request, in order.
+    authorizations: Mutex<Vec<Option<String>>>,
+}
+
+impl NdjsonObject {
+    fn saw(&self, headers: &axum::http::HeaderMap) {
+        let authorization = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.authorizations.lock().unwrap().push(authorization);
+    }
 }
 
 fn ndjson_object_app(object: Arc<NdjsonObject>) -> axum::Router {
@@ -566,6 +675,7 @@ fn ndjson_object_app(object: Arc<NdjsonObject>) -> axum::Router {
         State(o): State<Arc<NdjsonObject>>,
         headers: axum::http::HeaderMap,
     ) -> axum::response::Response {
+        o.saw(&headers);
         let from: u64 = headers
             .get("range")
             .and_then(|v| v.to_str().ok())
@@ -581,7 +691,8 @@ fn ndjson_object_app(object: Arc<NdjsonObject>) -> axum::Router {
             _ => StatusCode::RANGE_NOT_SATISFIABLE.into_response(),
         }
     }
-    async fn whole(State(o): State<Arc<NdjsonObject>>) -> Vec<u8> {
+    async fn whole(State(o): State<Arc<NdjsonObject>>, headers: axum::http::HeaderMap) -> Vec<u8> {
+        o.saw(&headers);
         o.body.clone()
     }
     axum::Router::new()
@@ -638,6 +749,12 @@ async fn an_ndjson_object_is_read_over_https_with_ranges(sandbox: &Sandbox) {
     let id = create_source(sandbox, ndjson_source(&other, "whole")).await;
     let result = next_result(sandbox, &id, "").await;
     assert_eq!((result.created, result.failed, result.pages), (25, 1, 3));
+    let seen = object.authorizations.lock().unwrap().clone();
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert!(
+        seen.iter().all(|a| a.as_deref() == Some("Bearer s3cret")),
+        "the configured Authorization header on every request: {seen:?}"
+    );
 }
 
 mod provider {
@@ -673,12 +790,29 @@ mod provider {
         }
     }
 
+    /// A provider that answers every call with an error.
+    pub struct Down;
+
+    #[tonic::async_trait]
+    impl SourceProvider for Down {
+        async fn next(
+            &self,
+            _: tonic::Request<NextRequest>,
+        ) -> Result<tonic::Response<NextResponse>, tonic::Status> {
+            Err(tonic::Status::unavailable("the upstream catalogue is down"))
+        }
+    }
+
     pub async fn serve() -> SocketAddr {
+        serve_provider(Countries).await
+    }
+
+    pub async fn serve_provider(provider: impl SourceProvider) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(SourceProviderServer::new(Countries))
+                .add_service(SourceProviderServer::new(provider))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         addr
@@ -815,13 +949,371 @@ async fn bad_source_definitions_name_the_field(sandbox: &Sandbox) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Pagination kinds, guards, deltas and report caps
+
+async fn offset_pagination_imports_every_page(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..25));
+    let addr = serve_api(api.clone()).await;
+    let def = source(
+        &world.connector,
+        admin::SourceKind::HttpJson,
+        json!({"url": format!("http://{addr}/offset"), "items": "/data",
+               "headers": {"Authorization": "Bearer s3cret"},
+               "pagination": {"type": "offset", "limit": PER_PAGE}}),
+        country_mapping(),
+    );
+    let id = create_source(sandbox, def).await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(result.status, SUCCEEDED, "{result:?}");
+    assert_eq!(
+        (result.created, result.pages),
+        (25, 3),
+        "the short page ends it"
+    );
+    assert_eq!(
+        api.queries(),
+        [
+            "offset=0&limit=10",
+            "offset=10&limit=10",
+            "offset=20&limit=10"
+        ]
+    );
+    api.assert_every_request_authorized();
+    assert_eq!(visible_ids(&mut world).await, ids(0..25));
+}
+
+async fn next_cursor_pagination_imports_every_page(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..25));
+    let addr = serve_api(api.clone()).await;
+    let def = source(
+        &world.connector,
+        admin::SourceKind::HttpJson,
+        json!({"url": format!("http://{addr}/cursor"), "items": "/data",
+               "headers": {"Authorization": "Bearer s3cret"},
+               "pagination": {"type": "cursor", "field": "/next"}}),
+        country_mapping(),
+    );
+    let id = create_source(sandbox, def).await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(result.status, SUCCEEDED, "{result:?}");
+    assert_eq!(
+        (result.created, result.pages),
+        (25, 3),
+        "a null next cursor ends it"
+    );
+    assert_eq!(api.queries(), ["", "cursor=c10", "cursor=c20"]);
+    api.assert_every_request_authorized();
+    assert_eq!(visible_ids(&mut world).await, ids(0..25));
+}
+
+async fn reject_empty_defaults_to_true_and_false_lets_an_empty_cycle_sweep(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..10));
+    let addr = serve_api(api.clone()).await;
+    let def = http_source(&world.connector, addr);
+    assert_eq!(def.reject_empty, None, "created without reject_empty");
+    let id = create_source(sandbox, def.clone()).await;
+    let shown = sandbox
+        .admin()
+        .get_source(admin::GetSourceRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .source
+        .unwrap();
+    assert_eq!(shown.reject_empty, Some(true), "the default");
+    let first = next_result(sandbox, &id, "").await;
+    assert_eq!(first.created, 10);
+
+    api.set_items(Vec::new());
+    trigger(sandbox, &id).await;
+    let refused = next_result(sandbox, &id, &first.id).await;
+    assert_eq!(
+        (refused.status, refused.sweep_refused, refused.swept),
+        (PARTIAL, 10, 0)
+    );
+    assert_eq!(visible_ids(&mut world).await, ids(0..10));
+
+    sandbox
+        .admin()
+        .update_source(admin::UpdateSourceRequest {
+            source: Some(admin::Source {
+                id: id.clone(),
+                reject_empty: Some(false),
+                ..def
+            }),
+        })
+        .await
+        .expect("update");
+    trigger(sandbox, &id).await;
+    let swept = next_result(sandbox, &id, &refused.id).await;
+    assert_eq!((swept.status, swept.swept), (SUCCEEDED, 10));
+    assert!(visible_ids(&mut world).await.is_empty());
+}
+
+async fn push_delta_records_count_as_marked_in_the_running_cycle(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..20));
+    api.close_gate(2);
+    let addr = serve_api(api.clone()).await;
+    let id = create_source(sandbox, http_source(&world.connector, addr)).await;
+    // The cycle is under way: page 1 applied, page 2 asked for and held at the API.
+    wait_until(WAIT, || async {
+        (api.hits(2) > 0 && status(sandbox, &id).await.pages >= 1).then_some(())
+    })
+    .await
+    .expect("the cycle reached page 2");
+    let pushed = sandbox
+        .admin()
+        .push_delta(admin::PushDeltaRequest {
+            source_id: id.clone(),
+            added: vec![admin::DeltaRecord {
+                id: "D1".into(),
+                name: "Delta".into(),
+                entity: Some(json_struct(json!({"code": "DD", "population": 1}))),
+                ..Default::default()
+            }],
+            removed: Vec::new(),
+        })
+        .await
+        .expect("push delta")
+        .into_inner();
+    assert_eq!(pushed.created, 1);
+    assert_eq!(
+        status(sandbox, &id).await.marks,
+        11,
+        "page 1's ten records and the delta's one"
+    );
+    api.open_gate(2);
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!((result.status, result.swept), (SUCCEEDED, 0), "{result:?}");
+    let mut expected = ids(0..20);
+    expected.insert("D1".into());
+    assert_eq!(visible_ids(&mut world).await, expected, "the sweep kept D1");
+
+    // Marks belong to a cycle: the next one, which does not list D1, sweeps it.
+    trigger(sandbox, &id).await;
+    let next = next_result(sandbox, &id, &result.id).await;
+    assert_eq!((next.status, next.swept), (SUCCEEDED, 1), "{next:?}");
+    assert_eq!(visible_ids(&mut world).await, ids(0..20));
+}
+
+fn fast_listing_five_items(o: &mut ServerOptions) {
+    o.ingest = Some(EngineOptions {
+        max_items: 5,
+        ..fast_engine()
+    });
+}
+
+async fn reports_list_at_most_max_items_and_count_the_rest(sandbox: &Sandbox) {
+    let world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    let mut items = countries(0..30);
+    for item in items.iter_mut().skip(3).step_by(2).take(12) {
+        item["population"] = json!("many");
+    }
+    api.set_items(items);
+    let addr = serve_api(api).await;
+    let id = create_source(sandbox, http_source(&world.connector, addr)).await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(
+        (result.status, result.created, result.failed),
+        (PARTIAL, 18, 12)
+    );
+    assert_eq!(
+        (result.failed_items.len(), result.items_not_listed),
+        (5, 7),
+        "reports.max_items = 5 listed, the rest counted"
+    );
+    assert_eq!(
+        result
+            .failed_items
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect::<Vec<_>>(),
+        ["C0003", "C0005", "C0007", "C0009", "C0011"],
+        "the first ones, in order"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unreadable sources: each page fails, is retried per the backoff, and the cycle fails saying why
+
+/// The failed import result of `def`'s first cycle, after its four attempts.
+async fn failed_cycle(sandbox: &Sandbox, def: admin::Source) -> admin::ImportResult {
+    let id = create_source(sandbox, def).await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(result.status, FAILED, "{result:?}");
+    assert_eq!(result.created, 0);
+    assert!(
+        result
+            .errors
+            .last()
+            .is_some_and(|e| e.contains("gave up after 4 attempts")),
+        "{:?}",
+        result.errors
+    );
+    result
+}
+
+fn assert_errors_say(result: &admin::ImportResult, what: &[&str]) {
+    assert!(
+        result
+            .errors
+            .iter()
+            .any(|e| what.iter().all(|w| e.contains(w))),
+        "an error saying {what:?}: {:?}",
+        result.errors
+    );
+}
+
+async fn a_malformed_feed_fails_its_cycle_saying_why(sandbox: &Sandbox) {
+    let (connector, _) = article_type(sandbox).await;
+    let app = axum::Router::new().route(
+        "/broken",
+        get(|| async { "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><item><title>Cut" }),
+    );
+    let addr = serve(app).await;
+    let url = format!("http://{addr}/broken");
+    let result = failed_cycle(
+        sandbox,
+        source(
+            &connector,
+            admin::SourceKind::Feed,
+            json!({"url": url}),
+            json!({"id": "/id", "name": "/title", "entity": {"title": "/title"}}),
+        ),
+    )
+    .await;
+    assert_errors_say(&result, &[&url, "not an RSS or Atom feed"]);
+}
+
+async fn a_missing_ndjson_file_fails_its_cycle_naming_the_file(sandbox: &Sandbox) {
+    let world = sandbox.country_world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.ndjson").display().to_string();
+    let result = failed_cycle(
+        sandbox,
+        source(
+            &world.connector,
+            admin::SourceKind::Ndjson,
+            json!({"path": path}),
+            country_mapping(),
+        ),
+    )
+    .await;
+    assert_errors_say(&result, &["opening", &path]);
+}
+
+async fn a_provider_error_fails_its_cycle_with_the_providers_message(sandbox: &Sandbox) {
+    let world = sandbox.country_world().await;
+    let addr = provider::serve_provider(provider::Down).await;
+    let result = failed_cycle(
+        sandbox,
+        source(
+            &world.connector,
+            admin::SourceKind::Grpc,
+            json!({"endpoint": format!("http://{addr}")}),
+            country_mapping(),
+        ),
+    )
+    .await;
+    assert_errors_say(&result, &["the upstream catalogue is down"]);
+}
+
+async fn a_non_json_body_fails_its_cycle_saying_so(sandbox: &Sandbox) {
+    let world = sandbox.country_world().await;
+    let app = axum::Router::new().route("/html", get(|| async { "<html>Maintenance</html>" }));
+    let addr = serve(app).await;
+    let url = format!("http://{addr}/html");
+    let result = failed_cycle(sandbox, json_api_source(&world.connector, &url)).await;
+    assert_errors_say(&result, &["is not JSON"]);
+}
+
+async fn unknown_sources_are_not_found_in_every_source_call(sandbox: &Sandbox) {
+    use tonic_types::StatusExt;
+    let world = sandbox.country_world().await;
+    let unknown = "0".repeat(32);
+    let a = sandbox.admin();
+    let mut def = http_source(&world.connector, "127.0.0.1:9".parse().unwrap());
+    def.id = unknown.clone();
+    let update = a
+        .clone()
+        .update_source(admin::UpdateSourceRequest { source: Some(def) })
+        .await
+        .map(|_| ());
+    let delete = a
+        .clone()
+        .delete_source(admin::DeleteSourceRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .map(|_| ());
+    let trigger = a
+        .clone()
+        .trigger_source(admin::TriggerSourceRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .map(|_| ());
+    let cancel = a
+        .clone()
+        .cancel_source(admin::CancelSourceRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .map(|_| ());
+    let status = a
+        .clone()
+        .get_source_status(admin::GetSourceStatusRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .map(|_| ());
+    let delta = a
+        .clone()
+        .push_delta(admin::PushDeltaRequest {
+            source_id: unknown.clone(),
+            added: Vec::new(),
+            removed: vec!["C0001".into()],
+        })
+        .await
+        .map(|_| ());
+    for (rpc, result) in [
+        ("UpdateSource", update),
+        ("DeleteSource", delete),
+        ("TriggerSource", trigger),
+        ("CancelSource", cancel),
+        ("GetSourceStatus", status),
+        ("PushDelta", delta),
+    ] {
+        let status = result.expect_err(rpc);
+        assert_eq!(status.code(), tonic::Code::NotFound, "{rpc}: {status:?}");
+        let info = status
+            .get_details_resource_info()
+            .unwrap_or_else(|| panic!("{rpc}: ResourceInfo"));
+        assert_eq!(
+            (info.resource_type.as_str(), info.resource_name.as_str()),
+            ("source", unknown.as_str()),
+            "{rpc}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Several engines on one PostgreSQL database
 
-/// Two engines (each with its own connection pool, as two processes would have) share one
-/// database: a source is worked by one of them at a time; when the holder dies mid-cycle the
-/// other takes over after the lease expires, from the saved cursor, and the end state is exactly
-/// the source's items, each imported once.
 tributary_tests::postgres_test! {
+    /// Two engines (each with its own connection pool, as two processes would have) share one
+    /// database: a source is worked by one of them at a time; when the holder dies mid-cycle the
+    /// other takes over after the lease expires, from the saved cursor, and the end state is
+    /// exactly the source's items, each imported once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_two_engines_work_a_source_one_at_a_time_and_take_over_a_dead_holder() {
         two_engines_work_a_source_one_at_a_time_and_take_over_a_dead_holder().await;
@@ -939,4 +1431,14 @@ on_both_backends!(
     a_grpc_provider_is_called_with_the_cursor with super::fast,
     write_policies_apply_to_pulled_records with super::fast,
     bad_source_definitions_name_the_field with super::fast,
+    offset_pagination_imports_every_page with super::fast,
+    next_cursor_pagination_imports_every_page with super::fast,
+    reject_empty_defaults_to_true_and_false_lets_an_empty_cycle_sweep with super::fast,
+    push_delta_records_count_as_marked_in_the_running_cycle with super::fast,
+    reports_list_at_most_max_items_and_count_the_rest with super::fast_listing_five_items,
+    a_malformed_feed_fails_its_cycle_saying_why with super::fast,
+    a_missing_ndjson_file_fails_its_cycle_naming_the_file with super::fast,
+    a_provider_error_fails_its_cycle_with_the_providers_message with super::fast,
+    a_non_json_body_fails_its_cycle_saying_so with super::fast,
+    unknown_sources_are_not_found_in_every_source_call with super::fast,
 );
