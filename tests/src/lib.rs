@@ -19,7 +19,7 @@ use tributary_proto::contribution::v1 as contribution;
 use tributary_store::testing::TestDb;
 
 pub use prost_types::{value::Kind, Struct, Value};
-pub use tributary_test_backends::postgres_test;
+pub use tributary_test_harness::{postgres_test, within_test_deadline, TEST_DEADLINE};
 
 pub mod tls;
 
@@ -492,8 +492,8 @@ pub fn bad_request_fields(status: &tonic::Status) -> Vec<(String, String)> {
 }
 
 /// Generates one `#[tokio::test]` per backend for each `async fn name(sandbox: &Sandbox)`.
-/// `configure` (optional) adjusts the server options. The PostgreSQL ones are
-/// [`postgres_test!`]s.
+/// `configure` (optional) adjusts the server options. Each body runs within [`TEST_DEADLINE`];
+/// the PostgreSQL tests are [`postgres_test!`]s.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident $(with $configure:expr)?),* $(,)?) => {
@@ -502,7 +502,7 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let sandbox = $crate::Sandbox::sqlite(|_o| { $( ($configure)(_o); )? }).await;
-                    super::$name(&sandbox).await;
+                    $crate::within_test_deadline(super::$name(&sandbox)).await;
                     sandbox.stop().await;
                 }
             )*
@@ -513,7 +513,7 @@ macro_rules! on_both_backends {
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $name() {
                         let sandbox = $crate::Sandbox::postgres(|_o| { $( ($configure)(_o); )? }).await;
-                        super::$name(&sandbox).await;
+                        $crate::within_test_deadline(super::$name(&sandbox)).await;
                         sandbox.stop().await;
                     }
                 }

@@ -131,7 +131,10 @@ impl Raw {
 
     /// The next response; `Err` when the stream ended with a status.
     async fn next(&mut self) -> Result<Reply, Status> {
-        match self.rx.message().await? {
+        let next = tokio::time::timeout(Duration::from_secs(60), self.rx.message())
+            .await
+            .expect("the server answers within 60 s");
+        match next? {
             Some(ContributeResponse {
                 message: Some(reply),
             }) => Ok(reply),

@@ -5,7 +5,7 @@
 //! `TRIBUTARY_TEST_DATABASE_URL`, so tests run in parallel without seeing each other's data. It
 //! panics when the variable is unset or the server unreachable: a PostgreSQL test never passes
 //! without PostgreSQL. Outside CI and without the variable, the PostgreSQL tests are built
-//! `#[ignore]`d instead (`tributary-test-backends`), so `cargo test` reports them as ignored.
+//! `#[ignore]`d instead (`tributary-test-harness`), so `cargo test` reports them as ignored.
 
 pub use crate::test_hooks::{pause_session_commit, CommitPause};
 use sqlx::{Connection, PgConnection, SqliteConnection};

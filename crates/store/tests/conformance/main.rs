@@ -6,7 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-/// Generates a `#[tokio::test]` per backend for each test body `async fn name(db: &TestDb)`.
+/// Generates a `#[tokio::test]` per backend for each test body `async fn name(db: &TestDb)`,
+/// each within `tributary_test_harness::TEST_DEADLINE`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -14,18 +15,18 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let db = tributary_store::testing::TestDb::sqlite().await;
-                    super::$name(&db).await;
+                    tributary_test_harness::within_test_deadline(super::$name(&db)).await;
                     db.cleanup().await;
                 }
             )*
         }
         mod postgres {
             $(
-                tributary_test_backends::postgres_test! {
+                tributary_test_harness::postgres_test! {
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $name() {
                         let db = tributary_store::testing::TestDb::postgres().await;
-                        super::$name(&db).await;
+                        tributary_test_harness::within_test_deadline(super::$name(&db)).await;
                         db.cleanup().await;
                     }
                 }

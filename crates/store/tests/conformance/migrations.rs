@@ -22,7 +22,7 @@ async fn sqlite_in_memory_database_works() {
     assert_eq!(store.list_entity_types(None, 10).await.unwrap().len(), 1);
 }
 
-tributary_test_backends::postgres_test! {
+tributary_test_harness::postgres_test! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_concurrent_migrations_on_a_fresh_database() {
         concurrent_migrations_on_a_fresh_postgres_database().await;
