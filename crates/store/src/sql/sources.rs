@@ -8,7 +8,9 @@ use super::changes::{log_keys, Sequencer};
 use super::records::{
     existing_records, insert_import_result, record_columns, write_records, Writer,
 };
-use super::{bind_rows, in_list_arg, lock_stream_sessions, record_row, rowset, Backend, Row, Tx};
+use super::{
+    bind_rows, in_list_arg, lock_stream_sessions, record_row, rowset, Backend, Query, Row, Tx,
+};
 use crate::batch::TextRows;
 use crate::changes::Op;
 use crate::error::{run, unique_to_exists, StoreError, StoreResult};
@@ -50,21 +52,8 @@ impl SourceStore for Backend {
             if exists.is_none() {
                 return Err(Error::not_found(ResourceKind::Connector, &src.connector).into());
             }
-            sqlx::query(&INSERT)
-                .bind(&src.id)
-                .bind(&src.connector)
-                .bind(&src.name)
-                .bind(src.kind.as_str())
-                .bind(src.config.to_string())
-                .bind(src.mapping.to_string())
-                .bind(src.schedule.to_text())
-                .bind(to_millis(src.pacing.burst_length))
-                .bind(to_millis(src.pacing.burst_interval))
-                .bind(to_millis(src.pacing.rest_length))
-                .bind(backoff_text(&src.pacing))
-                .bind(src.reject_removals_above_percent)
-                .bind(i64::from(src.reject_empty))
-                .bind(i64::from(src.enabled))
+            let insert = sqlx::query(&INSERT).bind(&src.id).bind(&src.connector);
+            bind_definition(insert, src)
                 .bind(src.created_at)
                 .bind(src.updated_at)
                 .execute(&mut *tx)
@@ -125,20 +114,8 @@ impl SourceStore for Backend {
             )
         });
         run(async {
-            let row: Option<Row> = sqlx::query(&UPDATE)
-                .bind(&src.id)
-                .bind(&src.name)
-                .bind(src.kind.as_str())
-                .bind(src.config.to_string())
-                .bind(src.mapping.to_string())
-                .bind(src.schedule.to_text())
-                .bind(to_millis(src.pacing.burst_length))
-                .bind(to_millis(src.pacing.burst_interval))
-                .bind(to_millis(src.pacing.rest_length))
-                .bind(backoff_text(&src.pacing))
-                .bind(src.reject_removals_above_percent)
-                .bind(i64::from(src.reject_empty))
-                .bind(i64::from(src.enabled))
+            let update = sqlx::query(&UPDATE).bind(&src.id);
+            let row: Option<Row> = bind_definition(update, src)
                 .bind(src.updated_at)
                 .fetch_optional(self.writer())
                 .await?;
@@ -574,6 +551,23 @@ impl SourceStore for Backend {
         })
         .await
     }
+}
+
+/// Binds a source's definition, from `name` to `enabled`, in the order of `SOURCE_COLUMNS`.
+fn bind_definition<'q>(query: Query<'q>, src: &'q Source) -> Query<'q> {
+    query
+        .bind(&src.name)
+        .bind(src.kind.as_str())
+        .bind(src.config.to_string())
+        .bind(src.mapping.to_string())
+        .bind(src.schedule.to_text())
+        .bind(to_millis(src.pacing.burst_length))
+        .bind(to_millis(src.pacing.burst_interval))
+        .bind(to_millis(src.pacing.rest_length))
+        .bind(backoff_text(&src.pacing))
+        .bind(src.reject_removals_above_percent)
+        .bind(i64::from(src.reject_empty))
+        .bind(i64::from(src.enabled))
 }
 
 async fn source_status(s: &Backend, id: &str) -> StoreResult<SourceStatus> {
