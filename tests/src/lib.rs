@@ -477,6 +477,28 @@ pub fn entity_number(record: &catalog::Record, field: &str) -> f64 {
     }
 }
 
+/// Asserts that `rpc` answered NOT_FOUND with `ResourceInfo` naming a `kind` called `name`
+/// (SPEC.md §8).
+#[track_caller]
+pub fn assert_not_found<T: std::fmt::Debug>(
+    rpc: &str,
+    result: Result<T, tonic::Status>,
+    kind: &str,
+    name: &str,
+) {
+    use tonic_types::StatusExt;
+    let status = result.expect_err(rpc);
+    assert_eq!(status.code(), tonic::Code::NotFound, "{rpc}: {status:?}");
+    let info = status
+        .get_details_resource_info()
+        .unwrap_or_else(|| panic!("{rpc}: NOT_FOUND without ResourceInfo"));
+    assert_eq!(
+        (info.resource_type.as_str(), info.resource_name.as_str()),
+        (kind, name),
+        "{rpc}"
+    );
+}
+
 /// The BadRequest field violations of a status, as (field, description).
 pub fn bad_request_fields(status: &tonic::Status) -> Vec<(String, String)> {
     use tonic_types::StatusExt;

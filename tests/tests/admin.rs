@@ -5,7 +5,9 @@ use tonic::Code;
 use tonic_types::StatusExt;
 use tributary_proto::admin::v1 as admin;
 use tributary_proto::contribution::v1::SessionMode;
-use tributary_tests::{bad_request_fields, country, json_struct, on_both_backends, Sandbox};
+use tributary_tests::{
+    assert_not_found, bad_request_fields, country, json_struct, on_both_backends, Sandbox,
+};
 
 fn entity_type(slug: &str, schema: serde_json::Value) -> admin::CreateEntityTypeRequest {
     admin::CreateEntityTypeRequest {
@@ -790,16 +792,7 @@ async fn not_found_details_name_the_resource(sandbox: &Sandbox) {
         ("EditRecord", edit, "record"),
         ("GetRecord", record, "record"),
     ] {
-        let status = result.expect_err(rpc);
-        assert_eq!(status.code(), Code::NotFound, "{rpc}: {status:?}");
-        let info = status
-            .get_details_resource_info()
-            .unwrap_or_else(|| panic!("{rpc}: ResourceInfo"));
-        assert_eq!(
-            (info.resource_type.as_str(), info.resource_name.as_str()),
-            (kind, unknown.as_str()),
-            "{rpc}"
-        );
+        assert_not_found(rpc, result, kind, &unknown);
     }
 }
 

@@ -13,8 +13,8 @@ use tributary_proto::catalog::v1::watch_response::Event;
 use tributary_proto::contribution::v1 as contribution;
 use tributary_proto::contribution::v1::SessionMode;
 use tributary_tests::{
-    bad_request_fields, country, json_struct, on_both_backends, wait_until, CatalogClient, Sandbox,
-    World,
+    assert_not_found, bad_request_fields, country, json_struct, on_both_backends, wait_until,
+    CatalogClient, Sandbox, World,
 };
 
 /// How long a test waits for an event it expects.
@@ -771,7 +771,6 @@ async fn lookup_by_external_ids_refuses_ungranted_types_and_too_many_ids(sandbox
 }
 
 async fn get_record_with_a_malformed_key_is_invalid_argument(sandbox: &Sandbox) {
-    use tonic_types::StatusExt;
     let mut w = sandbox.country_world().await;
     stream(&mut w, vec![country("GB", 1)]).await;
     let key = tributary_core::ids::record_key("country", &w.connector, "GB");
@@ -795,19 +794,13 @@ async fn get_record_with_a_malformed_key_is_invalid_argument(sandbox: &Sandbox) 
     }
     // A well-formed key of no record is not found, and says which.
     let unknown = tributary_core::ids::record_key("country", &w.connector, "XX");
-    let status = w
+    let result = w
         .reader
         .get_record(catalog::GetRecordRequest {
             key: unknown.clone(),
         })
-        .await
-        .expect_err("unknown key");
-    assert_eq!(status.code(), Code::NotFound);
-    let info = status.get_details_resource_info().expect("ResourceInfo");
-    assert_eq!(
-        (info.resource_type.as_str(), info.resource_name.as_str()),
-        ("record", unknown.as_str())
-    );
+        .await;
+    assert_not_found("GetRecord", result, "record", &unknown);
     w.reader
         .get_record(catalog::GetRecordRequest { key })
         .await
@@ -829,7 +822,6 @@ async fn watch_on_an_ungranted_or_unknown_type_is_permission_denied(sandbox: &Sa
 /// With a public catalog every type is readable, so an unknown one is NOT_FOUND (not
 /// PERMISSION_DENIED), with `ResourceInfo` naming it.
 async fn unknown_entity_types_are_not_found_in_a_public_catalog(sandbox: &Sandbox) {
-    use tonic_types::StatusExt;
     let _w = sandbox.country_world().await;
     let mut anyone = sandbox.reader("");
     let get = anyone
@@ -849,14 +841,7 @@ async fn unknown_entity_types_are_not_found_in_a_public_catalog(sandbox: &Sandbo
         ("LookupByExternalIds", looked_up),
         ("Watch", watched),
     ] {
-        let status = result.expect_err(rpc);
-        assert_eq!(status.code(), Code::NotFound, "{rpc}: {status:?}");
-        let info = status.get_details_resource_info().expect("ResourceInfo");
-        assert_eq!(
-            (info.resource_type.as_str(), info.resource_name.as_str()),
-            ("entity_type", "planet"),
-            "{rpc}"
-        );
+        assert_not_found(rpc, result, "entity_type", "planet");
     }
 }
 

@@ -218,15 +218,14 @@ async fn computed_checksums_match_the_known_answers_of_the_vectors(sandbox: &San
         .await
         .expect("entity type");
     let (connector, token) = sandbox.create_connector("vector", |_| {}).await;
-    let mut contributor = sandbox.contributor(&token);
-    let session = contributor
-        .open_session(tributary_proto::contribution::v1::OpenSessionRequest {
-            mode: SessionMode::Stream as i32,
-        })
-        .await
-        .expect("open")
-        .into_inner()
-        .session_id;
+    let reader_token = sandbox.create_consumer(&["vector"]).await;
+    let mut w = tributary_tests::World {
+        connector,
+        contributor: sandbox.contributor(&token),
+        reader: sandbox.reader(&reader_token),
+        token,
+    };
+    let session = w.open(SessionMode::Stream).await;
     let records = vectors
         .iter()
         .enumerate()
@@ -238,28 +237,13 @@ async fn computed_checksums_match_the_known_answers_of_the_vectors(sandbox: &San
             checksum: String::new(),
         })
         .collect();
-    contributor
-        .upsert(tributary_proto::contribution::v1::UpsertRequest {
-            session_id: session,
-            records,
-        })
+    w.upsert(&session, records)
         .await
         .expect("upsert the vectors");
-    let mut reader = sandbox.reader(&sandbox.create_consumer(&["vector"]).await);
+    let stored = tributary_tests::list_all(&mut w.reader, "vector").await;
     for (i, v) in vectors.iter().enumerate() {
-        let stored = reader
-            .get_record_by_id(tributary_proto::catalog::v1::GetRecordByIdRequest {
-                entity_type: "vector".into(),
-                connector: connector.clone(),
-                id: format!("v{i}"),
-            })
-            .await
-            .expect("get")
-            .into_inner()
-            .record
-            .expect("record");
         assert_eq!(
-            stored.checksum,
+            stored[&format!("v{i}")].checksum,
             v["checksum"].as_str().expect("checksum"),
             "checksum of vector {}",
             v["case"]

@@ -1237,7 +1237,6 @@ async fn a_non_json_body_fails_its_cycle_saying_so(sandbox: &Sandbox) {
 }
 
 async fn unknown_sources_are_not_found_in_every_source_call(sandbox: &Sandbox) {
-    use tonic_types::StatusExt;
     let world = sandbox.country_world().await;
     let unknown = "0".repeat(32);
     let a = sandbox.admin();
@@ -1293,16 +1292,7 @@ async fn unknown_sources_are_not_found_in_every_source_call(sandbox: &Sandbox) {
         ("GetSourceStatus", status),
         ("PushDelta", delta),
     ] {
-        let status = result.expect_err(rpc);
-        assert_eq!(status.code(), tonic::Code::NotFound, "{rpc}: {status:?}");
-        let info = status
-            .get_details_resource_info()
-            .unwrap_or_else(|| panic!("{rpc}: ResourceInfo"));
-        assert_eq!(
-            (info.resource_type.as_str(), info.resource_name.as_str()),
-            ("source", unknown.as_str()),
-            "{rpc}"
-        );
+        tributary_tests::assert_not_found(rpc, result, "source", &unknown);
     }
 }
 

@@ -146,6 +146,26 @@ async fn others_unimplemented(channel: &Channel, token: &str, except: &str) {
     }
 }
 
+/// Streams one record through the Contribution service on `channel` as the connector of `token`.
+async fn stream_one(channel: Channel, token: &str, record: contribution::Record) {
+    let mut client = tributary_client::contribution(channel, token);
+    let session = client
+        .open_session(contribution::OpenSessionRequest {
+            mode: contribution::SessionMode::Stream as i32,
+        })
+        .await
+        .expect("open a stream session")
+        .into_inner()
+        .session_id;
+    client
+        .upsert(contribution::UpsertRequest {
+            session_id: session,
+            records: vec![record],
+        })
+        .await
+        .expect("upsert");
+}
+
 async fn each_service_runs_alone_in_its_own_binary(sandbox: &Sandbox) {
     let w = sandbox.country_world().await;
     let reader_token = sandbox.create_consumer(&["country"]).await;
@@ -164,22 +184,7 @@ async fn each_service_runs_alone_in_its_own_binary(sandbox: &Sandbox) {
     let channel = contributor.channel().await;
     serves_only(&channel, CONTRIBUTION).await;
     others_unimplemented(&channel, &w.token, CONTRIBUTION).await;
-    let mut client = tributary_client::contribution(channel, &w.token);
-    let session = client
-        .open_session(contribution::OpenSessionRequest {
-            mode: contribution::SessionMode::Stream as i32,
-        })
-        .await
-        .expect("open a session on the contributor process")
-        .into_inner()
-        .session_id;
-    client
-        .upsert(contribution::UpsertRequest {
-            session_id: session,
-            records: vec![country("GB", 66)],
-        })
-        .await
-        .expect("upsert on the contributor process");
+    stream_one(channel, &w.token, country("GB", 66)).await;
 
     let consumer = Process::start(
         env!("CARGO_BIN_EXE_tributary-consumer"),
@@ -290,22 +295,7 @@ async fn serve_runs_every_service_on_sqlite_under_tributary_data_by_default() {
         .expect("connector")
         .into_inner();
     let connector = created.connector.expect("connector").id;
-    let mut contributor = tributary_client::contribution(channel, &created.token);
-    let session = contributor
-        .open_session(contribution::OpenSessionRequest {
-            mode: contribution::SessionMode::Stream as i32,
-        })
-        .await
-        .expect("open")
-        .into_inner()
-        .session_id;
-    contributor
-        .upsert(contribution::UpsertRequest {
-            session_id: session,
-            records: vec![country("GB", 66)],
-        })
-        .await
-        .expect("upsert");
+    stream_one(channel, &created.token, country("GB", 66)).await;
     server.stop().await;
 
     // Started again in the same directory: the same token, the same data.
