@@ -520,6 +520,31 @@ async fn rss_atom_and_media_rss_feeds_are_imported(sandbox: &Sandbox) {
     assert_eq!(all["n1"].name, "First");
 }
 
+async fn a_feed_without_mapping_names_records_by_title_and_keeps_the_entry(sandbox: &Sandbox) {
+    let (connector, mut reader) = article_type(sandbox).await;
+    let addr = serve(axum::Router::new().route("/rss", get(|| async { RSS }))).await;
+    let without_mapping = admin::Source {
+        mapping: None,
+        ..source(
+            &connector,
+            admin::SourceKind::Feed,
+            json!({"url": format!("http://{addr}/rss")}),
+            json!({}),
+        )
+    };
+    let id = create_source(sandbox, without_mapping).await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!((result.status, result.created), (SUCCEEDED, 2), "{result:?}");
+    let all = tributary_tests::list_all(&mut reader, "article").await;
+    assert_eq!(all["n1"].name, "First");
+    assert_eq!(all["n2"].name, "Second");
+    let entity = format!("{:?}", all["n1"].entity);
+    assert!(
+        entity.contains("http://x/1") && entity.contains("One") && entity.contains("video/mp4"),
+        "the whole entry is the entity: {entity}"
+    );
+}
+
 async fn an_ndjson_file_is_imported_a_page_at_a_time(sandbox: &Sandbox) {
     let mut world = sandbox.country_world().await;
     let dir = tempfile::tempdir().unwrap();
@@ -930,6 +955,7 @@ on_both_backends!(
     a_page_that_always_fails_fails_the_cycle_after_the_last_interval with super::fast,
     invalid_items_are_reported_with_their_data_and_the_rest_imported with super::fast,
     rss_atom_and_media_rss_feeds_are_imported with super::fast,
+    a_feed_without_mapping_names_records_by_title_and_keeps_the_entry with super::fast,
     an_ndjson_file_is_imported_a_page_at_a_time with super::fast,
     an_ndjson_object_is_read_over_https_with_ranges with super::fast_trusting_test_ca,
     a_grpc_provider_is_called_with_the_cursor with super::fast,

@@ -209,7 +209,7 @@ impl Engine {
         let setup = (|| {
             let schema = EntitySchema::compile(&entity_type.schema)
                 .map_err(|e| FetchError::new(format!("entity type schema: {e}")))?;
-            let mapping = Mapping::compile("mapping", &source.mapping)
+            let mapping = Mapping::compile_for(source.kind, "mapping", &source.mapping)
                 .map_err(|e| FetchError::new(format!("source mapping is invalid: {e}")))?;
             let provider = provider_for(&source, &self.http)?;
             Ok::<_, FetchError>(Arc::new(PageSource {
