@@ -534,7 +534,11 @@ async fn a_feed_without_mapping_names_records_by_title_and_keeps_the_entry(sandb
     };
     let id = create_source(sandbox, without_mapping).await;
     let result = next_result(sandbox, &id, "").await;
-    assert_eq!((result.status, result.created), (SUCCEEDED, 2), "{result:?}");
+    assert_eq!(
+        (result.status, result.created),
+        (SUCCEEDED, 2),
+        "{result:?}"
+    );
     let all = tributary_tests::list_all(&mut reader, "article").await;
     assert_eq!(all["n1"].name, "First");
     assert_eq!(all["n2"].name, "Second");

@@ -79,6 +79,14 @@ pub enum Error {
         subject: String,
         description: String,
     },
+    /// The connector is over its `rate_limit`; nothing of the call was applied. Retrying after
+    /// `retry_after` can succeed.
+    #[error("connector {connector:?} is over its rate limit of {rate} records per second; retry in {:.3} s", .retry_after.as_secs_f64())]
+    RateLimited {
+        connector: String,
+        rate: u32,
+        retry_after: std::time::Duration,
+    },
     /// A position (e.g. a change-log sequence to resume after) is no longer available.
     #[error("out of range: {0}")]
     OutOfRange(String),

@@ -264,8 +264,13 @@ mod tests {
         // A mapping that sets only the entity keeps the feed's name default.
         let m = Mapping::compile_for(SourceKind::Feed, "m", &json!({"entity": {"url": "/link"}}))
             .unwrap();
-        let r = m.apply(&json!({"id": "a", "title": "T", "link": "L"})).unwrap();
-        assert_eq!((r.name.as_str(), r.entity), ("T", Some(json!({"url": "L"}))));
+        let r = m
+            .apply(&json!({"id": "a", "title": "T", "link": "L"}))
+            .unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.entity),
+            ("T", Some(json!({"url": "L"})))
+        );
         // Other kinds keep `/name`.
         let m = Mapping::compile_for(SourceKind::Ndjson, "m", &Value::Null).unwrap();
         assert!(m.apply(&json!({"id": "a", "title": "T"})).is_err());
