@@ -1,5 +1,6 @@
-//! HTTPS on 127.0.0.1 for tests: a private certificate authority made for the test process, and
-//! an axum app served over TLS with a certificate that authority signed.
+//! TLS on 127.0.0.1 for tests: a private certificate authority made for the test process, an
+//! axum app served over HTTPS with a certificate that authority signed, and the PEM material a
+//! Tributary server (TLS, mTLS) and its clients need.
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use std::net::SocketAddr;
@@ -16,6 +17,15 @@ pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     /// Its certificate as a PEM file, for a client to trust.
     pub pem_file: PathBuf,
+    /// Its certificate, PEM.
+    pub pem: String,
+}
+
+/// A certificate and its private key, PEM.
+#[derive(Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 /// The certificate authority of this test process (made once, its PEM file written to the
@@ -38,11 +48,64 @@ pub fn test_ca() -> &'static TestCa {
         TestCa {
             issuer: Issuer::new(params, key),
             pem_file,
+            pem: cert.pem(),
+        }
+    })
+}
+
+/// Another authority, whose certificates Tributary's test servers do not trust.
+pub fn stranger_ca() -> &'static TestCa {
+    static CA: OnceLock<TestCa> = OnceLock::new();
+    CA.get_or_init(|| {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("CA certificate");
+        TestCa {
+            issuer: Issuer::new(params, key),
+            pem_file: PathBuf::new(),
+            pem: cert.pem(),
         }
     })
 }
 
 impl TestCa {
+    /// A certificate for `names` (DNS names or IP addresses; none for a client) signed by this
+    /// authority.
+    pub fn issue(&self, names: &[&str]) -> Issued {
+        let key = KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = CertificateParams::new(names)
+            .expect("certificate params")
+            .signed_by(&key, &self.issuer)
+            .expect("certificate");
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// TLS for a Tributary server on 127.0.0.1 (and `localhost`), with mTLS against this
+    /// authority when `mtls`.
+    pub fn server_tls(&self, mtls: bool) -> tributary::tls::ServerTls {
+        let issued = self.issue(&["127.0.0.1", "localhost"]);
+        tributary::tls::ServerTls {
+            cert_pem: issued.cert_pem.into_bytes(),
+            key_pem: issued.key_pem.into_bytes(),
+            client_ca_pem: mtls.then(|| self.pem.clone().into_bytes()),
+        }
+    }
+
+    /// What a client uses: the test CA as its root (so it trusts the test servers), and a
+    /// client certificate this authority signed (presented only to servers that ask for one).
+    pub fn client_tls(&self) -> tributary_client::TlsOptions {
+        let client = self.issue(&[]);
+        tributary_client::TlsOptions {
+            ca_certificate_pem: Some(test_ca().pem.clone().into_bytes()),
+            client_identity_pem: Some((client.cert_pem.into_bytes(), client.key_pem.into_bytes())),
+        }
+    }
+
     /// A server configuration with a certificate for `name` (a DNS name or an IP address).
     fn server_config(&self, name: &str) -> ServerConfig {
         let key = KeyPair::generate().expect("server key");

@@ -134,5 +134,22 @@ impl Error {
     }
 }
 
+/// `error` and its causes, `: `-separated: a top-level message ("error sending request",
+/// "transport error") leaves out what an operator needs (connection refused, an invalid
+/// certificate, ...).
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let message = c.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Result with the domain error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 use std::process::ExitCode;
 
