@@ -35,6 +35,7 @@ use tributary_proto::contribution::v1 as pb;
 use tributary_proto::contribution::v1::contribute_request::Message as Inbound;
 use tributary_proto::contribution::v1::contribute_response::Message as Outbound;
 
+use crate::metrics;
 use crate::{
     digests_from_proto, digests_to_proto, mode_from_proto, mode_to_proto, outcomes_to_proto,
     record_session, records_from_proto, totals_to_proto, ContributionApi,
@@ -256,6 +257,7 @@ impl StreamTask {
     /// `Err` for a refusal that waiting cannot fix (a deleted connector, a batch larger than
     /// the limit ever admits). The caller stops waiting at shutdown.
     async fn hold_back(&mut self, records: usize) -> Result<(), Error> {
+        let mut held = false;
         loop {
             if self
                 .who_read_at
@@ -268,6 +270,10 @@ impl StreamTask {
                 Err(Error::RateLimited { retry_after, .. }) => retry_after,
                 admitted => return admitted,
             };
+            if !held {
+                held = true;
+                metrics::count_rate_limited("Contribute");
+            }
             tracing::debug!(records, ?wait, "batch held back by the rate limit");
             tokio::time::sleep(wait.min(LONGEST_HOLD)).await;
             // The limit may have changed meanwhile: read it again before the next try.
@@ -295,6 +301,7 @@ impl StreamTask {
                 .open_session(&self.who, mode)
                 .await
                 .map_err(to_status)?;
+            metrics::count_opened(opened.session.mode, opened.superseded.len());
             pb::StreamOpened {
                 session_id: opened.session.id,
                 mode: mode_to_proto(opened.session.mode).into(),
@@ -346,6 +353,7 @@ impl StreamTask {
             .await?
         {
             BatchResult::Applied(BatchReport::Records(outcomes)) => {
+                metrics::count_outcomes(&self.who.connector.entity_type, &outcomes);
                 ack.outcomes = outcomes_to_proto(outcomes);
             }
             BatchResult::Applied(BatchReport::Digests(results)) => {
@@ -370,6 +378,7 @@ impl StreamTask {
             .close(&self.who, session_id, close.commit, close.force)
             .await
             .map_err(to_status)?;
+        metrics::count_closed(&self.who.connector.entity_type, &closed, close.commit);
         tracing::info!(
             commit = close.commit,
             mode = closed.mode.as_str(),

@@ -8,6 +8,7 @@
 pub mod admin_token;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

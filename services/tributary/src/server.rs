@@ -165,7 +165,8 @@ pub async fn serve(
         .build_v1alpha()
         .context("building reflection v1alpha")?;
 
-    let mut builder = Server::builder();
+    // Every call is counted and timed (crate::metrics); without a recorder this costs little.
+    let mut builder = Server::builder().layer(crate::metrics::GrpcMetricsLayer::new());
     if let Some(tls) = &options.tls {
         builder = builder
             .tls_config(tls.tonic_config())
@@ -285,7 +286,11 @@ async fn reap_idle_sessions(svc: ContributionService, interval: Duration) {
         ticker.tick().await;
         match svc.expire_idle_sessions().await {
             Ok(0) => {}
-            Ok(expired) => tracing::info!(expired, "rolled back idle sessions"),
+            Ok(expired) => {
+                metrics::counter!("tributary_sessions_closed_total", "result" => "expired")
+                    .increment(expired);
+                tracing::info!(expired, "rolled back idle sessions")
+            }
             Err(error) => tracing::warn!(%error, "could not expire idle sessions"),
         }
     }
@@ -328,7 +333,25 @@ pub async fn run(settings: Settings, services: Vec<ServiceKind>) -> anyhow::Resu
         .with_context(|| format!("listening on {}", settings.listen))?;
     let mut options = ServerOptions::from_settings(&settings, services, admin_token);
     options.tls = crate::tls::ServerTls::load(&settings.tls)?;
-    serve(store, options, listener, shutdown_signal()).await
+    let metrics = match &settings.metrics.listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?;
+            let store = Some(store.clone());
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                store,
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
+    let served = serve(store, options, listener, shutdown_signal()).await;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
+    served
 }
 
 /// Resolves on Ctrl-C or (on Unix) SIGTERM.
