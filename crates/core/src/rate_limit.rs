@@ -4,7 +4,7 @@
 //! one second of records or one largest batch (`limits.max_batch_records`), whichever is more:
 //! any valid batch can pass once the bucket is full again, and over time the connector gets
 //! exactly its rate. A batch takes its whole size at once or nothing, so a refused batch applies
-//! nothing. Why per process and not shared through the database: docs/adr/0011-rate-limits.md.
+//! nothing. Why per process and not shared through the database: docs/adr/0013-shared-service.md.
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
