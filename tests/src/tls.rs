@@ -33,23 +33,11 @@ pub struct Issued {
 pub fn test_ca() -> &'static TestCa {
     static CA: OnceLock<TestCa> = OnceLock::new();
     CA.get_or_init(|| {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Tributary test CA");
-        let cert = params.self_signed(&key).expect("CA certificate");
         // One small file per test process, left in the temporary directory (statics are
         // never dropped).
         let pem_file =
             std::env::temp_dir().join(format!("tributary-test-ca-{}.pem", std::process::id()));
-        std::fs::write(&pem_file, cert.pem()).expect("writing the CA's PEM file");
-        TestCa {
-            issuer: Issuer::new(params, key),
-            pem_file,
-            pem: cert.pem(),
-        }
+        TestCa::new("Tributary test CA", pem_file)
     })
 }
 
@@ -57,19 +45,30 @@ pub fn test_ca() -> &'static TestCa {
 pub fn stranger_ca() -> &'static TestCa {
     static CA: OnceLock<TestCa> = OnceLock::new();
     CA.get_or_init(|| {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let cert = params.self_signed(&key).expect("CA certificate");
-        TestCa {
-            issuer: Issuer::new(params, key),
-            pem_file: PathBuf::new(),
-            pem: cert.pem(),
-        }
+        let pem_file =
+            std::env::temp_dir().join(format!("tributary-stranger-ca-{}.pem", std::process::id()));
+        TestCa::new("A stranger's CA", pem_file)
     })
 }
 
 impl TestCa {
+    /// A self-signed authority named `name`, its certificate written to `pem_file`.
+    fn new(name: &str, pem_file: PathBuf) -> Self {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("CA certificate");
+        std::fs::write(&pem_file, cert.pem()).expect("writing the CA's PEM file");
+        TestCa {
+            issuer: Issuer::new(params, key),
+            pem_file,
+            pem: cert.pem(),
+        }
+    }
+
     /// A certificate for `names` (DNS names or IP addresses; none for a client) signed by this
     /// authority.
     pub fn issue(&self, names: &[&str]) -> Issued {
