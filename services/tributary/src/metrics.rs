@@ -18,6 +18,8 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::config::MetricsSettings;
+use anyhow::Context as _;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -59,6 +61,24 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Starts the `/metrics` endpoint `settings` ask for, if any; abort the task to stop it.
+pub async fn start(
+    settings: &MetricsSettings,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    let Some(addr) = &settings.listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening for metrics on {addr}"))?;
+    Ok(Some(tokio::spawn(serve(
+        listener,
+        Some(store.clone()),
+        std::future::pending(),
+    ))))
 }
 
 /// Serves Prometheus text at `/metrics` on `listener` until `shutdown` resolves. With a store,

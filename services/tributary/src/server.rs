@@ -235,18 +235,14 @@ pub async fn serve(
             .await;
     }
     health.set_service_status("", ServingStatus::Serving).await;
-    let options_tls = match &options.tls {
-        None => "off",
-        Some(tls) if tls.client_ca_pem.is_some() => "mTLS",
-        Some(_) => "on",
-    };
+    let tls = crate::tls::ServerTls::describe(options.tls.as_ref());
     drop(options);
 
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
     let names: Vec<&str> = services.iter().map(|k| k.grpc_name()).collect();
-    tracing::info!(%addr, services = ?names, tls = options_tls, "serving gRPC");
+    tracing::info!(%addr, services = ?names, tls, "serving gRPC");
     let shutdown = async move {
         shutdown.await;
         stop_streams.cancel();
@@ -333,20 +329,7 @@ pub async fn run(settings: Settings, services: Vec<ServiceKind>) -> anyhow::Resu
         .with_context(|| format!("listening on {}", settings.listen))?;
     let mut options = ServerOptions::from_settings(&settings, services, admin_token);
     options.tls = crate::tls::ServerTls::load(&settings.tls)?;
-    let metrics = match &settings.metrics.listen {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening for metrics on {addr}"))?;
-            let store = Some(store.clone());
-            Some(tokio::spawn(crate::metrics::serve(
-                listener,
-                store,
-                std::future::pending(),
-            )))
-        }
-        None => None,
-    };
+    let metrics = crate::metrics::start(&settings.metrics, &store).await?;
     let served = serve(store, options, listener, shutdown_signal()).await;
     if let Some(metrics) = metrics {
         metrics.abort();

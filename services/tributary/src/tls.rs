@@ -58,6 +58,15 @@ impl ServerTls {
         }))
     }
 
+    /// How the gRPC port is served, for the start-up log line: `off`, `on` or `mTLS`.
+    pub fn describe(tls: Option<&Self>) -> &'static str {
+        match tls {
+            None => "off",
+            Some(tls) if tls.client_ca_pem.is_some() => "mTLS",
+            Some(_) => "on",
+        }
+    }
+
     /// tonic's configuration for this TLS; certificates are parsed when the server is built.
     /// A handshake must finish within [`HANDSHAKE_TIMEOUT`], so connections that never
     /// complete one do not pile up.
