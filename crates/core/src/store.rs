@@ -20,6 +20,7 @@ use crate::model::{
 };
 use crate::query::{Cursor, Filter, SortKey};
 use crate::record::{KeyedDigest, KeyedId, PreparedRecord};
+use crate::source::store::SourceStore;
 use crate::Result;
 use async_trait::async_trait;
 
@@ -134,9 +135,9 @@ pub struct ChangeLogPage {
     pub pruned_through: u64,
 }
 
-/// The storage every Tributary service runs on.
+/// Entity types, connectors and consumers: who may write and read what (SPEC.md §4.1, §4.2).
 #[async_trait]
-pub trait Store: crate::source::store::SourceStore + Send + Sync + 'static {
+pub trait AdminStore: Send + Sync {
     /// Creates an entity type; `AlreadyExists` if the slug is taken.
     async fn create_entity_type(&self, entity_type: &EntityType) -> Result<()>;
     /// The entity type `slug`; `NotFound` otherwise.
@@ -176,7 +177,11 @@ pub trait Store: crate::source::store::SourceStore + Send + Sync + 'static {
     async fn delete_consumer(&self, id: &str) -> Result<()>;
     /// The consumer whose token hashes to `token_hash`.
     async fn consumer_by_token(&self, token_hash: &str) -> Result<Option<Consumer>>;
+}
 
+/// Contribution sessions and their batches (SPEC.md §2).
+#[async_trait]
+pub trait SessionStore: Send + Sync {
     /// Opens a session. Opening accrue/replace supersedes (rolls back, with a canceled import
     /// result) the connector's open accrue/replace session, atomically.
     async fn open_session(
@@ -196,7 +201,7 @@ pub trait Store: crate::source::store::SourceStore + Send + Sync + 'static {
         records: &[PreparedRecord],
     ) -> Result<BatchResult<Vec<Outcome>>>;
     /// Applies (stream) or stages (accrue/replace) a delete batch; one outcome per id, in order.
-    /// Sequenced like [`Store::upsert_batch`].
+    /// Sequenced like [`SessionStore::upsert_batch`].
     async fn delete_batch(
         &self,
         call: &SessionCall<'_>,
@@ -205,7 +210,7 @@ pub trait Store: crate::source::store::SourceStore + Send + Sync + 'static {
     /// Compares digests with the visible catalog (see [`crate::record::plan_digests`]); one state
     /// per digest, in order. In a replace session every unchanged key is staged as a `keep` (the
     /// sweep spares it, commit counts it unchanged and writes nothing); stream and accrue sessions
-    /// only get the answer. Sequenced like [`Store::upsert_batch`].
+    /// only get the answer. Sequenced like [`SessionStore::upsert_batch`].
     async fn diff_batch(
         &self,
         call: &SessionCall<'_>,
@@ -225,7 +230,11 @@ pub trait Store: crate::source::store::SourceStore + Send + Sync + 'static {
     ) -> Result<ClosedSession>;
     /// Rolls back accrue/replace sessions last active before `idle_cutoff`; returns how many.
     async fn expire_idle_sessions(&self, idle_cutoff: Micros, now: Micros) -> Result<u64>;
+}
 
+/// The visible catalog: records, listings, the change log and import results (SPEC.md §3, §6).
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
     /// The visible record with `key`.
     async fn get_record(&self, key: &str) -> Result<Option<StoredRecord>>;
     /// The visible records among `keys` (any order).
@@ -275,4 +284,16 @@ pub trait Store: crate::source::store::SourceStore + Send + Sync + 'static {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ImportResult>>;
+}
+
+/// The storage every Tributary service runs on: one implementation per backend, with every area
+/// trait (the services hold it as `Arc<dyn Store>`).
+pub trait Store:
+    AdminStore + SessionStore + CatalogStore + SourceStore + Send + Sync + 'static
+{
+}
+
+impl<T> Store for T where
+    T: AdminStore + SessionStore + CatalogStore + SourceStore + Send + Sync + 'static
+{
 }

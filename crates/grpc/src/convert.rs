@@ -121,6 +121,14 @@ pub fn json_to_struct(value: Value) -> Option<Struct> {
     }
 }
 
+/// An entity type's stored schema as a `Struct`. A stored schema that is not a JSON object is a
+/// broken invariant, hence `Internal`.
+pub fn schema_to_struct(slug: &str, schema: Value) -> Result<Struct> {
+    json_to_struct(schema).ok_or_else(|| {
+        Error::Internal(format!("schema of entity type {slug} is not a JSON object"))
+    })
+}
+
 /// Stored JSON object text (a record's `entity`/`instance`, a schema) as a `Struct`.
 /// Stored text that is not a JSON object is a broken invariant, hence `Internal`.
 pub fn json_text_to_struct(what: &str, text: &str) -> Result<Struct> {

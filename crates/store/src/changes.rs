@@ -5,6 +5,23 @@
 
 use tokio::sync::watch;
 
+/// What a change-log entry says happened to its record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Op {
+    Upsert,
+    Delete,
+}
+
+impl Op {
+    /// As stored in `change_log.op`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Op::Upsert => "upsert",
+            Op::Delete => "delete",
+        }
+    }
+}
+
 /// The PostgreSQL NOTIFY channel a commit that logged changes signals, with its last sequence
 /// as the payload.
 pub(crate) const PG_CHANNEL: &str = "tributary_changes";

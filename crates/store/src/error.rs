@@ -25,6 +25,14 @@ pub enum StoreError {
 
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
+/// Runs a store operation and hands its error to the domain: every `Store` method is a body
+/// wrapped in this, so a `StoreError` becomes a `tributary_core::Error` in one place.
+pub(crate) async fn run<T>(
+    operation: impl std::future::Future<Output = StoreResult<T>>,
+) -> tributary_core::Result<T> {
+    Ok(operation.await?)
+}
+
 /// Whether the database error means "try again later": unreachable database, exhausted pool,
 /// or (PostgreSQL) a serialization failure / deadlock, or (SQLite) a busy/locked database.
 fn is_transient(error: &sqlx::Error) -> bool {

@@ -13,7 +13,7 @@ use tributary_core::page::page_size;
 use tributary_core::source::service::SourceService;
 use tributary_core::{Error, Result};
 use tributary_grpc::auth::AdminAuth;
-use tributary_grpc::convert::{json_to_struct, struct_arg_to_json, timestamp};
+use tributary_grpc::convert::{schema_to_struct, struct_arg_to_json, timestamp};
 use tributary_grpc::{to_status, traced};
 use tributary_proto::admin::v1 as pb;
 use tributary_proto::admin::v1::admin_server::{Admin, AdminServer};
@@ -63,12 +63,7 @@ fn entity_type_input(e: pb::EntityType) -> Result<EntityTypeInput> {
 }
 
 fn entity_type_to_proto(e: EntityType) -> Result<pb::EntityType> {
-    let schema = json_to_struct(e.schema).ok_or_else(|| {
-        Error::Internal(format!(
-            "schema of entity type {} is not a JSON object",
-            e.slug
-        ))
-    })?;
+    let schema = schema_to_struct(&e.slug, e.schema)?;
     Ok(pb::EntityType {
         slug: e.slug,
         name: e.name,

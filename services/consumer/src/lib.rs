@@ -12,9 +12,9 @@ use tracing::{field, Span};
 use tributary_core::catalog::{CatalogService, Reader};
 use tributary_core::model::{EntityType, StoredRecord};
 use tributary_core::page::page_size;
-use tributary_core::{Error, Result};
+use tributary_core::Result;
 use tributary_grpc::auth::bearer_token;
-use tributary_grpc::convert::{json_text_to_struct, json_to_struct, timestamp};
+use tributary_grpc::convert::{json_text_to_struct, schema_to_struct, timestamp};
 use tributary_grpc::{to_status, traced};
 use tributary_proto::catalog::v1 as pb;
 use tributary_proto::catalog::v1::catalog_server::{Catalog, CatalogServer};
@@ -62,12 +62,7 @@ impl CatalogApi {
 
 /// A stored entity type as consumers see it.
 pub fn entity_type_to_proto(e: EntityType) -> Result<pb::EntityType> {
-    let schema = json_to_struct(e.schema).ok_or_else(|| {
-        Error::Internal(format!(
-            "schema of entity type {} is not a JSON object",
-            e.slug
-        ))
-    })?;
+    let schema = schema_to_struct(&e.slug, e.schema)?;
     Ok(pb::EntityType {
         slug: e.slug,
         name: e.name,

@@ -1,17 +1,10 @@
 //! Listings on PostgreSQL: the [`Dialect`] that compiles filters over JSONB (typed with
 //! `jsonb_typeof`, strings in byte order via `COLLATE "C"`, `$eq` on entity paths also as a
-//! containment test the GIN index answers), and the page read in one REPEATABLE READ snapshot
-//! together with the change-log sequence.
+//! containment test the GIN index answers).
 
-use super::reads::record;
-use super::PgStore;
-use crate::error::StoreResult;
-use crate::query::{self, compare_sql, json_path, Arg, BindAs, Binds, Dialect, SortExpr};
-use crate::rows::count;
+use crate::query::{compare_sql, json_path, Arg, BindAs, Binds, Dialect, SortExpr};
 use serde_json::{Map, Value};
-use sqlx::Row;
 use tributary_core::query::{CompareOp, Field, Filter, Scalar};
-use tributary_core::store::{RecordPage, RecordQuery};
 
 pub(crate) struct Postgres;
 
@@ -184,55 +177,4 @@ impl Dialect for Postgres {
             .collect();
         format!("jsonb_build_array({})::text", list.join(", "))
     }
-}
-
-macro_rules! record_columns {
-    () => {
-        "records.key, records.entity_type, records.connector, records.id, records.name, \
-         records.entity::text AS entity, records.instance::text AS instance, records.checksum, \
-         records.version, records.created_at, records.updated_at, records.source, records.edited_at"
-    };
-}
-pub(crate) use record_columns;
-
-/// Starts a read-only transaction with one snapshot for all its statements.
-pub(super) async fn snapshot(
-    s: &PgStore,
-) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
-    Ok(s.pool
-        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await?)
-}
-
-pub(crate) async fn query_records(s: &PgStore, query: &RecordQuery<'_>) -> StoreResult<RecordPage> {
-    let (sql, args) = query::compile::<Postgres>(query, record_columns!())?;
-    let mut statement = sqlx::query(&sql);
-    for a in args {
-        statement = match a {
-            Arg::Text(v) | Arg::Json(v) => statement.bind(v),
-            Arg::Int(v) => statement.bind(v),
-            Arg::Float(v) => statement.bind(v),
-        };
-    }
-    // The counter and the page in one snapshot: the page holds every change up to the sequence
-    // read, and none after it (writers take sequences in commit order; ADR 0003).
-    let mut tx = snapshot(s).await?;
-    let sequence: i64 = sqlx::query_scalar("SELECT last_seq FROM change_sequence WHERE id = 1")
-        .fetch_one(&mut *tx)
-        .await?;
-    let found = statement.fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    let records = found.iter().map(record).collect::<StoreResult<Vec<_>>>()?;
-    let last = match (found.last(), records.last()) {
-        (Some(row), Some(r)) => Some(query::cursor_of(
-            &row.try_get::<String, _>("sort_values")?,
-            r.key.clone(),
-        )?),
-        _ => None,
-    };
-    Ok(RecordPage {
-        records,
-        last,
-        sequence: count(sequence),
-    })
 }

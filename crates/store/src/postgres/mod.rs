@@ -1,34 +1,91 @@
-//! The PostgreSQL backend. Batches travel as array parameters expanded with `unnest` (far cheaper
-//! to bind than multi-row VALUES); entity/instance are JSONB, read back as text. Every batch and
-//! close locks its session row first (`UPDATE sessions ... RETURNING`), which serialises it
-//! against a concurrent close, supersede or expiry of the same session.
+//! The PostgreSQL backend.
+//!
+//! The statements are the shared ones of `src/sql/` (mounted below, ADR 0001); this module says
+//! how PostgreSQL spells what differs: batches travel as one array parameter per column expanded
+//! with `unnest` (far cheaper to bind than multi-row VALUES), entity/instance/schema are JSONB
+//! (read back as text), rows are locked where writers could race (every batch and close locks its
+//! session row first, `UPDATE sessions … RETURNING`), and commits wake other processes' readers
+//! through LISTEN/NOTIFY ([`notify`](self::notify) and `wake.rs`).
 
+/// Row-lock clauses.
+macro_rules! for_update {
+    () => {
+        " FOR UPDATE"
+    };
+}
+macro_rules! for_update_of {
+    ($table:literal) => {
+        concat!(" FOR UPDATE OF ", $table)
+    };
+}
+macro_rules! for_share {
+    () => {
+        " FOR SHARE"
+    };
+}
+macro_rules! skip_locked {
+    () => {
+        " FOR UPDATE SKIP LOCKED"
+    };
+}
+/// `$column` is one of the strings of the array parameter `$param` ([`in_list_arg`]).
+macro_rules! in_list {
+    ($column:literal, $param:literal) => {
+        concat!($column, " = ANY(", $param, ")")
+    };
+}
+/// A JSONB column read as text, named `$name`.
+macro_rules! json_col {
+    ($column:literal, $name:literal) => {
+        concat!($column, "::text AS ", $name)
+    };
+}
+/// JSON text going into a JSONB column.
+macro_rules! json_value {
+    ($text:literal) => {
+        concat!($text, "::jsonb")
+    };
+}
+
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/admin.rs"]
+mod admin;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/catalog.rs"]
 mod catalog;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/changes.rs"]
 mod changes;
 mod listing;
-mod reads;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/records.rs"]
+mod records;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/sessions.rs"]
 mod sessions;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/sources.rs"]
 mod sources;
+mod wake;
 
-use crate::changes::ChangeSignal;
-use crate::error::{session_denied, StoreError, StoreResult};
-use crate::rows::{to_i64, IMPORT_RESULT_COLUMNS};
+use crate::batch::TextRows;
+use crate::changes::{ChangeSignal, PG_CHANNEL};
+use crate::error::{StoreError, StoreResult};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Database, PgPool, Postgres};
 use std::str::FromStr;
 use std::sync::{Arc, Once};
 use std::time::Duration;
-use tributary_core::model::{ImportResult, SessionMode};
-use tributary_core::store::SessionCall;
+use tributary_core::checksum::canonical_json;
+use tributary_core::model::StoredRecord;
 
-/// The free functions implementing each `Store` operation, for [`crate::delegate_store`].
-mod ops {
-    pub(super) use super::catalog::*;
-    pub(super) use super::changes::{prune_changes, read_changes, wait_for_changes};
-    pub(super) use super::listing::query_records;
-    pub(super) use super::reads::*;
-    pub(super) use super::sessions::*;
-}
+/// The store the shared statements implement the storage traits for.
+type Backend = PgStore;
+/// The filter compiler of listings.
+type Listing = listing::Postgres;
+type Tx = sqlx::Transaction<'static, Postgres>;
+type Row = sqlx::postgres::PgRow;
+type Query<'q> = sqlx::query::Query<'q, Postgres, <Postgres as Database>::Arguments<'q>>;
 
 /// Connection settings for [`PgStore`].
 #[derive(Debug, Clone)]
@@ -59,9 +116,6 @@ pub struct PgStore {
     listening: Arc<Once>,
 }
 
-crate::delegate_store!(PgStore, ops);
-crate::source_delegate::delegate_source_store!(PgStore, sources);
-
 impl PgStore {
     /// Connects to and migrates the PostgreSQL database at `url`.
     pub async fn open(url: &str, options: PgOptions) -> Result<Self, StoreError> {
@@ -84,92 +138,133 @@ impl PgStore {
         })
     }
 
-    async fn write(&self) -> StoreResult<Transaction<'static, Postgres>> {
+    async fn write(&self) -> StoreResult<Tx> {
         Ok(self.pool.begin().await?)
     }
-}
 
-/// Checks that `call` names an open session of its connector that has not gone idle, marks it
-/// active (locking its row until the transaction ends), and
-/// answers its mode and applied sequence. Runs first in every batch and close transaction.
-async fn touch_session(
-    tx: &mut Transaction<'static, Postgres>,
-    call: &SessionCall<'_>,
-) -> StoreResult<(SessionMode, i64)> {
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "UPDATE sessions SET last_active_at = $1 \
-         WHERE id = $2 AND connector = $3 AND state = 'open' AND (mode = 'stream' OR last_active_at >= $4) \
-         RETURNING mode, applied_seq",
-    )
-    .bind(call.now)
-    .bind(call.session_id)
-    .bind(&call.connector.id)
-    .bind(call.idle_cutoff)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let (mode, applied_seq) = row.ok_or_else(|| session_denied(call.session_id))?;
-    let mode = SessionMode::parse(&mode)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown session mode {mode:?}")))?;
-    Ok((mode, applied_seq))
-}
-
-/// Starts a batch: touches the session and answers its mode, or `None` when the call's
-/// `batch_seq` was already applied (the caller commits the touch and applies nothing).
-async fn begin_batch(
-    tx: &mut Transaction<'static, Postgres>,
-    call: &SessionCall<'_>,
-) -> StoreResult<Option<SessionMode>> {
-    let (mode, applied_seq) = touch_session(tx, call).await?;
-    Ok((!crate::rows::already_applied(call, applied_seq)).then_some(mode))
-}
-
-/// Ends an applied batch: a sequenced one raises the session's applied sequence to its own, in
-/// the batch's transaction, so the batch and the record of it commit together.
-async fn end_batch(
-    tx: &mut Transaction<'static, Postgres>,
-    call: &SessionCall<'_>,
-) -> StoreResult<()> {
-    if let Some(seq) = call.batch_seq {
-        sqlx::query("UPDATE sessions SET applied_seq = $2 WHERE id = $1")
-            .bind(call.session_id)
-            .bind(to_i64(seq))
-            .execute(&mut **tx)
-            .await?;
+    /// The pool of single-statement writes.
+    fn writer(&self) -> &PgPool {
+        &self.pool
     }
+
+    /// The pool of reads.
+    fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// A read-only transaction with one snapshot for all its statements.
+async fn snapshot(s: &PgStore) -> StoreResult<Tx> {
+    Ok(s.pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?)
+}
+
+/// A list parameter for [`in_list!`]: a `text[]`.
+fn in_list_arg<'a>(items: impl IntoIterator<Item = &'a str>) -> StoreResult<Vec<&'a str>> {
+    Ok(items.into_iter().collect())
+}
+
+/// The table expression `u` of a batch bound by [`bind_rows`] from parameter `$first` on (one
+/// `text[]` per column): its `columns` and `ord`, each row's 1-based position.
+fn rowset(first: usize, columns: &[&str]) -> String {
+    let arrays: Vec<String> = (0..columns.len())
+        .map(|i| format!("${}::text[]", first + i))
+        .collect();
+    format!(
+        "unnest({}) WITH ORDINALITY AS u({}, ord)",
+        arrays.join(", "),
+        columns.join(", ")
+    )
+}
+
+/// Binds a batch as the last parameters: one array per column.
+fn bind_rows<'q>(mut query: Query<'q>, rows: TextRows<'q>) -> StoreResult<Query<'q>> {
+    let mut columns: Vec<Vec<&str>> = vec![Vec::new(); rows.width()];
+    for row in rows.rows() {
+        for (column, cell) in columns.iter_mut().zip(row) {
+            column.push(cell);
+        }
+    }
+    for column in columns {
+        query = query.bind(column);
+    }
+    Ok(query)
+}
+
+/// Locks `connector`'s open stream sessions, as every bulk change (a commit, a sweep, a delta's
+/// removals) does before it takes the change-log counter: a stream batch holds its record rows
+/// and then takes the counter, so a bulk change must wait out batches in flight rather than
+/// deadlock.
+async fn lock_stream_sessions(tx: &mut Tx, connector: &str) -> StoreResult<()> {
+    sqlx::query(
+        "SELECT 1 FROM sessions WHERE connector = $1 AND state = 'open' AND mode = 'stream' \
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(connector)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
-/// Writes an import result inside `tx`.
-async fn insert_import_result(
-    tx: &mut Transaction<'static, Postgres>,
-    r: &ImportResult,
-) -> StoreResult<()> {
-    let sql = format!(
-        "INSERT INTO import_results ({IMPORT_RESULT_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
-    );
-    sqlx::query(&sql)
-        .bind(&r.id)
-        .bind(&r.connector)
-        .bind(&r.session_id)
-        .bind(&r.source)
-        .bind(r.started_at)
-        .bind(r.ended_at)
-        .bind(r.status.as_str())
-        .bind(to_i64(r.totals.created))
-        .bind(to_i64(r.totals.updated))
-        .bind(to_i64(r.totals.unchanged))
-        .bind(to_i64(r.totals.skipped))
-        .bind(to_i64(r.failed))
-        .bind(to_i64(r.totals.deleted))
-        .bind(to_i64(r.totals.swept))
-        .bind(to_i64(r.sweep_refused))
-        .bind(to_i64(r.pages))
-        .bind(serde_json::to_string(&r.skipped_items)?)
-        .bind(serde_json::to_string(&r.failed_items)?)
-        .bind(to_i64(r.items_not_listed))
-        .bind(serde_json::to_string(&r.errors)?)
+/// Whose open sessions a deletion waits for.
+enum OpenSessionsOf<'a> {
+    EntityType(&'a str),
+    Connector(&'a str),
+}
+
+/// Locks the open sessions a deletion ends, so batches and commits in flight finish first.
+/// Accrue/replace sessions are locked before stream sessions: a commit holds its own session row
+/// and then locks its connector's stream sessions, so the other order could deadlock (ADR 0003).
+async fn lock_open_sessions(tx: &mut Tx, of: OpenSessionsOf<'_>) -> StoreResult<()> {
+    let (sql, value) = match of {
+        OpenSessionsOf::EntityType(slug) => (
+            "SELECT 1 FROM sessions s JOIN connectors c ON c.id = s.connector \
+             WHERE c.entity_type = $1 AND s.state = 'open' ORDER BY (s.mode = 'stream'), s.id \
+             FOR UPDATE OF s",
+            slug,
+        ),
+        OpenSessionsOf::Connector(id) => (
+            "SELECT 1 FROM sessions WHERE connector = $1 AND state = 'open' \
+             ORDER BY (mode = 'stream'), id FOR UPDATE",
+            id,
+        ),
+    };
+    sqlx::query(sql).bind(value).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Queues the wake-up other processes receive when the transaction commits.
+async fn notify(tx: &mut Tx, last: i64) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(PG_CHANNEL)
+        .bind(last.to_string())
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// A record row with `entity`/`instance` back in canonical JSON text. JSONB prints its own
+/// normal form (`{"a": 1}`, keys by length); the domain stored canonical text (RFC 8785) and
+/// both backends hand the same text back, so anything hashing or comparing it agrees.
+fn record_row(row: &Row) -> StoreResult<StoredRecord> {
+    let mut r = crate::rows::record(row)?;
+    r.entity = canonical(&r.entity)?;
+    r.instance = canonical(&r.instance)?;
+    Ok(r)
+}
+
+fn canonical(text: &str) -> StoreResult<String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("record JSON: {e}")))?;
+    Ok(canonical_json(&value)?)
+}
+
+async fn wait_for_changes(s: &PgStore, after: u64) {
+    // One LISTEN connection per process, opened by the first reader that waits (a process that
+    // only contributes never opens it).
+    s.listening.call_once(|| {
+        tokio::spawn(wake::listen(s.pool.clone(), Arc::downgrade(&s.changes)));
+    });
+    s.changes.wait_above(after).await
 }

@@ -1,14 +1,9 @@
 //! Listings on SQLite: the [`Dialect`] that compiles filters to `json_type` / `json_extract`
 //! (the `regexp` function is registered on every connection by sqlx, backed by the Rust `regex`
-//! crate), and the page read in one snapshot with the change-log sequence.
+//! crate).
 
-use super::SqliteStore;
-use crate::error::StoreResult;
-use crate::query::{self, compare_sql, json_path, Arg, BindAs, Binds, Dialect, SortExpr};
-use crate::rows;
-use sqlx::Row;
+use crate::query::{compare_sql, json_path, Arg, BindAs, Binds, Dialect, SortExpr};
 use tributary_core::query::{CompareOp, Field, Filter, Scalar};
-use tributary_core::store::{RecordPage, RecordQuery};
 
 pub(crate) struct Sqlite;
 
@@ -54,7 +49,7 @@ impl Dialect for Sqlite {
     const FALSE: &'static str = "(1 = 0)";
 
     fn placeholder(n: usize, _arg: &Arg) -> String {
-        format!("?{n}")
+        format!("${n}")
     }
 
     fn column(field: &Field) -> &'static str {
@@ -154,51 +149,4 @@ impl Dialect for Sqlite {
         let list: Vec<&str> = exprs.iter().map(|e| e.sql.as_str()).collect();
         format!("json_array({})", list.join(", "))
     }
-}
-
-macro_rules! record_columns {
-    () => {
-        "records.key, records.entity_type, records.connector, records.id, records.name, \
-         records.entity, records.instance, records.checksum, records.version, records.created_at, \
-         records.updated_at, records.source, records.edited_at"
-    };
-}
-pub(crate) use record_columns;
-
-pub(crate) async fn query_records(
-    s: &SqliteStore,
-    query: &RecordQuery<'_>,
-) -> StoreResult<RecordPage> {
-    let (sql, args) = query::compile::<Sqlite>(query, record_columns!())?;
-    let mut statement = sqlx::query(&sql);
-    for a in args {
-        statement = match a {
-            Arg::Text(v) | Arg::Json(v) => statement.bind(v),
-            Arg::Int(v) => statement.bind(v),
-            Arg::Float(v) => statement.bind(v),
-        };
-    }
-    // One read transaction: WAL gives it one snapshot for the counter and the page.
-    let mut tx = s.reader.begin().await?;
-    let sequence: i64 = sqlx::query_scalar("SELECT last_seq FROM change_sequence WHERE id = 1")
-        .fetch_one(&mut *tx)
-        .await?;
-    let found = statement.fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    let records = found
-        .iter()
-        .map(rows::record)
-        .collect::<StoreResult<Vec<_>>>()?;
-    let last = match (found.last(), records.last()) {
-        (Some(row), Some(record)) => Some(query::cursor_of(
-            &row.try_get::<String, _>("sort_values")?,
-            record.key.clone(),
-        )?),
-        _ => None,
-    };
-    Ok(RecordPage {
-        records,
-        last,
-        sequence: rows::count(sequence),
-    })
 }

@@ -3,35 +3,90 @@
 //! Two pools: a writer pool of exactly one connection, through which every write transaction goes
 //! (`BEGIN IMMEDIATE`), so writers queue in-process instead of failing with SQLITE_BUSY when a
 //! deferred transaction upgrades from read to write; and a reader pool for plain reads, which WAL
-//! lets run alongside the writer. Batch parameters travel as one JSON text read with `json_each`.
+//! lets run alongside the writer. With one writer, no statement needs a row lock.
+//!
+//! The statements are the shared ones of `src/sql/` (mounted below, ADR 0001); this module says
+//! how SQLite spells what differs: batch parameters are one JSON text read with `json_each`, JSON
+//! columns are text, and there are no row locks.
 
+/// Row-lock clauses: none on SQLite (one writer at a time).
+macro_rules! for_update {
+    () => {
+        ""
+    };
+}
+macro_rules! for_update_of {
+    ($table:literal) => {
+        ""
+    };
+}
+macro_rules! for_share {
+    () => {
+        ""
+    };
+}
+macro_rules! skip_locked {
+    () => {
+        ""
+    };
+}
+/// `$column` is one of the strings of the list parameter `$param` ([`in_list_arg`]).
+macro_rules! in_list {
+    ($column:literal, $param:literal) => {
+        concat!($column, " IN (SELECT value FROM json_each(", $param, "))")
+    };
+}
+/// A JSON column read as text, named `$name`: stored as text already.
+macro_rules! json_col {
+    ($column:literal, $name:literal) => {
+        $column
+    };
+}
+/// JSON text going into a JSON column: stored as is.
+macro_rules! json_value {
+    ($text:literal) => {
+        $text
+    };
+}
+
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/admin.rs"]
+mod admin;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/catalog.rs"]
 mod catalog;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/changes.rs"]
 mod changes;
 mod listing;
-mod reads;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/records.rs"]
+mod records;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/sessions.rs"]
 mod sessions;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/sources.rs"]
 mod sources;
 
+use crate::batch::TextRows;
 use crate::changes::ChangeSignal;
-use crate::error::{session_denied, StoreError, StoreResult};
-use crate::rows::{to_i64, IMPORT_RESULT_COLUMNS};
+use crate::error::{StoreError, StoreResult};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Database, Sqlite, SqlitePool};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-use tributary_core::model::{ImportResult, SessionMode};
-use tributary_core::store::SessionCall;
+use tributary_core::model::StoredRecord;
 
-/// The free functions implementing each `Store` operation, for [`crate::delegate_store`].
-mod ops {
-    pub(super) use super::catalog::*;
-    pub(super) use super::changes::{prune_changes, read_changes, wait_for_changes};
-    pub(super) use super::listing::query_records;
-    pub(super) use super::reads::*;
-    pub(super) use super::sessions::*;
-}
+/// The store the shared statements implement the storage traits for.
+type Backend = SqliteStore;
+/// The filter compiler of listings.
+type Listing = listing::Sqlite;
+type Tx = sqlx::Transaction<'static, Sqlite>;
+type Row = sqlx::sqlite::SqliteRow;
+type Query<'q> = sqlx::query::Query<'q, Sqlite, <Sqlite as Database>::Arguments<'q>>;
 
 /// Tributary's store on a SQLite file.
 #[derive(Debug, Clone)]
@@ -42,8 +97,6 @@ pub struct SqliteStore {
     /// process on the same file is not woken; Watch's periodic re-read covers it.)
     changes: Arc<ChangeSignal>,
 }
-
-crate::delegate_store!(SqliteStore, ops);
 
 /// SQLITE_BUSY (code 5, with its extended codes: recovery, snapshot, timeout).
 fn is_busy(error: &StoreError) -> bool {
@@ -59,7 +112,6 @@ fn is_busy(error: &StoreError) -> bool {
         .and_then(|code| code.parse::<i32>().ok())
         .is_some_and(|code| code & 0xff == 5)
 }
-crate::source_delegate::delegate_source_store!(SqliteStore, sources);
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the SQLite database at `url`: a `sqlite:` URL or
@@ -145,99 +197,78 @@ impl SqliteStore {
     }
 
     /// Starts a write transaction on the single writer connection, taking the write lock now.
-    async fn write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+    async fn write(&self) -> StoreResult<Tx> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
-}
 
-/// Checks that `call` names an open session of its connector that has not gone idle, marks it
-/// active, and
-/// answers its mode and applied sequence. Runs first in every batch and close transaction.
-async fn touch_session(
-    tx: &mut Transaction<'static, Sqlite>,
-    call: &SessionCall<'_>,
-) -> StoreResult<(SessionMode, i64)> {
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "UPDATE sessions SET last_active_at = ?1 \
-         WHERE id = ?2 AND connector = ?3 AND state = 'open' AND (mode = 'stream' OR last_active_at >= ?4) \
-         RETURNING mode, applied_seq",
-    )
-    .bind(call.now)
-    .bind(call.session_id)
-    .bind(&call.connector.id)
-    .bind(call.idle_cutoff)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let (mode, applied_seq) = row.ok_or_else(|| session_denied(call.session_id))?;
-    let mode = SessionMode::parse(&mode)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown session mode {mode:?}")))?;
-    Ok((mode, applied_seq))
-}
-
-/// Starts a batch: touches the session and answers its mode, or `None` when the call's
-/// `batch_seq` was already applied (the caller commits the touch and applies nothing).
-async fn begin_batch(
-    tx: &mut Transaction<'static, Sqlite>,
-    call: &SessionCall<'_>,
-) -> StoreResult<Option<SessionMode>> {
-    let (mode, applied_seq) = touch_session(tx, call).await?;
-    Ok((!crate::rows::already_applied(call, applied_seq)).then_some(mode))
-}
-
-/// Ends an applied batch: a sequenced one raises the session's applied sequence to its own, in
-/// the batch's transaction, so the batch and the record of it commit together.
-async fn end_batch(
-    tx: &mut Transaction<'static, Sqlite>,
-    call: &SessionCall<'_>,
-) -> StoreResult<()> {
-    if let Some(seq) = call.batch_seq {
-        sqlx::query("UPDATE sessions SET applied_seq = ?2 WHERE id = ?1")
-            .bind(call.session_id)
-            .bind(to_i64(seq))
-            .execute(&mut **tx)
-            .await?;
+    /// The pool of single-statement writes.
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
-    Ok(())
+
+    /// The pool of reads.
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
 }
 
-/// Writes an import result inside `tx`.
-async fn insert_import_result(
-    tx: &mut Transaction<'static, Sqlite>,
-    r: &ImportResult,
-) -> StoreResult<()> {
-    let sql = format!(
-        "INSERT INTO import_results ({IMPORT_RESULT_COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
-    );
-    sqlx::query(&sql)
-        .bind(&r.id)
-        .bind(&r.connector)
-        .bind(&r.session_id)
-        .bind(&r.source)
-        .bind(r.started_at)
-        .bind(r.ended_at)
-        .bind(r.status.as_str())
-        .bind(to_i64(r.totals.created))
-        .bind(to_i64(r.totals.updated))
-        .bind(to_i64(r.totals.unchanged))
-        .bind(to_i64(r.totals.skipped))
-        .bind(to_i64(r.failed))
-        .bind(to_i64(r.totals.deleted))
-        .bind(to_i64(r.totals.swept))
-        .bind(to_i64(r.sweep_refused))
-        .bind(to_i64(r.pages))
-        .bind(serde_json::to_string(&r.skipped_items)?)
-        .bind(serde_json::to_string(&r.failed_items)?)
-        .bind(to_i64(r.items_not_listed))
-        .bind(serde_json::to_string(&r.errors)?)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+/// A read transaction: WAL gives all its statements one snapshot.
+async fn snapshot(s: &SqliteStore) -> StoreResult<Tx> {
+    Ok(s.reader.begin().await?)
 }
 
-/// A list of strings as the JSON array text `json_each(?N)` reads.
-fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> StoreResult<String> {
+/// A list parameter for [`in_list!`]: one JSON array text.
+fn in_list_arg<'a>(items: impl IntoIterator<Item = &'a str>) -> StoreResult<String> {
     Ok(serde_json::to_string(
         &items.into_iter().collect::<Vec<_>>(),
     )?)
+}
+
+/// The table expression `u` of a batch bound by [`bind_rows`] at parameter `$first`: its
+/// `columns` (text) and `ord`, each row's 1-based position.
+fn rowset(first: usize, columns: &[&str]) -> String {
+    let picks: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| format!("json_extract(j.value, '$[{i}]') AS {column}"))
+        .collect();
+    format!(
+        "(SELECT {}, j.key + 1 AS ord FROM json_each(${first}) AS j) AS u",
+        picks.join(", ")
+    )
+}
+
+/// Binds a batch as the last parameter: one JSON array of rows.
+fn bind_rows<'q>(query: Query<'q>, rows: TextRows<'_>) -> StoreResult<Query<'q>> {
+    let rows: Vec<&[&str]> = rows.rows().collect();
+    Ok(query.bind(serde_json::to_string(&rows)?))
+}
+
+/// Row locks of open sessions taken before a bulk change: none on SQLite.
+async fn lock_stream_sessions(_tx: &mut Tx, _connector: &str) -> StoreResult<()> {
+    Ok(())
+}
+
+/// Whose open sessions a deletion waits for (PostgreSQL only).
+enum OpenSessionsOf<'a> {
+    EntityType(#[allow(dead_code)] &'a str),
+    Connector(#[allow(dead_code)] &'a str),
+}
+
+async fn lock_open_sessions(_tx: &mut Tx, _of: OpenSessionsOf<'_>) -> StoreResult<()> {
+    Ok(())
+}
+
+/// Other processes are not told of commits on SQLite (see [`SqliteStore::changes`]).
+async fn notify(_tx: &mut Tx, _last: i64) -> StoreResult<()> {
+    Ok(())
+}
+
+/// A record row as the domain reads it.
+fn record_row(row: &Row) -> StoreResult<StoredRecord> {
+    crate::rows::record(row)
+}
+
+async fn wait_for_changes(s: &SqliteStore, after: u64) {
+    s.changes.wait_above(after).await
 }

@@ -1,0 +1,677 @@
+//! Sessions (SPEC.md §2): open (with supersede), batches, close (commit or rollback), expiry.
+//!
+//! Every batch and close starts by touching its session row (`UPDATE … RETURNING`): no row
+//! means `PERMISSION_DENIED`, and on PostgreSQL the row lock serialises the batch against a
+//! concurrent close, supersede or expiry of the same session. Accrue/replace data is staged in
+//! `staged_records` and made visible by set-based SQL in the commit's one transaction (ADR 0001).
+
+use super::changes::{log_keys, Sequencer};
+use super::records::{existing_records, insert_import_result, write_records, Writer};
+use super::{bind_rows, in_list_arg, lock_stream_sessions, rowset, Backend, Tx};
+use crate::batch::{record_rows, TextRows, RECORD_COLUMNS};
+use crate::changes::Op;
+use crate::error::{run, session_denied, sweep_refused, StoreError, StoreResult};
+use crate::rows::{already_applied, count, session_result, skip_flags, to_i64};
+use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+use tributary_core::error::ResourceKind;
+use tributary_core::model::{
+    Connector, DigestState, ImportStatus, Outcome, Session, SessionMode, SessionState,
+    SessionTotals,
+};
+use tributary_core::record::{
+    plan_deletes, plan_digests, plan_upserts, KeyedDigest, KeyedId, PreparedRecord,
+};
+use tributary_core::session::{self, SessionEnd};
+use tributary_core::store::{
+    BatchResult, ClosedSession, OpenedSession, ResumedSession, SessionCall, SessionStore,
+};
+use tributary_core::{Error, Result};
+
+#[async_trait]
+impl SessionStore for Backend {
+    async fn open_session(
+        &self,
+        connector: &Connector,
+        mode: SessionMode,
+        now: i64,
+    ) -> Result<OpenedSession> {
+        run(async {
+            let id = uuid::Uuid::new_v4().to_string();
+            let mut tx = self.write().await?;
+            // Locking the connector row serialises concurrent opens of one connector; stream
+            // opens never supersede, they only keep the connector from going meanwhile.
+            const SUPERSEDING: &str =
+                concat!("SELECT 1 FROM connectors WHERE id = $1", for_update!());
+            const NOT_SUPERSEDING: &str =
+                concat!("SELECT 1 FROM connectors WHERE id = $1", for_share!());
+            let lock = if session::supersedes(mode) {
+                SUPERSEDING
+            } else {
+                NOT_SUPERSEDING
+            };
+            let exists = sqlx::query(lock)
+                .bind(&connector.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Err(Error::not_found(ResourceKind::Connector, &connector.id).into());
+            }
+            let mut superseded = Vec::new();
+            if session::supersedes(mode) {
+                let ended: Vec<(String, String, i64)> = sqlx::query_as(
+                    "UPDATE sessions SET state = 'superseded', closed_at = $2 \
+                     WHERE connector = $1 AND state = 'open' AND mode <> 'stream' \
+                     RETURNING id, connector, opened_at",
+                )
+                .bind(&connector.id)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                let why = format!("superseded by session {id}");
+                cancel_sessions(&mut tx, &ended, now, &why).await?;
+                superseded = ended.into_iter().map(|(id, _, _)| id).collect();
+            }
+            sqlx::query(
+                "INSERT INTO sessions (id, connector, mode, state, opened_at, last_active_at) \
+                 VALUES ($1, $2, $3, 'open', $4, $4)",
+            )
+            .bind(&id)
+            .bind(&connector.id)
+            .bind(mode.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let session = Session {
+                id,
+                connector: connector.id.clone(),
+                mode,
+                state: SessionState::Open,
+                opened_at: now,
+                last_active_at: now,
+            };
+            Ok(OpenedSession {
+                session,
+                superseded,
+            })
+        })
+        .await
+    }
+
+    async fn upsert_batch(
+        &self,
+        call: &SessionCall<'_>,
+        records: &[PreparedRecord],
+    ) -> Result<BatchResult<Vec<Outcome>>> {
+        run(async {
+            let mut tx = self.write().await?;
+            let Some(mode) = begin_batch(&mut tx, call).await? else {
+                tx.commit().await?;
+                return Ok(BatchResult::AlreadyApplied);
+            };
+            let (outcomes, logged) = if records.is_empty() {
+                (Vec::new(), None)
+            } else {
+                apply_upserts(&mut tx, call, mode, records).await?
+            };
+            end_batch(&mut tx, call).await?;
+            tx.commit().await?;
+            if let Some(sequence) = logged {
+                self.changes.publish(sequence);
+            }
+            Ok(BatchResult::Applied(outcomes))
+        })
+        .await
+    }
+
+    async fn delete_batch(
+        &self,
+        call: &SessionCall<'_>,
+        ids: &[KeyedId],
+    ) -> Result<BatchResult<Vec<Outcome>>> {
+        run(async {
+            let mut tx = self.write().await?;
+            let Some(mode) = begin_batch(&mut tx, call).await? else {
+                tx.commit().await?;
+                return Ok(BatchResult::AlreadyApplied);
+            };
+            let (outcomes, logged) = if ids.is_empty() {
+                (Vec::new(), None)
+            } else {
+                apply_deletes(&mut tx, call, mode, ids).await?
+            };
+            end_batch(&mut tx, call).await?;
+            tx.commit().await?;
+            if let Some(sequence) = logged {
+                self.changes.publish(sequence);
+            }
+            Ok(BatchResult::Applied(outcomes))
+        })
+        .await
+    }
+
+    async fn diff_batch(
+        &self,
+        call: &SessionCall<'_>,
+        digests: &[KeyedDigest],
+    ) -> Result<BatchResult<Vec<DigestState>>> {
+        run(async {
+            let mut tx = self.write().await?;
+            let Some(mode) = begin_batch(&mut tx, call).await? else {
+                tx.commit().await?;
+                return Ok(BatchResult::AlreadyApplied);
+            };
+            let states = if digests.is_empty() {
+                Vec::new()
+            } else {
+                let keys = digests.iter().map(|d| d.key.as_str());
+                let existing = existing_records(&mut tx, keys).await?;
+                let states = plan_digests(digests, &existing);
+                if mode == SessionMode::Replace {
+                    stage_keeps(&mut tx, call.session_id, digests, &states).await?;
+                }
+                states
+            };
+            end_batch(&mut tx, call).await?;
+            tx.commit().await?;
+            Ok(BatchResult::Applied(states))
+        })
+        .await
+    }
+
+    async fn resume_session(&self, call: &SessionCall<'_>) -> Result<ResumedSession> {
+        run(async {
+            let mut tx = self.write().await?;
+            let (mode, applied_seq) = touch_session(&mut tx, call).await?;
+            tx.commit().await?;
+            Ok(ResumedSession {
+                mode,
+                last_batch_seq: u64::try_from(applied_seq).unwrap_or(0),
+            })
+        })
+        .await
+    }
+
+    async fn close_session(
+        &self,
+        call: &SessionCall<'_>,
+        commit: bool,
+        force: bool,
+    ) -> Result<ClosedSession> {
+        run(async {
+            let mut tx = self.write().await?;
+            let (mode, _) = touch_session(&mut tx, call).await?;
+            let end = if commit {
+                SessionEnd::Commit
+            } else {
+                SessionEnd::Rollback
+            };
+            let state = end.final_state(mode);
+            if !mode.is_staged() {
+                set_state(&mut tx, call, state).await?;
+                tx.commit().await?;
+                return Ok(ClosedSession {
+                    mode,
+                    totals: SessionTotals::default(),
+                    import_result_id: None,
+                });
+            }
+            let opened_at: i64 = sqlx::query_scalar("SELECT opened_at FROM sessions WHERE id = $1")
+                .bind(call.session_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let mut logged = None;
+            let (status, totals) = if commit {
+                match commit_staged(&mut tx, call, mode, force).await {
+                    Ok((totals, last)) => {
+                        logged = last;
+                        (ImportStatus::Succeeded, totals)
+                    }
+                    Err(e) => {
+                        // Nothing of the commit may stick (a guard refusal keeps the session
+                        // open).
+                        let _ = tx.rollback().await;
+                        return Err(e);
+                    }
+                }
+            } else {
+                (ImportStatus::Canceled, SessionTotals::default())
+            };
+            sqlx::query("DELETE FROM staged_records WHERE session_id = $1")
+                .bind(call.session_id)
+                .execute(&mut *tx)
+                .await?;
+            set_state(&mut tx, call, state).await?;
+            let result = session_result(
+                &call.connector.id,
+                call.session_id,
+                opened_at,
+                call.now,
+                status,
+                totals,
+                Vec::new(),
+            );
+            insert_import_result(&mut tx, &result).await?;
+            tx.commit().await?;
+            if let Some(sequence) = logged {
+                self.changes.publish(sequence);
+            }
+            Ok(ClosedSession {
+                mode,
+                totals,
+                import_result_id: Some(result.id),
+            })
+        })
+        .await
+    }
+
+    async fn expire_idle_sessions(&self, idle_cutoff: i64, now: i64) -> Result<u64> {
+        run(async {
+            let mut tx = self.write().await?;
+            let ended: Vec<(String, String, i64)> = sqlx::query_as(
+                "UPDATE sessions SET state = 'expired', closed_at = $2 \
+                 WHERE state = 'open' AND mode <> 'stream' AND last_active_at < $1 \
+                 RETURNING id, connector, opened_at",
+            )
+            .bind(idle_cutoff)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            cancel_sessions(&mut tx, &ended, now, "expired after idle timeout").await?;
+            tx.commit().await?;
+            Ok(ended.len() as u64)
+        })
+        .await
+    }
+}
+
+/// Checks that `call` names an open session of its connector that has not gone idle, marks it
+/// active (on PostgreSQL locking its row until the transaction ends), and answers its mode and
+/// applied sequence. Runs first in every batch and close transaction.
+async fn touch_session(tx: &mut Tx, call: &SessionCall<'_>) -> StoreResult<(SessionMode, i64)> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "UPDATE sessions SET last_active_at = $1 \
+         WHERE id = $2 AND connector = $3 AND state = 'open' \
+           AND (mode = 'stream' OR last_active_at >= $4) \
+         RETURNING mode, applied_seq",
+    )
+    .bind(call.now)
+    .bind(call.session_id)
+    .bind(&call.connector.id)
+    .bind(call.idle_cutoff)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (mode, applied_seq) = row.ok_or_else(|| session_denied(call.session_id))?;
+    let mode = SessionMode::parse(&mode)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown session mode {mode:?}")))?;
+    Ok((mode, applied_seq))
+}
+
+/// Starts a batch: touches the session and answers its mode, or `None` when the call's
+/// `batch_seq` was already applied (the caller commits the touch and applies nothing).
+async fn begin_batch(tx: &mut Tx, call: &SessionCall<'_>) -> StoreResult<Option<SessionMode>> {
+    let (mode, applied_seq) = touch_session(tx, call).await?;
+    Ok((!already_applied(call, applied_seq)).then_some(mode))
+}
+
+/// Ends an applied batch: a sequenced one raises the session's applied sequence to its own, in
+/// the batch's transaction, so the batch and the record of it commit together.
+async fn end_batch(tx: &mut Tx, call: &SessionCall<'_>) -> StoreResult<()> {
+    if let Some(seq) = call.batch_seq {
+        sqlx::query("UPDATE sessions SET applied_seq = $2 WHERE id = $1")
+            .bind(call.session_id)
+            .bind(to_i64(seq))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Ends staged (accrue/replace) sessions with a canceled import result each: `ended` lists
+/// `(id, connector, opened_at)`. Their staged rows are deleted.
+async fn cancel_sessions(
+    tx: &mut Tx,
+    ended: &[(String, String, i64)],
+    now: i64,
+    error: &str,
+) -> StoreResult<()> {
+    if ended.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(concat!(
+        "DELETE FROM staged_records WHERE ",
+        in_list!("session_id", "$1")
+    ))
+    .bind(in_list_arg(ended.iter().map(|(id, _, _)| id.as_str()))?)
+    .execute(&mut **tx)
+    .await?;
+    for (id, connector, opened_at) in ended {
+        let result = session_result(
+            connector,
+            id,
+            *opened_at,
+            now,
+            ImportStatus::Canceled,
+            SessionTotals::default(),
+            vec![error.to_owned()],
+        );
+        insert_import_result(tx, &result).await?;
+    }
+    Ok(())
+}
+
+/// Applies (stream) or stages (accrue/replace) the batch; answers the outcomes and, when
+/// records changed visibly, the last change-log sequence the batch logged.
+async fn apply_upserts(
+    tx: &mut Tx,
+    call: &SessionCall<'_>,
+    mode: SessionMode,
+    records: &[PreparedRecord],
+) -> StoreResult<(Vec<Outcome>, Option<u64>)> {
+    let existing = existing_records(tx, records.iter().map(|r| r.key.as_str())).await?;
+    let applied = !mode.is_staged();
+    let plan = plan_upserts(records, &existing, call.connector.write_policy, applied);
+    let mut logged = None;
+    if !plan.writes.is_empty() {
+        let writes: Vec<&PreparedRecord> = plan.writes.iter().map(|&i| &records[i]).collect();
+        if applied {
+            let keys: Vec<&str> = writes.iter().map(|r| r.key.as_str()).collect();
+            let writer = Writer {
+                entity_type: &call.connector.entity_type,
+                connector: &call.connector.id,
+                source: None,
+                now: call.now,
+            };
+            write_records(tx, &writer, writes).await?;
+            // Last in the transaction: the counter is this batch's last lock (ADR 0003).
+            let entity_type = &call.connector.entity_type;
+            logged = log_keys(tx, entity_type, &keys, Op::Upsert, call.now).await?;
+        } else {
+            stage_upserts(tx, call.session_id, writes).await?;
+        }
+    }
+    Ok((plan.outcomes, logged))
+}
+
+/// Accrue/replace: stages the rows; a later operation on the same key replaces an earlier one.
+async fn stage_upserts(
+    tx: &mut Tx,
+    session_id: &str,
+    writes: Vec<&PreparedRecord>,
+) -> StoreResult<()> {
+    static STAGE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO staged_records (session_id, key, id, op, name, entity, instance, checksum) \
+             SELECT $1, u.key, u.id, 'upsert', u.name, {}, {}, u.checksum FROM {} WHERE true \
+             ON CONFLICT (session_id, key) DO UPDATE SET id = excluded.id, op = 'upsert', \
+                 name = excluded.name, entity = excluded.entity, instance = excluded.instance, \
+                 checksum = excluded.checksum",
+            json_value!("u.entity"),
+            json_value!("u.instance"),
+            rowset(2, &RECORD_COLUMNS)
+        )
+    });
+    let stage = sqlx::query(&STAGE).bind(session_id);
+    bind_rows(stage, record_rows(writes))?
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Stages `(key, id)` rows of `op` (`delete` or `keep`), one per key; like any operation, a row
+/// replaces an earlier one on the same key.
+async fn stage_ids(
+    tx: &mut Tx,
+    session_id: &str,
+    op: &str,
+    unique: HashMap<&str, &str>,
+) -> StoreResult<()> {
+    static STAGE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO staged_records (session_id, key, id, op) \
+             SELECT $1, u.key, u.id, $2 FROM {} WHERE true \
+             ON CONFLICT (session_id, key) DO UPDATE SET id = excluded.id, op = excluded.op, \
+                 name = NULL, entity = NULL, instance = NULL, checksum = NULL",
+            rowset(3, &["key", "id"])
+        )
+    });
+    if unique.is_empty() {
+        return Ok(());
+    }
+    let mut rows = TextRows::new(2);
+    for (key, id) in unique {
+        rows.push(&[key, id]);
+    }
+    let stage = sqlx::query(&STAGE).bind(session_id).bind(op);
+    bind_rows(stage, rows)?.execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn apply_deletes(
+    tx: &mut Tx,
+    call: &SessionCall<'_>,
+    mode: SessionMode,
+    ids: &[KeyedId],
+) -> StoreResult<(Vec<Outcome>, Option<u64>)> {
+    let keys: Vec<&str> = ids.iter().map(|k| k.key.as_str()).collect();
+    let mut logged = None;
+    let exists: HashSet<String> = if mode.is_staged() {
+        let found: Vec<String> = sqlx::query_scalar(concat!(
+            "SELECT key FROM records WHERE connector = $1 AND ",
+            in_list!("key", "$2")
+        ))
+        .bind(&call.connector.id)
+        .bind(in_list_arg(keys.iter().copied())?)
+        .fetch_all(&mut **tx)
+        .await?;
+        // One staged row per key (the last id wins, though a key names one id anyway).
+        let unique: HashMap<&str, &str> = ids.iter().map(|k| (&*k.key, &*k.id)).collect();
+        stage_ids(tx, call.session_id, "delete", unique).await?;
+        found.into_iter().collect()
+    } else {
+        let deleted: Vec<String> = sqlx::query_scalar(concat!(
+            "DELETE FROM records WHERE connector = $1 AND ",
+            in_list!("key", "$2"),
+            " RETURNING key"
+        ))
+        .bind(&call.connector.id)
+        .bind(in_list_arg(keys.iter().copied())?)
+        .fetch_all(&mut **tx)
+        .await?;
+        let gone: Vec<&str> = deleted.iter().map(String::as_str).collect();
+        let entity_type = &call.connector.entity_type;
+        logged = log_keys(tx, entity_type, &gone, Op::Delete, call.now).await?;
+        deleted.into_iter().collect()
+    };
+    Ok((plan_deletes(&keys, &exists), logged))
+}
+
+/// Replace: stages the unchanged digests, one per key, as `keep`.
+async fn stage_keeps(
+    tx: &mut Tx,
+    session_id: &str,
+    digests: &[KeyedDigest],
+    states: &[DigestState],
+) -> StoreResult<()> {
+    let unique: HashMap<&str, &str> = digests
+        .iter()
+        .zip(states)
+        .filter(|(_, state)| **state == DigestState::Unchanged)
+        .map(|(d, _)| (&*d.key, &*d.id))
+        .collect();
+    stage_ids(tx, session_id, "keep", unique).await
+}
+
+async fn set_state(tx: &mut Tx, call: &SessionCall<'_>, state: SessionState) -> StoreResult<()> {
+    sqlx::query("UPDATE sessions SET state = $2, closed_at = $3 WHERE id = $1")
+        .bind(call.session_id)
+        .bind(state.as_str())
+        .bind(call.now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Makes an accrue/replace session's staged data visible, set-based: totals by one aggregate,
+/// the removal guard, changed rows written, deletes applied, and for replace the sweep.
+/// `keep` rows (digests found unchanged) are never written: they count as unchanged while their
+/// record exists, and being staged rows they spare it from the sweep's anti-join.
+/// Every visible change is logged, set-based and before the writes (the same predicates pick
+/// the rows); answers the totals and the last change-log sequence, if anything changed.
+async fn commit_staged(
+    tx: &mut Tx,
+    call: &SessionCall<'_>,
+    mode: SessionMode,
+    force: bool,
+) -> StoreResult<(SessionTotals, Option<u64>)> {
+    let connector = call.connector;
+    let (skip_all, skip_edited) = skip_flags(connector.write_policy);
+    // `skip` below: a changed record the write policy keeps as is.
+    let (created, updated, unchanged, skipped, deleted): (i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT \
+               count(*) FILTER (WHERE s.op = 'upsert' AND r.key IS NULL), \
+               count(*) FILTER (WHERE s.op = 'upsert' AND r.checksum <> s.checksum \
+                                AND NOT ($2 OR ($3 AND r.edited_at IS NOT NULL))), \
+               count(*) FILTER (WHERE (s.op = 'upsert' AND r.checksum = s.checksum) \
+                                OR (s.op = 'keep' AND r.key IS NOT NULL)), \
+               count(*) FILTER (WHERE s.op = 'upsert' AND r.checksum <> s.checksum \
+                                AND ($2 OR ($3 AND r.edited_at IS NOT NULL))), \
+               count(*) FILTER (WHERE s.op = 'delete' AND r.key IS NOT NULL) \
+             FROM staged_records s LEFT JOIN records r ON r.key = s.key WHERE s.session_id = $1",
+        )
+        .bind(call.session_id)
+        .bind(skip_all)
+        .bind(skip_edited)
+        .fetch_one(&mut **tx)
+        .await?;
+    let mut totals = SessionTotals {
+        created: count(created),
+        updated: count(updated),
+        unchanged: count(unchanged),
+        deleted: count(deleted),
+        swept: 0,
+        skipped: count(skipped),
+    };
+
+    if mode == SessionMode::Replace && !force {
+        if let Some(limit) = connector.reject_removals_above_percent {
+            let (candidates, total): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE NOT EXISTS \
+                          (SELECT 1 FROM staged_records s \
+                           WHERE s.session_id = $2 AND s.key = r.key)), \
+                        count(*) \
+                 FROM records r WHERE r.connector = $1",
+            )
+            .bind(&connector.id)
+            .bind(call.session_id)
+            .fetch_one(&mut **tx)
+            .await?;
+            if session::sweep_refused(count(candidates), count(total), Some(limit)) {
+                return Err(sweep_refused(count(candidates), count(total), limit));
+            }
+        }
+    }
+
+    let logged = log_commit(tx, call, mode, skip_all, skip_edited).await?;
+
+    // Unchanged and policy-skipped rows are filtered out before the write, so they cost no
+    // row lock or rewrite, and their version and updated_at stay put.
+    sqlx::query(
+        "INSERT INTO records (key, entity_type, connector, id, name, entity, instance, checksum, \
+                              version, created_at, updated_at, source, edited_at) \
+         SELECT s.key, $2, $3, s.id, s.name, s.entity, s.instance, s.checksum, 1, $4, $4, NULL, NULL \
+         FROM staged_records s LEFT JOIN records r ON r.key = s.key \
+         WHERE s.session_id = $1 AND s.op = 'upsert' \
+           AND (r.key IS NULL OR (r.checksum <> s.checksum \
+                                  AND NOT ($5 OR ($6 AND r.edited_at IS NOT NULL)))) \
+         ON CONFLICT (key) DO UPDATE SET name = excluded.name, entity = excluded.entity, \
+             instance = excluded.instance, checksum = excluded.checksum, \
+             version = records.version + 1, updated_at = excluded.updated_at, source = NULL",
+    )
+    .bind(call.session_id)
+    .bind(&connector.entity_type)
+    .bind(&connector.id)
+    .bind(call.now)
+    .bind(skip_all)
+    .bind(skip_edited)
+    .execute(&mut **tx)
+    .await?;
+
+    sqlx::query(
+        "DELETE FROM records WHERE connector = $1 AND key IN \
+         (SELECT key FROM staged_records WHERE session_id = $2 AND op = 'delete')",
+    )
+    .bind(&connector.id)
+    .bind(call.session_id)
+    .execute(&mut **tx)
+    .await?;
+
+    if mode == SessionMode::Replace {
+        let swept = sqlx::query(
+            "DELETE FROM records WHERE connector = $1 AND NOT EXISTS \
+             (SELECT 1 FROM staged_records s WHERE s.session_id = $2 AND s.key = records.key)",
+        )
+        .bind(&connector.id)
+        .bind(call.session_id)
+        .execute(&mut **tx)
+        .await?;
+        totals.swept = swept.rows_affected();
+    }
+    Ok((totals, logged))
+}
+
+/// Logs what a commit is about to change: an upsert for every staged upsert the commit writes
+/// (same predicate as its INSERT), a delete for every staged delete of an existing record, and
+/// for replace a delete for every record the sweep takes. Sequences follow key order within
+/// each statement. First the connector's open stream sessions are locked (their batches in
+/// flight finish first, new ones wait), then the counter: see the lock order in `changes`.
+async fn log_commit(
+    tx: &mut Tx,
+    call: &SessionCall<'_>,
+    mode: SessionMode,
+    skip_all: bool,
+    skip_edited: bool,
+) -> StoreResult<Option<u64>> {
+    let connector = call.connector;
+    lock_stream_sessions(tx, &connector.id).await?;
+    let mut seq = Sequencer::start(tx).await?;
+    let logged = sqlx::query(
+        "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
+         SELECT $1 + row_number() OVER (ORDER BY s.key), $2, s.key, \
+                CASE s.op WHEN 'upsert' THEN 'upsert' ELSE 'delete' END, $4 \
+         FROM staged_records s LEFT JOIN records r ON r.key = s.key \
+         WHERE s.session_id = $3 AND ( \
+           (s.op = 'upsert' AND (r.key IS NULL OR (r.checksum <> s.checksum \
+                                  AND NOT ($5 OR ($6 AND r.edited_at IS NOT NULL))))) \
+           OR (s.op = 'delete' AND r.key IS NOT NULL AND r.connector = $7))",
+    )
+    .bind(seq.base())
+    .bind(&connector.entity_type)
+    .bind(call.session_id)
+    .bind(call.now)
+    .bind(skip_all)
+    .bind(skip_edited)
+    .bind(&connector.id)
+    .execute(&mut **tx)
+    .await?;
+    seq.advance(logged.rows_affected());
+    if mode == SessionMode::Replace {
+        let swept = sqlx::query(
+            "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
+             SELECT $1 + row_number() OVER (ORDER BY r.key), r.entity_type, r.key, 'delete', $2 \
+             FROM records r WHERE r.connector = $3 AND NOT EXISTS \
+             (SELECT 1 FROM staged_records s WHERE s.session_id = $4 AND s.key = r.key)",
+        )
+        .bind(seq.base())
+        .bind(call.now)
+        .bind(&connector.id)
+        .bind(call.session_id)
+        .execute(&mut **tx)
+        .await?;
+        seq.advance(swept.rows_affected());
+    }
+    seq.finish(tx).await
+}
