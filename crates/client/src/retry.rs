@@ -8,7 +8,8 @@
 //! let client = tributary_client::contribution(channel, "tbc_...");
 //! let request = UpsertRequest { session_id: "...".into(), records: vec![] };
 //! let outcomes = tributary_client::retry::honouring_retry_info(|| {
-//!     client.clone().upsert(request.clone())
+//!     let (mut client, request) = (client.clone(), request.clone());
+//!     async move { client.upsert(request).await }
 //! })
 //! .await?;
 //! # Ok(()) }
