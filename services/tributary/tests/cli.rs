@@ -1716,3 +1716,94 @@ async fn contribute_goes_on_at_the_connectors_rate_limit() {
     assert!(started.elapsed() >= Duration::from_millis(900));
     sandbox.stop().await;
 }
+
+/// A free port on 127.0.0.1 for a server process to bind (the kernel picks it; released at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_flags_turn_on_mtls_and_the_metrics_endpoint() {
+    let ca = tributary_tests::tls::test_ca();
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let write = |name: &str, content: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).expect("write");
+        path.display().to_string()
+    };
+    let server = ca.issue(&["127.0.0.1"]);
+    let (cert, key) = (
+        write("server.pem", &server.cert_pem),
+        write("server.key", &server.key_pem),
+    );
+    let (grpc, metrics) = (free_port(), free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{grpc}")])
+        .args(["--data-dir", &dir.path().join("data").display().to_string()])
+        .args(["--tls-cert", &cert, "--tls-key", &key])
+        .args(["--tls-client-ca", &ca.pem_file.display().to_string()])
+        .env("TRIBUTARY_METRICS__LISTEN", format!("127.0.0.1:{metrics}"))
+        .env("TRIBUTARY_ADMIN_TOKEN", "tba_serve_flags_test")
+        .kill_on_drop(true)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tributary serve");
+
+    // gRPC over mTLS: a client with a certificate the CA signed is served.
+    let url = format!("https://127.0.0.1:{grpc}");
+    let channel = wait_until(Duration::from_secs(30), || async {
+        let channel = tributary_client::connect_with(&url, &ca.client_tls())
+            .await
+            .ok()?;
+        tributary_client::admin(channel.clone(), "tba_serve_flags_test")
+            .list_entity_types(tributary_client::pb::admin::ListEntityTypesRequest::default())
+            .await
+            .ok()
+            .map(|_| channel)
+    })
+    .await
+    .expect("the server answers over mTLS");
+    drop(channel);
+    // Plaintext is refused.
+    let plaintext = tributary_client::connect(&format!("http://127.0.0.1:{grpc}")).await;
+    if let Ok(channel) = plaintext {
+        tributary_client::admin(channel, "tba_serve_flags_test")
+            .list_entity_types(tributary_client::pb::admin::ListEntityTypesRequest::default())
+            .await
+            .expect_err("plaintext on a TLS port");
+    }
+
+    // The metrics endpoint counted that call.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", metrics))
+        .await
+        .expect("connect to the metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut response = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
+        .await
+        .expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("grpc_method=\"ListEntityTypes\""),
+        "{response}"
+    );
+
+    // SIGTERM: a clean stop.
+    let pid = child.id().expect("pid").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("send SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stopped within 30 s")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+}
