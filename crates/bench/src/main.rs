@@ -173,10 +173,11 @@ async fn run(args: Args) -> Result<bool> {
     };
 
     let machine = format!(
-        "{} CPU(s), {} RAM; server {}",
+        "{} CPU(s), {} RAM; server {}; {}",
         std::thread::available_parallelism().map_or(0, usize::from),
         mem_total(),
-        server_bin.display()
+        server_bin.display(),
+        provenance()
     );
     if args.ingest {
         let sizes: Vec<String> = args
@@ -647,6 +648,25 @@ fn thousands(value: f64) -> String {
         out.push(c);
     }
     out
+}
+
+/// Which code was measured, and when: `commit <short hash>, <UTC date>`, for the current
+/// tables of docs/BENCHMARKS.md (the commit is the checkout the bench runs in, if any).
+fn provenance() -> String {
+    let output = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    format!(
+        "commit {}, {}",
+        output("git", &["rev-parse", "--short", "HEAD"]),
+        output("date", &["-u", "+%Y-%m-%d"])
+    )
 }
 
 fn mem_total() -> String {
