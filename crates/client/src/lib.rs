@@ -29,7 +29,7 @@ pub use stream::{
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 use tributary_proto::admin::v1::admin_client::AdminClient;
 use tributary_proto::catalog::v1::catalog_client::CatalogClient;
@@ -73,10 +73,7 @@ impl TlsOptions {
     }
 
     fn tonic_config(&self) -> ClientTlsConfig {
-        let mut config = ClientTlsConfig::new().with_native_roots();
-        if let Some(ca) = &self.ca_certificate_pem {
-            config = config.ca_certificate(Certificate::from_pem(ca));
-        }
+        let mut config = tributary_grpc::tls::client_tls_config(self.ca_certificate_pem.as_deref());
         if let Some((cert, key)) = &self.client_identity_pem {
             config = config.identity(Identity::from_pem(cert, key));
         }

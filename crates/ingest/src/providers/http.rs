@@ -30,7 +30,7 @@ impl HttpOptions {
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")));
-        let mut grpc_tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        let mut extra_roots_pem = None;
         if let Some(path) = extra_roots {
             let pem = std::fs::read(path).map_err(|e| {
                 FetchError::new(format!("reading CA certificates {}: {e}", path.display()))
@@ -44,8 +44,9 @@ impl HttpOptions {
                 )));
             }
             builder = builder.tls_certs_merge(roots);
-            grpc_tls = grpc_tls.ca_certificate(tonic::transport::Certificate::from_pem(&pem));
+            extra_roots_pem = Some(pem);
         }
+        let grpc_tls = tributary_grpc::tls::client_tls_config(extra_roots_pem.as_deref());
         let client = builder
             .build()
             .map_err(|e| FetchError::new(format!("building the HTTP client: {e}")))?;
