@@ -13,6 +13,9 @@ the `rfc8785` and `blake3` packages, and the checksum the server computes for th
     python3 -m pip install -r tests/python/requirements.txt
     python3 tests/python/client_test.py --server 127.0.0.1:50051 --admin-token "$(cat tributary-data/admin.token)"
 
+Against a server with TLS, pass --ca-file (the PEM of the authority that signed the server's
+certificate; the system's roots otherwise), and --client-cert/--client-key for mTLS.
+
 Exits 0 when every check passes; prints the failed check and exits 1 otherwise. The Rust test
 `python_client` (tests/tests/python.rs) runs it against a sandbox server.
 """
@@ -157,7 +160,24 @@ def server_checksums_match_the_vectors(stubs, as_admin):
     admin.DeleteEntityType(admin_pb2.DeleteEntityTypeRequest(slug=slug, force=True), metadata=as_admin)
 
 
-def run(server, admin_token):
+def open_channel(server, ca_file=None, client_cert=None, client_key=None, tls=False):
+    """A plaintext channel, or a TLS one when any TLS option is given."""
+    if not (tls or ca_file or client_cert):
+        return grpc.insecure_channel(server)
+
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(ca_file) if ca_file else None,
+        private_key=read(client_key) if client_key else None,
+        certificate_chain=read(client_cert) if client_cert else None,
+    )
+    return grpc.secure_channel(server, credentials)
+
+
+def run(server, admin_token, **tls):
     admin_pb2 = importlib.import_module("tributary.admin.v1.admin_pb2")
     admin_grpc = importlib.import_module("tributary.admin.v1.admin_pb2_grpc")
     catalog_pb2 = importlib.import_module("tributary.catalog.v1.catalog_pb2")
@@ -165,7 +185,7 @@ def run(server, admin_token):
     contribution_pb2 = importlib.import_module("tributary.contribution.v1.contribution_pb2")
     contribution_grpc = importlib.import_module("tributary.contribution.v1.contribution_pb2_grpc")
 
-    channel = grpc.insecure_channel(server)
+    channel = open_channel(server, **tls)
     grpc.channel_ready_future(channel).result(timeout=30)
     admin = admin_grpc.AdminStub(channel)
     contribution = contribution_grpc.ContributionStub(channel)
@@ -301,13 +321,24 @@ def main():
         default=os.environ.get("TRIBUTARY_ADMIN_TOKEN"),
         help="the admin token (default: $TRIBUTARY_ADMIN_TOKEN)",
     )
+    parser.add_argument("--tls", action="store_true", help="use TLS with the system's roots")
+    parser.add_argument("--ca-file", help="PEM roots to trust for a server with TLS")
+    parser.add_argument("--client-cert", help="PEM client certificate (mTLS)")
+    parser.add_argument("--client-key", help="PEM key of --client-cert")
     args = parser.parse_args()
     if not args.admin_token:
         parser.error("an admin token is needed: --admin-token or TRIBUTARY_ADMIN_TOKEN")
     with tempfile.TemporaryDirectory(prefix="tributary-py-") as out_dir:
         generate_stubs(out_dir)
         try:
-            run(args.server, args.admin_token)
+            run(
+                args.server,
+                args.admin_token,
+                tls=args.tls,
+                ca_file=args.ca_file,
+                client_cert=args.client_cert,
+                client_key=args.client_key,
+            )
         except AssertionError as failed:
             print(f"FAILED: {failed}", file=sys.stderr)
             return 1

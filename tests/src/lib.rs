@@ -126,9 +126,12 @@ impl Sandbox {
         let addr = listener.local_addr().expect("local addr");
         let store = db.store.clone();
         let running = Running::spawn(store.clone(), server_options.clone(), listener);
-        let channel = tributary_client::connect(&format!("http://{addr}"))
-            .await
-            .expect("connect to the sandbox server");
+        let channel = tributary_client::connect_with(
+            &Self::url_of(addr, &server_options),
+            &Self::client_tls_of(&server_options),
+        )
+        .await
+        .expect("connect to the sandbox server");
         Sandbox {
             addr,
             admin_token,
@@ -166,6 +169,27 @@ impl Sandbox {
         self.db
             .as_ref()
             .expect("the sandbox's database is kept until stop")
+    }
+
+    /// The server's URL: `https://127.0.0.1:port` when it serves TLS, else `http://…`.
+    pub fn url(&self) -> String {
+        Self::url_of(self.addr, &self.options)
+    }
+
+    fn url_of(addr: SocketAddr, options: &ServerOptions) -> String {
+        match options.tls {
+            Some(_) => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        }
+    }
+
+    /// A TLS server is trusted through the test CA, which also signs the client certificate
+    /// an mTLS server asks for.
+    fn client_tls_of(options: &ServerOptions) -> tributary_client::TlsOptions {
+        match options.tls {
+            Some(_) => tls::test_ca().client_tls(),
+            None => tributary_client::TlsOptions::default(),
+        }
     }
 
     /// The URL of the sandbox's database (to open more stores on it, as other replicas would).

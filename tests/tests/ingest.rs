@@ -617,6 +617,35 @@ async fn rss_atom_and_media_rss_feeds_are_imported(sandbox: &Sandbox) {
     assert_eq!(all["n1"].name, "First");
 }
 
+async fn a_feed_without_mapping_names_records_by_title_and_keeps_the_entry(sandbox: &Sandbox) {
+    let (connector, mut reader) = article_type(sandbox).await;
+    let addr = serve(axum::Router::new().route("/rss", get(|| async { RSS }))).await;
+    let without_mapping = admin::Source {
+        mapping: None,
+        ..source(
+            &connector,
+            admin::SourceKind::Feed,
+            json!({"url": format!("http://{addr}/rss")}),
+            json!({}),
+        )
+    };
+    let id = create_source(sandbox, without_mapping).await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(
+        (result.status, result.created),
+        (SUCCEEDED, 2),
+        "{result:?}"
+    );
+    let all = tributary_tests::list_all(&mut reader, "article").await;
+    assert_eq!(all["n1"].name, "First");
+    assert_eq!(all["n2"].name, "Second");
+    let entity = format!("{:?}", all["n1"].entity);
+    assert!(
+        entity.contains("http://x/1") && entity.contains("One") && entity.contains("video/mp4"),
+        "the whole entry is the entity: {entity}"
+    );
+}
+
 async fn an_ndjson_file_is_imported_a_page_at_a_time(sandbox: &Sandbox) {
     let mut world = sandbox.country_world().await;
     let dir = tempfile::tempdir().unwrap();
@@ -808,10 +837,27 @@ mod provider {
     }
 
     pub async fn serve_provider(provider: impl SourceProvider) -> SocketAddr {
+        serve_with(tonic::transport::Server::builder(), provider).await
+    }
+
+    /// The provider over TLS, with a certificate for `name` signed by the test CA.
+    pub async fn serve_tls(name: &str) -> SocketAddr {
+        let issued = tls::test_ca().issue(&[name]);
+        let identity = tonic::transport::Identity::from_pem(issued.cert_pem, issued.key_pem);
+        let server = tonic::transport::Server::builder()
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .unwrap();
+        serve_with(server, Countries).await
+    }
+
+    async fn serve_with(
+        mut server: tonic::transport::Server,
+        provider: impl SourceProvider,
+    ) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(
-            tonic::transport::Server::builder()
+            server
                 .add_service(SourceProviderServer::new(provider))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
@@ -838,6 +884,48 @@ async fn a_grpc_provider_is_called_with_the_cursor(sandbox: &Sandbox) {
         (SUCCEEDED, 35, 4)
     );
     assert_eq!(visible_ids(&mut world).await, ids(0..35));
+}
+
+async fn a_grpc_provider_is_reached_over_https_with_the_trusted_roots(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let addr = provider::serve_tls("127.0.0.1").await;
+    let id = create_source(
+        sandbox,
+        source(
+            &world.connector,
+            admin::SourceKind::Grpc,
+            json!({"endpoint": format!("https://{addr}")}),
+            country_mapping(),
+        ),
+    )
+    .await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(
+        (result.status, result.created),
+        (SUCCEEDED, 35),
+        "{result:?}"
+    );
+    assert_eq!(visible_ids(&mut world).await, ids(0..35));
+
+    // A provider whose certificate names another host is refused, saying why.
+    let (other, _) = sandbox.create_connector("country", |_| {}).await;
+    let elsewhere = provider::serve_tls("elsewhere.invalid").await;
+    let id = create_source(
+        sandbox,
+        source(
+            &other,
+            admin::SourceKind::Grpc,
+            json!({"endpoint": format!("https://{elsewhere}")}),
+            country_mapping(),
+        ),
+    )
+    .await;
+    let error = wait_until(WAIT, || async {
+        Some(status(sandbox, &id).await.last_error).filter(|e| !e.is_empty())
+    })
+    .await
+    .expect("the page fails");
+    assert!(error.contains("certificate"), "{error}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1416,9 +1504,11 @@ on_both_backends!(
     a_page_that_always_fails_fails_the_cycle_after_the_last_interval with super::fast,
     invalid_items_are_reported_with_their_data_and_the_rest_imported with super::fast,
     rss_atom_and_media_rss_feeds_are_imported with super::fast,
+    a_feed_without_mapping_names_records_by_title_and_keeps_the_entry with super::fast,
     an_ndjson_file_is_imported_a_page_at_a_time with super::fast,
     an_ndjson_object_is_read_over_https_with_ranges with super::fast_trusting_test_ca,
     a_grpc_provider_is_called_with_the_cursor with super::fast,
+    a_grpc_provider_is_reached_over_https_with_the_trusted_roots with super::fast_trusting_test_ca,
     write_policies_apply_to_pulled_records with super::fast,
     bad_source_definitions_name_the_field with super::fast,
     offset_pagination_imports_every_page with super::fast,

@@ -14,6 +14,39 @@ const INSTALL: &str = "python3 -m pip install -r tests/python/requirements.txt";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_generates_stubs_and_uses_every_service() {
+    let sandbox = Sandbox::sqlite(|_| {}).await;
+    run_python_client(&sandbox, &[]).await;
+    sandbox.stop().await;
+}
+
+/// The same script over TLS and mTLS: grpcio trusts the test CA and presents a client
+/// certificate it signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_works_over_mtls() {
+    let ca = tributary_tests::tls::test_ca();
+    let sandbox = Sandbox::sqlite(|o| o.tls = Some(ca.server_tls(true))).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let client = ca.issue(&[]);
+    let (cert, key) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    std::fs::write(&cert, client.cert_pem).expect("write client cert");
+    std::fs::write(&key, client.key_pem).expect("write client key");
+    let ca_file = ca.pem_file.to_string_lossy().into_owned();
+    let tls = [
+        "--ca-file",
+        &ca_file,
+        "--client-cert",
+        &cert.to_string_lossy(),
+        "--client-key",
+        &key.to_string_lossy(),
+    ]
+    .map(str::to_owned);
+    run_python_client(&sandbox, &tls).await;
+    sandbox.stop().await;
+}
+
+/// Runs tests/python/client_test.py against `sandbox` with `extra` arguments; panics with its
+/// output unless every check passed.
+async fn run_python_client(sandbox: &Sandbox, extra: &[String]) {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     // Fails (never skips) without Python's gRPC packages: CI installs them, and a developer
     // is told how.
@@ -31,12 +64,12 @@ async fn python_client_generates_stubs_and_uses_every_service() {
         String::from_utf8_lossy(&probe.stderr).trim()
     );
 
-    let sandbox = Sandbox::sqlite(|_| {}).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/client_test.py");
     let run = tokio::process::Command::new(&python)
         .arg(&script)
         .args(["--server", &sandbox.addr.to_string()])
         .args(["--admin-token", &sandbox.admin_token])
+        .args(extra)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(120), run)
@@ -68,5 +101,4 @@ async fn python_client_generates_stubs_and_uses_every_service() {
     ] {
         assert_eq!(stdout.matches(check).count(), count, "{check}:\n{stdout}");
     }
-    sandbox.stop().await;
 }

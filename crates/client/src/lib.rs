@@ -11,11 +11,13 @@
 //!
 //! [`StreamingContributor`] contributes over the `Contribute` stream, resuming the session after
 //! a broken connection; [`digest`] computes the checksums the server would, for `Diff`;
-//! [`pages`] follows page tokens; [`status`] renders a status with its error details.
+//! [`pages`] follows page tokens; [`status`] renders a status with its error details;
+//! [`retry`] waits as the server's `RetryInfo` asks (a connector over its rate limit).
 
 pub mod digest;
 pub mod pages;
 mod pre_encoded;
+pub mod retry;
 pub mod status;
 pub mod stream;
 
@@ -27,7 +29,7 @@ pub use stream::{
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 use tributary_proto::admin::v1::admin_client::AdminClient;
 use tributary_proto::catalog::v1::catalog_client::CatalogClient;
@@ -43,6 +45,42 @@ pub mod pb {
 /// Largest message the clients send or accept: the server's default limit, 16 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// TLS for `https://` endpoints: the system's root certificates, plus `ca_certificate_pem`
+/// (a private authority) when given, and a client certificate for servers that require one
+/// (mTLS).
+#[derive(Clone, Default)]
+pub struct TlsOptions {
+    /// PEM certificates trusted besides the system's roots.
+    pub ca_certificate_pem: Option<Vec<u8>>,
+    /// The client's PEM certificate chain and private key.
+    pub client_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+// The private key must never reach a log line.
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("ca_certificate", &self.ca_certificate_pem.is_some())
+            .field("client_identity", &self.client_identity_pem.is_some())
+            .finish()
+    }
+}
+
+impl TlsOptions {
+    /// Whether anything differs from the defaults (system roots, no client certificate).
+    pub fn is_default(&self) -> bool {
+        self.ca_certificate_pem.is_none() && self.client_identity_pem.is_none()
+    }
+
+    fn tonic_config(&self) -> ClientTlsConfig {
+        let mut config = tributary_grpc::tls::client_tls_config(self.ca_certificate_pem.as_deref());
+        if let Some((cert, key)) = &self.client_identity_pem {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        config
+    }
+}
+
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -53,8 +91,13 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
-    /// The server could not be reached.
-    #[error("cannot connect to {endpoint}: {source}")]
+    /// A CA file or client certificate was given for a plaintext endpoint.
+    #[error(
+        "TLS options (a CA file, a client certificate) need an https:// server, not {endpoint:?}"
+    )]
+    TlsNeedsHttps { endpoint: String },
+    /// The server could not be reached (or the TLS handshake failed).
+    #[error("cannot connect to {endpoint}: {}", tributary_core::error::with_causes(.source))]
     Connect {
         endpoint: String,
         #[source]
@@ -62,18 +105,34 @@ pub enum ClientError {
     },
 }
 
-/// A channel to a Tributary server; `endpoint` is a URI (`http://host:port`) or `host:port`.
+/// A channel to a Tributary server; `endpoint` is a URI (`http://host:port`,
+/// `https://host:port`, verified against the system's roots) or `host:port` (plaintext).
 pub async fn connect(endpoint: &str) -> Result<Channel, ClientError> {
+    connect_with(endpoint, &TlsOptions::default()).await
+}
+
+/// [`connect`] with TLS options: a private CA and a client certificate for `https://`
+/// endpoints. TLS options with a plaintext endpoint are refused rather than ignored.
+pub async fn connect_with(endpoint: &str, tls: &TlsOptions) -> Result<Channel, ClientError> {
     let uri = if endpoint.contains("://") {
         endpoint.to_owned()
     } else {
         format!("http://{endpoint}")
     };
-    let endpoint_config =
-        Endpoint::from_shared(uri.clone()).map_err(|source| ClientError::InvalidEndpoint {
+    let invalid = |source| ClientError::InvalidEndpoint {
+        endpoint: endpoint.to_owned(),
+        source,
+    };
+    let mut endpoint_config = Endpoint::from_shared(uri.clone()).map_err(invalid)?;
+    if uri.starts_with("https://") {
+        endpoint_config = endpoint_config
+            .tls_config(tls.tonic_config())
+            .map_err(invalid)?;
+    } else if !tls.is_default() {
+        return Err(ClientError::TlsNeedsHttps {
             endpoint: endpoint.to_owned(),
-            source,
-        })?;
+        });
+    }
     endpoint_config
         .connect()
         .await

@@ -67,10 +67,14 @@ pub enum StreamError {
     Protocol(String),
 }
 
-/// Whether a stream that failed with `status` should be resumed: transport failures and
-/// `UNAVAILABLE` (the server shutting down, the database unreachable) are; anything the server
-/// decided about the request is not.
+/// Whether a stream that failed with `status` should be resumed: transport failures,
+/// `UNAVAILABLE` (the server shutting down, the database unreachable) and anything the server
+/// asked to retry later (`RetryInfo`, e.g. a rate limit) are; anything else the server decided
+/// about the request is not.
 pub fn is_retryable(status: &Status) -> bool {
+    if crate::retry::retry_delay(status).is_some() {
+        return true;
+    }
     match status.code() {
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted => true,
         Code::DeadlineExceeded => true,
@@ -612,9 +616,12 @@ impl StreamingContributor {
             if !is_retryable(&last) {
                 return Err(StreamError::Status(last));
             }
-            let Some(delay) = delays.next() else {
+            let Some(backoff) = delays.next() else {
                 return Err(StreamError::GaveUp { attempts, last });
             };
+            // A server that said how long to wait is taken at its word.
+            let delay =
+                crate::retry::retry_delay(&last).map_or(backoff, |asked| asked.max(backoff));
             tracing::warn!(
                 session = %self.session_id,
                 code = ?last.code(),
@@ -671,5 +678,17 @@ mod tests {
         assert!(!is_retryable(&Status::failed_precondition("sweep refused")));
         assert!(!is_retryable(&Status::invalid_argument("first message")));
         assert!(!is_retryable(&Status::unauthenticated("token")));
+        let mut details = tonic_types::ErrorDetails::new();
+        details.set_retry_info(Some(Duration::from_millis(10)));
+        assert!(is_retryable(
+            &<Status as tonic_types::StatusExt>::with_error_details(
+                Code::ResourceExhausted,
+                "over the rate limit",
+                details
+            )
+        ));
+        assert!(!is_retryable(&Status::resource_exhausted(
+            "batch too large"
+        )));
     }
 }

@@ -6,6 +6,7 @@ use crate::clock::{now_micros, Micros};
 use crate::ids::record_key;
 use crate::limits::Limits;
 use crate::model::{Connector, DigestState, RecordOutcome, SessionMode};
+use crate::rate_limit::{RateLimiter, Refusal};
 use crate::record::{
     check_delete_ids, check_digests, prepare_batch, KeyedDigest, KeyedId, PreparedRecord,
     RecordInput, RecordOwner,
@@ -40,6 +41,22 @@ pub enum BatchReport {
     Digests(Vec<DigestOutcome>),
 }
 
+impl PreparedBatch {
+    /// Records, ids or digests in the batch: what it costs against a rate limit.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Upsert(records) => records.len(),
+            Self::Delete(ids) => ids.len(),
+            Self::Diff(digests) => digests.len(),
+        }
+    }
+
+    /// Whether the batch carries nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl BatchReport {
     fn into_outcomes(self) -> Vec<RecordOutcome> {
         match self {
@@ -70,6 +87,7 @@ pub struct ContributionService {
     store: Arc<dyn Store>,
     schemas: SchemaCache,
     limits: Limits,
+    rate_limits: RateLimiter,
 }
 
 impl ContributionService {
@@ -78,6 +96,7 @@ impl ContributionService {
         Self {
             store,
             schemas: SchemaCache::default(),
+            rate_limits: RateLimiter::new(limits.max_batch_records),
             limits,
         }
     }
@@ -85,6 +104,36 @@ impl ContributionService {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Takes `records` from the connector's `rate_limit` budget (SPEC.md §4.2), or refuses with
+    /// `RateLimited` (how long to wait) before anything of the call is applied. Unary calls
+    /// authenticate each time, so a changed limit applies from the next call.
+    pub fn admit(&self, who: &Contributor, records: usize) -> Result<()> {
+        let rate = who.connector.rate_limit;
+        match self.rate_limits.admit(&who.connector.id, rate, records) {
+            Ok(()) => Ok(()),
+            Err(Refusal::RetryAfter(retry_after)) => Err(Error::RateLimited {
+                connector: who.connector.id.clone(),
+                rate: rate.unwrap_or_default(),
+                retry_after,
+            }),
+            Err(Refusal::TooLarge { burst }) => Err(Error::ResourceExhausted {
+                subject: format!("connector:{}", who.connector.id),
+                description: format!(
+                    "a batch of {records} is more than the rate limit ever admits at once ({burst})"
+                ),
+            }),
+        }
+    }
+
+    /// The contributor with its connector read again (a long stream follows UpdateConnector,
+    /// e.g. a new `rate_limit`, this way); `NotFound` once the connector is deleted.
+    pub async fn refresh(&self, who: &Contributor) -> Result<Contributor> {
+        Ok(Contributor {
+            connector: self.store.get_connector(&who.connector.id).await?,
+            schema_version: who.schema_version,
+        })
     }
 
     /// The connector whose token this is; `Unauthenticated` for none or an unknown one.
@@ -113,7 +162,8 @@ impl ContributionService {
     }
 
     /// Validates and applies (or stages) an upsert batch; one outcome per record. With a
-    /// `batch_seq` (streamed batches) a batch already applied answers `AlreadyApplied`.
+    /// `batch_seq` (streamed batches) a batch already applied answers `AlreadyApplied`. A
+    /// connector over its rate limit is refused (`RateLimited`) before anything is checked.
     pub async fn upsert(
         &self,
         who: &Contributor,
@@ -121,6 +171,8 @@ impl ContributionService {
         records: Vec<RecordInput>,
         batch_seq: Option<u64>,
     ) -> Result<BatchResult<Vec<RecordOutcome>>> {
+        self.check_batch_size(records.len(), "records")?;
+        self.admit(who, records.len())?;
         let batch = self.prepare_upsert(who, records).await?;
         let result = self.apply(who, session_id, batch, batch_seq).await?;
         Ok(result.map(BatchReport::into_outcomes))
@@ -135,6 +187,8 @@ impl ContributionService {
         ids: Vec<String>,
         batch_seq: Option<u64>,
     ) -> Result<BatchResult<Vec<RecordOutcome>>> {
+        self.check_batch_size(ids.len(), "ids")?;
+        self.admit(who, ids.len())?;
         let batch = self.prepare_delete(who, ids)?;
         let result = self.apply(who, session_id, batch, batch_seq).await?;
         Ok(result.map(BatchReport::into_outcomes))
@@ -150,6 +204,8 @@ impl ContributionService {
         digests: Vec<DigestInput>,
         batch_seq: Option<u64>,
     ) -> Result<BatchResult<Vec<DigestOutcome>>> {
+        self.check_batch_size(digests.len(), "digests")?;
+        self.admit(who, digests.len())?;
         let batch = self.prepare_diff(who, digests)?;
         let result = self.apply(who, session_id, batch, batch_seq).await?;
         Ok(result.map(BatchReport::into_digests))

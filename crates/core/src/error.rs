@@ -79,6 +79,14 @@ pub enum Error {
         subject: String,
         description: String,
     },
+    /// The connector is over its `rate_limit`; nothing of the call was applied. Retrying after
+    /// `retry_after` can succeed.
+    #[error("connector {connector:?} is over its rate limit of {rate} records per second; retry in {:.3} s", .retry_after.as_secs_f64())]
+    RateLimited {
+        connector: String,
+        rate: u32,
+        retry_after: std::time::Duration,
+    },
     /// A position (e.g. a change-log sequence to resume after) is no longer available.
     #[error("out of range: {0}")]
     OutOfRange(String),
@@ -124,6 +132,23 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+}
+
+/// `error` and its causes, `: `-separated: a top-level message ("error sending request",
+/// "transport error") leaves out what an operator needs (connection refused, an invalid
+/// certificate, ...).
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let message = c.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Result with the domain error.

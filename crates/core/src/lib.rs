@@ -16,6 +16,7 @@ pub mod limits;
 pub mod model;
 pub mod page;
 pub mod query;
+pub mod rate_limit;
 pub mod record;
 pub mod schema;
 pub mod session;

@@ -59,6 +59,18 @@ pub fn to_status(err: Error) -> Status {
             message,
             ErrorDetails::with_quota_failure_violation(subject, description),
         ),
+        Error::RateLimited {
+            connector,
+            rate,
+            retry_after,
+        } => {
+            let mut details = ErrorDetails::with_quota_failure_violation(
+                format!("connector:{connector}"),
+                format!("rate_limit is {rate} records per second"),
+            );
+            details.set_retry_info(Some(retry_after));
+            Status::with_error_details(Code::ResourceExhausted, message, details)
+        }
         Error::OutOfRange(_) => Status::out_of_range(message),
         Error::Unavailable(detail) => {
             tracing::warn!(%detail, "store unavailable");
@@ -169,6 +181,29 @@ mod tests {
         let details = status.get_error_details();
         let quota = details.quota_failure().expect("QuotaFailure details");
         assert_eq!(quota.violations[0].subject, "records");
+    }
+
+    #[test]
+    fn rate_limited_carries_quota_failure_and_retry_info() {
+        let status = to_status(Error::RateLimited {
+            connector: "c1".into(),
+            rate: 5,
+            retry_after: std::time::Duration::from_millis(200),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status.message().contains("rate limit of 5"),
+            "{}",
+            status.message()
+        );
+        let details = status.get_error_details();
+        let quota = details.quota_failure().expect("QuotaFailure details");
+        assert_eq!(quota.violations[0].subject, "connector:c1");
+        let retry = details.retry_info().expect("RetryInfo details");
+        assert_eq!(
+            retry.retry_delay,
+            Some(std::time::Duration::from_millis(200))
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tributary_core::clock::now_micros;
+use tributary_core::clock::{now_micros, Micros};
 use tributary_core::schema::EntitySchema;
 use tributary_core::source::service::Waker;
 use tributary_core::source::store::Claim;
@@ -209,7 +209,7 @@ impl Engine {
         let setup = (|| {
             let schema = EntitySchema::compile(&entity_type.schema)
                 .map_err(|e| FetchError::new(format!("entity type schema: {e}")))?;
-            let mapping = Mapping::compile("mapping", &source.mapping)
+            let mapping = Mapping::compile_for(source.kind, "mapping", &source.mapping)
                 .map_err(|e| FetchError::new(format!("source mapping is invalid: {e}")))?;
             let provider = provider_for(&source, &self.http)?;
             Ok::<_, FetchError>(Arc::new(PageSource {
@@ -223,7 +223,11 @@ impl Engine {
         })();
         let pages = match setup {
             Ok(pages) => pages,
-            Err(error) => return self.page_failed(&source, &lease, attempts, &error).await,
+            Err(error) => {
+                return self
+                    .page_failed(&source, &lease, attempts, cycle_started, &error)
+                    .await
+            }
         };
         let cursor: Option<Value> = match status.cursor.as_deref() {
             Some(text) => Some(serde_json::from_str(text).map_err(|e| {
@@ -239,7 +243,9 @@ impl Engine {
             let page = match next.page().await {
                 Ok(page) => page,
                 Err(error) => {
-                    return self.page_failed(&source, &lease, attempts, &error).await;
+                    return self
+                        .page_failed(&source, &lease, attempts, cycle_started, &error)
+                        .await;
                 }
             };
             attempts = 0;
@@ -253,7 +259,8 @@ impl Engine {
             let write_started = Instant::now();
             let now = now_micros();
             let items = page.records.len() + page.failed.len();
-            self.store
+            let totals = self
+                .store
                 .apply_source_page(
                     &lease,
                     &SourcePage {
@@ -266,6 +273,7 @@ impl Engine {
                     },
                 )
                 .await?;
+            crate::metrics::count_pulled(&pages.entity_type, &totals);
             tracing::debug!(source = %source.id, items, fetched = ?page.fetched, prepared = ?page.prepared,
                 written = ?write_started.elapsed(), "page imported");
             if page.done {
@@ -281,6 +289,7 @@ impl Engine {
                     .store
                     .finish_source_cycle(&lease, &end, now, next)
                     .await?;
+                crate::metrics::count_cycle(result.status.as_str(), cycle_started, now);
                 tracing::info!(source = %source.id, import_result = %result.id, status = result.status.as_str(),
                     created = result.totals.created, updated = result.totals.updated,
                     swept = result.totals.swept, "cycle finished");
@@ -303,6 +312,7 @@ impl Engine {
         source: &tributary_core::source::Source,
         lease: &Lease,
         attempts: u32,
+        cycle_started: Micros,
         error: &FetchError,
     ) -> tributary_core::Result<()> {
         let now = now_micros();
@@ -324,10 +334,12 @@ impl Engine {
                 let end = CycleEnd::Failed {
                     error: format!("gave up after {attempt} attempts: {error}"),
                 };
-                self.store
+                let result = self
+                    .store
                     .finish_source_cycle(lease, &end, now, next)
-                    .await
-                    .map(|_| ())
+                    .await?;
+                crate::metrics::count_cycle(result.status.as_str(), cycle_started, now);
+                Ok(())
             }
         }
     }

@@ -5,6 +5,7 @@
 
 mod engine;
 mod error;
+mod metrics;
 mod page;
 mod prefetch;
 pub mod providers;

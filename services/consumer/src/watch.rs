@@ -50,6 +50,7 @@ pub(crate) async fn start(
     tokio::spawn(
         async move {
             tracing::debug!(after, "watch started");
+            let _subscriber = Subscriber::new();
             if let Err(status) = log_outcome(task.run(first).await) {
                 let _ = end_tx.send(status);
             }
@@ -59,6 +60,22 @@ pub(crate) async fn start(
     let end = futures::stream::once(end_rx)
         .filter_map(|status| futures::future::ready(status.ok().map(Err)));
     Ok(Box::pin(ReceiverStream::new(rx).chain(end)))
+}
+
+/// Counts an open Watch in `tributary_watch_subscribers` (this process's) while it lives.
+struct Subscriber;
+
+impl Subscriber {
+    fn new() -> Self {
+        metrics::gauge!("tributary_watch_subscribers").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        metrics::gauge!("tributary_watch_subscribers").decrement(1.0);
+    }
 }
 
 struct Task {

@@ -3,6 +3,7 @@
 //! statuses only through [`tributary_grpc::to_status`]. The `Contribute` stream's loop lives in
 //! the `stream` module.
 
+mod metrics;
 mod stream;
 
 use std::pin::Pin;
@@ -141,6 +142,16 @@ fn digests_from_proto(digests: Vec<pb::Digest>) -> Vec<DigestInput> {
         .collect()
 }
 
+/// Maps a unary batch call's error to its status, counting rate-limit refusals of `rpc`.
+fn refused(rpc: &'static str) -> impl Fn(Error) -> Status {
+    move |error| {
+        if matches!(error, Error::RateLimited { .. }) {
+            metrics::count_rate_limited(rpc);
+        }
+        to_status(error)
+    }
+}
+
 /// The result of an unsequenced call: the store answers `AlreadyApplied` only for a `batch_seq`.
 fn applied<T>(result: BatchResult<T>) -> Result<T, Error> {
     match result {
@@ -201,6 +212,7 @@ impl Contribution for ContributionApi {
             let mode = mode_from_proto(request.get_ref().mode).map_err(to_status)?;
             let opened = self.svc.open_session(&who, mode).await.map_err(to_status)?;
             record_session(&opened.session.id);
+            metrics::count_opened(opened.session.mode, opened.superseded.len());
             Ok(Response::new(pb::OpenSessionResponse {
                 session_id: opened.session.id,
                 mode: mode_to_proto(opened.session.mode).into(),
@@ -223,9 +235,10 @@ impl Contribution for ContributionApi {
                 .svc
                 .upsert(&who, &req.session_id, records, None)
                 .await
-                .map_err(to_status)?
+                .map_err(refused("Upsert"))?
                 .applied() // unsequenced calls are always applied
                 .unwrap_or_default();
+            metrics::count_outcomes(&who.connector.entity_type, &outcomes);
             tracing::debug!(records = outcomes.len(), "upserted");
             Ok(Response::new(pb::UpsertResponse {
                 outcomes: outcomes_to_proto(outcomes),
@@ -246,9 +259,10 @@ impl Contribution for ContributionApi {
                 .svc
                 .delete(&who, &req.session_id, req.ids, None)
                 .await
-                .map_err(to_status)?
+                .map_err(refused("Delete"))?
                 .applied() // unsequenced calls are always applied
                 .unwrap_or_default();
+            metrics::count_outcomes(&who.connector.entity_type, &outcomes);
             tracing::debug!(ids = outcomes.len(), "deleted");
             Ok(Response::new(pb::DeleteResponse {
                 outcomes: outcomes_to_proto(outcomes),
@@ -270,6 +284,7 @@ impl Contribution for ContributionApi {
                 .close(&who, &req.session_id, req.commit, req.force)
                 .await
                 .map_err(to_status)?;
+            metrics::count_closed(&who.connector.entity_type, &closed, req.commit);
             tracing::info!(
                 commit = req.commit,
                 mode = closed.mode.as_str(),
@@ -295,7 +310,7 @@ impl Contribution for ContributionApi {
                 .diff(&who, &req.session_id, digests_from_proto(req.digests), None)
                 .await
                 .and_then(applied)
-                .map_err(to_status)?;
+                .map_err(refused("Diff"))?;
             tracing::debug!(digests = results.len(), "diffed");
             Ok(Response::new(pb::DiffResponse {
                 results: digests_to_proto(results),

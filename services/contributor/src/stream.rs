@@ -9,12 +9,19 @@
 //! its acks stalls both tasks rather than growing memory, and memory does not depend on the
 //! stream's length.
 //!
+//! A batch over the connector's rate limit (SPEC.md §4.2) is held back, whole, until the limit
+//! admits it: the stream slows down rather than failing, keeps its batches in order, and never
+//! applies part of a batch. The connector is read again while a batch waits and every
+//! [`CONNECTOR_REFRESH`], so an UpdateConnector reaches open streams.
+//!
 //! A batch the domain rejects as invalid or too large is acknowledged with a [`pb::BatchError`]
 //! and the stream goes on; any other failure (a superseded or expired session, the store
 //! unavailable, a refused replace commit) ends the stream with its status.
 
 use futures::StreamExt;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
@@ -28,10 +35,17 @@ use tributary_proto::contribution::v1 as pb;
 use tributary_proto::contribution::v1::contribute_request::Message as Inbound;
 use tributary_proto::contribution::v1::contribute_response::Message as Outbound;
 
+use crate::metrics;
 use crate::{
     digests_from_proto, digests_to_proto, mode_from_proto, mode_to_proto, outcomes_to_proto,
     record_session, records_from_proto, totals_to_proto, ContributionApi,
 };
+
+/// How often a stream reads its connector again (its rate limit may have changed).
+const CONNECTOR_REFRESH: Duration = Duration::from_secs(5);
+
+/// Longest single wait of a held-back batch before the connector is read again.
+const LONGEST_HOLD: Duration = Duration::from_secs(1);
 
 /// Acks queued for the client; a full queue stops the stream task until the client reads.
 const OUTBOUND_CAPACITY: usize = 4;
@@ -53,6 +67,7 @@ pub(crate) fn spawn(
     let task = StreamTask {
         svc,
         who,
+        who_read_at: Some(Instant::now()),
         shutdown,
         tx,
     };
@@ -133,6 +148,8 @@ enum Step {
 struct StreamTask {
     svc: ContributionService,
     who: Contributor,
+    /// When `who` was read from the store; `None` to read it again before the next batch.
+    who_read_at: Option<Instant>,
     shutdown: CancellationToken,
     tx: mpsc::Sender<Reply>,
 }
@@ -150,7 +167,7 @@ struct StreamReader {
 
 impl StreamTask {
     /// Serves the stream until it closes; `Err` is the status it ends with.
-    async fn run(self, mut inbound: Streaming<pb::ContributeRequest>) -> Result<(), Status> {
+    async fn run(mut self, mut inbound: Streaming<pb::ContributeRequest>) -> Result<(), Status> {
         let Some(first) = next_message(&self.shutdown, &mut inbound).await? else {
             return Ok(());
         };
@@ -187,14 +204,25 @@ impl StreamTask {
 
     /// Applies the reader's steps in order until `close` or the reader stops.
     async fn write(
-        &self,
+        &mut self,
         session_id: &str,
         mut steps: mpsc::Receiver<Step>,
     ) -> Result<Written, Status> {
         while let Some(step) = steps.recv().await {
             let (seq, outcome) = match step {
                 Step::Apply { seq, mut batch } => match (&mut batch.0).await {
-                    Ok(Ok(prepared)) => (seq, self.apply(session_id, seq, prepared).await),
+                    Ok(Ok(prepared)) => {
+                        let shutdown = self.shutdown.clone();
+                        let admitted = tokio::select! {
+                            biased;
+                            () = shutdown.cancelled() => return Err(shutting_down()),
+                            admitted = self.hold_back(prepared.len()) => admitted,
+                        };
+                        match admitted {
+                            Ok(()) => (seq, self.apply(session_id, seq, prepared).await),
+                            Err(error) => (seq, Err(error)),
+                        }
+                    }
                     Ok(Err(error)) => (seq, Err(error)),
                     Err(join) => {
                         return Err(Status::internal(format!(
@@ -225,6 +253,34 @@ impl StreamTask {
         Ok(Written::ReaderDone)
     }
 
+    /// Waits until the connector's rate limit admits `records`, taking them from its budget;
+    /// `Err` for a refusal that waiting cannot fix (a deleted connector, a batch larger than
+    /// the limit ever admits). The caller stops waiting at shutdown.
+    async fn hold_back(&mut self, records: usize) -> Result<(), Error> {
+        let mut held = false;
+        loop {
+            if self
+                .who_read_at
+                .is_none_or(|read| read.elapsed() >= CONNECTOR_REFRESH)
+            {
+                self.who = self.svc.refresh(&self.who).await?;
+                self.who_read_at = Some(Instant::now());
+            }
+            let wait = match self.svc.admit(&self.who, records) {
+                Err(Error::RateLimited { retry_after, .. }) => retry_after,
+                admitted => return admitted,
+            };
+            if !held {
+                held = true;
+                metrics::count_rate_limited("Contribute");
+            }
+            tracing::debug!(records, ?wait, "batch held back by the rate limit");
+            tokio::time::sleep(wait.min(LONGEST_HOLD)).await;
+            // The limit may have changed meanwhile: read it again before the next try.
+            self.who_read_at = None;
+        }
+    }
+
     /// Queues a response; waits while the client is not reading, unless the server shuts down.
     async fn send(&self, response: pb::ContributeResponse) -> Result<(), Status> {
         tokio::select! {
@@ -245,6 +301,7 @@ impl StreamTask {
                 .open_session(&self.who, mode)
                 .await
                 .map_err(to_status)?;
+            metrics::count_opened(opened.session.mode, opened.superseded.len());
             pb::StreamOpened {
                 session_id: opened.session.id,
                 mode: mode_to_proto(opened.session.mode).into(),
@@ -296,6 +353,7 @@ impl StreamTask {
             .await?
         {
             BatchResult::Applied(BatchReport::Records(outcomes)) => {
+                metrics::count_outcomes(&self.who.connector.entity_type, &outcomes);
                 ack.outcomes = outcomes_to_proto(outcomes);
             }
             BatchResult::Applied(BatchReport::Digests(results)) => {
@@ -320,6 +378,7 @@ impl StreamTask {
             .close(&self.who, session_id, close.commit, close.force)
             .await
             .map_err(to_status)?;
+        metrics::count_closed(&self.who.connector.entity_type, &closed, close.commit);
         tracing::info!(
             commit = close.commit,
             mode = closed.mode.as_str(),

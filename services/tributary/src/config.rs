@@ -27,6 +27,29 @@ pub struct Settings {
     pub log: LogSettings,
     pub ingest: IngestSettings,
     pub reports: ReportSettings,
+    pub tls: TlsSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// TLS on the gRPC port (SPEC.md §9): served when a certificate is configured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsSettings {
+    /// PEM certificate chain of the server.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// PEM certificates of the authority clients' certificates must be signed by (mTLS);
+    /// clients without such a certificate are refused.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsSettings {
+    /// Address serving Prometheus text at `/metrics`; absent means no endpoint.
+    pub listen: Option<String>,
 }
 
 /// The pull engine (SPEC.md §5).
@@ -171,6 +194,8 @@ impl Default for Settings {
             log: LogSettings::default(),
             ingest: IngestSettings::default(),
             reports: ReportSettings::default(),
+            tls: TlsSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -218,6 +243,8 @@ impl std::fmt::Debug for Settings {
             .field("log", &self.log)
             .field("ingest", &self.ingest)
             .field("reports", &self.reports)
+            .field("tls", &self.tls)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -241,6 +268,19 @@ pub struct Args {
     /// path. Any number of replicas may share one PostgreSQL database.
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Require clients to present a certificate signed by this PEM authority (mTLS; needs
+    /// --tls-cert).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 impl Settings {
@@ -269,6 +309,17 @@ impl Settings {
         }
         if let Some(url) = &args.database_url {
             settings.database_url = Some(url.clone());
+        }
+        let flag = |flag: &Option<PathBuf>, setting: &mut Option<PathBuf>| {
+            if let Some(path) = flag {
+                *setting = Some(path.clone());
+            }
+        };
+        flag(&args.tls_cert, &mut settings.tls.cert);
+        flag(&args.tls_key, &mut settings.tls.key);
+        flag(&args.tls_client_ca, &mut settings.tls.client_ca);
+        if let Some(listen) = &args.metrics_listen {
+            settings.metrics.listen = Some(listen.clone());
         }
         Ok(settings)
     }
@@ -335,6 +386,8 @@ mod tests {
         assert!(!s.catalog.public);
         assert_eq!(s.catalog.change_log_retention_secs, 7 * 86_400);
         assert!(s.database_url().ends_with("tributary.db"));
+        assert!(s.tls.cert.is_none() && s.tls.client_ca.is_none());
+        assert!(s.metrics.listen.is_none(), "metrics are off by default");
     }
 
     #[test]
@@ -357,8 +410,12 @@ mod tests {
             jail.set_env("TRIBUTARY_LIMITS__MAX_BATCH_RECORDS", "7");
             jail.set_env("TRIBUTARY_LISTEN", "0.0.0.0:2");
             jail.set_env("TRIBUTARY_ADMIN_TOKEN", "tba_from_env");
+            jail.set_env("TRIBUTARY_TLS__CERT", "/env/cert.pem");
+            jail.set_env("TRIBUTARY_TLS__KEY", "/env/key.pem");
+            jail.set_env("TRIBUTARY_METRICS__LISTEN", "127.0.0.1:9000");
             let args = Args {
                 listen: Some("127.0.0.1:3".into()),
+                tls_key: Some("/flag/key.pem".into()),
                 ..Args::default()
             };
             let s =
@@ -372,6 +429,10 @@ mod tests {
             assert_eq!(s.log.format, LogFormat::Json);
             assert_eq!(s.admin_token.as_deref(), Some("tba_from_env"));
             assert!(!format!("{s:?}").contains("tba_from_env"));
+            assert_eq!(s.tls.cert, Some(PathBuf::from("/env/cert.pem")));
+            assert_eq!(s.tls.key, Some(PathBuf::from("/flag/key.pem")));
+            assert_eq!(s.tls.client_ca, None);
+            assert_eq!(s.metrics.listen.as_deref(), Some("127.0.0.1:9000"));
             Ok(())
         });
     }

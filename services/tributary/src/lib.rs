@@ -8,8 +8,10 @@
 pub mod admin_token;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 use std::process::ExitCode;
 

@@ -78,6 +78,8 @@ pub struct ServerOptions {
     pub change_log_retention: Duration,
     /// How often the change log is pruned.
     pub prune_interval: Duration,
+    /// TLS (and mTLS) on the gRPC port; `None` serves plaintext.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -91,6 +93,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("ingest", &self.ingest)
             .field("change_log_retention", &self.change_log_retention)
             .field("prune_interval", &self.prune_interval)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +113,7 @@ impl ServerOptions {
                 crate::config::DEFAULT_CHANGE_LOG_RETENTION_SECS,
             ),
             prune_interval: Duration::from_secs(crate::config::DEFAULT_PRUNE_INTERVAL_SECS),
+            tls: None,
         }
     }
 
@@ -129,6 +133,8 @@ impl ServerOptions {
             ingest: settings.engine_options(),
             change_log_retention: Duration::from_secs(settings.catalog.change_log_retention_secs),
             prune_interval: Duration::from_secs(settings.catalog.prune_interval_secs.max(1)),
+            // Read from files by `run`, which can fail.
+            tls: None,
         }
     }
 }
@@ -159,7 +165,14 @@ pub async fn serve(
         .build_v1alpha()
         .context("building reflection v1alpha")?;
 
-    let mut router = Server::builder()
+    // Every call is counted and timed (crate::metrics); without a recorder this costs little.
+    let mut builder = Server::builder().layer(crate::metrics::GrpcMetricsLayer::new());
+    if let Some(tls) = &options.tls {
+        builder = builder
+            .tls_config(tls.tonic_config())
+            .context("the TLS certificate, key or client CA")?;
+    }
+    let mut router = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
@@ -222,13 +235,14 @@ pub async fn serve(
             .await;
     }
     health.set_service_status("", ServingStatus::Serving).await;
+    let tls = crate::tls::ServerTls::describe(options.tls.as_ref());
     drop(options);
 
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
     let names: Vec<&str> = services.iter().map(|k| k.grpc_name()).collect();
-    tracing::info!(%addr, services = ?names, "serving gRPC");
+    tracing::info!(%addr, services = ?names, tls, "serving gRPC");
     let shutdown = async move {
         shutdown.await;
         stop_streams.cancel();
@@ -268,7 +282,11 @@ async fn reap_idle_sessions(svc: ContributionService, interval: Duration) {
         ticker.tick().await;
         match svc.expire_idle_sessions().await {
             Ok(0) => {}
-            Ok(expired) => tracing::info!(expired, "rolled back idle sessions"),
+            Ok(expired) => {
+                metrics::counter!("tributary_sessions_closed_total", "result" => "expired")
+                    .increment(expired);
+                tracing::info!(expired, "rolled back idle sessions")
+            }
             Err(error) => tracing::warn!(%error, "could not expire idle sessions"),
         }
     }
@@ -309,8 +327,14 @@ pub async fn run(settings: Settings, services: Vec<ServiceKind>) -> anyhow::Resu
     let listener = TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
-    let options = ServerOptions::from_settings(&settings, services, admin_token);
-    serve(store, options, listener, shutdown_signal()).await
+    let mut options = ServerOptions::from_settings(&settings, services, admin_token);
+    options.tls = crate::tls::ServerTls::load(&settings.tls)?;
+    let metrics = crate::metrics::start(&settings.metrics, &store).await?;
+    let served = serve(store, options, listener, shutdown_signal()).await;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
+    served
 }
 
 /// Resolves on Ctrl-C or (on Unix) SIGTERM.

@@ -51,7 +51,7 @@ struct Cli {
 impl Cli {
     fn new(sandbox: &Sandbox) -> Cli {
         Cli {
-            server: format!("http://{}", sandbox.addr),
+            server: sandbox.url(),
             admin_token: sandbox.admin_token.clone(),
             dir: tempfile::tempdir().expect("scratch dir"),
         }
@@ -1618,4 +1618,192 @@ async fn records_list_filters_orders_and_watch_streams_changes() {
         .windows(2)
         .all(|w| w[0]["sequence"].as_u64() < w[1]["sequence"].as_u64()));
     sandbox.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_an_mtls_server_with_a_ca_file_and_a_client_certificate() {
+    let ca = tributary_tests::tls::test_ca();
+    let sandbox = Sandbox::sqlite(|o| o.tls = Some(ca.server_tls(true))).await;
+    let cli = Cli::new(&sandbox);
+    assert!(cli.server.starts_with("https://"), "{}", cli.server);
+    let client = ca.issue(&[]);
+    let cert = cli.file("client.pem", &client.cert_pem);
+    let key = cli.file("client.key", &client.key_pem);
+    let ca_file = ca.pem_file.display().to_string();
+    let tls = [
+        "--ca-file",
+        &ca_file,
+        "--client-cert",
+        &cert,
+        "--client-key",
+        &key,
+    ];
+
+    let mut args = vec!["entity-type", "list"];
+    args.extend_from_slice(&tls);
+    cli.admin(&args).await.expect(0);
+    // The same through the environment.
+    cli.run(
+        &["entity-type", "list"],
+        &[
+            ("TRIBUTARY_ADMIN_TOKEN", &sandbox.admin_token),
+            ("TRIBUTARY_CA_FILE", &ca_file),
+            ("TRIBUTARY_CLIENT_CERT", &cert),
+            ("TRIBUTARY_CLIENT_KEY", &key),
+        ],
+        None,
+    )
+    .await
+    .expect(0);
+
+    // The system's roots do not know the test CA: refused, saying why.
+    let run = cli.admin(&["entity-type", "list"]).await.expect(1);
+    assert!(run.stderr.contains("certificate"), "{}", run.stderr);
+    // Without a client certificate, the mTLS server refuses.
+    cli.admin(&["entity-type", "list", "--ca-file", &ca_file])
+        .await
+        .expect(1);
+    // Half a client identity is a usage error.
+    cli.admin(&[
+        "entity-type",
+        "list",
+        "--ca-file",
+        &ca_file,
+        "--client-cert",
+        &cert,
+    ])
+    .await
+    .expect(2);
+    sandbox.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contribute_goes_on_at_the_connectors_rate_limit() {
+    let sandbox = Sandbox::sqlite(|o| o.limits.max_batch_records = 10).await;
+    let cli = Cli::new(&sandbox);
+    let (_, _, reader) = cli.country_world().await;
+    let limited = cli
+        .admin(&[
+            "connector",
+            "create",
+            "--name",
+            "Limited",
+            "--entity-type",
+            "country",
+            "--rate-limit",
+            "20",
+            "--output",
+            "json",
+        ])
+        .await
+        .expect(0)
+        .json();
+    let (connector, token) = (
+        str_at(&limited, "/connector/id"),
+        str_at(&limited, "/token"),
+    );
+    let records: Vec<(String, i64)> = (0..40).map(|i| (format!("C{i:02}"), i)).collect();
+    let refs: Vec<(&str, i64)> = records.iter().map(|(id, n)| (id.as_str(), *n)).collect();
+    let file = cli.file("many.ndjson", &ndjson(&refs));
+    let started = std::time::Instant::now();
+    let run = cli
+        .contribute(&token, &connector, "accrue", &file, &["--batch-size", "10"])
+        .await
+        .expect(0);
+    assert!(run.stdout.contains("created 40"), "{}", run.stdout);
+    assert_eq!(cli.countries(&reader).await.len(), 40);
+    // The limit held: 40 records at 20/s with a bucket of 20 take at least about 1 s.
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    sandbox.stop().await;
+}
+
+/// A free port on 127.0.0.1 for a server process to bind (the kernel picks it; released at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_flags_turn_on_mtls_and_the_metrics_endpoint() {
+    let ca = tributary_tests::tls::test_ca();
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let write = |name: &str, content: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).expect("write");
+        path.display().to_string()
+    };
+    let server = ca.issue(&["127.0.0.1"]);
+    let (cert, key) = (
+        write("server.pem", &server.cert_pem),
+        write("server.key", &server.key_pem),
+    );
+    let (grpc, metrics) = (free_port(), free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{grpc}")])
+        .args(["--data-dir", &dir.path().join("data").display().to_string()])
+        .args(["--tls-cert", &cert, "--tls-key", &key])
+        .args(["--tls-client-ca", &ca.pem_file.display().to_string()])
+        .env("TRIBUTARY_METRICS__LISTEN", format!("127.0.0.1:{metrics}"))
+        .env("TRIBUTARY_ADMIN_TOKEN", "tba_serve_flags_test")
+        .kill_on_drop(true)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tributary serve");
+
+    // gRPC over mTLS: a client with a certificate the CA signed is served.
+    let url = format!("https://127.0.0.1:{grpc}");
+    let channel = wait_until(Duration::from_secs(30), || async {
+        let channel = tributary_client::connect_with(&url, &ca.client_tls())
+            .await
+            .ok()?;
+        tributary_client::admin(channel.clone(), "tba_serve_flags_test")
+            .list_entity_types(tributary_client::pb::admin::ListEntityTypesRequest::default())
+            .await
+            .ok()
+            .map(|_| channel)
+    })
+    .await
+    .expect("the server answers over mTLS");
+    drop(channel);
+    // Plaintext is refused.
+    let plaintext = tributary_client::connect(&format!("http://127.0.0.1:{grpc}")).await;
+    if let Ok(channel) = plaintext {
+        tributary_client::admin(channel, "tba_serve_flags_test")
+            .list_entity_types(tributary_client::pb::admin::ListEntityTypesRequest::default())
+            .await
+            .expect_err("plaintext on a TLS port");
+    }
+
+    // The metrics endpoint counted that call.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", metrics))
+        .await
+        .expect("connect to the metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut response = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
+        .await
+        .expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("grpc_method=\"ListEntityTypes\""),
+        "{response}"
+    );
+
+    // SIGTERM: a clean stop.
+    let pid = child.id().expect("pid").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("send SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stopped within 30 s")
+        .expect("wait");
+    assert!(status.success(), "{status}");
 }

@@ -5,9 +5,12 @@
 //!   "instance": "/meta", "checksum": "/etag"}`.
 //! An expression is a JSON pointer into the item (`"/a/b"`; `""` is the whole item), a template
 //! (a string with `{/pointer}` placeholders, always giving a string), or an object whose values
-//! are expressions (building an object). Defaults: `id` `/id`, `name` `/name`, `entity` the whole
-//! item; no instance; the checksum computed by Tributary.
+//! are expressions (building an object). Defaults, for an attribute the mapping leaves out, depend
+//! on the source's kind ([`Mapping::compile_for`]): `id` `/id`, `name` `/name` (`/title` for a
+//! `feed`, whose entries have titles, not names), `entity` the whole item; no instance; the
+//! checksum computed by Tributary.
 
+use super::SourceKind;
 use crate::record::RecordInput;
 use crate::{Error, Result};
 use serde_json::{Map, Value};
@@ -38,9 +41,22 @@ pub struct Mapping {
 
 const FIELDS: [&str; 5] = ["id", "name", "entity", "instance", "checksum"];
 
+/// Where an attribute the mapping leaves out is read from, for items of `kind`.
+fn default_pointer(kind: SourceKind, attribute: &str) -> Option<&'static str> {
+    match (attribute, kind) {
+        ("id", _) => Some("/id"),
+        ("name", SourceKind::Feed) => Some("/title"),
+        ("name", _) => Some("/name"),
+        ("entity", _) => Some(""),
+        _ => None,
+    }
+}
+
 impl Mapping {
-    /// Checks and compiles `mapping`; violations name `field.<attribute>`.
-    pub fn compile(field: &str, mapping: &Value) -> Result<Self> {
+    /// Checks and compiles the mapping of a source of `kind`; attributes it leaves out take
+    /// that kind's defaults (a feed entry's `title` is the record's name). Violations name
+    /// `field.<attribute>`.
+    pub fn compile_for(kind: SourceKind, field: &str, mapping: &Value) -> Result<Self> {
         let empty = Map::new();
         let object = match mapping {
             Value::Null => &empty,
@@ -56,10 +72,12 @@ impl Mapping {
                 ));
             }
         }
-        let mut expr = |name: &str, default: Option<&str>| -> Option<Expr> {
+        let mut expr = |name: &str| -> Option<Expr> {
             let at = format!("{field}.{name}");
             match object.get(name) {
-                None | Some(Value::Null) => default.map(|d| Expr::Pointer(d.to_owned())),
+                None | Some(Value::Null) => {
+                    default_pointer(kind, name).map(|d| Expr::Pointer(d.to_owned()))
+                }
                 Some(v) => match parse(&at, v) {
                     Ok(e) => Some(e),
                     Err(v) => {
@@ -69,11 +87,11 @@ impl Mapping {
                 },
             }
         };
-        let id = expr("id", Some("/id"));
-        let name = expr("name", Some("/name"));
-        let entity = expr("entity", Some(""));
-        let instance = expr("instance", None);
-        let checksum = expr("checksum", None);
+        let id = expr("id");
+        let name = expr("name");
+        let entity = expr("entity");
+        let instance = expr("instance");
+        let checksum = expr("checksum");
         match (id, name, entity) {
             (Some(id), Some(name), Some(entity)) if violations.is_empty() => Ok(Self {
                 id,
@@ -226,7 +244,7 @@ mod tests {
 
     #[test]
     fn defaults_take_id_name_and_the_whole_item() {
-        let m = Mapping::compile("source.mapping", &Value::Null).unwrap();
+        let m = Mapping::compile_for(SourceKind::HttpJson, "source.mapping", &Value::Null).unwrap();
         let r = m.apply(&json!({"id": 7, "name": "Seven", "x": 1})).unwrap();
         assert_eq!(r.id, "7");
         assert_eq!(r.name, "Seven");
@@ -236,8 +254,32 @@ mod tests {
     }
 
     #[test]
+    fn a_feed_without_mapping_names_records_by_title_and_keeps_the_rest() {
+        let m = Mapping::compile_for(SourceKind::Feed, "source.mapping", &Value::Null).unwrap();
+        let entry = json!({"id": "urn:1", "title": "Hello", "link": "https://x/1"});
+        let r = m.apply(&entry).unwrap();
+        assert_eq!(r.id, "urn:1");
+        assert_eq!(r.name, "Hello");
+        assert_eq!(r.entity, Some(entry));
+        // A mapping that sets only the entity keeps the feed's name default.
+        let m = Mapping::compile_for(SourceKind::Feed, "m", &json!({"entity": {"url": "/link"}}))
+            .unwrap();
+        let r = m
+            .apply(&json!({"id": "a", "title": "T", "link": "L"}))
+            .unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.entity),
+            ("T", Some(json!({"url": "L"})))
+        );
+        // Other kinds keep `/name`.
+        let m = Mapping::compile_for(SourceKind::Ndjson, "m", &Value::Null).unwrap();
+        assert!(m.apply(&json!({"id": "a", "title": "T"})).is_err());
+    }
+
+    #[test]
     fn pointers_templates_and_objects() {
-        let m = Mapping::compile(
+        let m = Mapping::compile_for(
+            SourceKind::HttpJson,
             "m",
             &json!({"id": "/c/code", "name": "{/n} ({/c/code})",
                     "entity": {"code": "/c/code", "population": "/pop", "missing": "/nope"},
@@ -259,7 +301,8 @@ mod tests {
 
     #[test]
     fn bad_mappings_name_the_attribute() {
-        let Err(Error::InvalidArgument(v)) = Mapping::compile(
+        let Err(Error::InvalidArgument(v)) = Mapping::compile_for(
+            SourceKind::HttpJson,
             "source.mapping",
             &json!({"id": "code", "nme": "/n", "name": "{/a"}),
         ) else {

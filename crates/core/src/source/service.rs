@@ -73,7 +73,7 @@ fn check_source(source: &Source) -> Result<()> {
     check_pacing(source, &mut violations);
     for check in [
         KindConfig::parse("source.config", source.kind, &source.config).map(|_| ()),
-        Mapping::compile("source.mapping", &source.mapping).map(|_| ()),
+        Mapping::compile_for(source.kind, "source.mapping", &source.mapping).map(|_| ()),
         source.schedule.check("source.schedule"),
     ] {
         if let Err(Error::InvalidArgument(v)) = check {

@@ -1,11 +1,13 @@
 //! `grpc`: an external `tributary.provider.v1.SourceProvider`, called with the cursor as JSON
-//! text; any language can be a provider.
+//! text; any language can be a provider. An `https://` endpoint is reached over TLS, verified
+//! against the system's roots and `ingest.ca_file`.
 
+use super::http::with_causes;
 use super::{FetchedPage, Provider};
 use crate::error::FetchError;
 use async_trait::async_trait;
 use serde_json::Value;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tributary_core::source::kinds::GrpcConfig;
 use tributary_proto::provider::v1::source_provider_client::SourceProviderClient;
 use tributary_proto::provider::v1::NextRequest;
@@ -17,10 +19,17 @@ pub(crate) struct Grpc {
 }
 
 impl Grpc {
-    pub(crate) fn new(source_id: String, config: GrpcConfig) -> Result<Self, FetchError> {
-        let channel = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|e| FetchError::new(format!("provider endpoint {:?}: {e}", config.endpoint)))?
-            .connect_lazy();
+    pub(crate) fn new(
+        source_id: String,
+        config: GrpcConfig,
+        tls: &ClientTlsConfig,
+    ) -> Result<Self, FetchError> {
+        let invalid = |e| FetchError::new(format!("provider endpoint {:?}: {e}", config.endpoint));
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone()).map_err(invalid)?;
+        if config.endpoint.starts_with("https://") {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(invalid)?;
+        }
+        let channel = endpoint.connect_lazy();
         Ok(Self {
             source_id,
             config: config.config.to_string(),
@@ -40,7 +49,16 @@ impl Provider for Grpc {
                 config: self.config.clone(),
             })
             .await
-            .map_err(|s| FetchError::new(format!("provider Next: {}: {}", s.code(), s.message())))?
+            .map_err(|s| {
+                // The status's source says why a connection failed (a refused certificate).
+                let cause = std::error::Error::source(&s).map(with_causes);
+                FetchError::new(format!(
+                    "provider Next: {}: {}{}",
+                    s.code(),
+                    s.message(),
+                    cause.map(|c| format!(": {c}")).unwrap_or_default()
+                ))
+            })?
             .into_inner();
         let mut page = FetchedPage {
             done: reply.done,

@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-/// HTTP settings of the engine.
+/// How the engine reaches sources: HTTP settings, and the TLS of `grpc` providers.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     pub client: reqwest::Client,
     /// Largest page body read; a larger one fails the page.
     pub max_page_bytes: usize,
+    /// TLS of `https://` gRPC providers: the same roots as HTTPS sources.
+    pub grpc_tls: tonic::transport::ClientTlsConfig,
 }
 
 impl HttpOptions {
@@ -28,6 +30,7 @@ impl HttpOptions {
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")));
+        let mut extra_roots_pem = None;
         if let Some(path) = extra_roots {
             let pem = std::fs::read(path).map_err(|e| {
                 FetchError::new(format!("reading CA certificates {}: {e}", path.display()))
@@ -41,13 +44,16 @@ impl HttpOptions {
                 )));
             }
             builder = builder.tls_certs_merge(roots);
+            extra_roots_pem = Some(pem);
         }
+        let grpc_tls = tributary_grpc::tls::client_tls_config(extra_roots_pem.as_deref());
         let client = builder
             .build()
             .map_err(|e| FetchError::new(format!("building the HTTP client: {e}")))?;
         Ok(Self {
             client,
             max_page_bytes,
+            grpc_tls,
         })
     }
 }
@@ -117,21 +123,7 @@ pub(crate) async fn get(
     })
 }
 
-/// `error` and its causes, `: `-separated: reqwest's own message ("error sending request")
-/// leaves out what an operator needs (connection refused, an invalid certificate, ...).
-pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        let message = c.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        cause = c.source();
-    }
-    text
-}
+pub(crate) use tributary_core::error::with_causes;
 
 #[cfg(test)]
 mod tests {

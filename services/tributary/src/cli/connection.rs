@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use tonic::transport::Channel;
+use tributary_client::TlsOptions;
 
 use super::usage;
 
@@ -19,9 +20,27 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 /// How to reach the server, shared by every client subcommand.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// The Tributary server's gRPC address (`http://host:port` or `host:port`).
+    /// The Tributary server's gRPC address (`http://host:port`, `host:port`, or
+    /// `https://host:port` for a server with TLS, verified against the system's roots and
+    /// --ca-file).
     #[arg(long, global = true, env = "TRIBUTARY_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
+    /// PEM certificates of a private authority to trust for an https:// server, besides the
+    /// system's roots.
+    #[arg(long, global = true, value_name = "FILE", env = "TRIBUTARY_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// A PEM client certificate to present to a server that requires one (mTLS; needs
+    /// --client-key).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "TRIBUTARY_CLIENT_CERT"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, global = true, value_name = "FILE", env = "TRIBUTARY_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
     /// The token to present (default: from the environment; see the command's help).
     #[arg(long, global = true, hide_env_values = true)]
     pub token: Option<String>,
@@ -35,9 +54,31 @@ pub struct Token {
 }
 
 impl ServerArgs {
-    /// A channel to the server.
+    /// A channel to the server, over TLS for an `https://` server.
     pub async fn connect(&self) -> anyhow::Result<Channel> {
-        Ok(tributary_client::connect(&self.server).await?)
+        Ok(tributary_client::connect_with(&self.server, &self.tls()?).await?)
+    }
+
+    /// The TLS options the flags name, read from their files.
+    fn tls(&self) -> anyhow::Result<TlsOptions> {
+        let read = |path: &PathBuf, flag: &str| {
+            std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))
+        };
+        let client_identity_pem = match (&self.client_cert, &self.client_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                Some((read(cert, "--client-cert")?, read(key, "--client-key")?))
+            }
+            _ => return Err(usage("--client-cert and --client-key go together")),
+        };
+        Ok(TlsOptions {
+            ca_certificate_pem: self
+                .ca_file
+                .as_ref()
+                .map(|ca| read(ca, "--ca-file"))
+                .transpose()?,
+            client_identity_pem,
+        })
     }
 
     /// A connector or consumer token: `--token`, else `TRIBUTARY_TOKEN`. `optional` allows none

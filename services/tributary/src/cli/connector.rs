@@ -55,7 +55,8 @@ pub enum ConnectorCommand {
         /// Refuse a replace commit that would delete more than this percentage of its records.
         #[arg(long, value_name = "PERCENT")]
         reject_removals_above_percent: Option<f64>,
-        /// Records per second (stored; not enforced by this server version yet).
+        /// Records per second this connector may send: unary calls over it are refused with
+        /// a time to wait, stream batches are held back (default: no limit).
         #[arg(long)]
         rate_limit: Option<u32>,
         #[arg(long, value_enum, default_value = "table")]
