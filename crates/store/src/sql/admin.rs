@@ -1,7 +1,7 @@
 //! Entity types, connectors and consumers (SPEC.md §4.1, §4.2).
 
 use super::changes::{log_deletes_where, DeleteScope};
-use super::{lock_open_sessions, Backend, OpenSessionsOf, Row};
+use super::{lock_open_sessions, Backend, OpenSessionsOf, Pool, Row};
 use crate::error::{entity_type_in_use, run, unique_to_exists, StoreResult};
 use crate::rows::{self, count};
 use async_trait::async_trait;
@@ -357,7 +357,7 @@ impl AdminStore for Backend {
                  WHERE c.token_hash = $1",
             )
             .bind(token_hash)
-            .fetch_optional(self.reader())
+            .fetch_optional(self.auth())
             .await?;
             let Some(row) = row else { return Ok(None) };
             let version: i64 = row.try_get("schema_version")?;
@@ -418,7 +418,7 @@ impl AdminStore for Backend {
                 .bind(id)
                 .fetch_all(self.reader())
                 .await?;
-            with_grants(self, rows)
+            with_grants(self.reader(), rows)
                 .await?
                 .pop()
                 .ok_or_else(|| Error::not_found(ResourceKind::Consumer, id).into())
@@ -435,7 +435,7 @@ impl AdminStore for Backend {
             .bind(i64::from(limit))
             .fetch_all(self.reader())
             .await?;
-            with_grants(self, rows).await
+            with_grants(self.reader(), rows).await
         })
         .await
     }
@@ -459,16 +459,16 @@ impl AdminStore for Backend {
             let rows =
                 sqlx::query("SELECT id, name, created_at FROM consumers WHERE token_hash = $1")
                     .bind(token_hash)
-                    .fetch_all(self.reader())
+                    .fetch_all(self.auth())
                     .await?;
-            Ok(with_grants(self, rows).await?.pop())
+            Ok(with_grants(self.auth(), rows).await?.pop())
         })
         .await
     }
 }
 
 /// Consumers from rows of `id, name, created_at` plus their grants, in the rows' order.
-async fn with_grants(s: &Backend, rows: Vec<Row>) -> StoreResult<Vec<Consumer>> {
+async fn with_grants(pool: &Pool, rows: Vec<Row>) -> StoreResult<Vec<Consumer>> {
     let mut consumers = Vec::with_capacity(rows.len());
     for row in &rows {
         consumers.push(Consumer {
@@ -487,7 +487,7 @@ async fn with_grants(s: &Backend, rows: Vec<Row>) -> StoreResult<Vec<Consumer>> 
         " ORDER BY consumer_id, entity_type"
     ))
     .bind(super::in_list_arg(consumers.iter().map(|c| c.id.as_str()))?)
-    .fetch_all(s.reader())
+    .fetch_all(pool)
     .await?;
     let mut by_consumer: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (consumer, entity_type) in grants {
