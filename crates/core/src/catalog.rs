@@ -389,8 +389,8 @@ impl CatalogService {
     }
 
     /// Resolves once a change above `after` may exist (spurious wake-ups are possible).
-    pub async fn wait_for_changes(&self, after: u64) {
-        self.store.wait_for_changes(after).await
+    pub async fn wait_for_changes(&self, entity_type: &str, after: u64) {
+        self.store.wait_for_changes(entity_type, after).await
     }
 
     /// Deletes change-log entries older than `retention`; returns how many.

@@ -139,7 +139,7 @@ impl Task {
                         batch = ChangeBatch { events: Vec::new(), through, more: false };
                         continue;
                     }
-                    () = sub.svc.wait_for_changes(through) => {}
+                    () = sub.svc.wait_for_changes(&sub.entity_type, through) => {}
                     () = tokio::time::sleep(REREAD_EVERY) => {}
                 }
             }

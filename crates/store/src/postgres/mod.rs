@@ -69,7 +69,7 @@ mod sources;
 mod wake;
 
 use crate::batch::TextRows;
-use crate::changes::{ChangeSignal, PG_CHANNEL};
+use crate::changes::{ChangeSignal, Logged, PG_CHANNEL};
 use crate::error::{StoreError, StoreResult};
 use crate::StoreOptions;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -250,10 +250,10 @@ async fn lock_open_sessions(tx: &mut Tx, of: OpenSessionsOf<'_>) -> StoreResult<
 }
 
 /// Queues the wake-up other processes receive when the transaction commits.
-async fn notify(tx: &mut Tx, last: i64) -> StoreResult<()> {
+async fn notify(tx: &mut Tx, logged: &Logged) -> StoreResult<()> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(PG_CHANNEL)
-        .bind(last.to_string())
+        .bind(logged.payload())
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -275,11 +275,11 @@ fn canonical(text: &str) -> StoreResult<String> {
     Ok(canonical_json(&value)?)
 }
 
-async fn wait_for_changes(s: &PgStore, after: u64) {
+async fn wait_for_changes(s: &PgStore, entity_type: &str, after: u64) {
     // One LISTEN connection per process, opened by the first reader that waits (a process that
     // only contributes never opens it).
     s.listening.call_once(|| {
         tokio::spawn(wake::listen(s.pool.clone(), Arc::downgrade(&s.changes)));
     });
-    s.changes.wait_above(after).await
+    s.changes.wait_above(entity_type, after).await
 }

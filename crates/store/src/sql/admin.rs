@@ -152,7 +152,8 @@ impl AdminStore for Backend {
             // Batches and commits in flight on the type's sessions finish first.
             lock_open_sessions(&mut tx, OpenSessionsOf::EntityType(slug)).await?;
             let now = tributary_core::clock::now_micros();
-            let logged = log_deletes_where(&mut tx, DeleteScope::EntityType, slug, now).await?;
+            let logged =
+                log_deletes_where(&mut tx, DeleteScope::EntityType, slug, slug, now).await?;
             let statements = [
                 "DELETE FROM records WHERE entity_type = $1",
                 "DELETE FROM staged_records WHERE session_id IN \
@@ -177,7 +178,7 @@ impl AdminStore for Backend {
             }
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(sequence);
+                self.changes.publish(&sequence);
             }
             Ok(())
         })
@@ -273,16 +274,16 @@ impl AdminStore for Backend {
             let now = tributary_core::clock::now_micros();
             let mut tx = self.write().await?;
             // Locked first, as open_session does, so no session opens while it goes.
-            let exists = sqlx::query(concat!(
-                "SELECT 1 FROM connectors WHERE id = $1",
+            let entity_type: Option<String> = sqlx::query_scalar(concat!(
+                "SELECT entity_type FROM connectors WHERE id = $1",
                 for_update!()
             ))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-            if exists.is_none() {
+            let Some(entity_type) = entity_type else {
                 return Err(Error::not_found(ResourceKind::Connector, id).into());
-            }
+            };
             // Its open sessions end as if closed with commit = false, after their batches in
             // flight; their staged data goes.
             lock_open_sessions(&mut tx, OpenSessionsOf::Connector(id)).await?;
@@ -313,7 +314,8 @@ impl AdminStore for Backend {
             }
             let mut logged = None;
             let records = if delete_records {
-                logged = log_deletes_where(&mut tx, DeleteScope::Connector, id, now).await?;
+                logged = log_deletes_where(&mut tx, DeleteScope::Connector, id, &entity_type, now)
+                    .await?;
                 sqlx::query("DELETE FROM records WHERE connector = $1")
                     .bind(id)
                     .execute(&mut *tx)
@@ -324,7 +326,7 @@ impl AdminStore for Backend {
             };
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(sequence);
+                self.changes.publish(&sequence);
             }
             Ok(records)
         })

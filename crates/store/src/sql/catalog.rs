@@ -207,8 +207,8 @@ impl CatalogStore for Backend {
         .await
     }
 
-    async fn wait_for_changes(&self, after: u64) {
-        wait_for_changes(self, after).await
+    async fn wait_for_changes(&self, entity_type: &str, after: u64) {
+        wait_for_changes(self, entity_type, after).await
     }
 
     async fn prune_changes(&self, recorded_before: i64) -> Result<u64> {

@@ -70,7 +70,7 @@ mod sessions;
 mod sources;
 
 use crate::batch::TextRows;
-use crate::changes::ChangeSignal;
+use crate::changes::{ChangeSignal, Logged};
 use crate::error::{StoreError, StoreResult};
 use crate::StoreOptions;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -301,7 +301,7 @@ async fn lock_open_sessions(_tx: &mut Tx, _of: OpenSessionsOf<'_>) -> StoreResul
 }
 
 /// Other processes are not told of commits on SQLite (see [`SqliteStore::changes`]).
-async fn notify(_tx: &mut Tx, _last: i64) -> StoreResult<()> {
+async fn notify(_tx: &mut Tx, _logged: &Logged) -> StoreResult<()> {
     Ok(())
 }
 
@@ -310,6 +310,6 @@ fn record_row(row: &Row) -> StoreResult<StoredRecord> {
     crate::rows::record(row)
 }
 
-async fn wait_for_changes(s: &SqliteStore, after: u64) {
-    s.changes.wait_above(after).await
+async fn wait_for_changes(s: &SqliteStore, entity_type: &str, after: u64) {
+    s.changes.wait_above(entity_type, after).await
 }
