@@ -301,6 +301,27 @@ async fn measure(sandbox: &Sandbox) {
         sessions("tributary_sessions_closed_total", ("result", "rolled_back")),
         1.0
     );
+    // Open sessions by mode (the database's figure): of the two stream sessions one was
+    // closed; both accrue sessions ended (committed, rolled back).
+    assert_eq!(
+        after.value("tributary_open_sessions", &[("mode", "stream")]),
+        1.0
+    );
+    assert_eq!(
+        after.value("tributary_open_sessions", &[("mode", "accrue")]),
+        0.0
+    );
+    assert_eq!(
+        after.value("tributary_open_sessions", &[("mode", "replace")]),
+        0.0
+    );
+    // This process's database connections.
+    let open = after.value("tributary_db_connections", &[("state", "open")]);
+    let in_use = after.value("tributary_db_connections", &[("state", "in_use")]);
+    assert!(
+        open >= 1.0 && in_use <= open,
+        "open {open}, in use {in_use}"
+    );
     // The rate limit's refusal.
     assert_eq!(
         sessions("tributary_rate_limited_total", ("rpc", "Upsert")),

@@ -177,6 +177,10 @@ pub trait AdminStore: Send + Sync {
     async fn delete_consumer(&self, id: &str) -> Result<()>;
     /// The consumer whose token hashes to `token_hash`.
     async fn consumer_by_token(&self, token_hash: &str) -> Result<Option<Consumer>>;
+    /// How many sessions are open, by mode (every mode, zeros included), for operators.
+    async fn open_sessions_by_mode(&self) -> Result<Vec<(SessionMode, u64)>>;
+    /// This process's database connections: (in use, open).
+    fn connections(&self) -> (u32, u32);
 }
 
 /// Contribution sessions and their batches (SPEC.md §2).

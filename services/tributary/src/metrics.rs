@@ -106,6 +106,7 @@ pub async fn serve(
             async move {
                 if let Some(store) = store {
                     count_sources(store.as_ref()).await;
+                    count_sessions_and_connections(store.as_ref()).await;
                 }
                 (
                     [(CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -120,6 +121,22 @@ pub async fn serve(
         .await;
     upkeep.abort();
     served
+}
+
+/// Sets `tributary_open_sessions{mode}` (the database's figure, the same in every replica) and
+/// `tributary_db_connections{state="in_use"|"open"}` (this process's pools).
+async fn count_sessions_and_connections(store: &dyn Store) {
+    match store.open_sessions_by_mode().await {
+        Ok(counts) => {
+            for (mode, n) in counts {
+                metrics::gauge!("tributary_open_sessions", "mode" => mode.as_str()).set(n as f64);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "metrics: could not count open sessions"),
+    }
+    let (in_use, open) = store.connections();
+    metrics::gauge!("tributary_db_connections", "state" => "in_use").set(f64::from(in_use));
+    metrics::gauge!("tributary_db_connections", "state" => "open").set(f64::from(open));
 }
 
 /// Sets `tributary_sources{state}` from the store (every state, zeros included): the figure is

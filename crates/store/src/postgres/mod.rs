@@ -158,6 +158,14 @@ async fn snapshot(s: &PgStore) -> StoreResult<Tx> {
         .await?)
 }
 
+/// Database connections of this process: (in use, open), both pools.
+fn connections(s: &PgStore) -> (u32, u32) {
+    let pools = [&s.pool, &s.auth];
+    let open: u32 = pools.iter().map(|p| p.size()).sum();
+    let idle: u32 = pools.iter().map(|p| p.num_idle() as u32).sum();
+    (open.saturating_sub(idle), open)
+}
+
 /// A snapshot for a catalog listing, whose statements are cancelled after the query timeout
 /// (PostgreSQL's `~` is a backtracking engine, and a filter can ask for a full scan).
 async fn bounded_snapshot(s: &PgStore) -> StoreResult<Tx> {

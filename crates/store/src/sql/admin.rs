@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::Row as _;
 use std::collections::BTreeMap;
 use tributary_core::error::ResourceKind;
-use tributary_core::model::{Connector, Consumer, EntityType};
+use tributary_core::model::{Connector, Consumer, EntityType, SessionMode};
 use tributary_core::store::AdminStore;
 use tributary_core::{Error, Result};
 
@@ -456,6 +456,14 @@ impl AdminStore for Backend {
         .await
     }
 
+    async fn open_sessions_by_mode(&self) -> Result<Vec<(SessionMode, u64)>> {
+        run(open_sessions(self.reader())).await
+    }
+
+    fn connections(&self) -> (u32, u32) {
+        super::connections(self)
+    }
+
     async fn consumer_by_token(&self, token_hash: &str) -> Result<Option<Consumer>> {
         run(async {
             let rows =
@@ -467,6 +475,24 @@ impl AdminStore for Backend {
         })
         .await
     }
+}
+
+/// Counts of open sessions by mode, every mode present.
+async fn open_sessions(pool: &Pool) -> StoreResult<Vec<(SessionMode, u64)>> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT mode, count(*) FROM sessions WHERE state = 'open' GROUP BY mode")
+            .fetch_all(pool)
+            .await?;
+    Ok(SessionMode::ALL
+        .iter()
+        .map(|mode| {
+            let n = rows
+                .iter()
+                .find(|(m, _)| m == mode.as_str())
+                .map_or(0, |(_, n)| count(*n));
+            (*mode, n)
+        })
+        .collect())
 }
 
 /// Consumers from rows of `id, name, created_at` plus their grants, in the rows' order.

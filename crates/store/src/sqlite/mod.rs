@@ -98,6 +98,8 @@ pub struct SqliteStore {
     /// Token look-ups only, so that authentication never waits behind slow reads.
     auth: SqlitePool,
     query_timeout: Duration,
+    /// One connection serves everything (`sqlite::memory:`).
+    in_memory: bool,
     /// Wakes this process's change-log readers after a commit that logged changes. (Another
     /// process on the same file is not woken; Watch's periodic re-read covers it.)
     changes: Arc<ChangeSignal>,
@@ -210,6 +212,7 @@ impl SqliteStore {
             reader,
             auth,
             query_timeout: store.query_timeout,
+            in_memory,
             changes: Arc::default(),
         })
     }
@@ -238,6 +241,18 @@ impl SqliteStore {
 /// A read transaction: WAL gives all its statements one snapshot.
 async fn snapshot(s: &SqliteStore) -> StoreResult<Tx> {
     Ok(s.reader.begin().await?)
+}
+
+/// Database connections of this process: (in use, open); in memory, all pools are one.
+fn connections(s: &SqliteStore) -> (u32, u32) {
+    let pools: Vec<&SqlitePool> = if s.in_memory {
+        vec![&s.writer]
+    } else {
+        vec![&s.writer, &s.reader, &s.auth]
+    };
+    let open: u32 = pools.iter().map(|p| p.size()).sum();
+    let idle: u32 = pools.iter().map(|p| p.num_idle() as u32).sum();
+    (open.saturating_sub(idle), open)
 }
 
 /// A snapshot for a catalog listing, whose statements are interrupted (SQLITE_INTERRUPT) once
