@@ -194,15 +194,10 @@ pub struct CatalogSettings {
     pub change_log_retention_secs: u64,
     /// How often old change-log entries are pruned.
     pub prune_interval_secs: u64,
-    /// Query bounds of ListRecords (docs/LIMITS.md), each capped at a ceiling both backends run.
-    pub max_filter_bytes: usize,
-    pub max_filter_conditions: usize,
-    pub max_filter_depth: usize,
-    pub max_in_values: usize,
-    pub max_regex_bytes: usize,
-    pub max_order_by_fields: usize,
-    pub max_order_by_bytes: usize,
-    pub max_page_token_bytes: usize,
+    /// Query bounds of ListRecords (`catalog.max_filter_bytes` …, docs/LIMITS.md), each capped
+    /// at a ceiling both backends run.
+    #[serde(flatten)]
+    pub query: tributary_core::query::QueryLimits,
     /// Most ids of one LookupByExternalIds call.
     pub max_lookup_ids: usize,
     /// Most Watch streams one consumer holds open in one process.
@@ -221,19 +216,11 @@ pub const DEFAULT_PRUNE_INTERVAL_SECS: u64 = 600;
 impl Default for CatalogSettings {
     fn default() -> Self {
         let limits = tributary_core::catalog::CatalogLimits::default();
-        let q = limits.query;
         Self {
             public: false,
             change_log_retention_secs: DEFAULT_CHANGE_LOG_RETENTION_SECS,
             prune_interval_secs: DEFAULT_PRUNE_INTERVAL_SECS,
-            max_filter_bytes: q.max_filter_bytes,
-            max_filter_conditions: q.max_filter_conditions,
-            max_filter_depth: q.max_filter_depth,
-            max_in_values: q.max_in_values,
-            max_regex_bytes: q.max_regex_bytes,
-            max_order_by_fields: q.max_order_by_fields,
-            max_order_by_bytes: q.max_order_by_bytes,
-            max_page_token_bytes: q.max_page_token_bytes,
+            query: limits.query,
             max_lookup_ids: limits.max_lookup_ids,
             max_watches_per_consumer: limits.max_watches_per_consumer,
             max_public_watches: limits.max_public_watches,
@@ -462,17 +449,7 @@ impl Settings {
         let c = &self.catalog;
         let defaults = tributary_core::catalog::CatalogLimits::default();
         tributary_core::catalog::CatalogLimits {
-            query: tributary_core::query::QueryLimits {
-                max_filter_bytes: c.max_filter_bytes,
-                max_filter_conditions: c.max_filter_conditions,
-                max_filter_depth: c.max_filter_depth,
-                max_in_values: c.max_in_values,
-                max_regex_bytes: c.max_regex_bytes,
-                max_order_by_fields: c.max_order_by_fields,
-                max_order_by_bytes: c.max_order_by_bytes,
-                max_page_token_bytes: c.max_page_token_bytes,
-            }
-            .clamped(),
+            query: c.query.clamped(),
             max_lookup_ids: c.max_lookup_ids.max(1),
             max_watches_per_consumer: c.max_watches_per_consumer.max(1),
             max_public_watches: c.max_public_watches,
@@ -537,6 +514,10 @@ mod tests {
                 max_batch_records = 5
                 [catalog]
                 public = true
+                max_in_values = 50
+                max_order_by_fields = 99
+                [database]
+                query_timeout_secs = 2.5
                 [log]
                 format = "json"
                 "#,
@@ -547,6 +528,8 @@ mod tests {
             jail.set_env("TRIBUTARY_TLS__CERT", "/env/cert.pem");
             jail.set_env("TRIBUTARY_TLS__KEY", "/env/key.pem");
             jail.set_env("TRIBUTARY_METRICS__LISTEN", "127.0.0.1:9000");
+            jail.set_env("TRIBUTARY_CATALOG__MAX_WATCHES_PER_CONSUMER", "3");
+            jail.set_env("TRIBUTARY_GRPC__MAX_CATALOG_REQUEST_BYTES", "65536");
             let args = Args {
                 listen: Some("127.0.0.1:3".into()),
                 tls_key: Some("/flag/key.pem".into()),
@@ -567,6 +550,20 @@ mod tests {
             assert_eq!(s.tls.key, Some(PathBuf::from("/flag/key.pem")));
             assert_eq!(s.tls.client_ca, None);
             assert_eq!(s.metrics.listen.as_deref(), Some("127.0.0.1:9000"));
+            let catalog = s.catalog_limits();
+            assert_eq!(catalog.query.max_in_values, 50);
+            assert_eq!(
+                catalog.query.max_filter_depth, 16,
+                "unset keys keep their defaults"
+            );
+            assert_eq!(
+                catalog.query.max_order_by_fields, 16,
+                "lowered to the ceiling"
+            );
+            assert_eq!(catalog.max_watches_per_consumer, 3);
+            assert_eq!(s.store_options().query_timeout, Duration::from_millis(2500));
+            assert_eq!(s.store_options().acquire_timeout, Duration::from_secs(5));
+            assert_eq!(s.transport_options().max_catalog_request_bytes, 65536);
             Ok(())
         });
     }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// How large a ListRecords query may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct QueryLimits {
     /// Largest `filter` text, in bytes.
     pub max_filter_bytes: usize,
