@@ -31,6 +31,16 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub database: DatabaseSettings,
     pub grpc: GrpcSettings,
+    pub web: WebSettings,
+}
+
+/// Browsers (gRPC-Web).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebSettings {
+    /// Origins (`https://console.example.com`) whose pages may call over gRPC-Web; none by
+    /// default. `*` allows any origin.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// How the store uses its database (docs/LIMITS.md).
@@ -267,6 +277,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             database: DatabaseSettings::default(),
             grpc: GrpcSettings::default(),
+            web: WebSettings::default(),
         }
     }
 }
@@ -318,6 +329,7 @@ impl std::fmt::Debug for Settings {
             .field("metrics", &self.metrics)
             .field("database", &self.database)
             .field("grpc", &self.grpc)
+            .field("web", &self.web)
             .finish()
     }
 }

@@ -84,6 +84,8 @@ pub struct ServerOptions {
     pub catalog_limits: CatalogLimits,
     /// Connection and request bounds of the gRPC port.
     pub transport: TransportOptions,
+    /// Browser origins allowed to call over gRPC-Web (CORS); empty allows none.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Bounds of the gRPC port, per connection and per request (docs/LIMITS.md).
@@ -131,6 +133,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("tls", &self.tls)
             .field("catalog_limits", &self.catalog_limits)
             .field("transport", &self.transport)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
             .finish_non_exhaustive()
     }
 }
@@ -153,6 +156,7 @@ impl ServerOptions {
             tls: None,
             catalog_limits: CatalogLimits::default(),
             transport: TransportOptions::default(),
+            cors_allowed_origins: Vec::new(),
         }
     }
 
@@ -176,6 +180,7 @@ impl ServerOptions {
             tls: None,
             catalog_limits: settings.catalog_limits(),
             transport: settings.transport_options(),
+            cors_allowed_origins: settings.web.cors_allowed_origins.clone(),
         }
     }
 }
@@ -208,11 +213,16 @@ pub async fn serve(
 
     // Every call is counted and timed (crate::metrics); without a recorder this costs little.
     let transport = options.transport.clone();
+    // Browsers speak gRPC-Web (HTTP/1.1 or HTTP/2), translated to gRPC before anything else sees
+    // the call; CORS answers preflights only for the configured origins (none by default).
     let mut builder = Server::builder()
+        .accept_http1(true)
         .max_concurrent_streams(transport.max_concurrent_streams)
         .http2_keepalive_interval(Some(transport.keepalive_interval))
         .http2_keepalive_timeout(Some(transport.keepalive_timeout))
         .timeout(transport.request_timeout)
+        .layer(crate::web::cors(&options.cors_allowed_origins)?)
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(crate::metrics::GrpcMetricsLayer::new())
         .layer(crate::guard::GuardLayer::new(options.catalog_public));
     if let Some(tls) = &options.tls {
