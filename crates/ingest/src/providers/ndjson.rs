@@ -294,7 +294,7 @@ mod tests {
         let page = l.finish_at_end();
         assert_eq!(page.items.len(), 2);
         assert_eq!(page.unreadable.len(), 1);
-        assert!(page.unreadable[0].1.contains("line 2 is 111 bytes long"), "{:?}", page.unreadable);
+        assert!(page.unreadable[0].1.contains("line 2 is 110 bytes long"), "{:?}", page.unreadable);
         assert_eq!(page.next_cursor["line"], 3);
     }
 
