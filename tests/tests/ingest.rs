@@ -1582,12 +1582,20 @@ async fn a_grpc_provider_that_never_answers_times_out_and_frees_its_slot(sandbox
     let addr = serve_api(api.clone()).await;
     let good = create_source(sandbox, http_source(&world.connector, addr)).await;
     let result = next_result(sandbox, &good, "").await;
-    assert_eq!((result.status, result.created), (SUCCEEDED, 10), "{result:?}");
+    assert_eq!(
+        (result.status, result.created),
+        (SUCCEEDED, 10),
+        "{result:?}"
+    );
     assert_eq!(visible_ids(&mut world).await, ids(0..10));
-    for id in stuck {
-        let result = next_result(sandbox, &id, "").await;
+    // One that accepts and never answers, one that never accepts.
+    for (id, what) in stuck.iter().zip([
+        "ingest.provider_request_timeout_secs",
+        "ingest.provider_connect_timeout_secs",
+    ]) {
+        let result = next_result(sandbox, id, "").await;
         assert_eq!(result.status, FAILED, "{result:?}");
-        assert_errors_say(&result, &["timed out"]);
+        assert_errors_say(&result, &["timed out", what]);
     }
 }
 
@@ -1653,7 +1661,12 @@ async fn ndjson_paths_outside_the_allowed_directories_are_refused(sandbox: &Sand
     assert!(why.contains("absolute"), "{why}");
     let link = dir.path().join("link.ndjson");
     std::os::unix::fs::symlink(&secret, &link).unwrap();
-    let why = refused(sandbox, ndjson(link.display().to_string()), "source.config.path").await;
+    let why = refused(
+        sandbox,
+        ndjson(link.display().to_string()),
+        "source.config.path",
+    )
+    .await;
     assert!(why.contains("symlink"), "{why}");
 
     // Checked again when read: a directory that did not exist at creation and is then made a
@@ -1710,26 +1723,51 @@ async fn ndjson_lines_longer_than_max_line_bytes_fail_and_endless_input_fails_th
     }
     std::fs::write(&path, text).unwrap();
     let ndjson = |connector: &str, config: Value| {
-        source(connector, admin::SourceKind::Ndjson, config, country_mapping())
+        source(
+            connector,
+            admin::SourceKind::Ndjson,
+            config,
+            country_mapping(),
+        )
     };
     let id = create_source(
         sandbox,
-        ndjson(&world.connector, json!({"path": path.display().to_string()})),
+        ndjson(
+            &world.connector,
+            json!({"path": path.display().to_string()}),
+        ),
     )
     .await;
     let result = next_result(sandbox, &id, "").await;
-    assert_eq!((result.status, result.created, result.failed), (PARTIAL, 10, 1), "{result:?}");
+    assert_eq!(
+        (result.status, result.created, result.failed),
+        (PARTIAL, 10, 1),
+        "{result:?}"
+    );
     let failed = &result.failed_items[0];
-    assert!(failed.error.contains("line 6") && failed.error.contains("ingest.max_line_bytes"), "{failed:?}");
+    assert!(
+        failed.error.contains("line 6") && failed.error.contains("ingest.max_line_bytes"),
+        "{failed:?}"
+    );
     assert!(failed.data.len() <= 4096, "{}", failed.data.len());
     assert_eq!(visible_ids(&mut world).await, ids(0..10));
 
     // /dev/zero-like input: 32 MiB of NUL bytes (a sparse file) and an endless HTTP body.
     let zeros = dir.path().join("zeros.ndjson");
-    std::fs::File::create(&zeros).unwrap().set_len(32 * 1024 * 1024).unwrap();
+    std::fs::File::create(&zeros)
+        .unwrap()
+        .set_len(32 * 1024 * 1024)
+        .unwrap();
     let (other, _) = sandbox.create_connector("country", |_| {}).await;
-    let result = failed_cycle(sandbox, ndjson(&other, json!({"path": zeros.display().to_string()}))).await;
-    assert_errors_say(&result, &["no end within 65536 bytes", "ingest.max_page_bytes"]);
+    let result = failed_cycle(
+        sandbox,
+        ndjson(&other, json!({"path": zeros.display().to_string()})),
+    )
+    .await;
+    assert_errors_say(
+        &result,
+        &["no end within 65536 bytes", "ingest.max_page_bytes"],
+    );
     let app = axum::Router::new().route(
         "/zero",
         get(|| async {
@@ -1741,8 +1779,11 @@ async fn ndjson_lines_longer_than_max_line_bytes_fail_and_endless_input_fails_th
     );
     let addr = serve(app).await;
     let (third, _) = sandbox.create_connector("country", |_| {}).await;
-    let result =
-        failed_cycle(sandbox, ndjson(&third, json!({"url": format!("http://{addr}/zero")}))).await;
+    let result = failed_cycle(
+        sandbox,
+        ndjson(&third, json!({"url": format!("http://{addr}/zero")})),
+    )
+    .await;
     assert_errors_say(&result, &["no end within 65536 bytes"]);
 }
 
@@ -1788,7 +1829,11 @@ async fn secrets_in_source_urls_are_redacted_wherever_a_source_is_shown(sandbox:
     let first = next_result(sandbox, &id, "").await;
     assert_eq!(first.created, 10, "{first:?}");
     // The engine uses the real URL.
-    assert!(api.queries().iter().all(|q| q.contains("sig=s3cret")), "{:?}", api.queries());
+    assert!(
+        api.queries().iter().all(|q| q.contains("sig=s3cret")),
+        "{:?}",
+        api.queries()
+    );
     let got = sandbox
         .admin()
         .get_source(admin::GetSourceRequest { id: id.clone() })
@@ -1808,7 +1853,10 @@ async fn secrets_in_source_urls_are_redacted_wherever_a_source_is_shown(sandbox:
         ("GetSource", format!("{got:?}")),
         ("ListSources", format!("{listed:?}")),
     ] {
-        assert!(!text.contains("s3cret") && !text.contains("pa55word"), "{what}: {text}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("pa55word"),
+            "{what}: {text}"
+        );
         assert!(text.contains(&shown), "{what} shows {shown}: {text}");
     }
     // Sending the shown definition back keeps the stored URL.
@@ -1816,7 +1864,9 @@ async fn secrets_in_source_urls_are_redacted_wherever_a_source_is_shown(sandbox:
     update.name = "renamed".into();
     sandbox
         .admin()
-        .update_source(admin::UpdateSourceRequest { source: Some(update.clone()) })
+        .update_source(admin::UpdateSourceRequest {
+            source: Some(update.clone()),
+        })
         .await
         .expect("update with the redacted URL");
     let before = api.queries().len();
@@ -1824,20 +1874,28 @@ async fn secrets_in_source_urls_are_redacted_wherever_a_source_is_shown(sandbox:
     let second = next_result(sandbox, &id, &first.id).await;
     assert_eq!(second.status, SUCCEEDED, "{second:?}");
     let queries = api.queries();
-    assert!(queries.len() > before && queries[before..].iter().all(|q| q.contains("sig=s3cret")), "{queries:?}");
+    assert!(
+        queries.len() > before && queries[before..].iter().all(|q| q.contains("sig=s3cret")),
+        "{queries:?}"
+    );
     // A URL edited around the placeholder is refused rather than stored with it.
     let mut edited = update;
-    let mut config = tributary_grpc::convert::struct_to_json(edited.config.take().unwrap()).unwrap();
+    let mut config =
+        tributary_grpc::convert::struct_to_json(edited.config.take().unwrap()).unwrap();
     config["url"] = json!(format!("http://{addr}/items?sig=REDACTED&v=2"));
     edited.config = Some(json_struct(config));
-    let status = sandbox
+    let refusal = sandbox
         .admin()
-        .update_source(admin::UpdateSourceRequest { source: Some(edited) })
+        .update_source(admin::UpdateSourceRequest {
+            source: Some(edited),
+        })
         .await
         .expect_err("the placeholder is refused");
     assert!(
-        tributary_tests::bad_request_fields(&status).iter().any(|(f, _)| f == "source.config.url"),
-        "{status:?}"
+        tributary_tests::bad_request_fields(&refusal)
+            .iter()
+            .any(|(f, _)| f == "source.config.url"),
+        "{refusal:?}"
     );
 
     // Errors name the URL redacted: an HTTP error and a refused connection.
@@ -1851,7 +1909,11 @@ async fn secrets_in_source_urls_are_redacted_wherever_a_source_is_shown(sandbox:
     );
     let result = failed_cycle(sandbox, failing).await;
     assert_errors_say(&result, &["sig=REDACTED", "HTTP 503"]);
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let (third, _) = sandbox.create_connector("country", |_| {}).await;
     let refused_conn = source(
         &third,
@@ -1863,7 +1925,10 @@ async fn secrets_in_source_urls_are_redacted_wherever_a_source_is_shown(sandbox:
     let result = next_result(sandbox, &id3, "").await;
     let last_error = status(sandbox, &id3).await.last_error;
     for text in [format!("{result:?}"), last_error] {
-        assert!(!text.contains("s3cret") && !text.contains("pa55word"), "{text}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("pa55word"),
+            "{text}"
+        );
     }
     assert_errors_say(&result, &["sig=REDACTED"]);
 }
@@ -1874,11 +1939,17 @@ struct Recorder(Mutex<Vec<(String, Option<String>, Option<String>)>>);
 
 impl Recorder {
     fn saw(&self, path: &str, headers: &axum::http::HeaderMap) {
-        let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        self.0
-            .lock()
-            .unwrap()
-            .push((path.to_owned(), header("authorization"), header("x-api-key")));
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        self.0.lock().unwrap().push((
+            path.to_owned(),
+            header("authorization"),
+            header("x-api-key"),
+        ));
     }
     fn seen(&self) -> Vec<(String, Option<String>, Option<String>)> {
         self.0.lock().unwrap().clone()
@@ -1888,15 +1959,12 @@ impl Recorder {
 /// Origin A: `/page1` (items 0..10, `Link` to B's `/page2`), `/moved` (302 to B's `/page2`),
 /// `/here` (302 to `/plain`), `/plain` (items 20..30) and `/loop` (302 to itself).
 fn origin_a(recorder: Arc<Recorder>, b: SocketAddr) -> axum::Router {
-    use axum::extract::OriginalUri;
     let record = |r: Arc<Recorder>| {
-        move |uri: OriginalUri, headers: axum::http::HeaderMap| {
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
             let r = r.clone();
             async move {
                 r.saw(uri.path(), &headers);
-                let redirect = |to: String| {
-                    (StatusCode::FOUND, [("location", to)]).into_response()
-                };
+                let redirect = |to: String| (StatusCode::FOUND, [("location", to)]).into_response();
                 match uri.path() {
                     "/page1" => (
                         [("link", format!("<http://{b}/page2>; rel=\"next\""))],
@@ -1916,14 +1984,15 @@ fn origin_a(recorder: Arc<Recorder>, b: SocketAddr) -> axum::Router {
 
 /// Origin B: `/page2` (items 10..20, no next page).
 fn origin_b(recorder: Arc<Recorder>) -> axum::Router {
-    use axum::extract::OriginalUri;
-    axum::Router::new().fallback(move |uri: OriginalUri, headers: axum::http::HeaderMap| {
-        let r = recorder.clone();
-        async move {
-            r.saw(uri.path(), &headers);
-            json_response(json!({"data": countries(10..20)}))
-        }
-    })
+    axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+            let r = recorder.clone();
+            async move {
+                r.saw(uri.path(), &headers);
+                json_response(json!({"data": countries(10..20)}))
+            }
+        },
+    )
 }
 
 async fn configured_headers_never_go_to_another_origin(sandbox: &Sandbox) {
@@ -1941,22 +2010,39 @@ async fn configured_headers_never_go_to_another_origin(sandbox: &Sandbox) {
             country_mapping(),
         )
     };
-    let run = |path: &'static str, pagination: Value| {
-        let def = &def;
-        async move {
-            let (connector, _) = sandbox.create_connector("country", |_| {}).await;
-            let id = create_source(sandbox, def(&connector, path, pagination)).await;
-            next_result(sandbox, &id, "").await
-        }
+    let run = move |path: &'static str, pagination: Value| async move {
+        let (connector, _) = sandbox.create_connector("country", |_| {}).await;
+        let def = source(
+            &connector,
+            admin::SourceKind::HttpJson,
+            json!({"url": format!("http://{a}{path}"), "items": "/data",
+                   "headers": {"Authorization": "Bearer s3cret", "X-Api-Key": "k3y"},
+                   "pagination": pagination}),
+            country_mapping(),
+        );
+        let id = create_source(sandbox, def).await;
+        next_result(sandbox, &id, "").await
     };
     // A next-page link to another origin.
     let result = run("/page1", json!({"type": "link"})).await;
-    assert_eq!((result.status, result.created), (SUCCEEDED, 20), "{result:?}");
+    assert_eq!(
+        (result.status, result.created),
+        (SUCCEEDED, 20),
+        "{result:?}"
+    );
     // A redirect to another origin, and one within the origin.
     let result = run("/moved", json!({"type": "none"})).await;
-    assert_eq!((result.status, result.created), (SUCCEEDED, 10), "{result:?}");
+    assert_eq!(
+        (result.status, result.created),
+        (SUCCEEDED, 10),
+        "{result:?}"
+    );
     let result = run("/here", json!({"type": "none"})).await;
-    assert_eq!((result.status, result.created), (SUCCEEDED, 10), "{result:?}");
+    assert_eq!(
+        (result.status, result.created),
+        (SUCCEEDED, 10),
+        "{result:?}"
+    );
 
     let home = (Some("Bearer s3cret".to_owned()), Some("k3y".to_owned()));
     let a_seen = seen_a.seen();
@@ -1968,7 +2054,11 @@ async fn configured_headers_never_go_to_another_origin(sandbox: &Sandbox) {
     let b_seen = seen_b.seen();
     assert_eq!(b_seen.len(), 2, "{b_seen:?}");
     for (path, auth, key) in &b_seen {
-        assert_eq!((auth, key), (&None, &None), "no configured header reaches B ({path})");
+        assert_eq!(
+            (auth, key),
+            (&None, &None),
+            "no configured header reaches B ({path})"
+        );
     }
 
     // Redirects are followed at most 10 times.

@@ -410,7 +410,10 @@ mod tests {
         assert!(s.database_url().ends_with("tributary.db"));
         assert!(s.tls.cert.is_none() && s.tls.client_ca.is_none());
         assert!(s.metrics.listen.is_none(), "metrics are off by default");
-        assert!(s.ingest.allowed_dirs.is_empty(), "no file may be read by default");
+        assert!(
+            s.ingest.allowed_dirs.is_empty(),
+            "no file may be read by default"
+        );
         assert_eq!(s.ingest.max_line_bytes, 1024 * 1024);
         assert_eq!(s.ingest.provider_connect_timeout_secs, 10.0);
         assert_eq!(s.ingest.provider_request_timeout_secs, 30.0);

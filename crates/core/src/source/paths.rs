@@ -41,7 +41,10 @@ impl AllowedDirs {
             return invalid("must not contain `..`".into());
         }
         if !self.0.iter().any(|dir| p.starts_with(dir)) {
-            return invalid(format!("is not under an allowed directory ({})", self.list()));
+            return invalid(format!(
+                "is not under an allowed directory ({})",
+                self.list()
+            ));
         }
         // Where the file exists already, a symlink must not lead out either.
         if let Ok(real) = std::fs::canonicalize(p) {

@@ -121,10 +121,7 @@ pub fn check_not_redacted(field: &str, url: &str) -> Result<()> {
         q.split('&')
             .any(|pair| placeholder(pair.split_once('=').map_or(pair, |(_, v)| v)))
     });
-    if placeholder(parsed.username())
-        || in_query
-        || parsed.fragment().is_some_and(placeholder)
-    {
+    if placeholder(parsed.username()) || in_query || parsed.fragment().is_some_and(placeholder) {
         return Err(Error::invalid(
             field,
             format!(
@@ -178,7 +175,10 @@ mod tests {
     #[test]
     fn a_next_page_url_in_a_cursor_is_redacted() {
         let shown = redact_cursor(r#"{"url":"http://x/items?page=2&sig=s3cret"}"#);
-        assert!(!shown.contains("s3cret") && shown.contains("page=REDACTED"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("page=REDACTED"),
+            "{shown}"
+        );
         assert_eq!(redact_cursor(r#"{"page":2}"#), r#"{"page":2}"#);
     }
 }

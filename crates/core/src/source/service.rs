@@ -10,8 +10,8 @@ use crate::record::KeyedId;
 use crate::record::{check_delete_ids, prepare_batch, RecordInput, RecordOwner};
 use crate::schema::EntitySchema;
 use crate::source::kinds::{keep_secrets, KindConfig, Pagination};
-use crate::source::AllowedDirs;
 use crate::source::store::RecordEdit;
+use crate::source::AllowedDirs;
 use crate::source::{DeltaTotals, Mapping, Pacing, Schedule, Source, SourceKind, SourceStatus};
 use crate::store::Store;
 use crate::{Error, Result, Violation};
@@ -80,7 +80,9 @@ fn check_server_rules(
         if size > max {
             violations.push(Violation::new(
                 field,
-                format!("{size} is above the largest page, {max} records (limits.max_batch_records)"),
+                format!(
+                    "{size} is above the largest page, {max} records (limits.max_batch_records)"
+                ),
             ));
         }
     };
@@ -97,9 +99,9 @@ fn check_server_rules(
         }
         KindConfig::HttpJson(c) => match &c.pagination {
             Pagination::Offset { limit, .. } => too_large("source.config.pagination.limit", *limit),
-            Pagination::Page { size: Some(size), .. } => {
-                too_large("source.config.pagination.size", *size)
-            }
+            Pagination::Page {
+                size: Some(size), ..
+            } => too_large("source.config.pagination.size", *size),
             _ => {}
         },
         KindConfig::Feed(_) | KindConfig::Grpc(_) => {}

@@ -5,13 +5,13 @@
 //!   "width", "height", "duration", "size"}]}]}`.
 
 use super::http::{get, Home, HttpOptions};
-use tributary_core::source::secrets::redact_url;
 use super::{FetchedPage, Provider};
 use crate::error::FetchError;
 use async_trait::async_trait;
 use feed_rs::model::{Entry, MediaObject};
 use serde_json::{json, Value};
 use tributary_core::source::kinds::FeedConfig;
+use tributary_core::source::secrets::redact_url;
 
 pub(crate) struct Feed {
     config: FeedConfig,

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
-use tributary_core::source::secrets::redact_url;
 use tributary_core::source::kinds::GrpcConfig;
+use tributary_core::source::secrets::redact_url;
 use tributary_proto::provider::v1::source_provider_client::SourceProviderClient;
 use tributary_proto::provider::v1::NextRequest;
 
@@ -42,7 +42,9 @@ impl Grpc {
             .connect_timeout(http.provider_connect_timeout)
             .timeout(http.provider_request_timeout);
         if config.endpoint.starts_with("https://") {
-            endpoint = endpoint.tls_config(http.grpc_tls.clone()).map_err(invalid)?;
+            endpoint = endpoint
+                .tls_config(http.grpc_tls.clone())
+                .map_err(invalid)?;
         }
         let channel = endpoint.connect_lazy();
         Ok(Self {
@@ -88,14 +90,22 @@ impl Provider for Grpc {
                     s.message(),
                     cause.map(|c| format!(": {c}")).unwrap_or_default()
                 );
-                if detail.to_lowercase().contains("timed out")
-                    || detail.contains("Timeout expired")
-                {
+                let lower = detail.to_lowercase();
+                let expired = ["timed out", "timeout expired", "deadline has elapsed"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+                    || s.code() == tonic::Code::DeadlineExceeded;
+                if expired && lower.contains("connect") {
                     FetchError::new(format!(
-                        "provider Next at {} timed out (connect {:?}, request {:?}; \
-                         ingest.provider_connect_timeout_secs, \
-                         ingest.provider_request_timeout_secs): {detail}",
-                        self.shown, self.connect_timeout, self.request_timeout
+                        "connecting to provider {} timed out after {:?} \
+                         (ingest.provider_connect_timeout_secs): {detail}",
+                        self.shown, self.connect_timeout
+                    ))
+                } else if expired {
+                    FetchError::new(format!(
+                        "provider Next at {} timed out after {:?} \
+                         (ingest.provider_request_timeout_secs): {detail}",
+                        self.shown, self.request_timeout
                     ))
                 } else {
                     FetchError::new(format!("provider Next: {detail}"))

@@ -180,7 +180,10 @@ pub(crate) async fn get(
         .join(", ");
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| {
-        FetchError::new(format!("GET {shown}: reading the body: {}", reqwest_error(e)))
+        FetchError::new(format!(
+            "GET {shown}: reading the body: {}",
+            reqwest_error(e)
+        ))
     })? {
         if body.len() + chunk.len() > http.max_page_bytes {
             return Err(FetchError::new(format!(

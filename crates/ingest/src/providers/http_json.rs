@@ -2,12 +2,12 @@
 //! `{"offset": n}`, `{"cursor": "token"}` or `{"url": "next link"}`.
 
 use super::http::{get, Home, HttpOptions};
-use tributary_core::source::secrets::redact_url;
 use super::{FetchedPage, Provider};
 use crate::error::FetchError;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use tributary_core::source::kinds::{HttpJsonConfig, Pagination};
+use tributary_core::source::secrets::redact_url;
 use url::Url;
 
 pub(crate) struct HttpJson {

@@ -69,7 +69,8 @@ impl Lines {
 
     /// The page has its lines, or its bytes.
     fn full(&self) -> bool {
-        self.read >= self.page_size || (self.line_len == 0 && self.page_bytes >= self.max_page_bytes)
+        self.read >= self.page_size
+            || (self.line_len == 0 && self.page_bytes >= self.max_page_bytes)
     }
 
     /// Takes bytes until the page is full; returns how many were taken (the rest belongs to
@@ -235,7 +236,10 @@ impl Ndjson {
         };
         while !lines.full() {
             let chunk = response.chunk().await.map_err(|e| {
-                FetchError::new(format!("GET {shown}: reading the body: {}", reqwest_error(e)))
+                FetchError::new(format!(
+                    "GET {shown}: reading the body: {}",
+                    reqwest_error(e)
+                ))
             })?;
             let Some(mut chunk) = chunk else {
                 return Ok(lines.finish_at_end());
@@ -284,7 +288,11 @@ mod tests {
     fn a_long_line_is_a_failed_item_and_only_its_cap_is_held() {
         let mut l = lines(16, 1024, 100);
         let long = format!("{{\"a\": \"{}\"}}\n", "x".repeat(100));
-        for piece in [b"{\"id\": 1}\n".as_slice(), long.as_bytes(), b"{\"id\": 2}\n"] {
+        for piece in [
+            b"{\"id\": 1}\n".as_slice(),
+            long.as_bytes(),
+            b"{\"id\": 2}\n",
+        ] {
             // Fed in small chunks, as a network would.
             for chunk in piece.chunks(7) {
                 assert_eq!(l.feed(chunk).expect("feed"), chunk.len());
@@ -294,7 +302,11 @@ mod tests {
         let page = l.finish_at_end();
         assert_eq!(page.items.len(), 2);
         assert_eq!(page.unreadable.len(), 1);
-        assert!(page.unreadable[0].1.contains("line 2 is 110 bytes long"), "{:?}", page.unreadable);
+        assert!(
+            page.unreadable[0].1.contains("line 2 is 110 bytes long"),
+            "{:?}",
+            page.unreadable
+        );
         assert_eq!(page.next_cursor["line"], 3);
     }
 
