@@ -1935,7 +1935,10 @@ async fn secrets_in_source_urls_are_redacted_wherever_a_source_is_shown(sandbox:
 
 /// A server that records, per path, the `Authorization` and `X-Api-Key` headers it received.
 #[derive(Default)]
-struct Recorder(Mutex<Vec<(String, Option<String>, Option<String>)>>);
+struct Recorder(Mutex<Vec<Seen>>);
+
+/// A request's path, `Authorization` and `X-Api-Key`.
+type Seen = (String, Option<String>, Option<String>);
 
 impl Recorder {
     fn saw(&self, path: &str, headers: &axum::http::HeaderMap) {
@@ -1951,7 +1954,7 @@ impl Recorder {
             header("x-api-key"),
         ));
     }
-    fn seen(&self) -> Vec<(String, Option<String>, Option<String>)> {
+    fn seen(&self) -> Vec<Seen> {
         self.0.lock().unwrap().clone()
     }
 }
