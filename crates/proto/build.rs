@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // Undecodable requests are the client's fault: INVALID_ARGUMENT, not prost's INTERNAL.
+        .codec_path("crate::codec::ProtoCodec")
         .file_descriptor_set_path(out_dir.join("tributary_descriptor.bin"))
         .compile_protos(
             &files.map(|f| proto_root.join(f)),

@@ -21,6 +21,8 @@ use tributary_store::testing::TestDb;
 pub use prost_types::{value::Kind, Struct, Value};
 pub use tributary_test_harness::{postgres_test, within_test_deadline, TEST_DEADLINE};
 
+pub mod proxy;
+pub mod raw;
 pub mod tls;
 
 /// An admin client with the admin token attached.
@@ -110,6 +112,25 @@ impl Sandbox {
     /// tests are wrapped in [`postgres_test!`], which reports them ignored in that case).
     pub async fn postgres(options: impl FnOnce(&mut ServerOptions)) -> Sandbox {
         Self::start(TestDb::postgres().await, Backend::Postgres, options).await
+    }
+
+    /// A sandbox on a fresh database of `backend` whose server opens its own store with
+    /// `store_options`, at the URL `via` makes of the database's (e.g. through a proxy).
+    pub async fn with_store(
+        backend: Backend,
+        store_options: tributary_store::StoreOptions,
+        via: impl FnOnce(&str) -> String,
+        options: impl FnOnce(&mut ServerOptions),
+    ) -> Sandbox {
+        let mut db = match backend {
+            Backend::Sqlite => TestDb::sqlite().await,
+            Backend::Postgres => TestDb::postgres().await,
+        };
+        let url = via(&db.url);
+        db.store = tributary_store::open_with(&url, store_options)
+            .await
+            .unwrap_or_else(|e| panic!("opening {url}: {e}"));
+        Self::start(db, backend, options).await
     }
 
     async fn start(

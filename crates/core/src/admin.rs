@@ -45,6 +45,10 @@ pub struct AdminService {
 }
 
 fn check_name(field: &str, name: &str, violations: &mut Vec<Violation>) {
+    if name.contains('\0') {
+        violations.push(Violation::new(field, crate::text::NUL_PROBLEM));
+        return;
+    }
     let chars = name.chars().count();
     if chars == 0 || chars > 200 {
         violations.push(Violation::new(field, "must be 1..200 characters"));
@@ -74,9 +78,15 @@ impl AdminService {
             ));
         }
         check_name("entity_type.name", &input.name, &mut violations);
+        crate::text::check_no_nul(
+            "entity_type.description",
+            &input.description,
+            &mut violations,
+        );
         let schema = input
             .schema
             .unwrap_or_else(|| serde_json::json!({"type": "object"}));
+        crate::text::check_json_no_nul("entity_type.schema", &schema, &mut violations);
         if let Err(Error::InvalidArgument(schema_violations)) = EntitySchema::compile(&schema) {
             violations.extend(
                 schema_violations
@@ -106,6 +116,7 @@ impl AdminService {
 
     /// The entity type `slug`.
     pub async fn get_entity_type(&self, slug: &str) -> Result<EntityType> {
+        crate::text::refuse_nul([("slug", slug)])?;
         self.store.get_entity_type(slug).await
     }
 
@@ -132,6 +143,7 @@ impl AdminService {
 
     /// Deletes an entity type (refused while records exist unless `force`).
     pub async fn delete_entity_type(&self, slug: &str, force: bool) -> Result<()> {
+        crate::text::refuse_nul([("slug", slug)])?;
         self.store.delete_entity_type(slug, force).await
     }
 
@@ -222,6 +234,7 @@ impl AdminService {
 
     /// The connector `id`.
     pub async fn get_connector(&self, id: &str) -> Result<Connector> {
+        crate::text::refuse_nul([("id", id)])?;
         self.store.get_connector(id).await
     }
 
@@ -240,6 +253,7 @@ impl AdminService {
 
     /// Updates a connector's settings; its entity type cannot change.
     pub async fn update_connector(&self, id: &str, input: ConnectorInput) -> Result<Connector> {
+        crate::text::refuse_nul([("id", id)])?;
         Self::check_connector(&input)?;
         let current = self.store.get_connector(id).await?;
         if !input.entity_type.is_empty() && input.entity_type != current.entity_type {
@@ -260,11 +274,13 @@ impl AdminService {
 
     /// Deletes a connector, with its records when `delete_records`.
     pub async fn delete_connector(&self, id: &str, delete_records: bool) -> Result<u64> {
+        crate::text::refuse_nul([("id", id)])?;
         self.store.delete_connector(id, delete_records).await
     }
 
     /// Issues a new token for a connector; the old one stops working at once.
     pub async fn rotate_connector_token(&self, id: &str) -> Result<String> {
+        crate::text::refuse_nul([("id", id)])?;
         let token = new_token(CONNECTOR_TOKEN_PREFIX);
         self.store
             .set_connector_token(id, &hash_token(&token))
@@ -306,6 +322,7 @@ impl AdminService {
 
     /// The consumer `id`.
     pub async fn get_consumer(&self, id: &str) -> Result<Consumer> {
+        crate::text::refuse_nul([("id", id)])?;
         self.store.get_consumer(id).await
     }
 
@@ -324,11 +341,13 @@ impl AdminService {
 
     /// Deletes a consumer; its token stops working at once.
     pub async fn delete_consumer(&self, id: &str) -> Result<()> {
+        crate::text::refuse_nul([("id", id)])?;
         self.store.delete_consumer(id).await
     }
 
     /// The import result `id`.
     pub async fn get_import_result(&self, id: &str) -> Result<ImportResult> {
+        crate::text::refuse_nul([("id", id)])?;
         self.store.get_import_result(id).await
     }
 

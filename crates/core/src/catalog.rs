@@ -4,13 +4,39 @@ use crate::auth::hash_token;
 use crate::ids::record_key;
 use crate::model::{Consumer, EntityType, Page, StoredRecord};
 use crate::page::decode_token;
-use crate::query::{ListQuery, ListToken};
+use crate::query::{ListQuery, ListToken, QueryLimits};
 use crate::store::{RecordQuery, Store};
+use crate::text::{check_no_nul, refuse_nul};
 use crate::{Error, Result};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// Most ids one LookupByExternalIds call may ask for.
-pub const MAX_LOOKUP_IDS: usize = 1000;
+/// What one consumer may ask of the catalog; every field has a `[catalog]` config key.
+#[derive(Debug, Clone)]
+pub struct CatalogLimits {
+    pub query: QueryLimits,
+    /// Most ids one LookupByExternalIds call may ask for.
+    pub max_lookup_ids: usize,
+    /// Most Watch streams one consumer may hold open in this process.
+    pub max_watches_per_consumer: usize,
+    /// Most Watch streams without a token (a public catalog) in this process.
+    pub max_public_watches: usize,
+    /// How often an open Watch checks that its consumer still exists and is still granted.
+    pub watch_revalidate: Duration,
+}
+
+impl Default for CatalogLimits {
+    fn default() -> Self {
+        Self {
+            query: QueryLimits::default(),
+            max_lookup_ids: 1_000,
+            max_watches_per_consumer: 16,
+            max_public_watches: 256,
+            watch_revalidate: Duration::from_secs(2),
+        }
+    }
+}
 
 /// Who is reading: a consumer, or anyone when the catalog is public and no token was sent.
 #[derive(Debug, Clone)]
@@ -44,12 +70,33 @@ impl Reader {
 pub struct CatalogService {
     store: Arc<dyn Store>,
     public: bool,
+    limits: Arc<CatalogLimits>,
+    /// Open Watch streams per consumer id ("" for public readers).
+    watches: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl CatalogService {
     /// A service over `store`; `public` lets calls without a token read everything.
     pub fn new(store: Arc<dyn Store>, public: bool) -> Self {
-        Self { store, public }
+        Self {
+            store,
+            public,
+            limits: Arc::default(),
+            watches: Arc::default(),
+        }
+    }
+
+    /// This service with `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: CatalogLimits) -> Self {
+        let mut limits = limits;
+        limits.query = limits.query.clamped();
+        self.limits = Arc::new(limits);
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &CatalogLimits {
+        &self.limits
     }
 
     /// The reader a token names. A wrong token is refused even when the catalog is public.
@@ -99,20 +146,21 @@ impl CatalogService {
 
     /// The entity type `slug`, if the reader may read it.
     pub async fn get_entity_type(&self, reader: &Reader, slug: &str) -> Result<EntityType> {
+        refuse_nul([("slug", slug)])?;
         reader.ensure(slug)?;
         self.store.get_entity_type(slug).await
     }
 
     /// The visible record with `key`.
+    /// A record of a type the reader may not read is answered like a missing one: the answer
+    /// must not tell whether the key exists.
     pub async fn get_record(&self, reader: &Reader, key: &str) -> Result<StoredRecord> {
         crate::ids::check_record_key("key", key)?;
-        let record = self
-            .store
+        self.store
             .get_record(key)
             .await?
-            .ok_or_else(|| Error::not_found(crate::error::ResourceKind::Record, key))?;
-        reader.ensure(&record.entity_type)?;
-        Ok(record)
+            .filter(|record| reader.may_read(&record.entity_type))
+            .ok_or_else(|| Error::not_found(crate::error::ResourceKind::Record, key))
     }
 
     /// The visible record `id` of `connector` in `entity_type`.
@@ -123,6 +171,11 @@ impl CatalogService {
         connector: &str,
         id: &str,
     ) -> Result<StoredRecord> {
+        refuse_nul([
+            ("entity_type", entity_type),
+            ("connector", connector),
+            ("id", id),
+        ])?;
         reader.ensure(entity_type)?;
         let key = record_key(entity_type, connector, id);
         self.store
@@ -139,15 +192,27 @@ impl CatalogService {
         ids: &[String],
         connector: Option<&str>,
     ) -> Result<Vec<StoredRecord>> {
+        refuse_nul([
+            ("entity_type", entity_type),
+            ("connector", connector.unwrap_or("")),
+        ])?;
         reader.ensure(entity_type)?;
-        if ids.len() > MAX_LOOKUP_IDS {
+        let max = self.limits.max_lookup_ids;
+        if ids.len() > max {
             return Err(Error::ResourceExhausted {
                 subject: "ids".into(),
                 description: format!(
-                    "{} ids asked for; at most {MAX_LOOKUP_IDS} per call",
+                    "{} ids asked for; at most {max} per call (catalog.max_lookup_ids)",
                     ids.len()
                 ),
             });
+        }
+        let mut violations = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            check_no_nul(format!("ids[{i}]"), id, &mut violations);
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
         }
         let records = match connector {
             Some(connector) => {
@@ -178,9 +243,11 @@ impl CatalogService {
         limit: u32,
         token: &str,
     ) -> Result<Listing> {
+        refuse_nul([("entity_type", entity_type)])?;
         reader.ensure(entity_type)?;
-        let query = ListQuery::parse(entity_type, filter, order_by)?;
-        let token = ListToken::decode(token, &query.fingerprint)?;
+        let limits = &self.limits.query;
+        let query = ListQuery::parse_within(entity_type, filter, order_by, limits)?;
+        let token = ListToken::decode(token, &query.fingerprint, limits.max_page_token_bytes)?;
         self.store.get_entity_type(entity_type).await?;
         let page = self
             .store
@@ -215,8 +282,55 @@ impl CatalogService {
 
     /// Checks that the reader may watch `entity_type` and that it exists.
     pub async fn authorize_watch(&self, reader: &Reader, entity_type: &str) -> Result<()> {
+        refuse_nul([("entity_type", entity_type)])?;
         reader.ensure(entity_type)?;
         self.store.get_entity_type(entity_type).await.map(|_| ())
+    }
+
+    /// A place for one more Watch stream of `reader`, held until the slot is dropped;
+    /// `ResourceExhausted` when the reader holds as many as its limit.
+    pub fn admit_watch(&self, reader: &Reader) -> Result<WatchSlot> {
+        let (holder, max, key) = match reader {
+            Reader::Consumer(c) => (
+                c.id.clone(),
+                self.limits.max_watches_per_consumer,
+                "catalog.max_watches_per_consumer",
+            ),
+            Reader::Public => (
+                String::new(),
+                self.limits.max_public_watches,
+                "catalog.max_public_watches",
+            ),
+        };
+        let mut open = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(holder.clone()).or_default();
+        if *count >= max {
+            return Err(Error::ResourceExhausted {
+                subject: "watches".into(),
+                description: format!(
+                    "this reader has {count} Watch streams open; at most {max} ({key})"
+                ),
+            });
+        }
+        *count += 1;
+        Ok(WatchSlot {
+            watches: self.watches.clone(),
+            holder,
+        })
+    }
+
+    /// Checks again that `token`'s reader may still watch `entity_type`: an open Watch ends
+    /// (`Unauthenticated` or `PermissionDenied`) once its consumer is deleted, its grant
+    /// removed or the entity type deleted.
+    pub async fn revalidate_watch(&self, token: Option<&str>, entity_type: &str) -> Result<()> {
+        let reader = self.authenticate(token).await?;
+        reader.ensure(entity_type)?;
+        match self.store.get_entity_type(entity_type).await {
+            Err(Error::NotFound { .. }) => Err(Error::PermissionDenied(format!(
+                "entity type {entity_type:?} has been deleted"
+            ))),
+            other => other.map(|_| ()),
+        }
     }
 
     /// The next change events of `entity_type` after sequence `after` (at most `limit`).
@@ -275,8 +389,8 @@ impl CatalogService {
     }
 
     /// Resolves once a change above `after` may exist (spurious wake-ups are possible).
-    pub async fn wait_for_changes(&self, after: u64) {
-        self.store.wait_for_changes(after).await
+    pub async fn wait_for_changes(&self, entity_type: &str, after: u64) {
+        self.store.wait_for_changes(entity_type, after).await
     }
 
     /// Deletes change-log entries older than `retention`; returns how many.
@@ -285,6 +399,25 @@ impl CatalogService {
         self.store
             .prune_changes(crate::clock::now_micros().saturating_sub(retention))
             .await
+    }
+}
+
+/// One open Watch stream counted against its reader's limit; released when dropped.
+#[derive(Debug)]
+pub struct WatchSlot {
+    watches: Arc<Mutex<HashMap<String, usize>>>,
+    holder: String,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.holder) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.holder);
+            }
+        }
     }
 }
 

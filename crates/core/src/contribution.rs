@@ -79,6 +79,8 @@ pub struct Contributor {
     pub connector: Connector,
     /// Its entity type's schema version when it authenticated.
     pub schema_version: u32,
+    /// The hash of the token it authenticated with, to check it again on long streams.
+    pub token_hash: String,
 }
 
 /// Contribution use cases over a store.
@@ -127,13 +129,11 @@ impl ContributionService {
         }
     }
 
-    /// The contributor with its connector read again (a long stream follows UpdateConnector,
-    /// e.g. a new `rate_limit`, this way); `NotFound` once the connector is deleted.
+    /// The contributor read again by its token: a long stream follows UpdateConnector (a new
+    /// `rate_limit`, write policy) and UpdateEntityType (the schema) this way, and ends with
+    /// `Unauthenticated` once the token is rotated or the connector deleted.
     pub async fn refresh(&self, who: &Contributor) -> Result<Contributor> {
-        Ok(Contributor {
-            connector: self.store.get_connector(&who.connector.id).await?,
-            schema_version: who.schema_version,
-        })
+        self.by_token_hash(who.token_hash.clone()).await
     }
 
     /// The connector whose token this is; `Unauthenticated` for none or an unknown one.
@@ -141,10 +141,15 @@ impl ContributionService {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or(Error::Unauthenticated)?;
-        match self.store.connector_by_token(&hash_token(token)).await? {
+        self.by_token_hash(hash_token(token)).await
+    }
+
+    async fn by_token_hash(&self, token_hash: String) -> Result<Contributor> {
+        match self.store.connector_by_token(&token_hash).await? {
             Some((connector, schema_version)) => Ok(Contributor {
                 connector,
                 schema_version,
+                token_hash,
             }),
             None => Err(Error::Unauthenticated),
         }

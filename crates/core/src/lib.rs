@@ -22,5 +22,6 @@ pub mod schema;
 pub mod session;
 pub mod source;
 pub mod store;
+pub mod text;
 
 pub use error::{Error, Result, Violation};

@@ -26,9 +26,17 @@ pub fn decode_token(token: &str) -> Result<Option<String>> {
     if token.is_empty() {
         return Ok(None);
     }
+    // Positions are ids and slugs, short and NUL-free; anything else was not issued here.
+    if token.len() > 1024 {
+        return Err(Error::invalid(
+            "page_token",
+            "is not a token this server issued",
+        ));
+    }
     hex::decode(token)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|position| !position.contains('\0'))
         .map(Some)
         .ok_or_else(|| Error::invalid("page_token", "is not a token this server issued"))
 }

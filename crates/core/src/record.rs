@@ -57,6 +57,10 @@ pub struct RecordOwner<'a> {
 
 /// Checks an id (or name) is 1..64 Unicode scalar values.
 fn check_text(field: String, value: &str, what: &str, out: &mut Vec<Violation>) {
+    if value.contains('\0') {
+        out.push(Violation::new(field, crate::text::NUL_PROBLEM));
+        return;
+    }
     let chars = value.chars().count();
     if chars == 0 {
         out.push(Violation::new(
@@ -114,11 +118,12 @@ fn prepare_one(
         if record.id.is_empty() {
             at(field)
         } else {
-            format!("{} (id {:?})", at(field), record.id)
+            format!("{} (id {:?})", at(field), shown_id(&record.id))
         }
     };
     check_text(label("id"), &record.id, "id", violations);
     check_text(label("name"), &record.name, "name", violations);
+    crate::text::check_no_nul(label("checksum"), &record.checksum, violations);
     let checksum_chars = record.checksum.chars().count();
     if checksum_chars > 128 {
         violations.push(Violation::new(
@@ -144,7 +149,11 @@ fn prepare_one(
             "entity must be a JSON object",
         )),
     }
+    if let Some(entity) = &record.entity {
+        crate::text::check_json_no_nul(label("entity"), entity, violations);
+    }
     if let Some(instance) = &record.instance {
+        crate::text::check_json_no_nul(label("instance"), instance, violations);
         if !instance.is_object() {
             violations.push(Violation::new(
                 label("instance"),
@@ -184,12 +193,20 @@ fn prepare_one(
     }))
 }
 
+/// An id as violations echo it: at most 64 characters (longer ids are what is wrong).
+fn shown_id(id: &str) -> String {
+    match id.char_indices().nth(64) {
+        Some((end, _)) => format!("{}…", &id[..end]),
+        None => id.to_owned(),
+    }
+}
+
 /// `records[3].entity.population` plus the record's id, so a reader can find the record.
 fn with_id(field: &str, id: &str) -> String {
     if id.is_empty() {
         field.to_owned()
     } else {
-        format!("{field} (id {id:?})")
+        format!("{field} (id {:?})", shown_id(id))
     }
 }
 
@@ -225,7 +242,12 @@ pub fn check_digests(digests: &[DigestInput]) -> Result<()> {
             &mut violations,
         );
         let chars = digest.checksum.chars().count();
-        if chars == 0 {
+        if digest.checksum.contains('\0') {
+            violations.push(Violation::new(
+                format!("digests[{index}].checksum"),
+                crate::text::NUL_PROBLEM,
+            ));
+        } else if chars == 0 {
             violations.push(Violation::new(
                 format!("digests[{index}].checksum"),
                 "checksum is required (1..128 characters)",

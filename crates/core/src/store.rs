@@ -269,7 +269,7 @@ pub trait CatalogStore: Send + Sync {
     ) -> Result<ChangeLogPage>;
     /// Resolves once a change with a sequence above `after` may have been committed (by this
     /// process, or on PostgreSQL by any process). May resolve spuriously; callers re-read.
-    async fn wait_for_changes(&self, after: u64);
+    async fn wait_for_changes(&self, entity_type: &str, after: u64);
     /// Deletes change-log entries recorded before `recorded_before` (a prefix of the log);
     /// returns how many.
     async fn prune_changes(&self, recorded_before: Micros) -> Result<u64>;

@@ -10,4 +10,4 @@ pub mod convert;
 pub mod status;
 pub mod tls;
 
-pub use status::{log_outcome, to_status, traced};
+pub use status::{log_outcome, request_status, to_status, traced};

@@ -12,17 +12,69 @@ use tributary_core::Error;
 /// The `ErrorInfo.domain` of every Tributary error.
 pub const ERROR_DOMAIN: &str = "tributary";
 
+/// The start of tonic's message for a request message above the decoding limit (OUT_OF_RANGE).
+const TOO_LARGE: &str = "Error, decoded message length too large";
+
+/// A status tonic produced while reading a request, as SPEC.md §8 wants it: a message above the
+/// size limit is `RESOURCE_EXHAUSTED` with a `QuotaFailure` (tonic says `OUT_OF_RANGE`); any
+/// other status is returned unchanged.
+pub fn request_status(status: Status) -> Status {
+    if status.code() == Code::OutOfRange && status.message().starts_with(TOO_LARGE) {
+        let detail = status.message().trim_start_matches("Error, ").to_owned();
+        Status::with_error_details(
+            Code::ResourceExhausted,
+            format!("the request message is too large: {detail}"),
+            ErrorDetails::with_quota_failure_violation("request", detail),
+        )
+    } else {
+        status
+    }
+}
+
+/// A status travels in HTTP/2 headers, which peers cap (16 KiB is common); what a client sent
+/// may be echoed in it, so messages and details are clipped and the violations listed in the
+/// details are capped (a stream batch's ack carries all of them in its body).
+const MAX_MESSAGE_BYTES: usize = 1024;
+const MAX_DETAIL_BYTES: usize = 256;
+const MAX_DETAILED_VIOLATIONS: usize = 20;
+
+/// `text`, cut to at most `max` bytes at a character boundary, with `…` when cut.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max.saturating_sub(3);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 /// Maps a domain error to its gRPC status with rich error details.
 pub fn to_status(err: Error) -> Status {
     // The message is rendered first: it is the Display of the domain error, which already
     // summarises violations and names resources.
-    let message = err.to_string();
+    let message = clip(err.to_string(), MAX_MESSAGE_BYTES);
     match err {
         Error::InvalidArgument(violations) => {
-            let violations: Vec<FieldViolation> = violations
+            let more = violations.len().saturating_sub(MAX_DETAILED_VIOLATIONS);
+            let mut violations: Vec<FieldViolation> = violations
                 .into_iter()
-                .map(|v| FieldViolation::new(v.field, v.description))
+                .take(MAX_DETAILED_VIOLATIONS)
+                .map(|v| {
+                    FieldViolation::new(
+                        clip(v.field, MAX_DETAIL_BYTES),
+                        clip(v.description, MAX_DETAIL_BYTES),
+                    )
+                })
                 .collect();
+            if more > 0 {
+                violations.push(FieldViolation::new(
+                    "request",
+                    format!("and {more} more violations"),
+                ));
+            }
             Status::with_error_details(
                 Code::InvalidArgument,
                 message,
@@ -34,12 +86,22 @@ pub fn to_status(err: Error) -> Status {
         Error::NotFound { kind, id } => Status::with_error_details(
             Code::NotFound,
             message,
-            ErrorDetails::with_resource_info(kind.as_str(), id, "", "not found"),
+            ErrorDetails::with_resource_info(
+                kind.as_str(),
+                clip(id, MAX_DETAIL_BYTES),
+                "",
+                "not found",
+            ),
         ),
         Error::AlreadyExists { kind, id } => Status::with_error_details(
             Code::AlreadyExists,
             message,
-            ErrorDetails::with_resource_info(kind.as_str(), id, "", "already exists"),
+            ErrorDetails::with_resource_info(
+                kind.as_str(),
+                clip(id, MAX_DETAIL_BYTES),
+                "",
+                "already exists",
+            ),
         ),
         Error::FailedPrecondition {
             reason, metadata, ..

@@ -2,6 +2,8 @@
 
 #![allow(clippy::all, missing_docs)]
 
+pub mod codec;
+
 /// `tributary.contribution.v1`: connectors push records.
 pub mod contribution {
     pub mod v1 {

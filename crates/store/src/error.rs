@@ -57,6 +57,12 @@ fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
+/// PostgreSQL `query_canceled` (statement_timeout) or SQLite `SQLITE_INTERRUPT` (the progress
+/// handler of a bounded read).
+fn is_timeout(code: Option<&str>) -> bool {
+    matches!(code, Some("57014" | "9"))
+}
+
 impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
         match error {
@@ -72,6 +78,25 @@ impl From<StoreError> for Error {
                         "the database refused the regular expression: {}",
                         db.message()
                     ),
+                )
+            }
+            StoreError::Database(sqlx::Error::Database(db)) if is_timeout(db.code().as_deref()) => {
+                Error::ResourceExhausted {
+                    subject: "query".into(),
+                    description: "the listing ran longer than the server's query timeout \
+                                  (database.query_timeout_secs); narrow the filter or use \
+                                  indexed fields"
+                        .into(),
+                }
+            }
+            // Text the database cannot hold (NUL): the domain refuses it up front, field by
+            // field; this is the net under any field a check missed.
+            StoreError::Database(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                Error::invalid(
+                    "request",
+                    format!("holds text the database cannot store: {}", db.message()),
                 )
             }
             other => Error::Internal(other.to_string()),

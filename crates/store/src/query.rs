@@ -238,7 +238,7 @@ pub(crate) fn filter_sql<D: Dialect>(b: &mut Binds<D>, filter: &Filter) -> Strin
                 " OR "
             };
             let parts: Vec<String> = items.iter().map(|f| filter_sql(b, f)).collect();
-            format!("({})", parts.join(joiner))
+            balanced(&parts, joiner)
         }
         Filter::Not(inner) => format!("(NOT {})", filter_sql(b, inner)),
         Filter::Compare { field, .. }
@@ -252,6 +252,22 @@ pub(crate) fn filter_sql<D: Dialect>(b: &mut Binds<D>, filter: &Filter) -> Strin
             }
         }
     }
+}
+
+/// `parts` joined by `joiner` as a balanced tree of parentheses: SQLite parses `a OR b OR …`
+/// into a chain as deep as it is long, and refuses one deeper than 1,000 (an `$in` of 1,000
+/// values); halves nest only log2(n) deep.
+fn balanced(parts: &[String], joiner: &str) -> String {
+    const FLAT: usize = 16;
+    if parts.len() <= FLAT {
+        return format!("({})", parts.join(joiner));
+    }
+    let (left, right) = parts.split_at(parts.len() / 2);
+    format!(
+        "({}{joiner}{})",
+        balanced(left, joiner),
+        balanced(right, joiner)
+    )
 }
 
 /// A condition on a (NOT NULL) column. The domain has checked the value's type.

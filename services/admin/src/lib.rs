@@ -31,11 +31,12 @@ pub fn admin_server(
     svc: AdminService,
     sources: SourceService,
     auth: AdminAuth,
-    max_message_bytes: usize,
+    max_request_bytes: usize,
+    max_response_bytes: usize,
 ) -> AdminServer<AdminApi> {
     AdminServer::new(AdminApi { svc, sources, auth })
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes)
+        .max_decoding_message_size(max_request_bytes)
+        .max_encoding_message_size(max_response_bytes)
 }
 
 fn rpc_span(rpc: &'static str) -> Span {

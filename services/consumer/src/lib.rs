@@ -31,12 +31,13 @@ pub struct CatalogApi {
 /// Watch streams with `UNAVAILABLE` (the client resumes after the last sequence it saw).
 pub fn catalog_server(
     svc: CatalogService,
-    max_message_bytes: usize,
+    max_request_bytes: usize,
+    max_response_bytes: usize,
     shutdown: CancellationToken,
 ) -> CatalogServer<CatalogApi> {
     CatalogServer::new(CatalogApi { svc, shutdown })
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes)
+        .max_decoding_message_size(max_request_bytes)
+        .max_encoding_message_size(max_response_bytes)
 }
 
 fn rpc_span(rpc: &'static str) -> Span {
@@ -246,14 +247,20 @@ impl Catalog for CatalogApi {
         let span = rpc_span("Watch");
         traced(span.clone(), async move {
             let reader = self.authenticate(&request).await?;
+            let token = bearer_token(&request).map(str::to_owned);
             let req = request.into_inner();
             self.svc
                 .authorize_watch(&reader, &req.entity_type)
                 .await
                 .map_err(to_status)?;
+            let slot = self.svc.admit_watch(&reader).map_err(to_status)?;
             let stream = watch::start(
-                self.svc.clone(),
-                req.entity_type,
+                watch::Subscription {
+                    svc: self.svc.clone(),
+                    token,
+                    entity_type: req.entity_type,
+                    _slot: slot,
+                },
                 req.after,
                 self.shutdown.clone(),
                 span,

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{Instrument, Span};
-use tributary_core::catalog::{CatalogService, Change, ChangeBatch};
+use tributary_core::catalog::{CatalogService, Change, ChangeBatch, WatchSlot};
 use tributary_core::Result;
 use tributary_grpc::{log_outcome, to_status};
 use tributary_proto::catalog::v1 as pb;
@@ -27,23 +27,34 @@ const OUTBOUND_CAPACITY: usize = 64;
 /// Re-read this often even without a wake-up.
 const REREAD_EVERY: Duration = Duration::from_secs(5);
 
+/// Who watches what: the service, the caller's token (checked again while the stream is open,
+/// so revocation ends it), the entity type, and the stream's place in its reader's limit.
+pub(crate) struct Subscription {
+    pub svc: CatalogService,
+    pub token: Option<String>,
+    pub entity_type: String,
+    /// Held, not read: dropping it when the stream ends frees the place.
+    pub _slot: WatchSlot,
+}
+
 /// Reads the first page now, so an `after` older than the retention (`OUT_OF_RANGE`) or beyond
 /// the log fails the call itself; then streams from a task.
 pub(crate) async fn start(
-    svc: CatalogService,
-    entity_type: String,
+    subscription: Subscription,
     after: u64,
     shutdown: CancellationToken,
     span: Span,
 ) -> Result<WatchStream> {
-    let first = svc.read_changes(&entity_type, after, PAGE).await?;
+    let first = subscription
+        .svc
+        .read_changes(&subscription.entity_type, after, PAGE)
+        .await?;
     let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
     // The final status travels apart from the events, so it is delivered (after the queued
     // events) even when the event queue is full.
     let (end_tx, end_rx) = oneshot::channel::<Status>();
     let task = Task {
-        svc,
-        entity_type,
+        subscription,
         shutdown,
         tx,
     };
@@ -79,8 +90,7 @@ impl Drop for Subscriber {
 }
 
 struct Task {
-    svc: CatalogService,
-    entity_type: String,
+    subscription: Subscription,
     shutdown: CancellationToken,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
 }
@@ -89,8 +99,19 @@ impl Task {
     /// Streams until the client goes away (`Ok`), or ends the stream with a status: the store
     /// failing, a pruned position, or shutdown (`UNAVAILABLE`).
     async fn run(&self, first: ChangeBatch) -> Result<(), Status> {
+        let sub = &self.subscription;
+        let every = sub.svc.limits().watch_revalidate;
+        let mut next_check = tokio::time::Instant::now() + every;
         let mut batch = first;
         loop {
+            // Revocation reaches busy streams too: checked between pages, not only when idle.
+            if tokio::time::Instant::now() >= next_check {
+                sub.svc
+                    .revalidate_watch(sub.token.as_deref(), &sub.entity_type)
+                    .await
+                    .map_err(to_status)?;
+                next_check = tokio::time::Instant::now() + every;
+            }
             let mut through = batch.through;
             for event in batch.events {
                 let sequence = event.sequence;
@@ -114,16 +135,20 @@ impl Task {
                     biased;
                     () = self.shutdown.cancelled() => return Err(shutting_down()),
                     () = self.tx.closed() => return Ok(()),
-                    () = self.svc.wait_for_changes(through) => {}
+                    () = tokio::time::sleep_until(next_check) => {
+                        batch = ChangeBatch { events: Vec::new(), through, more: false };
+                        continue;
+                    }
+                    () = sub.svc.wait_for_changes(&sub.entity_type, through) => {}
                     () = tokio::time::sleep(REREAD_EVERY) => {}
                 }
             }
             if self.shutdown.is_cancelled() {
                 return Err(shutting_down());
             }
-            batch = self
+            batch = sub
                 .svc
-                .read_changes(&self.entity_type, through, PAGE)
+                .read_changes(&sub.entity_type, through, PAGE)
                 .await
                 .map_err(to_status)?;
         }

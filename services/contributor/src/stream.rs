@@ -11,8 +11,9 @@
 //!
 //! A batch over the connector's rate limit (SPEC.md §4.2) is held back, whole, until the limit
 //! admits it: the stream slows down rather than failing, keeps its batches in order, and never
-//! applies part of a batch. The connector is read again while a batch waits and every
-//! [`CONNECTOR_REFRESH`], so an UpdateConnector reaches open streams.
+//! applies part of a batch. The connector is read again, by its token, for every batch (and
+//! while a batch waits): UpdateConnector, UpdateEntityType, a rotated token or a deleted
+//! connector reach an open stream at its next batch.
 //!
 //! A batch the domain rejects as invalid or too large is acknowledged with a [`pb::BatchError`]
 //! and the stream goes on; any other failure (a superseded or expired session, the store
@@ -21,7 +22,6 @@
 use futures::StreamExt;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
@@ -30,7 +30,7 @@ use tracing::{Instrument, Span};
 use tributary_core::contribution::{BatchReport, ContributionService, Contributor, PreparedBatch};
 use tributary_core::store::BatchResult;
 use tributary_core::Error;
-use tributary_grpc::{log_outcome, to_status};
+use tributary_grpc::{log_outcome, request_status, to_status};
 use tributary_proto::contribution::v1 as pb;
 use tributary_proto::contribution::v1::contribute_request::Message as Inbound;
 use tributary_proto::contribution::v1::contribute_response::Message as Outbound;
@@ -40,9 +40,6 @@ use crate::{
     digests_from_proto, digests_to_proto, mode_from_proto, mode_to_proto, outcomes_to_proto,
     record_session, records_from_proto, totals_to_proto, ContributionApi,
 };
-
-/// How often a stream reads its connector again (its rate limit may have changed).
-const CONNECTOR_REFRESH: Duration = Duration::from_secs(5);
 
 /// Longest single wait of a held-back batch before the connector is read again.
 const LONGEST_HOLD: Duration = Duration::from_secs(1);
@@ -67,7 +64,6 @@ pub(crate) fn spawn(
     let task = StreamTask {
         svc,
         who,
-        who_read_at: Some(Instant::now()),
         shutdown,
         tx,
     };
@@ -148,8 +144,6 @@ enum Step {
 struct StreamTask {
     svc: ContributionService,
     who: Contributor,
-    /// When `who` was read from the store; `None` to read it again before the next batch.
-    who_read_at: Option<Instant>,
     shutdown: CancellationToken,
     tx: mpsc::Sender<Reply>,
 }
@@ -259,13 +253,9 @@ impl StreamTask {
     async fn hold_back(&mut self, records: usize) -> Result<(), Error> {
         let mut held = false;
         loop {
-            if self
-                .who_read_at
-                .is_none_or(|read| read.elapsed() >= CONNECTOR_REFRESH)
-            {
-                self.who = self.svc.refresh(&self.who).await?;
-                self.who_read_at = Some(Instant::now());
-            }
+            // Every batch is applied under the connector as it is now (rotated token, deleted
+            // connector, new rate limit or write policy).
+            self.who = self.svc.refresh(&self.who).await?;
             let wait = match self.svc.admit(&self.who, records) {
                 Err(Error::RateLimited { retry_after, .. }) => retry_after,
                 admitted => return admitted,
@@ -276,8 +266,6 @@ impl StreamTask {
             }
             tracing::debug!(records, ?wait, "batch held back by the rate limit");
             tokio::time::sleep(wait.min(LONGEST_HOLD)).await;
-            // The limit may have changed meanwhile: read it again before the next try.
-            self.who_read_at = None;
         }
     }
 
@@ -423,7 +411,7 @@ async fn next_message(
     tokio::select! {
         biased;
         () = shutdown.cancelled() => Err(shutting_down()),
-        message = inbound.message() => message,
+        message = inbound.message() => message.map_err(request_status),
     }
 }
 
@@ -505,6 +493,8 @@ async fn prepare_batch(
 ) -> Result<PreparedBatch, Error> {
     match batch {
         Batch::Upsert(records) => {
+            // Validated against the schema as it is now (UpdateEntityType reaches open streams).
+            let who = svc.refresh(&who).await?;
             let records = records_from_proto(records)?;
             svc.prepare_upsert(&who, records).await
         }

@@ -29,6 +29,57 @@ pub struct Settings {
     pub reports: ReportSettings,
     pub tls: TlsSettings,
     pub metrics: MetricsSettings,
+    pub database: DatabaseSettings,
+    pub grpc: GrpcSettings,
+}
+
+/// How the store uses its database (docs/LIMITS.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// Most PostgreSQL connections (SQLite: reader connections, at most 8).
+    pub max_connections: u32,
+    /// How long a call waits for a connection before UNAVAILABLE, in seconds.
+    pub acquire_timeout_secs: f64,
+    /// The longest a catalog listing may run before RESOURCE_EXHAUSTED, in seconds.
+    pub query_timeout_secs: f64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        let store = tributary_store::StoreOptions::default();
+        Self {
+            max_connections: store.max_connections,
+            acquire_timeout_secs: store.acquire_timeout.as_secs_f64(),
+            query_timeout_secs: store.query_timeout.as_secs_f64(),
+        }
+    }
+}
+
+/// Connection and request bounds of the gRPC port (docs/LIMITS.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GrpcSettings {
+    pub max_concurrent_streams: u32,
+    pub keepalive_interval_secs: f64,
+    pub keepalive_timeout_secs: f64,
+    pub request_timeout_secs: f64,
+    pub max_catalog_request_bytes: usize,
+    pub max_admin_request_bytes: usize,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        let t = crate::server::TransportOptions::default();
+        Self {
+            max_concurrent_streams: t.max_concurrent_streams,
+            keepalive_interval_secs: t.keepalive_interval.as_secs_f64(),
+            keepalive_timeout_secs: t.keepalive_timeout.as_secs_f64(),
+            request_timeout_secs: t.request_timeout.as_secs_f64(),
+            max_catalog_request_bytes: t.max_catalog_request_bytes,
+            max_admin_request_bytes: t.max_admin_request_bytes,
+        }
+    }
 }
 
 /// TLS on the gRPC port (SPEC.md §9): served when a certificate is configured.
@@ -155,6 +206,23 @@ pub struct CatalogSettings {
     pub change_log_retention_secs: u64,
     /// How often old change-log entries are pruned.
     pub prune_interval_secs: u64,
+    /// Query bounds of ListRecords (docs/LIMITS.md), each capped at a ceiling both backends run.
+    pub max_filter_bytes: usize,
+    pub max_filter_conditions: usize,
+    pub max_filter_depth: usize,
+    pub max_in_values: usize,
+    pub max_regex_bytes: usize,
+    pub max_order_by_fields: usize,
+    pub max_order_by_bytes: usize,
+    pub max_page_token_bytes: usize,
+    /// Most ids of one LookupByExternalIds call.
+    pub max_lookup_ids: usize,
+    /// Most Watch streams one consumer holds open in one process.
+    pub max_watches_per_consumer: usize,
+    /// Most Watch streams without a token (public catalog) in one process.
+    pub max_public_watches: usize,
+    /// How often an open Watch checks its consumer and grant again, in seconds.
+    pub watch_revalidate_secs: f64,
 }
 
 /// Default change-log retention: 7 days.
@@ -164,10 +232,24 @@ pub const DEFAULT_PRUNE_INTERVAL_SECS: u64 = 600;
 
 impl Default for CatalogSettings {
     fn default() -> Self {
+        let limits = tributary_core::catalog::CatalogLimits::default();
+        let q = limits.query;
         Self {
             public: false,
             change_log_retention_secs: DEFAULT_CHANGE_LOG_RETENTION_SECS,
             prune_interval_secs: DEFAULT_PRUNE_INTERVAL_SECS,
+            max_filter_bytes: q.max_filter_bytes,
+            max_filter_conditions: q.max_filter_conditions,
+            max_filter_depth: q.max_filter_depth,
+            max_in_values: q.max_in_values,
+            max_regex_bytes: q.max_regex_bytes,
+            max_order_by_fields: q.max_order_by_fields,
+            max_order_by_bytes: q.max_order_by_bytes,
+            max_page_token_bytes: q.max_page_token_bytes,
+            max_lookup_ids: limits.max_lookup_ids,
+            max_watches_per_consumer: limits.max_watches_per_consumer,
+            max_public_watches: limits.max_public_watches,
+            watch_revalidate_secs: limits.watch_revalidate.as_secs_f64(),
         }
     }
 }
@@ -208,6 +290,8 @@ impl Default for Settings {
             reports: ReportSettings::default(),
             tls: TlsSettings::default(),
             metrics: MetricsSettings::default(),
+            database: DatabaseSettings::default(),
+            grpc: GrpcSettings::default(),
         }
     }
 }
@@ -257,6 +341,8 @@ impl std::fmt::Debug for Settings {
             .field("reports", &self.reports)
             .field("tls", &self.tls)
             .field("metrics", &self.metrics)
+            .field("database", &self.database)
+            .field("grpc", &self.grpc)
             .finish()
     }
 }
@@ -380,6 +466,54 @@ impl Settings {
                 allowed_dirs: self.ingest.allowed_dirs.clone(),
                 ca_file: self.ingest.ca_file.clone(),
             })
+    }
+
+    /// How the store uses its database.
+    pub fn store_options(&self) -> tributary_store::StoreOptions {
+        let defaults = tributary_store::StoreOptions::default();
+        let d = &self.database;
+        tributary_store::StoreOptions {
+            max_connections: d.max_connections.max(1),
+            acquire_timeout: secs(d.acquire_timeout_secs, defaults.acquire_timeout),
+            query_timeout: secs(d.query_timeout_secs, defaults.query_timeout),
+        }
+    }
+
+    /// The catalog's limits.
+    pub fn catalog_limits(&self) -> tributary_core::catalog::CatalogLimits {
+        let c = &self.catalog;
+        let defaults = tributary_core::catalog::CatalogLimits::default();
+        tributary_core::catalog::CatalogLimits {
+            query: tributary_core::query::QueryLimits {
+                max_filter_bytes: c.max_filter_bytes,
+                max_filter_conditions: c.max_filter_conditions,
+                max_filter_depth: c.max_filter_depth,
+                max_in_values: c.max_in_values,
+                max_regex_bytes: c.max_regex_bytes,
+                max_order_by_fields: c.max_order_by_fields,
+                max_order_by_bytes: c.max_order_by_bytes,
+                max_page_token_bytes: c.max_page_token_bytes,
+            }
+            .clamped(),
+            max_lookup_ids: c.max_lookup_ids.max(1),
+            max_watches_per_consumer: c.max_watches_per_consumer.max(1),
+            max_public_watches: c.max_public_watches,
+            watch_revalidate: secs(c.watch_revalidate_secs, defaults.watch_revalidate),
+        }
+    }
+
+    /// The gRPC port's connection and request bounds.
+    pub fn transport_options(&self) -> crate::server::TransportOptions {
+        let d = crate::server::TransportOptions::default();
+        let g = &self.grpc;
+        crate::server::TransportOptions {
+            max_concurrent_streams: g.max_concurrent_streams.max(1),
+            keepalive_interval: secs(g.keepalive_interval_secs, d.keepalive_interval),
+            keepalive_timeout: secs(g.keepalive_timeout_secs, d.keepalive_timeout),
+            request_timeout: secs(g.request_timeout_secs, d.request_timeout),
+            max_catalog_request_bytes: g.max_catalog_request_bytes.max(1024),
+            max_admin_request_bytes: g.max_admin_request_bytes.max(1024),
+        }
     }
 
     /// The domain limits these settings describe.

@@ -8,6 +8,8 @@
 pub mod admin_token;
 pub mod cli;
 pub mod config;
+pub mod guard;
+pub mod health;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;

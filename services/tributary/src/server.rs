@@ -17,7 +17,7 @@ use tributary_admin::AdminApi;
 use tributary_consumer::CatalogApi;
 use tributary_contributor::ContributionApi;
 use tributary_core::admin::AdminService;
-use tributary_core::catalog::CatalogService;
+use tributary_core::catalog::{CatalogLimits, CatalogService};
 use tributary_core::contribution::ContributionService;
 use tributary_core::limits::Limits;
 use tributary_core::source::service::SourceService;
@@ -85,6 +85,41 @@ pub struct ServerOptions {
     /// The one list both source validation and this process's engine use (it replaces
     /// `ingest`'s own).
     pub allowed_dirs: Vec<std::path::PathBuf>,
+    /// What one consumer may ask of the catalog (query sizes, lookups, Watch streams).
+    pub catalog_limits: CatalogLimits,
+    /// Connection and request bounds of the gRPC port.
+    pub transport: TransportOptions,
+}
+
+/// Bounds of the gRPC port, per connection and per request (docs/LIMITS.md).
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    /// Most concurrent HTTP/2 streams (calls) on one connection.
+    pub max_concurrent_streams: u32,
+    /// How often an idle connection is pinged; a peer that does not answer within
+    /// `keepalive_timeout` is dropped.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// The longest a call may take to produce its response (unary calls; a stream's messages
+    /// are not bounded by it). A client's shorter `grpc-timeout` wins.
+    pub request_timeout: Duration,
+    /// Largest request message of the Catalog service.
+    pub max_catalog_request_bytes: usize,
+    /// Largest request message of the Admin service.
+    pub max_admin_request_bytes: usize,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 128,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_catalog_request_bytes: 1024 * 1024,
+            max_admin_request_bytes: 4 * 1024 * 1024,
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -100,6 +135,8 @@ impl std::fmt::Debug for ServerOptions {
             .field("prune_interval", &self.prune_interval)
             .field("tls", &self.tls)
             .field("allowed_dirs", &self.allowed_dirs)
+            .field("catalog_limits", &self.catalog_limits)
+            .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
 }
@@ -121,6 +158,8 @@ impl ServerOptions {
             prune_interval: Duration::from_secs(crate::config::DEFAULT_PRUNE_INTERVAL_SECS),
             tls: None,
             allowed_dirs: Vec::new(),
+            catalog_limits: CatalogLimits::default(),
+            transport: TransportOptions::default(),
         }
     }
 
@@ -143,6 +182,8 @@ impl ServerOptions {
             // Read from files by `run`, which can fail.
             tls: None,
             allowed_dirs: settings.ingest.allowed_dirs.clone(),
+            catalog_limits: settings.catalog_limits(),
+            transport: settings.transport_options(),
         }
     }
 }
@@ -174,7 +215,14 @@ pub async fn serve(
         .context("building reflection v1alpha")?;
 
     // Every call is counted and timed (crate::metrics); without a recorder this costs little.
-    let mut builder = Server::builder().layer(crate::metrics::GrpcMetricsLayer::new());
+    let transport = options.transport.clone();
+    let mut builder = Server::builder()
+        .max_concurrent_streams(transport.max_concurrent_streams)
+        .http2_keepalive_interval(Some(transport.keepalive_interval))
+        .http2_keepalive_timeout(Some(transport.keepalive_timeout))
+        .timeout(transport.request_timeout)
+        .layer(crate::metrics::GrpcMetricsLayer::new())
+        .layer(crate::guard::GuardLayer::new(options.catalog_public));
     if let Some(tls) = &options.tls {
         builder = builder
             .tls_config(tls.tonic_config())
@@ -212,9 +260,11 @@ pub async fn serve(
                 ))
             }
             ServiceKind::Consumer => {
-                let svc = CatalogService::new(store.clone(), options.catalog_public);
+                let svc = CatalogService::new(store.clone(), options.catalog_public)
+                    .with_limits(options.catalog_limits.clone());
                 router.add_service(tributary_consumer::catalog_server(
                     svc,
+                    transport.max_catalog_request_bytes,
                     max,
                     stop_streams.clone(),
                 ))
@@ -239,6 +289,7 @@ pub async fn serve(
                     AdminService::new(store.clone()),
                     sources,
                     auth,
+                    transport.max_admin_request_bytes,
                     max,
                 ))
             }
@@ -248,6 +299,11 @@ pub async fn serve(
             .await;
     }
     health.set_service_status("", ServingStatus::Serving).await;
+    let health_watch = tokio::spawn(crate::health::follow_database(
+        store.clone(),
+        health.clone(),
+        services.clone(),
+    ));
     let tls = crate::tls::ServerTls::describe(options.tls.as_ref());
     drop(options);
 
@@ -282,6 +338,7 @@ pub async fn serve(
         }
     }
     pruner.abort();
+    health_watch.abort();
     tracing::info!(%addr, "stopped");
     result
 }
@@ -328,7 +385,7 @@ pub async fn run(settings: Settings, services: Vec<ServiceKind>) -> anyhow::Resu
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     }
-    let store = tributary_store::open(&settings.database_url())
+    let store = tributary_store::open_with(&settings.database_url(), settings.store_options())
         .await
         .map_err(|e| anyhow::anyhow!("opening the database: {e}"))?;
     let admin_token = if services.contains(&ServiceKind::Admin) {

@@ -14,20 +14,10 @@
 //! - `updated_at` takes RFC 3339 text or integer microseconds since the epoch.
 
 use super::field::{Field, FieldKind};
+use super::limits::QueryLimits;
 use super::rfc3339::parse_rfc3339_micros;
 use crate::{Error, Result, Violation};
 use serde_json::{Map, Value};
-
-/// Largest filter text accepted.
-pub const MAX_FILTER_BYTES: usize = 64 * 1024;
-/// Most conditions (leaves and combinators) in one filter.
-pub const MAX_FILTER_NODES: usize = 2_000;
-/// Most values in one `$in` / `$nin`.
-pub const MAX_IN_VALUES: usize = 1_000;
-/// Deepest nesting of `$and` / `$or` / `$not`.
-const MAX_DEPTH: usize = 16;
-/// Largest compiled regular expression.
-const MAX_REGEX_BYTES: usize = 1 << 20;
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,15 +91,19 @@ pub enum Filter {
 
 /// Parses filter text; answers the filter (`None` for empty text or `{}`) and its canonical
 /// JSON (for the listing fingerprint).
-pub(super) fn parse(text: &str) -> Result<(Option<Filter>, String)> {
-    if text.trim().is_empty() {
-        return Ok((None, String::new()));
-    }
-    if text.len() > MAX_FILTER_BYTES {
+pub(super) fn parse(text: &str, limits: &QueryLimits) -> Result<(Option<Filter>, String)> {
+    if text.len() > limits.max_filter_bytes {
         return Err(Error::invalid(
             "filter",
-            format!("is {} bytes; at most {MAX_FILTER_BYTES}", text.len()),
+            format!(
+                "is {} bytes; at most {} (catalog.max_filter_bytes)",
+                text.len(),
+                limits.max_filter_bytes
+            ),
         ));
+    }
+    if text.trim().is_empty() {
+        return Ok((None, String::new()));
     }
     let value: Value = serde_json::from_str(text)
         .map_err(|e| Error::invalid("filter", format!("is not valid JSON: {e}")))?;
@@ -119,6 +113,7 @@ pub(super) fn parse(text: &str) -> Result<(Option<Filter>, String)> {
     let mut parser = Parser {
         violations: Vec::new(),
         nodes: 0,
+        limits,
     };
     let filter = parser.object(object, "filter", 0);
     if !parser.violations.is_empty() {
@@ -132,12 +127,13 @@ pub(super) fn parse(text: &str) -> Result<(Option<Filter>, String)> {
     Ok((filter, canonical))
 }
 
-struct Parser {
+struct Parser<'l> {
     violations: Vec<Violation>,
     nodes: usize,
+    limits: &'l QueryLimits,
 }
 
-impl Parser {
+impl Parser<'_> {
     fn fail(&mut self, at: &str, problem: impl Into<String>) -> Filter {
         self.violations.push(Violation::new(at, problem));
         Filter::All(Vec::new())
@@ -145,20 +141,31 @@ impl Parser {
 
     /// Counts a node; false (with a violation) once the filter is too large.
     fn count(&mut self, at: &str) -> bool {
+        let max = self.limits.max_filter_conditions;
         self.nodes += 1;
-        if self.nodes == MAX_FILTER_NODES + 1 {
+        if self.nodes == max + 1 {
             self.violations.push(Violation::new(
                 at,
-                format!("the filter has more than {MAX_FILTER_NODES} conditions"),
+                format!(
+                    "the filter has more than {max} conditions (catalog.max_filter_conditions)"
+                ),
             ));
         }
-        self.nodes <= MAX_FILTER_NODES
+        self.nodes <= max
+    }
+
+    fn too_deep(&mut self, at: &str) -> Filter {
+        let max = self.limits.max_filter_depth;
+        self.fail(
+            at,
+            format!("nests deeper than {max} levels (catalog.max_filter_depth)"),
+        )
     }
 
     /// A filter object: fields and top-level `$and` / `$or` / `$not`; several keys mean AND.
     fn object(&mut self, object: &Map<String, Value>, at: &str, depth: usize) -> Filter {
-        if depth > MAX_DEPTH {
-            return self.fail(at, format!("nests deeper than {MAX_DEPTH} levels"));
+        if depth > self.limits.max_filter_depth {
+            return self.too_deep(at);
         }
         let mut all = Vec::with_capacity(object.len());
         for (key, value) in object {
@@ -252,8 +259,8 @@ impl Parser {
         at: &str,
         depth: usize,
     ) -> Filter {
-        if depth > MAX_DEPTH {
-            return self.fail(at, format!("nests deeper than {MAX_DEPTH} levels"));
+        if depth > self.limits.max_filter_depth {
+            return self.too_deep(at);
         }
         let mut all = Vec::with_capacity(ops.len());
         for (op, value) in ops {
@@ -323,8 +330,15 @@ impl Parser {
         let Value::Array(values) = value else {
             return self.fail(at, "takes an array of values");
         };
-        if values.len() > MAX_IN_VALUES {
-            return self.fail(at, format!("takes at most {MAX_IN_VALUES} values"));
+        let max = self.limits.max_in_values;
+        if values.len() > max {
+            return self.fail(
+                at,
+                format!(
+                    "has {} values; at most {max} (catalog.max_in_values)",
+                    values.len()
+                ),
+            );
         }
         let mut any = Vec::with_capacity(values.len());
         for (i, v) in values.iter().enumerate() {
@@ -358,8 +372,22 @@ impl Parser {
         let Value::String(pattern) = value else {
             return self.fail(at, "$regex takes a pattern string");
         };
+        let max = self.limits.max_regex_bytes;
+        if pattern.len() > max {
+            return self.fail(
+                at,
+                format!(
+                    "the pattern is {} bytes; at most {max} (catalog.max_regex_bytes)",
+                    pattern.len()
+                ),
+            );
+        }
+        if pattern.contains('\0') {
+            return self.fail(at, crate::text::NUL_PROBLEM);
+        }
+        // Compiled programs are capped too: a short pattern can expand (`a{1000}{1000}`).
         match regex::RegexBuilder::new(pattern)
-            .size_limit(MAX_REGEX_BYTES)
+            .size_limit(1 << 20)
             .build()
         {
             Ok(_) => Filter::Regex {
@@ -380,6 +408,10 @@ impl Parser {
                 Some(i) => Scalar::Int(i),
                 None => Scalar::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
+            Value::String(s) if s.contains('\0') => {
+                self.fail(at, crate::text::NUL_PROBLEM);
+                return None;
+            }
             Value::String(s) => Scalar::Text(s.clone()),
             Value::Array(_) | Value::Object(_) => {
                 self.fail(at, "takes a scalar (string, number, boolean or null)");
@@ -425,6 +457,10 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(text: &str) -> Result<(Option<Filter>, String)> {
+        super::parse(text, &QueryLimits::default())
+    }
 
     fn ok(text: &str) -> Filter {
         match parse(text) {
@@ -539,5 +575,31 @@ mod tests {
         assert_eq!(fields("{"), vec!["filter"]);
         // Every problem is reported, not just the first.
         assert_eq!(fields(r#"{"a": 1, "id": 2}"#).len(), 2);
+    }
+
+    #[test]
+    fn limits_and_nul_are_refused_naming_the_place() {
+        let many: Vec<String> = (0..1_001).map(|i| i.to_string()).collect();
+        let filter = format!(
+            r#"{{"id": {{"$in": [{}]}}}}"#,
+            many.iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(fields(&filter), vec!["filter.id.$in"]);
+        assert_eq!(fields("{\"id\": \"a\\u0000b\"}"), vec!["filter.id"]);
+        assert_eq!(
+            fields(&format!(
+                r#"{{"id": {{"$regex": "{}"}}}}"#,
+                "a".repeat(1_025)
+            )),
+            vec!["filter.id.$regex"]
+        );
+        let mut deep = String::from(r#"{"id": "x"}"#);
+        for _ in 0..17 {
+            deep = format!(r#"{{"$not": {deep}}}"#);
+        }
+        assert!(!fields(&deep).is_empty());
     }
 }

@@ -4,12 +4,14 @@
 
 mod field;
 mod filter;
+mod limits;
 mod order;
 mod rfc3339;
 mod token;
 
 pub use field::{Field, FieldKind, MAX_PATH_DEPTH};
-pub use filter::{CompareOp, Filter, Scalar, MAX_FILTER_BYTES, MAX_FILTER_NODES, MAX_IN_VALUES};
+pub use filter::{CompareOp, Filter, Scalar};
+pub use limits::QueryLimits;
 pub use order::SortKey;
 pub use rfc3339::parse_rfc3339_micros;
 pub use token::{Cursor, ListToken};
@@ -30,10 +32,21 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// Parses a ListRecords request's `filter` (JSON text, empty for none) and `order_by`
-    /// (AIP-132, empty for key order). Problems are `InvalidArgument` violations naming where.
+    /// (AIP-132, empty for key order) within the default [`QueryLimits`]. Problems are
+    /// `InvalidArgument` violations naming where.
     pub fn parse(entity_type: &str, filter: &str, order_by: &str) -> Result<ListQuery> {
-        let (filter, canonical) = filter::parse(filter)?;
-        let order = order::parse(order_by)?;
+        Self::parse_within(entity_type, filter, order_by, &QueryLimits::default())
+    }
+
+    /// [`ListQuery::parse`] within `limits`.
+    pub fn parse_within(
+        entity_type: &str,
+        filter: &str,
+        order_by: &str,
+        limits: &QueryLimits,
+    ) -> Result<ListQuery> {
+        let (filter, canonical) = filter::parse(filter, limits)?;
+        let order = order::parse(order_by, limits)?;
         let mut hasher = blake3::Hasher::new();
         for part in [entity_type, &canonical, &order::normalized(&order)] {
             hasher.update(part.as_bytes());

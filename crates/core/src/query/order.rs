@@ -2,6 +2,7 @@
 //! is total and keyset pagination is exact.
 
 use super::field::Field;
+use super::limits::QueryLimits;
 use crate::{Error, Result, Violation};
 
 /// One sort key.
@@ -13,7 +14,8 @@ pub struct SortKey {
 
 /// Parses `order_by`; the result always ends with `key` (ascending) unless `key` is named, and
 /// nothing after `key` is kept (the key is unique, so later keys never decide anything).
-pub(super) fn parse(text: &str) -> Result<Vec<SortKey>> {
+pub(super) fn parse(text: &str, limits: &QueryLimits) -> Result<Vec<SortKey>> {
+    check_size(text, limits)?;
     let mut order: Vec<SortKey> = Vec::new();
     let mut violations = Vec::new();
     if !text.trim().is_empty() {
@@ -57,6 +59,36 @@ pub(super) fn parse(text: &str) -> Result<Vec<SortKey>> {
     Ok(order)
 }
 
+/// Refuses an `order_by` longer than the limits before anything else is looked at, so the
+/// duplicate check below compares at most `max_order_by_fields` fields.
+fn check_size(text: &str, limits: &QueryLimits) -> Result<()> {
+    if text.len() > limits.max_order_by_bytes {
+        return Err(Error::invalid(
+            "order_by",
+            format!(
+                "is {} bytes; at most {} (catalog.max_order_by_bytes)",
+                text.len(),
+                limits.max_order_by_bytes
+            ),
+        ));
+    }
+    let fields = if text.trim().is_empty() {
+        0
+    } else {
+        text.split(',').count()
+    };
+    if fields > limits.max_order_by_fields {
+        return Err(Error::invalid(
+            "order_by",
+            format!(
+                "names {fields} fields; at most {} (catalog.max_order_by_fields)",
+                limits.max_order_by_fields
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The order as canonical text, for the listing fingerprint.
 pub(super) fn normalized(order: &[SortKey]) -> String {
     order
@@ -75,6 +107,25 @@ pub(super) fn normalized(order: &[SortKey]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(text: &str) -> Result<Vec<SortKey>> {
+        super::parse(text, &QueryLimits::default())
+    }
+
+    #[test]
+    fn too_many_fields_or_bytes_are_refused_up_front() {
+        let nine = (0..9)
+            .map(|i| format!("entity.f{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(parse(&nine).is_err());
+        let eight = (0..8)
+            .map(|i| format!("entity.f{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(parse(&eight).is_ok());
+        assert!(parse(&",".repeat(50_000)).is_err());
+    }
 
     #[test]
     fn default_is_key_and_key_breaks_ties() {

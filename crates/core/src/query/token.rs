@@ -35,6 +35,10 @@ fn bad_token(why: &str) -> Error {
 }
 
 impl ListToken {
+    fn holds_nul(&self) -> bool {
+        self.cursor.key.contains('\0') || self.cursor.values.iter().any(crate::text::json_has_nul)
+    }
+
     /// The opaque text form.
     pub fn encode(&self) -> String {
         // Serialising a struct of strings, numbers and JSON values cannot fail.
@@ -43,13 +47,25 @@ impl ListToken {
 
     /// The token `text` continues, checked against the query it is used with; `None` for the
     /// first page.
-    pub fn decode(text: &str, fingerprint: &str) -> Result<Option<ListToken>> {
+    ///
+    /// Tokens are not signed: everything in one is re-validated. Its size is capped, its
+    /// fingerprint must be the query's, and the store checks that its values fit the query's
+    /// order one for one (their count is capped by `max_order_by_fields`) and binds them as
+    /// parameters; so a forged token can only name a position in the same listing (ADR 0016).
+    pub fn decode(text: &str, fingerprint: &str, max_bytes: usize) -> Result<Option<ListToken>> {
         if text.is_empty() {
             return Ok(None);
+        }
+        if text.len() > max_bytes {
+            return Err(bad_token(&format!(
+                "is {} bytes; at most {max_bytes} (catalog.max_page_token_bytes)",
+                text.len()
+            )));
         }
         let token: ListToken = hex::decode(text)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .filter(|t: &ListToken| !t.holds_nul())
             .ok_or_else(|| bad_token("is not a token this server issued"))?;
         if token.fingerprint != fingerprint {
             return Err(bad_token(
@@ -76,10 +92,13 @@ mod tests {
             },
         };
         let text = token.encode();
-        assert_eq!(ListToken::decode(&text, "f1").ok().flatten(), Some(token));
-        assert!(ListToken::decode(&text, "f2").is_err());
-        assert!(ListToken::decode("zz", "f1").is_err());
-        assert!(ListToken::decode("7b7d", "f1").is_err());
-        assert_eq!(ListToken::decode("", "f1").ok().flatten(), None);
+        assert_eq!(
+            ListToken::decode(&text, "f1", 1024).ok().flatten(),
+            Some(token)
+        );
+        assert!(ListToken::decode(&text, "f2", 1024).is_err());
+        assert!(ListToken::decode("zz", "f1", 1024).is_err());
+        assert!(ListToken::decode("7b7d", "f1", 1024).is_err());
+        assert_eq!(ListToken::decode("", "f1", 1024).ok().flatten(), None);
     }
 }

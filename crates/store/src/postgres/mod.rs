@@ -69,8 +69,9 @@ mod sources;
 mod wake;
 
 use crate::batch::TextRows;
-use crate::changes::{ChangeSignal, PG_CHANNEL};
+use crate::changes::{ChangeSignal, Logged, PG_CHANNEL};
 use crate::error::{StoreError, StoreResult};
+use crate::StoreOptions;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Database, PgPool, Postgres};
 use std::str::FromStr;
@@ -84,31 +85,17 @@ type Backend = PgStore;
 /// The filter compiler of listings.
 type Listing = listing::Postgres;
 type Tx = sqlx::Transaction<'static, Postgres>;
+type Pool = PgPool;
 type Row = sqlx::postgres::PgRow;
 type Query<'q> = sqlx::query::Query<'q, Postgres, <Postgres as Database>::Arguments<'q>>;
-
-/// Connection settings for [`PgStore`].
-#[derive(Debug, Clone)]
-pub struct PgOptions {
-    /// The most connections the pool opens.
-    pub max_connections: u32,
-    /// How long a call waits for a free connection before answering `Unavailable`.
-    pub acquire_timeout: Duration,
-}
-
-impl Default for PgOptions {
-    fn default() -> Self {
-        Self {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Tributary's store on a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Token look-ups only, so that authentication never waits behind slow reads.
+    auth: PgPool,
+    query_timeout: Duration,
     /// The highest change-log sequence known committed: raised by this process's commits and by
     /// NOTIFYs from other processes.
     changes: Arc<ChangeSignal>,
@@ -118,7 +105,7 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects to and migrates the PostgreSQL database at `url`.
-    pub async fn open(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         // sqlx keeps statements prepared, and after five runs PostgreSQL may settle on a generic
         // plan made while `records` or `staged_records` was small (a sequential scan for
         // `key = ANY($1)`), which then scans every row per batch once the tables grow. Our
@@ -129,10 +116,16 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
+        let auth = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect);
         Ok(Self {
             pool,
+            auth,
+            query_timeout: options.query_timeout,
             changes: Arc::default(),
             listening: Arc::new(Once::new()),
         })
@@ -151,6 +144,11 @@ impl PgStore {
     fn reader(&self) -> &PgPool {
         &self.pool
     }
+
+    /// The pool of token look-ups.
+    fn auth(&self) -> &PgPool {
+        &self.auth
+    }
 }
 
 /// A read-only transaction with one snapshot for all its statements.
@@ -159,6 +157,23 @@ async fn snapshot(s: &PgStore) -> StoreResult<Tx> {
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?)
 }
+
+/// A snapshot for a catalog listing, whose statements are cancelled after the query timeout
+/// (PostgreSQL's `~` is a backtracking engine, and a filter can ask for a full scan).
+async fn bounded_snapshot(s: &PgStore) -> StoreResult<Tx> {
+    let mut tx = snapshot(s).await?;
+    // `SET` takes no parameters; the value is a number this process chose.
+    sqlx::query(&format!(
+        "SET LOCAL statement_timeout = {}",
+        s.query_timeout.as_millis().max(1)
+    ))
+    .execute(&mut *tx)
+    .await?;
+    Ok(tx)
+}
+
+/// Ends what [`bounded_snapshot`] set up: `SET LOCAL` ends with the transaction.
+async fn end_bounded(_tx: &mut Tx) {}
 
 /// A list parameter for [`in_list!`]: a `text[]`.
 fn in_list_arg<'a>(items: impl IntoIterator<Item = &'a str>) -> StoreResult<Vec<&'a str>> {
@@ -235,10 +250,10 @@ async fn lock_open_sessions(tx: &mut Tx, of: OpenSessionsOf<'_>) -> StoreResult<
 }
 
 /// Queues the wake-up other processes receive when the transaction commits.
-async fn notify(tx: &mut Tx, last: i64) -> StoreResult<()> {
+async fn notify(tx: &mut Tx, logged: &Logged) -> StoreResult<()> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(PG_CHANNEL)
-        .bind(last.to_string())
+        .bind(logged.payload())
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -260,11 +275,11 @@ fn canonical(text: &str) -> StoreResult<String> {
     Ok(canonical_json(&value)?)
 }
 
-async fn wait_for_changes(s: &PgStore, after: u64) {
+async fn wait_for_changes(s: &PgStore, entity_type: &str, after: u64) {
     // One LISTEN connection per process, opened by the first reader that waits (a process that
     // only contributes never opens it).
     s.listening.call_once(|| {
         tokio::spawn(wake::listen(s.pool.clone(), Arc::downgrade(&s.changes)));
     });
-    s.changes.wait_above(after).await
+    s.changes.wait_above(entity_type, after).await
 }

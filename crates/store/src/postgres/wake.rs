@@ -1,7 +1,7 @@
 //! Wake-ups across processes: a LISTEN connection that raises this process's change signal for
 //! commits made anywhere (each commit that logged changes NOTIFYs its last sequence).
 
-use crate::changes::{ChangeSignal, PG_CHANNEL};
+use crate::changes::{ChangeSignal, Logged, PG_CHANNEL};
 use crate::rows::count;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -42,10 +42,10 @@ pub(super) async fn listen(pool: PgPool, signal: Weak<ChangeSignal>) {
         match tokio::time::timeout(Duration::from_secs(5), active.try_recv()).await {
             Err(_elapsed) => {}
             Ok(Ok(Some(notification))) => {
-                if let (Some(signal), Ok(sequence)) =
-                    (signal.upgrade(), notification.payload().parse::<u64>())
+                if let (Some(signal), Some(logged)) =
+                    (signal.upgrade(), Logged::parse(notification.payload()))
                 {
-                    signal.publish(sequence);
+                    signal.publish(&logged);
                 }
             }
             // The connection was lost; the next try_recv reconnects and re-listens.
@@ -65,6 +65,6 @@ async fn publish_counter(pool: &PgPool, signal: &Weak<ChangeSignal>) {
             .fetch_one(pool)
             .await;
     if let (Ok(last), Some(signal)) = (last, signal.upgrade()) {
-        signal.publish(count(last));
+        signal.publish_all(count(last));
     }
 }

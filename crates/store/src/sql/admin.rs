@@ -1,7 +1,7 @@
 //! Entity types, connectors and consumers (SPEC.md §4.1, §4.2).
 
 use super::changes::{log_deletes_where, DeleteScope};
-use super::{lock_open_sessions, Backend, OpenSessionsOf, Row};
+use super::{lock_open_sessions, Backend, OpenSessionsOf, Pool, Row};
 use crate::error::{entity_type_in_use, run, unique_to_exists, StoreResult};
 use crate::rows::{self, count};
 use async_trait::async_trait;
@@ -152,7 +152,8 @@ impl AdminStore for Backend {
             // Batches and commits in flight on the type's sessions finish first.
             lock_open_sessions(&mut tx, OpenSessionsOf::EntityType(slug)).await?;
             let now = tributary_core::clock::now_micros();
-            let logged = log_deletes_where(&mut tx, DeleteScope::EntityType, slug, now).await?;
+            let logged =
+                log_deletes_where(&mut tx, DeleteScope::EntityType, slug, slug, now).await?;
             let statements = [
                 "DELETE FROM records WHERE entity_type = $1",
                 "DELETE FROM staged_records WHERE session_id IN \
@@ -177,7 +178,7 @@ impl AdminStore for Backend {
             }
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(sequence);
+                self.changes.publish(&sequence);
             }
             Ok(())
         })
@@ -273,16 +274,16 @@ impl AdminStore for Backend {
             let now = tributary_core::clock::now_micros();
             let mut tx = self.write().await?;
             // Locked first, as open_session does, so no session opens while it goes.
-            let exists = sqlx::query(concat!(
-                "SELECT 1 FROM connectors WHERE id = $1",
+            let entity_type: Option<String> = sqlx::query_scalar(concat!(
+                "SELECT entity_type FROM connectors WHERE id = $1",
                 for_update!()
             ))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-            if exists.is_none() {
+            let Some(entity_type) = entity_type else {
                 return Err(Error::not_found(ResourceKind::Connector, id).into());
-            }
+            };
             // Its open sessions end as if closed with commit = false, after their batches in
             // flight; their staged data goes.
             lock_open_sessions(&mut tx, OpenSessionsOf::Connector(id)).await?;
@@ -313,7 +314,8 @@ impl AdminStore for Backend {
             }
             let mut logged = None;
             let records = if delete_records {
-                logged = log_deletes_where(&mut tx, DeleteScope::Connector, id, now).await?;
+                logged = log_deletes_where(&mut tx, DeleteScope::Connector, id, &entity_type, now)
+                    .await?;
                 sqlx::query("DELETE FROM records WHERE connector = $1")
                     .bind(id)
                     .execute(&mut *tx)
@@ -324,7 +326,7 @@ impl AdminStore for Backend {
             };
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(sequence);
+                self.changes.publish(&sequence);
             }
             Ok(records)
         })
@@ -357,7 +359,7 @@ impl AdminStore for Backend {
                  WHERE c.token_hash = $1",
             )
             .bind(token_hash)
-            .fetch_optional(self.reader())
+            .fetch_optional(self.auth())
             .await?;
             let Some(row) = row else { return Ok(None) };
             let version: i64 = row.try_get("schema_version")?;
@@ -418,7 +420,7 @@ impl AdminStore for Backend {
                 .bind(id)
                 .fetch_all(self.reader())
                 .await?;
-            with_grants(self, rows)
+            with_grants(self.reader(), rows)
                 .await?
                 .pop()
                 .ok_or_else(|| Error::not_found(ResourceKind::Consumer, id).into())
@@ -435,7 +437,7 @@ impl AdminStore for Backend {
             .bind(i64::from(limit))
             .fetch_all(self.reader())
             .await?;
-            with_grants(self, rows).await
+            with_grants(self.reader(), rows).await
         })
         .await
     }
@@ -459,16 +461,16 @@ impl AdminStore for Backend {
             let rows =
                 sqlx::query("SELECT id, name, created_at FROM consumers WHERE token_hash = $1")
                     .bind(token_hash)
-                    .fetch_all(self.reader())
+                    .fetch_all(self.auth())
                     .await?;
-            Ok(with_grants(self, rows).await?.pop())
+            Ok(with_grants(self.auth(), rows).await?.pop())
         })
         .await
     }
 }
 
 /// Consumers from rows of `id, name, created_at` plus their grants, in the rows' order.
-async fn with_grants(s: &Backend, rows: Vec<Row>) -> StoreResult<Vec<Consumer>> {
+async fn with_grants(pool: &Pool, rows: Vec<Row>) -> StoreResult<Vec<Consumer>> {
     let mut consumers = Vec::with_capacity(rows.len());
     for row in &rows {
         consumers.push(Consumer {
@@ -487,7 +489,7 @@ async fn with_grants(s: &Backend, rows: Vec<Row>) -> StoreResult<Vec<Consumer>> 
         " ORDER BY consumer_id, entity_type"
     ))
     .bind(super::in_list_arg(consumers.iter().map(|c| c.id.as_str()))?)
-    .fetch_all(s.reader())
+    .fetch_all(pool)
     .await?;
     let mut by_consumer: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (consumer, entity_type) in grants {

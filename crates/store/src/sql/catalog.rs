@@ -2,7 +2,10 @@
 //! sequence, the change log read back and pruned, and import results.
 
 use super::records::record_columns;
-use super::{in_list_arg, record_row, snapshot, wait_for_changes, Backend, Listing};
+use super::{
+    bounded_snapshot, end_bounded, in_list_arg, record_row, snapshot, wait_for_changes, Backend,
+    Listing,
+};
 use crate::error::{run, StoreResult};
 use crate::query::{self, Arg};
 use crate::rows::{self, count, to_i64, IMPORT_RESULT_COLUMNS};
@@ -125,12 +128,14 @@ impl CatalogStore for Backend {
             }
             // The counter and the page in one snapshot: the page holds every change up to the
             // sequence read, and none after it (writers take sequences in commit order).
-            let mut tx = snapshot(self).await?;
+            let mut tx = bounded_snapshot(self).await?;
             let sequence: i64 =
                 sqlx::query_scalar("SELECT last_seq FROM change_sequence WHERE id = 1")
                     .fetch_one(&mut *tx)
                     .await?;
-            let found = statement.fetch_all(&mut *tx).await?;
+            let found = statement.fetch_all(&mut *tx).await;
+            end_bounded(&mut tx).await;
+            let found = found?;
             tx.commit().await?;
             let records = found
                 .iter()
@@ -202,8 +207,8 @@ impl CatalogStore for Backend {
         .await
     }
 
-    async fn wait_for_changes(&self, after: u64) {
-        wait_for_changes(self, after).await
+    async fn wait_for_changes(&self, entity_type: &str, after: u64) {
+        wait_for_changes(self, entity_type, after).await
     }
 
     async fn prune_changes(&self, recorded_before: i64) -> Result<u64> {

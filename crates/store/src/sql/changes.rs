@@ -10,7 +10,7 @@
 
 use super::{bind_rows, notify, rowset, Tx};
 use crate::batch::TextRows;
-use crate::changes::Op;
+use crate::changes::{Logged, Op};
 use crate::error::StoreResult;
 use crate::rows::{count, to_i64};
 use std::sync::LazyLock;
@@ -24,7 +24,7 @@ pub(super) async fn log_keys(
     keys: &[&str],
     op: Op,
     now: i64,
-) -> StoreResult<Option<u64>> {
+) -> StoreResult<Option<Logged>> {
     static LOG_KEYS: LazyLock<String> = LazyLock::new(|| {
         format!(
             "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
@@ -52,28 +52,37 @@ pub(super) async fn log_keys(
     bind_rows(insert, TextRows::column(keys))?
         .execute(&mut **tx)
         .await?;
-    notify(tx, last).await?;
-    Ok(Some(count(last)))
+    let logged = Logged {
+        entity_type: entity_type.to_owned(),
+        last: count(last),
+    };
+    notify(tx, &logged).await?;
+    Ok(Some(logged))
 }
 
 /// Hands out sequences to set-based `INSERT INTO change_log … SELECT` statements of one
 /// transaction (numbered `base + row_number()`), holding the counter from [`Sequencer::start`]
 /// to commit, and moves the counter once at the end.
 pub(super) struct Sequencer {
+    entity_type: String,
     first: i64,
     last: i64,
 }
 
 impl Sequencer {
     /// Takes the counter (locked on PostgreSQL; SQLite's one writer keeps it ours).
-    pub(super) async fn start(tx: &mut Tx) -> StoreResult<Self> {
+    pub(super) async fn start(tx: &mut Tx, entity_type: &str) -> StoreResult<Self> {
         let last: i64 = sqlx::query_scalar(concat!(
             "SELECT last_seq FROM change_sequence WHERE id = 1",
             for_update!()
         ))
         .fetch_one(&mut **tx)
         .await?;
-        Ok(Self { first: last, last })
+        Ok(Self {
+            entity_type: entity_type.to_owned(),
+            first: last,
+            last,
+        })
     }
 
     /// The sequence after which the next statement's entries are numbered.
@@ -87,7 +96,7 @@ impl Sequencer {
     }
 
     /// Moves the counter past the entries appended; answers the last sequence, if any.
-    pub(super) async fn finish(self, tx: &mut Tx) -> StoreResult<Option<u64>> {
+    pub(super) async fn finish(self, tx: &mut Tx) -> StoreResult<Option<Logged>> {
         if self.last == self.first {
             return Ok(None);
         }
@@ -95,8 +104,12 @@ impl Sequencer {
             .bind(self.last)
             .execute(&mut **tx)
             .await?;
-        notify(tx, self.last).await?;
-        Ok(Some(count(self.last)))
+        let logged = Logged {
+            entity_type: self.entity_type,
+            last: count(self.last),
+        };
+        notify(tx, &logged).await?;
+        Ok(Some(logged))
     }
 }
 
@@ -113,8 +126,9 @@ pub(super) async fn log_deletes_where(
     tx: &mut Tx,
     scope: DeleteScope,
     value: &str,
+    entity_type: &str,
     now: i64,
-) -> StoreResult<Option<u64>> {
+) -> StoreResult<Option<Logged>> {
     macro_rules! log_deletes {
         ($condition:literal) => {
             concat!(
@@ -129,7 +143,7 @@ pub(super) async fn log_deletes_where(
         DeleteScope::Connector => log_deletes!("connector = $3"),
         DeleteScope::EntityType => log_deletes!("entity_type = $3"),
     };
-    let mut seq = Sequencer::start(tx).await?;
+    let mut seq = Sequencer::start(tx, entity_type).await?;
     let logged = sqlx::query(sql)
         .bind(seq.base())
         .bind(now)

@@ -9,7 +9,7 @@ use super::changes::{log_keys, Sequencer};
 use super::records::{existing_records, insert_import_result, write_records, Writer};
 use super::{bind_rows, in_list_arg, lock_stream_sessions, rowset, Backend, Tx};
 use crate::batch::{record_rows, TextRows, RECORD_COLUMNS};
-use crate::changes::Op;
+use crate::changes::{Logged, Op};
 use crate::error::{run, session_denied, sweep_refused, StoreError, StoreResult};
 use crate::rows::{already_applied, count, session_result, skip_flags, to_i64};
 use async_trait::async_trait;
@@ -119,7 +119,7 @@ impl SessionStore for Backend {
             end_batch(&mut tx, call).await?;
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(sequence);
+                self.changes.publish(&sequence);
             }
             Ok(BatchResult::Applied(outcomes))
         })
@@ -145,7 +145,7 @@ impl SessionStore for Backend {
             end_batch(&mut tx, call).await?;
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(sequence);
+                self.changes.publish(&sequence);
             }
             Ok(BatchResult::Applied(outcomes))
         })
@@ -257,7 +257,7 @@ impl SessionStore for Backend {
             crate::test_hooks::before_session_commit(call.session_id).await;
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(sequence);
+                self.changes.publish(&sequence);
             }
             Ok(ClosedSession {
                 mode,
@@ -370,7 +370,7 @@ async fn apply_upserts(
     call: &SessionCall<'_>,
     mode: SessionMode,
     records: &[PreparedRecord],
-) -> StoreResult<(Vec<Outcome>, Option<u64>)> {
+) -> StoreResult<(Vec<Outcome>, Option<Logged>)> {
     let existing = existing_records(tx, records.iter().map(|r| r.key.as_str())).await?;
     let applied = !mode.is_staged();
     let plan = plan_upserts(records, &existing, call.connector.write_policy, applied);
@@ -455,7 +455,7 @@ async fn apply_deletes(
     call: &SessionCall<'_>,
     mode: SessionMode,
     ids: &[KeyedId],
-) -> StoreResult<(Vec<Outcome>, Option<u64>)> {
+) -> StoreResult<(Vec<Outcome>, Option<Logged>)> {
     let keys: Vec<&str> = ids.iter().map(|k| k.key.as_str()).collect();
     let mut logged = None;
     let exists: HashSet<String> = if mode.is_staged() {
@@ -526,7 +526,7 @@ async fn commit_staged(
     call: &SessionCall<'_>,
     mode: SessionMode,
     force: bool,
-) -> StoreResult<(SessionTotals, Option<u64>)> {
+) -> StoreResult<(SessionTotals, Option<Logged>)> {
     let connector = call.connector;
     let (skip_all, skip_edited) = skip_flags(connector.write_policy);
     // `skip` below: a changed record the write policy keeps as is.
@@ -635,10 +635,10 @@ async fn log_commit(
     mode: SessionMode,
     skip_all: bool,
     skip_edited: bool,
-) -> StoreResult<Option<u64>> {
+) -> StoreResult<Option<Logged>> {
     let connector = call.connector;
     lock_stream_sessions(tx, &connector.id).await?;
-    let mut seq = Sequencer::start(tx).await?;
+    let mut seq = Sequencer::start(tx, &connector.entity_type).await?;
     let logged = sqlx::query(
         "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
          SELECT $1 + row_number() OVER (ORDER BY s.key), $2, s.key, \

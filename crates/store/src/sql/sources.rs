@@ -12,7 +12,7 @@ use super::{
     bind_rows, in_list_arg, lock_stream_sessions, record_row, rowset, Backend, Query, Row, Tx,
 };
 use crate::batch::TextRows;
-use crate::changes::Op;
+use crate::changes::{Logged, Op};
 use crate::error::{run, unique_to_exists, StoreError, StoreResult};
 use crate::pull::{
     self, backoff_text, lease_lost, plan_page, to_millis, CycleClose, CYCLE_COLUMNS,
@@ -334,7 +334,7 @@ impl SourceStore for Backend {
                 log_keys(&mut tx, &fenced.entity_type, &written, Op::Upsert, page.now).await?;
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(sequence);
+                self.changes.publish(&sequence);
             }
             Ok(totals)
         })
@@ -402,7 +402,11 @@ impl SourceStore for Backend {
     ) -> Result<ImportResult> {
         run(async {
             let mut tx = self.write().await?;
-            let connector = fence(&mut tx, lease).await?.connector;
+            let Fenced {
+                connector,
+                entity_type,
+                ..
+            } = fence(&mut tx, lease).await?;
             let id = lease.source_id.as_str();
             let (result, logged) = match end {
                 CycleEnd::Failed { error } => {
@@ -435,7 +439,7 @@ impl SourceStore for Backend {
                     let (seen, candidates, total) = (count(seen), count(candidates), count(total));
                     let refused = pull::sweep_guard(*reject_empty, *limit, seen, candidates, total);
                     let (swept, logged) = if !refused && candidates > 0 {
-                        sweep(&mut tx, id, &connector, now).await?
+                        sweep(&mut tx, id, &connector, &entity_type, now).await?
                     } else {
                         (0, None)
                     };
@@ -454,7 +458,7 @@ impl SourceStore for Backend {
             };
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(sequence);
+                self.changes.publish(&sequence);
             }
             Ok(result)
         })
@@ -500,7 +504,7 @@ impl SourceStore for Backend {
             logged = upserted.or(logged);
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(sequence);
+                self.changes.publish(&sequence);
             }
             Ok(DeltaTotals {
                 created: plan.totals.created,
@@ -545,7 +549,7 @@ impl SourceStore for Backend {
             .await?;
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(sequence);
+                self.changes.publish(&sequence);
             }
             Ok(record)
         })
@@ -686,10 +690,11 @@ async fn sweep(
     tx: &mut Tx,
     source_id: &str,
     connector: &str,
+    entity_type: &str,
     now: i64,
-) -> StoreResult<(u64, Option<u64>)> {
+) -> StoreResult<(u64, Option<Logged>)> {
     lock_stream_sessions(tx, connector).await?;
-    let mut seq = Sequencer::start(tx).await?;
+    let mut seq = Sequencer::start(tx, entity_type).await?;
     let entries = sqlx::query(
         "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
          SELECT $3 + row_number() OVER (ORDER BY key), entity_type, key, 'delete', $4 \
@@ -722,10 +727,10 @@ async fn remove(
     connector: &Connector,
     removed: &[KeyedId],
     now: i64,
-) -> StoreResult<(u64, Option<u64>)> {
+) -> StoreResult<(u64, Option<Logged>)> {
     lock_stream_sessions(tx, &connector.id).await?;
     let keys = || in_list_arg(removed.iter().map(|k| k.key.as_str()));
-    let mut seq = Sequencer::start(tx).await?;
+    let mut seq = Sequencer::start(tx, &connector.entity_type).await?;
     let entries = sqlx::query(concat!(
         "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
          SELECT $2 + row_number() OVER (ORDER BY key), entity_type, key, 'delete', $3 \

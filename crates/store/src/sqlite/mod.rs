@@ -70,8 +70,9 @@ mod sessions;
 mod sources;
 
 use crate::batch::TextRows;
-use crate::changes::ChangeSignal;
+use crate::changes::{ChangeSignal, Logged};
 use crate::error::{StoreError, StoreResult};
+use crate::StoreOptions;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Database, Sqlite, SqlitePool};
@@ -85,6 +86,7 @@ type Backend = SqliteStore;
 /// The filter compiler of listings.
 type Listing = listing::Sqlite;
 type Tx = sqlx::Transaction<'static, Sqlite>;
+type Pool = SqlitePool;
 type Row = sqlx::sqlite::SqliteRow;
 type Query<'q> = sqlx::query::Query<'q, Sqlite, <Sqlite as Database>::Arguments<'q>>;
 
@@ -93,6 +95,9 @@ type Query<'q> = sqlx::query::Query<'q, Sqlite, <Sqlite as Database>::Arguments<
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Token look-ups only, so that authentication never waits behind slow reads.
+    auth: SqlitePool,
+    query_timeout: Duration,
     /// Wakes this process's change-log readers after a commit that logged changes. (Another
     /// process on the same file is not woken; Watch's periodic re-read covers it.)
     changes: Arc<ChangeSignal>,
@@ -118,6 +123,11 @@ impl SqliteStore {
     /// a plain file path. An in-memory database (`sqlite::memory:`) works for experiments: it
     /// gets a single connection that reads and writes, kept open for the store's lifetime.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, StoreOptions::default()).await
+    }
+
+    /// [`SqliteStore::open`] with `options`.
+    pub async fn open_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         // Processes opening one fresh file at once race to switch it to WAL mode and to migrate
         // it, and SQLite can answer the loser SQLITE_BUSY at once rather than after the busy
         // timeout (a lock it cannot wait for without risking a deadlock). Opening again, after a
@@ -129,7 +139,7 @@ impl SqliteStore {
             .with_jitter()
             .build();
         loop {
-            match Self::open_once(url).await {
+            match Self::open_once(url, &options).await {
                 Err(error) if is_busy(&error) => match delays.next() {
                     Some(delay) => {
                         tracing::debug!(%error, ?delay, "SQLite busy while opening; retrying");
@@ -142,7 +152,7 @@ impl SqliteStore {
         }
     }
 
-    async fn open_once(url: &str) -> Result<Self, StoreError> {
+    async fn open_once(url: &str, store: &StoreOptions) -> Result<Self, StoreError> {
         let options = if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url)?
         } else {
@@ -181,17 +191,25 @@ impl SqliteStore {
         }
         let writer = writer.connect_with(options.clone()).await?;
         crate::migrate::sqlite(&writer).await?;
-        let reader = if in_memory {
-            writer.clone()
+        let (reader, auth) = if in_memory {
+            (writer.clone(), writer.clone())
         } else {
-            SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(options)
-                .await?
+            let reader = SqlitePoolOptions::new()
+                .max_connections(store.max_connections.clamp(1, 8))
+                .acquire_timeout(store.acquire_timeout)
+                .connect_with(options.clone())
+                .await?;
+            let auth = SqlitePoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(store.acquire_timeout)
+                .connect_lazy_with(options);
+            (reader, auth)
         };
         Ok(Self {
             writer,
             reader,
+            auth,
+            query_timeout: store.query_timeout,
             changes: Arc::default(),
         })
     }
@@ -210,11 +228,34 @@ impl SqliteStore {
     fn reader(&self) -> &SqlitePool {
         &self.reader
     }
+
+    /// The pool of token look-ups.
+    fn auth(&self) -> &SqlitePool {
+        &self.auth
+    }
 }
 
 /// A read transaction: WAL gives all its statements one snapshot.
 async fn snapshot(s: &SqliteStore) -> StoreResult<Tx> {
     Ok(s.reader.begin().await?)
+}
+
+/// A snapshot for a catalog listing, whose statements are interrupted (SQLITE_INTERRUPT) once
+/// the query timeout has passed: SQLite calls the progress handler every few thousand steps.
+async fn bounded_snapshot(s: &SqliteStore) -> StoreResult<Tx> {
+    let mut tx = snapshot(s).await?;
+    let deadline = std::time::Instant::now() + s.query_timeout;
+    tx.lock_handle()
+        .await?
+        .set_progress_handler(10_000, move || std::time::Instant::now() < deadline);
+    Ok(tx)
+}
+
+/// Removes the handler [`bounded_snapshot`] set, before the connection goes back to the pool.
+async fn end_bounded(tx: &mut Tx) {
+    if let Ok(mut handle) = tx.lock_handle().await {
+        handle.remove_progress_handler();
+    }
 }
 
 /// A list parameter for [`in_list!`]: one JSON array text.
@@ -260,7 +301,7 @@ async fn lock_open_sessions(_tx: &mut Tx, _of: OpenSessionsOf<'_>) -> StoreResul
 }
 
 /// Other processes are not told of commits on SQLite (see [`SqliteStore::changes`]).
-async fn notify(_tx: &mut Tx, _last: i64) -> StoreResult<()> {
+async fn notify(_tx: &mut Tx, _logged: &Logged) -> StoreResult<()> {
     Ok(())
 }
 
@@ -269,6 +310,6 @@ fn record_row(row: &Row) -> StoreResult<StoredRecord> {
     crate::rows::record(row)
 }
 
-async fn wait_for_changes(s: &SqliteStore, after: u64) {
-    s.changes.wait_above(after).await
+async fn wait_for_changes(s: &SqliteStore, entity_type: &str, after: u64) {
+    s.changes.wait_above(entity_type, after).await
 }

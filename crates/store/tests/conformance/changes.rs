@@ -13,6 +13,7 @@ conformance!(
     filters_compile_to_sql_with_the_same_results,
     pruning_moves_the_horizon,
     concurrent_writers_make_sequences_visible_without_gaps,
+    a_commit_wakes_only_the_readers_of_its_entity_type,
 );
 
 /// `(op, id)` of every change-log entry of `country`, in sequence order, checking that
@@ -332,4 +333,74 @@ async fn join_finished(tasks: &mut Vec<tokio::task::JoinHandle<()>>) {
     for task in finished {
         task.await.unwrap();
     }
+}
+
+/// Watch readers wait per entity type: a change of `country` wakes its readers and leaves the
+/// readers of `city` waiting until `city` changes.
+async fn a_commit_wakes_only_the_readers_of_its_entity_type(db: &TestDb) {
+    use futures::FutureExt;
+    let c = connector(db, WritePolicy::Importer, None).await;
+    db.store
+        .create_entity_type(&entity_type("city", country_schema()))
+        .await
+        .unwrap();
+    let city = Connector {
+        id: tributary_core::ids::new_connector_id(),
+        entity_type: "city".into(),
+        ..c.clone()
+    };
+    db.store
+        .create_connector(&city, &format!("hash-{}", city.id))
+        .await
+        .unwrap();
+    if tributary_store::is_postgres_url(&db.url) {
+        // The LISTEN connection starts with the first wait and then wakes every reader once
+        // (wake-ups may have been missed before it listened): let that happen first, by waiting
+        // for a commit only its NOTIFY can report (another store, as another process).
+        let before = db
+            .store
+            .read_changes("city", 0, 1)
+            .await
+            .unwrap()
+            .last_sequence;
+        let woken = db.store.wait_for_changes("city", before);
+        let other = tributary_store::open(&db.url).await.unwrap();
+        let s = other
+            .open_session(&city, SessionMode::Stream, T0)
+            .await
+            .unwrap()
+            .session
+            .id;
+        other
+            .upsert_batch(&call(&s, &city, T0), &[record(&city, "W", 1)])
+            .await
+            .applied_ok();
+        tokio::time::timeout(std::time::Duration::from_secs(30), woken)
+            .await
+            .expect("another process's commit wakes this one's readers");
+    }
+    let after = db
+        .store
+        .read_changes("country", 0, 1)
+        .await
+        .unwrap()
+        .last_sequence;
+    let country_waits = db.store.wait_for_changes("country", after);
+    let mut city_waits = Box::pin(db.store.wait_for_changes("city", after));
+    assert!(
+        (&mut city_waits).now_or_never().is_none(),
+        "nothing changed yet"
+    );
+    stream(db, &c, &[record(&c, "A", 1)], T0).await;
+    tokio::time::timeout(std::time::Duration::from_secs(30), country_waits)
+        .await
+        .expect("a country change wakes country's readers");
+    assert!(
+        (&mut city_waits).now_or_never().is_none(),
+        "a country change does not wake city's readers"
+    );
+    stream(db, &city, &[record(&city, "P", 1)], T0 + SEC).await;
+    tokio::time::timeout(std::time::Duration::from_secs(30), city_waits)
+        .await
+        .expect("a city change wakes city's readers");
 }
