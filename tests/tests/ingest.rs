@@ -35,6 +35,20 @@ fn fast(o: &mut ServerOptions) {
     o.ingest = Some(fast_engine());
 }
 
+/// Where the tests' NDJSON files live: the one directory their servers allow file paths under
+/// (each test makes its own directory inside it).
+fn files_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("tributary-ingest-test-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A fast engine whose server lets `ndjson` sources read files under [`files_dir`].
+fn fast_with_files(o: &mut ServerOptions) {
+    fast(o);
+    o.allowed_dirs = vec![files_dir()];
+}
+
 /// A fast engine that trusts the test process's private CA besides the system's roots.
 fn fast_trusting_test_ca(o: &mut ServerOptions) {
     o.ingest = Some(EngineOptions {
@@ -648,7 +662,7 @@ async fn a_feed_without_mapping_names_records_by_title_and_keeps_the_entry(sandb
 
 async fn an_ndjson_file_is_imported_a_page_at_a_time(sandbox: &Sandbox) {
     let mut world = sandbox.country_world().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(files_dir()).unwrap();
     let path = dir.path().join("countries.ndjson");
     let mut text = String::new();
     for i in 0..25 {
@@ -1284,7 +1298,7 @@ async fn a_malformed_feed_fails_its_cycle_saying_why(sandbox: &Sandbox) {
 
 async fn a_missing_ndjson_file_fails_its_cycle_naming_the_file(sandbox: &Sandbox) {
     let world = sandbox.country_world().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(files_dir()).unwrap();
     let path = dir.path().join("missing.ndjson").display().to_string();
     let result = failed_cycle(
         sandbox,
@@ -1495,6 +1509,567 @@ async fn https_sources_are_verified_against_the_trusted_roots(sandbox: &Sandbox)
     assert_eq!(status(sandbox, &id).await.pages, 0);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Hostile sources (issue 12): stuck providers, file paths, endless lines, secrets in URLs, and
+// headers that must stay with their origin.
+
+/// A fast engine working one source at a time, whose providers get 300 ms to connect and
+/// 300 ms to answer.
+fn fast_single_slot_impatient(o: &mut ServerOptions) {
+    o.ingest = Some(EngineOptions {
+        concurrency: 1,
+        provider_connect_timeout: Duration::from_millis(300),
+        provider_request_timeout: Duration::from_millis(300),
+        ..fast_engine()
+    });
+}
+
+/// A TCP listener on 127.0.0.1 that accepts connections and never sends a byte.
+async fn silent_listener() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+/// A TCP listener on 127.0.0.1 that never accepts, its backlog filled by connections the test
+/// holds, so a further connection attempt is left unanswered (where the kernel keeps a small
+/// backlog; elsewhere the attempt connects and hangs like [`silent_listener`]).
+async fn unaccepting_listener() -> (SocketAddr, impl Sized) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => fillers.push(stream),
+            // The backlog is full: connection attempts are no longer answered.
+            _ => break,
+        }
+    }
+    (addr, (listener, fillers))
+}
+
+async fn a_grpc_provider_that_never_answers_times_out_and_frees_its_slot(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let silent = silent_listener().await;
+    let (unaccepting, _held) = unaccepting_listener().await;
+    let mut stuck = Vec::new();
+    for addr in [silent, unaccepting] {
+        let (connector, _) = sandbox.create_connector("country", |_| {}).await;
+        let def = source(
+            &connector,
+            admin::SourceKind::Grpc,
+            json!({"endpoint": format!("http://{addr}")}),
+            country_mapping(),
+        );
+        stuck.push(create_source(sandbox, def).await);
+    }
+    // A good source behind them gets the engine's one slot once a stuck page has timed out.
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..10));
+    let addr = serve_api(api.clone()).await;
+    let good = create_source(sandbox, http_source(&world.connector, addr)).await;
+    let result = next_result(sandbox, &good, "").await;
+    assert_eq!(
+        (result.status, result.created),
+        (SUCCEEDED, 10),
+        "{result:?}"
+    );
+    assert_eq!(visible_ids(&mut world).await, ids(0..10));
+    // One that accepts and never answers, one that never accepts.
+    for (id, what) in stuck.iter().zip([
+        "ingest.provider_request_timeout_secs",
+        "ingest.provider_connect_timeout_secs",
+    ]) {
+        let result = next_result(sandbox, id, "").await;
+        assert_eq!(result.status, FAILED, "{result:?}");
+        assert_errors_say(&result, &["timed out", what]);
+    }
+}
+
+async fn file_paths_are_refused_when_no_directory_is_allowed(sandbox: &Sandbox) {
+    let world = sandbox.country_world().await;
+    let status = sandbox
+        .admin()
+        .create_source(admin::CreateSourceRequest {
+            source: Some(source(
+                &world.connector,
+                admin::SourceKind::Ndjson,
+                json!({"path": "/proc/self/environ"}),
+                country_mapping(),
+            )),
+        })
+        .await
+        .expect_err("file paths are refused by default");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let fields = tributary_tests::bad_request_fields(&status);
+    assert!(
+        fields
+            .iter()
+            .any(|(f, d)| f == "source.config.path" && d.contains("ingest.allowed_dirs")),
+        "{fields:?}"
+    );
+}
+
+/// The field violation `def` is refused with at `field`.
+async fn refused(sandbox: &Sandbox, def: admin::Source, field: &str) -> String {
+    let status = sandbox
+        .admin()
+        .create_source(admin::CreateSourceRequest { source: Some(def) })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    tributary_tests::bad_request_fields(&status)
+        .into_iter()
+        .find(|(f, _)| f == field)
+        .unwrap_or_else(|| panic!("no violation of {field}: {status:?}"))
+        .1
+}
+
+async fn ndjson_paths_outside_the_allowed_directories_are_refused(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let dir = tempfile::tempdir_in(files_dir()).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.ndjson");
+    std::fs::write(&secret, format!("{}\n", country_item(666))).unwrap();
+    let ndjson = |path: String| {
+        source(
+            &world.connector,
+            admin::SourceKind::Ndjson,
+            json!({"path": path}),
+            country_mapping(),
+        )
+    };
+    let why = refused(sandbox, ndjson("/etc/passwd".into()), "source.config.path").await;
+    assert!(why.contains("not under an allowed directory"), "{why}");
+    let dotdot = format!("{}/../../{}", dir.path().display(), secret.display());
+    let why = refused(sandbox, ndjson(dotdot), "source.config.path").await;
+    assert!(why.contains(".."), "{why}");
+    let why = refused(sandbox, ndjson("items.ndjson".into()), "source.config.path").await;
+    assert!(why.contains("absolute"), "{why}");
+    let link = dir.path().join("link.ndjson");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let why = refused(
+        sandbox,
+        ndjson(link.display().to_string()),
+        "source.config.path",
+    )
+    .await;
+    assert!(why.contains("symlink"), "{why}");
+
+    // Checked again when read: a directory that did not exist at creation and is then made a
+    // symlink to elsewhere is refused by the engine.
+    let later = dir.path().join("later");
+    let mut def = ndjson(later.join("secret.ndjson").display().to_string());
+    def.backoff = vec![ms(60_000)];
+    let id = create_source(sandbox, def).await;
+    let first = wait_until(WAIT, || async {
+        Some(status(sandbox, &id).await.last_error).filter(|e| !e.is_empty())
+    })
+    .await
+    .expect("the first attempt fails: no such file");
+    assert!(first.contains("opening"), "{first}");
+    std::os::unix::fs::symlink(outside.path(), &later).unwrap();
+    trigger(sandbox, &id).await;
+    let error = wait_until(WAIT, || async {
+        Some(status(sandbox, &id).await.last_error)
+            .filter(|e| e.contains("not under an allowed directory"))
+    })
+    .await
+    .expect("the read is refused");
+    assert!(error.contains("secret.ndjson"), "{error}");
+    assert!(world.visible().await.is_empty(), "nothing was read");
+}
+
+/// A fast engine with lines of at most 1 KiB and pages of at most 64 KiB.
+fn fast_with_files_and_short_lines(o: &mut ServerOptions) {
+    fast_with_files(o);
+    if let Some(engine) = &mut o.ingest {
+        engine.max_line_bytes = 1024;
+        engine.max_page_bytes = 64 * 1024;
+    }
+}
+
+async fn ndjson_lines_longer_than_max_line_bytes_fail_and_endless_input_fails_the_page(
+    sandbox: &Sandbox,
+) {
+    let mut world = sandbox.country_world().await;
+    let dir = tempfile::tempdir_in(files_dir()).unwrap();
+    let path = dir.path().join("long.ndjson");
+    let mut text = String::new();
+    for i in 0..5 {
+        text.push_str(&country_item(i).to_string());
+        text.push('\n');
+    }
+    let mut long = country_item(99);
+    long["name"] = json!("y".repeat(5000));
+    text.push_str(&long.to_string());
+    text.push('\n');
+    for i in 5..10 {
+        text.push_str(&country_item(i).to_string());
+        text.push('\n');
+    }
+    std::fs::write(&path, text).unwrap();
+    let ndjson = |connector: &str, config: Value| {
+        source(
+            connector,
+            admin::SourceKind::Ndjson,
+            config,
+            country_mapping(),
+        )
+    };
+    let id = create_source(
+        sandbox,
+        ndjson(
+            &world.connector,
+            json!({"path": path.display().to_string()}),
+        ),
+    )
+    .await;
+    let result = next_result(sandbox, &id, "").await;
+    assert_eq!(
+        (result.status, result.created, result.failed),
+        (PARTIAL, 10, 1),
+        "{result:?}"
+    );
+    let failed = &result.failed_items[0];
+    assert!(
+        failed.error.contains("line 6") && failed.error.contains("ingest.max_line_bytes"),
+        "{failed:?}"
+    );
+    assert!(failed.data.len() <= 4096, "{}", failed.data.len());
+    assert_eq!(visible_ids(&mut world).await, ids(0..10));
+
+    // /dev/zero-like input: 32 MiB of NUL bytes (a sparse file) and an endless HTTP body.
+    let zeros = dir.path().join("zeros.ndjson");
+    std::fs::File::create(&zeros)
+        .unwrap()
+        .set_len(32 * 1024 * 1024)
+        .unwrap();
+    let (other, _) = sandbox.create_connector("country", |_| {}).await;
+    let result = failed_cycle(
+        sandbox,
+        ndjson(&other, json!({"path": zeros.display().to_string()})),
+    )
+    .await;
+    assert_errors_say(
+        &result,
+        &["no end within 65536 bytes", "ingest.max_page_bytes"],
+    );
+    let app = axum::Router::new().route(
+        "/zero",
+        get(|| async {
+            let chunk = axum::body::Bytes::from(vec![0u8; 64 * 1024]);
+            axum::body::Body::from_stream(futures::stream::repeat_with(move || {
+                Ok::<_, std::convert::Infallible>(chunk.clone())
+            }))
+        }),
+    );
+    let addr = serve(app).await;
+    let (third, _) = sandbox.create_connector("country", |_| {}).await;
+    let result = failed_cycle(
+        sandbox,
+        ndjson(&third, json!({"url": format!("http://{addr}/zero")})),
+    )
+    .await;
+    assert_errors_say(&result, &["no end within 65536 bytes"]);
+}
+
+async fn page_size_above_max_batch_records_is_refused(sandbox: &Sandbox) {
+    let world = sandbox.country_world().await;
+    let max = tributary_core::limits::Limits::default().max_batch_records as u64;
+    let def = source(
+        &world.connector,
+        admin::SourceKind::Ndjson,
+        json!({"url": "https://bucket.example/items.ndjson", "page_size": max + 1}),
+        country_mapping(),
+    );
+    let why = refused(sandbox, def, "source.config.page_size").await;
+    assert!(why.contains("limits.max_batch_records"), "{why}");
+    let def = source(
+        &world.connector,
+        admin::SourceKind::HttpJson,
+        json!({"url": "https://api.example/items", "pagination": {"type": "offset", "limit": max + 1}}),
+        country_mapping(),
+    );
+    refused(sandbox, def, "source.config.pagination.limit").await;
+}
+
+async fn secrets_in_source_urls_are_redacted_wherever_a_source_is_shown(sandbox: &Sandbox) {
+    let world = sandbox.country_world().await;
+    let api = Arc::new(Api::default());
+    api.set_items(countries(0..10));
+    let addr = serve_api(api.clone()).await;
+    let url = format!("http://alice:pa55word@{addr}/items?sig=s3cret#frag");
+    let shown = format!("http://REDACTED@{addr}/items?sig=REDACTED#REDACTED");
+    let mut def = json_api_source(&world.connector, &url);
+    def.config = Some(json_struct(json!({"url": url, "items": "/data",
+        "pagination": {"type": "page", "size_param": "per_page", "size": PER_PAGE}})));
+    let created = sandbox
+        .admin()
+        .create_source(admin::CreateSourceRequest { source: Some(def) })
+        .await
+        .unwrap()
+        .into_inner()
+        .source
+        .unwrap();
+    let id = created.id.clone();
+    let first = next_result(sandbox, &id, "").await;
+    assert_eq!(first.created, 10, "{first:?}");
+    // The engine uses the real URL.
+    assert!(
+        api.queries().iter().all(|q| q.contains("sig=s3cret")),
+        "{:?}",
+        api.queries()
+    );
+    let got = sandbox
+        .admin()
+        .get_source(admin::GetSourceRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .source
+        .unwrap();
+    let listed = sandbox
+        .admin()
+        .list_sources(admin::ListSourcesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    for (what, text) in [
+        ("CreateSource", format!("{created:?}")),
+        ("GetSource", format!("{got:?}")),
+        ("ListSources", format!("{listed:?}")),
+    ] {
+        assert!(
+            !text.contains("s3cret") && !text.contains("pa55word"),
+            "{what}: {text}"
+        );
+        assert!(text.contains(&shown), "{what} shows {shown}: {text}");
+    }
+    // Sending the shown definition back keeps the stored URL.
+    let mut update = got.clone();
+    update.name = "renamed".into();
+    sandbox
+        .admin()
+        .update_source(admin::UpdateSourceRequest {
+            source: Some(update.clone()),
+        })
+        .await
+        .expect("update with the redacted URL");
+    let before = api.queries().len();
+    trigger(sandbox, &id).await;
+    let second = next_result(sandbox, &id, &first.id).await;
+    assert_eq!(second.status, SUCCEEDED, "{second:?}");
+    let queries = api.queries();
+    assert!(
+        queries.len() > before && queries[before..].iter().all(|q| q.contains("sig=s3cret")),
+        "{queries:?}"
+    );
+    // A URL edited around the placeholder is refused rather than stored with it.
+    let mut edited = update;
+    let mut config =
+        tributary_grpc::convert::struct_to_json(edited.config.take().unwrap()).unwrap();
+    config["url"] = json!(format!("http://{addr}/items?sig=REDACTED&v=2"));
+    edited.config = Some(json_struct(config));
+    let refusal = sandbox
+        .admin()
+        .update_source(admin::UpdateSourceRequest {
+            source: Some(edited),
+        })
+        .await
+        .expect_err("the placeholder is refused");
+    assert!(
+        tributary_tests::bad_request_fields(&refusal)
+            .iter()
+            .any(|(f, _)| f == "source.config.url"),
+        "{refusal:?}"
+    );
+
+    // Errors name the URL redacted: an HTTP error and a refused connection.
+    api.fail.lock().unwrap().insert(1, u32::MAX);
+    let (other, _) = sandbox.create_connector("country", |_| {}).await;
+    let failing = source(
+        &other,
+        admin::SourceKind::HttpJson,
+        json!({"url": format!("http://{addr}/items?sig=s3cret"), "items": "/data"}),
+        country_mapping(),
+    );
+    let result = failed_cycle(sandbox, failing).await;
+    assert_errors_say(&result, &["sig=REDACTED", "HTTP 503"]);
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (third, _) = sandbox.create_connector("country", |_| {}).await;
+    let refused_conn = source(
+        &third,
+        admin::SourceKind::Ndjson,
+        json!({"url": format!("http://bob:pa55word@{closed}/x.ndjson?sig=s3cret")}),
+        country_mapping(),
+    );
+    let id3 = create_source(sandbox, refused_conn).await;
+    let result = next_result(sandbox, &id3, "").await;
+    let last_error = status(sandbox, &id3).await.last_error;
+    for text in [format!("{result:?}"), last_error] {
+        assert!(
+            !text.contains("s3cret") && !text.contains("pa55word"),
+            "{text}"
+        );
+    }
+    assert_errors_say(&result, &["sig=REDACTED"]);
+}
+
+/// A server that records, per path, the `Authorization` and `X-Api-Key` headers it received.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Seen>>);
+
+/// A request's path, `Authorization` and `X-Api-Key`.
+type Seen = (String, Option<String>, Option<String>);
+
+impl Recorder {
+    fn saw(&self, path: &str, headers: &axum::http::HeaderMap) {
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        self.0.lock().unwrap().push((
+            path.to_owned(),
+            header("authorization"),
+            header("x-api-key"),
+        ));
+    }
+    fn seen(&self) -> Vec<Seen> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Origin A: `/page1` (items 0..10, `Link` to B's `/page2`), `/moved` (302 to B's `/page2`),
+/// `/here` (302 to `/plain`), `/plain` (items 20..30) and `/loop` (302 to itself).
+fn origin_a(recorder: Arc<Recorder>, b: SocketAddr) -> axum::Router {
+    let record = |r: Arc<Recorder>| {
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+            let r = r.clone();
+            async move {
+                r.saw(uri.path(), &headers);
+                let redirect = |to: String| (StatusCode::FOUND, [("location", to)]).into_response();
+                match uri.path() {
+                    "/page1" => (
+                        [("link", format!("<http://{b}/page2>; rel=\"next\""))],
+                        json_response(json!({"data": countries(0..10)})),
+                    )
+                        .into_response(),
+                    "/moved" => redirect(format!("http://{b}/page2")),
+                    "/here" => redirect("/plain".into()),
+                    "/plain" => json_response(json!({"data": countries(20..30)})),
+                    _ => redirect("/loop".into()),
+                }
+            }
+        }
+    };
+    axum::Router::new().fallback(record(recorder))
+}
+
+/// Origin B: `/page2` (items 10..20, no next page).
+fn origin_b(recorder: Arc<Recorder>) -> axum::Router {
+    axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+            let r = recorder.clone();
+            async move {
+                r.saw(uri.path(), &headers);
+                json_response(json!({"data": countries(10..20)}))
+            }
+        },
+    )
+}
+
+async fn configured_headers_never_go_to_another_origin(sandbox: &Sandbox) {
+    let (seen_a, seen_b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    let b = serve(origin_b(seen_b.clone())).await;
+    let a = serve(origin_a(seen_a.clone(), b)).await;
+    sandbox.create_country_type().await;
+    let def = |connector: &str, path: &str, pagination: Value| {
+        source(
+            connector,
+            admin::SourceKind::HttpJson,
+            json!({"url": format!("http://{a}{path}"), "items": "/data",
+                   "headers": {"Authorization": "Bearer s3cret", "X-Api-Key": "k3y"},
+                   "pagination": pagination}),
+            country_mapping(),
+        )
+    };
+    let run = move |path: &'static str, pagination: Value| async move {
+        let (connector, _) = sandbox.create_connector("country", |_| {}).await;
+        let def = source(
+            &connector,
+            admin::SourceKind::HttpJson,
+            json!({"url": format!("http://{a}{path}"), "items": "/data",
+                   "headers": {"Authorization": "Bearer s3cret", "X-Api-Key": "k3y"},
+                   "pagination": pagination}),
+            country_mapping(),
+        );
+        let id = create_source(sandbox, def).await;
+        next_result(sandbox, &id, "").await
+    };
+    // A next-page link to another origin.
+    let result = run("/page1", json!({"type": "link"})).await;
+    assert_eq!(
+        (result.status, result.created),
+        (SUCCEEDED, 20),
+        "{result:?}"
+    );
+    // A redirect to another origin, and one within the origin.
+    let result = run("/moved", json!({"type": "none"})).await;
+    assert_eq!(
+        (result.status, result.created),
+        (SUCCEEDED, 10),
+        "{result:?}"
+    );
+    let result = run("/here", json!({"type": "none"})).await;
+    assert_eq!(
+        (result.status, result.created),
+        (SUCCEEDED, 10),
+        "{result:?}"
+    );
+
+    let home = (Some("Bearer s3cret".to_owned()), Some("k3y".to_owned()));
+    let a_seen = seen_a.seen();
+    assert!(!a_seen.is_empty());
+    for (path, auth, key) in &a_seen {
+        assert_eq!((auth, key), (&home.0, &home.1), "A's own headers on {path}");
+    }
+    assert!(a_seen.iter().any(|(p, _, _)| p == "/plain"), "{a_seen:?}");
+    let b_seen = seen_b.seen();
+    assert_eq!(b_seen.len(), 2, "{b_seen:?}");
+    for (path, auth, key) in &b_seen {
+        assert_eq!(
+            (auth, key),
+            (&None, &None),
+            "no configured header reaches B ({path})"
+        );
+    }
+
+    // Redirects are followed at most 10 times.
+    let (connector, _) = sandbox.create_connector("country", |_| {}).await;
+    let result = failed_cycle(sandbox, def(&connector, "/loop", json!({"type": "none"}))).await;
+    assert_errors_say(&result, &["more than 10 redirects"]);
+}
+
 on_both_backends!(
     https_sources_are_verified_against_the_trusted_roots with super::fast_trusting_test_ca,
     fifty_pages_import_fully_and_the_next_cycle_sweeps_exactly_the_missing with super::fast,
@@ -1505,7 +2080,7 @@ on_both_backends!(
     invalid_items_are_reported_with_their_data_and_the_rest_imported with super::fast,
     rss_atom_and_media_rss_feeds_are_imported with super::fast,
     a_feed_without_mapping_names_records_by_title_and_keeps_the_entry with super::fast,
-    an_ndjson_file_is_imported_a_page_at_a_time with super::fast,
+    an_ndjson_file_is_imported_a_page_at_a_time with super::fast_with_files,
     an_ndjson_object_is_read_over_https_with_ranges with super::fast_trusting_test_ca,
     a_grpc_provider_is_called_with_the_cursor with super::fast,
     a_grpc_provider_is_reached_over_https_with_the_trusted_roots with super::fast_trusting_test_ca,
@@ -1517,8 +2092,15 @@ on_both_backends!(
     push_delta_records_count_as_marked_in_the_running_cycle with super::fast,
     reports_list_at_most_max_items_and_count_the_rest with super::fast_listing_five_items,
     a_malformed_feed_fails_its_cycle_saying_why with super::fast,
-    a_missing_ndjson_file_fails_its_cycle_naming_the_file with super::fast,
+    a_missing_ndjson_file_fails_its_cycle_naming_the_file with super::fast_with_files,
     a_provider_error_fails_its_cycle_with_the_providers_message with super::fast,
     a_non_json_body_fails_its_cycle_saying_so with super::fast,
     unknown_sources_are_not_found_in_every_source_call with super::fast,
+    a_grpc_provider_that_never_answers_times_out_and_frees_its_slot with super::fast_single_slot_impatient,
+    file_paths_are_refused_when_no_directory_is_allowed with super::fast,
+    ndjson_paths_outside_the_allowed_directories_are_refused with super::fast_with_files,
+    ndjson_lines_longer_than_max_line_bytes_fail_and_endless_input_fails_the_page with super::fast_with_files_and_short_lines,
+    page_size_above_max_batch_records_is_refused with super::fast,
+    secrets_in_source_urls_are_redacted_wherever_a_source_is_shown with super::fast,
+    configured_headers_never_go_to_another_origin with super::fast,
 );

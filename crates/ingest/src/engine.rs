@@ -39,10 +39,22 @@ pub struct EngineOptions {
     /// Most skipped/failed items listed per import result (`reports.max_items`).
     pub max_items: u64,
     pub max_record_bytes: usize,
-    /// Largest page body an HTTP source may return.
+    /// Largest page body an HTTP source may return, and most bytes one `ndjson` page reads.
     pub max_page_bytes: usize,
+    /// Longest line of an `ndjson` source; a longer one is a failed item, and reading never
+    /// holds more of a line than this.
+    pub max_line_bytes: usize,
     /// Timeout of one HTTP request.
     pub http_timeout: Duration,
+    /// How long connecting to a `grpc` provider may take.
+    pub provider_connect_timeout: Duration,
+    /// How long one `Next` call of a `grpc` provider may take; a provider that does not answer
+    /// in time fails the page (and frees the engine's slot).
+    pub provider_request_timeout: Duration,
+    /// Directories `ndjson` sources may read files under; empty: no file may be read. (A
+    /// server gives its engine `ServerOptions::allowed_dirs`, the same list its source
+    /// validation uses.)
+    pub allowed_dirs: Vec<PathBuf>,
     /// A PEM file of root certificates trusted for HTTPS sources besides the system's (a
     /// private CA's, say).
     pub ca_file: Option<PathBuf>,
@@ -57,7 +69,11 @@ impl Default for EngineOptions {
             max_items: 1000,
             max_record_bytes: 1024 * 1024,
             max_page_bytes: 64 * 1024 * 1024,
+            max_line_bytes: 1024 * 1024,
             http_timeout: Duration::from_secs(30),
+            provider_connect_timeout: Duration::from_secs(10),
+            provider_request_timeout: Duration::from_secs(30),
+            allowed_dirs: Vec::new(),
             ca_file: None,
         }
     }
@@ -76,11 +92,7 @@ pub struct Engine {
 impl Engine {
     /// An engine with a fresh holder id.
     pub fn new(store: Arc<dyn Store>, options: EngineOptions) -> Result<Self, FetchError> {
-        let http = HttpOptions::new(
-            options.http_timeout,
-            options.max_page_bytes,
-            options.ca_file.as_deref(),
-        )?;
+        let http = HttpOptions::new(&options)?;
         Ok(Self {
             store,
             holder: format!("engine-{}", uuid::Uuid::new_v4().simple()),

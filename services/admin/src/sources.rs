@@ -5,7 +5,7 @@ use prost_types::Duration as PbDuration;
 use std::time::Duration;
 use tributary_core::model::StoredRecord;
 use tributary_core::record::RecordInput;
-use tributary_core::source::kinds::redact;
+use tributary_core::source::secrets::{redact, redact_cursor};
 use tributary_core::source::service::SourceInput;
 use tributary_core::source::{Schedule, Source, SourceKind, SourceState, SourceStatus};
 use tributary_core::{Error, Result};
@@ -90,7 +90,7 @@ pub(crate) fn source_input(s: pb::Source) -> Result<SourceInput> {
     })
 }
 
-/// A source as the Admin API shows it: header values redacted.
+/// A source as the Admin API shows it: header values and URLs' secrets redacted.
 pub(crate) fn source_to_proto(s: Source) -> pb::Source {
     pb::Source {
         kind: kind_to_proto(s.kind).into(),
@@ -125,7 +125,7 @@ pub(crate) fn status_to_proto(s: SourceStatus) -> pb::SourceStatus {
             SourceState::Backoff => pb::SourceState::Backoff,
         }
         .into(),
-        cursor: s.cursor.unwrap_or_default(),
+        cursor: s.cursor.as_deref().map(redact_cursor).unwrap_or_default(),
         cycle_id: s.cycle_id.unwrap_or_default(),
         cycle_started_at: s.cycle_started_at.map(timestamp),
         attempts: s.attempts,

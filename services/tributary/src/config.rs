@@ -125,10 +125,18 @@ pub struct IngestSettings {
     pub lease_secs: f64,
     /// Most sources one engine works at once.
     pub concurrency: u32,
-    /// Largest page body an HTTP source may return, in bytes.
+    /// Largest page body an HTTP source may return, and most bytes one `ndjson` page reads.
     pub max_page_bytes: usize,
+    /// Longest line of an `ndjson` source, in bytes; a longer one is a failed item.
+    pub max_line_bytes: usize,
     /// Timeout of one HTTP request to a source, in seconds.
     pub http_timeout_secs: f64,
+    /// How long connecting to a `grpc` provider may take, in seconds.
+    pub provider_connect_timeout_secs: f64,
+    /// How long one call to a `grpc` provider may take, in seconds.
+    pub provider_request_timeout_secs: f64,
+    /// Directories `ndjson` sources may read files under (and below); empty: none.
+    pub allowed_dirs: Vec<PathBuf>,
     /// A PEM file of root certificates trusted for `https://` sources besides the system's.
     pub ca_file: Option<PathBuf>,
 }
@@ -151,7 +159,11 @@ impl Default for IngestSettings {
             lease_secs: engine.lease.as_secs_f64(),
             concurrency: engine.concurrency,
             max_page_bytes: engine.max_page_bytes,
+            max_line_bytes: engine.max_line_bytes,
             http_timeout_secs: engine.http_timeout.as_secs_f64(),
+            provider_connect_timeout_secs: engine.provider_connect_timeout.as_secs_f64(),
+            provider_request_timeout_secs: engine.provider_request_timeout.as_secs_f64(),
+            allowed_dirs: engine.allowed_dirs,
             ca_file: engine.ca_file,
         }
     }
@@ -440,7 +452,17 @@ impl Settings {
                 max_items: self.reports.max_items,
                 max_record_bytes: self.limits.max_record_bytes,
                 max_page_bytes: self.ingest.max_page_bytes,
+                max_line_bytes: self.ingest.max_line_bytes.max(1),
                 http_timeout: secs(self.ingest.http_timeout_secs, defaults.http_timeout),
+                provider_connect_timeout: secs(
+                    self.ingest.provider_connect_timeout_secs,
+                    defaults.provider_connect_timeout,
+                ),
+                provider_request_timeout: secs(
+                    self.ingest.provider_request_timeout_secs,
+                    defaults.provider_request_timeout,
+                ),
+                allowed_dirs: self.ingest.allowed_dirs.clone(),
                 ca_file: self.ingest.ca_file.clone(),
             })
     }
@@ -511,6 +533,13 @@ mod tests {
         assert!(s.database_url().ends_with("tributary.db"));
         assert!(s.tls.cert.is_none() && s.tls.client_ca.is_none());
         assert!(s.metrics.listen.is_none(), "metrics are off by default");
+        assert!(
+            s.ingest.allowed_dirs.is_empty(),
+            "no file may be read by default"
+        );
+        assert_eq!(s.ingest.max_line_bytes, 1024 * 1024);
+        assert_eq!(s.ingest.provider_connect_timeout_secs, 10.0);
+        assert_eq!(s.ingest.provider_request_timeout_secs, 30.0);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tributary_core::catalog::{CatalogLimits, CatalogService};
 use tributary_core::contribution::ContributionService;
 use tributary_core::limits::Limits;
 use tributary_core::source::service::SourceService;
+use tributary_core::source::AllowedDirs;
 use tributary_core::store::Store;
 use tributary_grpc::auth::AdminAuth;
 use tributary_ingest::{Engine, EngineOptions};
@@ -80,6 +81,10 @@ pub struct ServerOptions {
     pub prune_interval: Duration,
     /// TLS (and mTLS) on the gRPC port; `None` serves plaintext.
     pub tls: Option<crate::tls::ServerTls>,
+    /// Directories `ndjson` sources may read files under (`ingest.allowed_dirs`; empty: none).
+    /// The one list both source validation and this process's engine use (it replaces
+    /// `ingest`'s own).
+    pub allowed_dirs: Vec<std::path::PathBuf>,
     /// What one consumer may ask of the catalog (query sizes, lookups, Watch streams).
     pub catalog_limits: CatalogLimits,
     /// Connection and request bounds of the gRPC port.
@@ -131,6 +136,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("change_log_retention", &self.change_log_retention)
             .field("prune_interval", &self.prune_interval)
             .field("tls", &self.tls)
+            .field("allowed_dirs", &self.allowed_dirs)
             .field("catalog_limits", &self.catalog_limits)
             .field("transport", &self.transport)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
@@ -154,6 +160,7 @@ impl ServerOptions {
             ),
             prune_interval: Duration::from_secs(crate::config::DEFAULT_PRUNE_INTERVAL_SECS),
             tls: None,
+            allowed_dirs: Vec::new(),
             catalog_limits: CatalogLimits::default(),
             transport: TransportOptions::default(),
             cors_allowed_origins: Vec::new(),
@@ -178,6 +185,7 @@ impl ServerOptions {
             prune_interval: Duration::from_secs(settings.catalog.prune_interval_secs.max(1)),
             // Read from files by `run`, which can fail.
             tls: None,
+            allowed_dirs: settings.ingest.allowed_dirs.clone(),
             catalog_limits: settings.catalog_limits(),
             transport: settings.transport_options(),
             cors_allowed_origins: settings.web.cors_allowed_origins.clone(),
@@ -273,8 +281,13 @@ pub async fn serve(
             }
             ServiceKind::Admin => {
                 let auth = AdminAuth::new(&options.admin_token);
-                let mut sources = SourceService::new(store.clone(), options.limits.clone());
+                let mut sources = SourceService::new(store.clone(), options.limits.clone())
+                    .with_allowed_dirs(AllowedDirs::new(options.allowed_dirs.clone()));
                 if let Some(engine_options) = options.ingest.clone() {
+                    let engine_options = EngineOptions {
+                        allowed_dirs: options.allowed_dirs.clone(),
+                        ..engine_options
+                    };
                     let e = Arc::new(
                         Engine::new(store.clone(), engine_options)
                             .map_err(|e| anyhow::anyhow!("starting the pull engine: {e}"))?,

@@ -1,7 +1,7 @@
 //! The settings of each source kind (§5 `kind`), checked when a source is created or updated.
 //!
-//! Header values may hold secrets (API keys, bearer tokens), so `Get`/`List` show them as
-//! [`REDACTED`]; an update that sends [`REDACTED`] back keeps the stored value.
+//! Header values and parts of URLs may hold secrets (API keys, bearer tokens, signatures), so
+//! `Get`/`List` show them redacted (see [`super::secrets`]).
 
 use super::SourceKind;
 use crate::{Error, Result};
@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// What `GetSource`/`ListSources` show instead of a header's value.
-pub const REDACTED: &str = "<redacted>";
+pub use super::secrets::{keep_secrets, redact, REDACTED};
 
 /// A paginated JSON API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,7 +141,9 @@ fn decode<T: for<'de> Deserialize<'de>>(field: &str, config: &Value) -> Result<T
 
 fn check_url(field: &str, url: &str) -> Result<()> {
     match url::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {
+            super::secrets::check_not_redacted(field, url)
+        }
         Ok(u) => Err(Error::invalid(
             field,
             format!("scheme {:?} is not http or https", u.scheme()),
@@ -223,33 +224,6 @@ impl KindConfig {
     }
 }
 
-/// `config` with every header value replaced by [`REDACTED`], for showing a source.
-pub fn redact(config: &Value) -> Value {
-    let mut shown = config.clone();
-    if let Some(Value::Object(headers)) = shown.get_mut("headers") {
-        for value in headers.values_mut() {
-            *value = Value::String(REDACTED.to_owned());
-        }
-    }
-    shown
-}
-
-/// `update` with header values sent back as [`REDACTED`] replaced by the stored ones.
-pub fn keep_secrets(update: &mut Value, stored: &Value) {
-    let Some(Value::Object(old)) = stored.get("headers") else {
-        return;
-    };
-    if let Some(Value::Object(headers)) = update.get_mut("headers") {
-        for (name, value) in headers.iter_mut() {
-            if value.as_str() == Some(REDACTED) {
-                if let Some(old) = old.get(name) {
-                    *value = old.clone();
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,15 +276,5 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn header_values_are_redacted_and_kept_on_update() {
-        let stored = json!({"url": "http://x", "headers": {"Authorization": "Bearer s3cret"}});
-        let shown = redact(&stored);
-        assert!(!shown.to_string().contains("s3cret"));
-        let mut update = shown.clone();
-        keep_secrets(&mut update, &stored);
-        assert_eq!(update, stored);
     }
 }

@@ -6,7 +6,9 @@
 
 pub mod kinds;
 pub mod mapping;
+pub mod paths;
 pub mod schedule;
+pub mod secrets;
 pub mod service;
 pub mod store;
 
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 pub use kinds::KindConfig;
 pub use mapping::Mapping;
+pub use paths::AllowedDirs;
 pub use schedule::Schedule;
 
 crate::model::string_enum! {

@@ -9,8 +9,9 @@ use crate::page::{decode_token, next_token};
 use crate::record::KeyedId;
 use crate::record::{check_delete_ids, prepare_batch, RecordInput, RecordOwner};
 use crate::schema::EntitySchema;
-use crate::source::kinds::{keep_secrets, KindConfig};
+use crate::source::kinds::{keep_secrets, KindConfig, Pagination};
 use crate::source::store::RecordEdit;
+use crate::source::AllowedDirs;
 use crate::source::{DeltaTotals, Mapping, Pacing, Schedule, Source, SourceKind, SourceStatus};
 use crate::store::Store;
 use crate::{Error, Result, Violation};
@@ -47,6 +48,7 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 pub struct SourceService {
     store: Arc<dyn Store>,
     limits: Limits,
+    allowed_dirs: AllowedDirs,
     waker: Option<Waker>,
 }
 
@@ -64,15 +66,61 @@ fn check_pacing(source: &Source, violations: &mut Vec<Violation>) {
     }
 }
 
-fn check_source(source: &Source) -> Result<()> {
+/// The rules a kind's settings follow on this server (beyond their shape): a file path only
+/// under an allowed directory, and pages no larger than a contribution batch, the unit the
+/// store writes in one transaction.
+fn check_server_rules(
+    config: &KindConfig,
+    limits: &Limits,
+    allowed_dirs: &AllowedDirs,
+    violations: &mut Vec<Violation>,
+) {
+    let max = limits.max_batch_records as u64;
+    let mut too_large = |field: &str, size: u64| {
+        if size > max {
+            violations.push(Violation::new(
+                field,
+                format!(
+                    "{size} is above the largest page, {max} records (limits.max_batch_records)"
+                ),
+            ));
+        }
+    };
+    match config {
+        KindConfig::Ndjson(c) => {
+            too_large("source.config.page_size", c.page_size);
+            if let Some(path) = &c.path {
+                if let Err(Error::InvalidArgument(v)) =
+                    allowed_dirs.check_setting("source.config.path", path)
+                {
+                    violations.extend(v);
+                }
+            }
+        }
+        KindConfig::HttpJson(c) => match &c.pagination {
+            Pagination::Offset { limit, .. } => too_large("source.config.pagination.limit", *limit),
+            Pagination::Page {
+                size: Some(size), ..
+            } => too_large("source.config.pagination.size", *size),
+            _ => {}
+        },
+        KindConfig::Feed(_) | KindConfig::Grpc(_) => {}
+    }
+}
+
+fn check_source(source: &Source, limits: &Limits, allowed_dirs: &AllowedDirs) -> Result<()> {
     let mut violations = Vec::new();
     let chars = source.name.chars().count();
     if chars == 0 || chars > 200 {
         violations.push(Violation::new("source.name", "must be 1..200 characters"));
     }
     check_pacing(source, &mut violations);
+    match KindConfig::parse("source.config", source.kind, &source.config) {
+        Ok(config) => check_server_rules(&config, limits, allowed_dirs, &mut violations),
+        Err(Error::InvalidArgument(v)) => violations.extend(v),
+        Err(_) => {}
+    }
     for check in [
-        KindConfig::parse("source.config", source.kind, &source.config).map(|_| ()),
         Mapping::compile_for(source.kind, "source.mapping", &source.mapping).map(|_| ()),
         source.schedule.check("source.schedule"),
     ] {
@@ -93,8 +141,15 @@ impl SourceService {
         Self {
             store,
             limits,
+            allowed_dirs: AllowedDirs::default(),
             waker: None,
         }
+    }
+
+    /// Lets `ndjson` sources read files under `dirs` (none by default).
+    pub fn with_allowed_dirs(mut self, dirs: AllowedDirs) -> Self {
+        self.allowed_dirs = dirs;
+        self
     }
 
     /// Also calls `waker` whenever a source becomes due (see [`Waker`]).
@@ -143,7 +198,7 @@ impl SourceService {
             created_at: now,
             updated_at: now,
         };
-        check_source(&source)?;
+        check_source(&source, &self.limits, &self.allowed_dirs)?;
         self.store.create_source(&source).await?;
         self.wake();
         Ok(source)
@@ -172,7 +227,8 @@ impl SourceService {
         })
     }
 
-    /// Replaces a source's definition. Header values sent back redacted keep their stored value.
+    /// Replaces a source's definition. Header values and URLs sent back redacted keep their
+    /// stored value (see [`crate::source::secrets`]).
     pub async fn update_source(&self, id: &str, input: SourceInput) -> Result<Source> {
         let current = self.store.get_source(id).await?;
         if !input.connector.is_empty() && input.connector != current.connector {
@@ -216,7 +272,7 @@ impl SourceService {
             updated_at: now_micros(),
             ..current
         };
-        check_source(&updated)?;
+        check_source(&updated, &self.limits, &self.allowed_dirs)?;
         let stored = self.store.update_source(&updated).await?;
         self.wake();
         Ok(stored)

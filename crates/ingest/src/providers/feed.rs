@@ -4,13 +4,14 @@
 //!   "categories", "media": [{"title", "description", "thumbnails", "content": [{"url", "type",
 //!   "width", "height", "duration", "size"}]}]}`.
 
-use super::http::{get, HttpOptions};
+use super::http::{get, Home, HttpOptions};
 use super::{FetchedPage, Provider};
 use crate::error::FetchError;
 use async_trait::async_trait;
 use feed_rs::model::{Entry, MediaObject};
 use serde_json::{json, Value};
 use tributary_core::source::kinds::FeedConfig;
+use tributary_core::source::secrets::redact_url;
 
 pub(crate) struct Feed {
     config: FeedConfig,
@@ -63,9 +64,16 @@ pub(crate) fn entry_item(e: &Entry) -> Value {
 #[async_trait]
 impl Provider for Feed {
     async fn next(&self, _cursor: Option<&Value>) -> Result<FetchedPage, FetchError> {
-        let fetched = get(&self.http, &self.config.url, &self.config.headers).await?;
+        let home = Home {
+            url: &self.config.url,
+            headers: &self.config.headers,
+        };
+        let fetched = get(&self.http, &home, &self.config.url).await?;
         let feed = feed_rs::parser::parse(fetched.body.as_slice()).map_err(|e| {
-            FetchError::new(format!("{}: not an RSS or Atom feed: {e}", self.config.url))
+            FetchError::new(format!(
+                "{}: not an RSS or Atom feed: {e}",
+                redact_url(&self.config.url)
+            ))
         })?;
         Ok(FetchedPage {
             items: feed.entries.iter().map(entry_item).collect(),

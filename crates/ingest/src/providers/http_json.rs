@@ -1,12 +1,13 @@
 //! `http_json`: a paginated JSON API. The cursor says which page is next: `{"page": n}`,
 //! `{"offset": n}`, `{"cursor": "token"}` or `{"url": "next link"}`.
 
-use super::http::{get, HttpOptions};
+use super::http::{get, Home, HttpOptions};
 use super::{FetchedPage, Provider};
 use crate::error::FetchError;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use tributary_core::source::kinds::{HttpJsonConfig, Pagination};
+use tributary_core::source::secrets::redact_url;
 use url::Url;
 
 pub(crate) struct HttpJson {
@@ -18,7 +19,7 @@ pub(crate) struct HttpJson {
 impl HttpJson {
     pub(crate) fn new(config: HttpJsonConfig, http: HttpOptions) -> Result<Self, FetchError> {
         let base = Url::parse(&config.url)
-            .map_err(|e| FetchError::new(format!("source url {:?}: {e}", config.url)))?;
+            .map_err(|e| FetchError::new(format!("source url {}: {e}", redact_url(&config.url))))?;
         Ok(Self { config, base, http })
     }
 
@@ -103,14 +104,19 @@ pub(crate) fn next_link(header: &str, base: &str) -> Option<String> {
 impl Provider for HttpJson {
     async fn next(&self, cursor: Option<&Value>) -> Result<FetchedPage, FetchError> {
         let url = self.url_at(cursor);
-        let fetched = get(&self.http, &url, &self.config.headers).await?;
+        let home = Home {
+            url: &self.config.url,
+            headers: &self.config.headers,
+        };
+        let fetched = get(&self.http, &home, &url).await?;
+        let shown = redact_url(&url);
         let body: Value = serde_json::from_slice(&fetched.body)
-            .map_err(|e| FetchError::new(format!("GET {url}: the body is not JSON: {e}")))?;
+            .map_err(|e| FetchError::new(format!("GET {shown}: the body is not JSON: {e}")))?;
         let items = match body.pointer(&self.config.items) {
             Some(Value::Array(items)) => items.clone(),
             _ => {
                 return Err(FetchError::new(format!(
-                    "GET {url}: no array at {:?} in the body",
+                    "GET {shown}: no array at {:?} in the body",
                     self.config.items
                 )))
             }
@@ -135,7 +141,11 @@ impl Provider for HttpJson {
                 Some(Value::Number(num)) => (json!({"cursor": num.to_string()}), false),
                 _ => (Value::Null, true),
             },
-            Pagination::Link => match fetched.link.as_deref().and_then(|h| next_link(h, &url)) {
+            Pagination::Link => match fetched
+                .link
+                .as_deref()
+                .and_then(|h| next_link(h, &fetched.answered))
+            {
                 Some(next) => (json!({"url": next}), false),
                 None => (Value::Null, true),
             },

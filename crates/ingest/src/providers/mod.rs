@@ -42,6 +42,6 @@ pub fn provider_for(source: &Source, http: &HttpOptions) -> Result<Box<dyn Provi
         KindConfig::HttpJson(c) => Box::new(http_json::HttpJson::new(c, http.clone())?),
         KindConfig::Ndjson(c) => Box::new(ndjson::Ndjson::new(c, http.clone())),
         KindConfig::Feed(c) => Box::new(feed::Feed::new(c, http.clone())?),
-        KindConfig::Grpc(c) => Box::new(grpc::Grpc::new(source.id.clone(), c, &http.grpc_tls)?),
+        KindConfig::Grpc(c) => Box::new(grpc::Grpc::new(source.id.clone(), c, http)?),
     })
 }

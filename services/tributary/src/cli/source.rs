@@ -37,7 +37,8 @@ use super::{input, usage};
 /// reject_removals_above_percent, reject_empty (default true), enabled (default true).
 /// Durations are written "90s", "1.5s", "500ms", "5m", "2h" or "1d". The output of `source get
 /// --output json` is a valid file (id and timestamps are ignored); header values come back as
-/// "<redacted>", and the server keeps the stored value for a header sent back redacted.
+/// "<redacted>" and URLs with their userinfo, query values and fragment as "REDACTED"; the
+/// server keeps the stored value for a header or URL sent back as shown.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct SourceArgs {
@@ -59,7 +60,7 @@ pub enum SourceCommand {
         #[arg(long, value_enum, default_value = "table")]
         output: OutputFormat,
     },
-    /// Show a source's definition (header values redacted).
+    /// Show a source's definition (header values and URL secrets redacted).
     Get {
         id: String,
         #[arg(long, value_enum, default_value = "table")]
@@ -74,7 +75,8 @@ pub enum SourceCommand {
         output: OutputFormat,
     },
     /// Replace a source's definition with a JSON file (see `tributary source --help`); the
-    /// connector may be left out. Headers sent back as "<redacted>" keep their stored value.
+    /// connector may be left out. Headers and URLs sent back as shown (redacted) keep their stored
+    /// value.
     Update {
         id: String,
         /// The new definition (`-` for stdin).
