@@ -189,6 +189,12 @@ async fn nul_in_any_text_is_invalid_argument_naming_the_field(sandbox: &Sandbox)
         .await
         .unwrap_err();
     assert_invalid(&refused, "id");
+    let refused = sandbox
+        .admin()
+        .get_source(admin::GetSourceRequest { id: "s\0".into() })
+        .await
+        .unwrap_err();
+    assert_invalid(&refused, "id");
     // Nothing of the refused batches was applied.
     assert!(world.visible().await.is_empty());
 }

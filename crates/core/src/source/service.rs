@@ -114,6 +114,10 @@ fn check_source(source: &Source, limits: &Limits, allowed_dirs: &AllowedDirs) ->
     if chars == 0 || chars > 200 {
         violations.push(Violation::new("source.name", "must be 1..200 characters"));
     }
+    crate::text::check_no_nul("source.name", &source.name, &mut violations);
+    crate::text::check_no_nul("source.connector", &source.connector, &mut violations);
+    crate::text::check_json_no_nul("source.config", &source.config, &mut violations);
+    crate::text::check_json_no_nul("source.mapping", &source.mapping, &mut violations);
     check_pacing(source, &mut violations);
     match KindConfig::parse("source.config", source.kind, &source.config) {
         Ok(config) => check_server_rules(&config, limits, allowed_dirs, &mut violations),
@@ -206,6 +210,7 @@ impl SourceService {
 
     /// The source `id`.
     pub async fn get_source(&self, id: &str) -> Result<Source> {
+        crate::text::refuse_nul([("id", id)])?;
         self.store.get_source(id).await
     }
 
@@ -280,11 +285,13 @@ impl SourceService {
 
     /// Deletes a source; its records stay.
     pub async fn delete_source(&self, id: &str) -> Result<()> {
+        crate::text::refuse_nul([("id", id)])?;
         self.store.delete_source(id).await
     }
 
     /// Runs a source now, outside its schedule.
     pub async fn trigger_source(&self, id: &str) -> Result<SourceStatus> {
+        crate::text::refuse_nul([("id", id)])?;
         let status = self.store.trigger_source(id, now_micros()).await?;
         self.wake();
         Ok(status)
@@ -292,6 +299,7 @@ impl SourceService {
 
     /// Cancels a source's current cycle; the next one starts per its schedule.
     pub async fn cancel_source(&self, id: &str) -> Result<Option<ImportResult>> {
+        crate::text::refuse_nul([("id", id)])?;
         let source = self.store.get_source(id).await?;
         let now = now_micros();
         let next = source
@@ -302,6 +310,7 @@ impl SourceService {
 
     /// A source's runtime state.
     pub async fn source_status(&self, id: &str) -> Result<SourceStatus> {
+        crate::text::refuse_nul([("id", id)])?;
         self.store.source_status(id).await
     }
 
