@@ -646,6 +646,7 @@ async fn hostile_random_calls_never_get_internal_or_unknown(sandbox: &Sandbox) {
     let session = world.open(pb::SessionMode::Stream).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(12);
     let mut failures = Vec::new();
+    let rss_before = resident_kib();
     for call in 0..1_500 {
         let outcome = match call % 6 {
             0 => world
@@ -726,6 +727,23 @@ async fn hostile_random_calls_never_get_internal_or_unknown(sandbox: &Sandbox) {
         .list_records(list("", ""))
         .await
         .expect("the server still answers");
+    // The server runs in this process: its memory after the run stays within a bound that no
+    // request size reaches (each hostile call is refused before it allocates by its input).
+    let grown_mib = resident_kib().saturating_sub(rss_before) / 1024;
+    assert!(grown_mib < 256, "memory grew by {grown_mib} MiB");
+}
+
+/// This process's resident memory, in KiB.
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn hostile(rng: &mut impl Rng) -> String {
