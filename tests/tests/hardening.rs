@@ -647,7 +647,7 @@ async fn hostile_random_calls_never_get_internal_or_unknown(sandbox: &Sandbox) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(12);
     let mut failures = Vec::new();
     let rss_before = resident_kib();
-    for call in 0..1_500 {
+    for call in 0..3_000 {
         let outcome = match call % 6 {
             0 => world
                 .reader
