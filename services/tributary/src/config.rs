@@ -80,7 +80,7 @@ pub struct GrpcSettings {
 
 impl Default for GrpcSettings {
     fn default() -> Self {
-        let t = crate::server::TransportOptions::default();
+        let t = crate::transport::TransportOptions::default();
         Self {
             max_concurrent_streams: t.max_concurrent_streams,
             keepalive_interval_secs: t.keepalive_interval.as_secs_f64(),
@@ -492,10 +492,10 @@ impl Settings {
     }
 
     /// The gRPC port's connection and request bounds.
-    pub fn transport_options(&self) -> crate::server::TransportOptions {
-        let d = crate::server::TransportOptions::default();
+    pub fn transport_options(&self) -> crate::transport::TransportOptions {
+        let d = crate::transport::TransportOptions::default();
         let g = &self.grpc;
-        crate::server::TransportOptions {
+        crate::transport::TransportOptions {
             max_concurrent_streams: g.max_concurrent_streams.max(1),
             keepalive_interval: secs(g.keepalive_interval_secs, d.keepalive_interval),
             keepalive_timeout: secs(g.keepalive_timeout_secs, d.keepalive_timeout),

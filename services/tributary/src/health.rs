@@ -8,18 +8,17 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tributary_core::store::Store;
 
-use crate::server::ServiceKind;
-
 /// How often the database is asked.
 const EVERY: Duration = Duration::from_secs(1);
 /// How long one look may take before the database counts as unreachable.
 const PATIENCE: Duration = Duration::from_secs(3);
 
-/// Runs until aborted: a tiny read every second, the health statuses set on each change.
+/// Runs until aborted: a tiny read every second, the health statuses of `services` (their
+/// gRPC names) and of `""` set on each change.
 pub async fn follow_database(
     store: Arc<dyn Store>,
     health: HealthReporter,
-    services: Vec<ServiceKind>,
+    services: Vec<&'static str>,
 ) {
     let mut serving = true;
     let mut ticks = tokio::time::interval(EVERY);
@@ -41,8 +40,8 @@ pub async fn follow_database(
             tracing::warn!("the database does not answer: not serving");
             ServingStatus::NotServing
         };
-        for kind in &services {
-            health.set_service_status(kind.grpc_name(), status).await;
+        for name in &services {
+            health.set_service_status(*name, status).await;
         }
         health.set_service_status("", status).await;
     }

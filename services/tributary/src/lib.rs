@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod transport;
 pub mod web;
 
 use std::process::ExitCode;

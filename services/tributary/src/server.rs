@@ -2,6 +2,7 @@
 //! reflection, message-size limits, the idle-session reaper, and graceful shutdown.
 
 use crate::config::{Settings, DEFAULT_MAX_MESSAGE_BYTES};
+pub use crate::transport::TransportOptions;
 use anyhow::Context;
 use std::future::Future;
 use std::sync::Arc;
@@ -91,37 +92,6 @@ pub struct ServerOptions {
     pub transport: TransportOptions,
     /// Browser origins allowed to call over gRPC-Web (CORS); empty allows none.
     pub cors_allowed_origins: Vec<String>,
-}
-
-/// Bounds of the gRPC port, per connection and per request (docs/LIMITS.md).
-#[derive(Debug, Clone)]
-pub struct TransportOptions {
-    /// Most concurrent HTTP/2 streams (calls) on one connection.
-    pub max_concurrent_streams: u32,
-    /// How often an idle connection is pinged; a peer that does not answer within
-    /// `keepalive_timeout` is dropped.
-    pub keepalive_interval: Duration,
-    pub keepalive_timeout: Duration,
-    /// The longest a call may take to produce its response (unary calls; a stream's messages
-    /// are not bounded by it). A client's shorter `grpc-timeout` wins.
-    pub request_timeout: Duration,
-    /// Largest request message of the Catalog service.
-    pub max_catalog_request_bytes: usize,
-    /// Largest request message of the Admin service.
-    pub max_admin_request_bytes: usize,
-}
-
-impl Default for TransportOptions {
-    fn default() -> Self {
-        Self {
-            max_concurrent_streams: 128,
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(60),
-            max_catalog_request_bytes: 1024 * 1024,
-            max_admin_request_bytes: 4 * 1024 * 1024,
-        }
-    }
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -312,7 +282,7 @@ pub async fn serve(
     let health_watch = tokio::spawn(crate::health::follow_database(
         store.clone(),
         health.clone(),
-        services.clone(),
+        services.iter().map(|k| k.grpc_name()).collect(),
     ));
     let tls = crate::tls::ServerTls::describe(options.tls.as_ref());
     drop(options);
