@@ -110,10 +110,13 @@ try {
   await step("source-edit-violation", async () => {
     const editor = page.getByLabel("Source (JSON)");
     const source = JSON.parse(await editor.inputValue());
-    source.kind = "SOURCE_KIND_UNSPECIFIED";
+    source.config = { items: "/data" };
     await editor.fill(JSON.stringify(source, null, 2));
     await page.getByRole("button", { name: "Save source" }).click();
     await expectText(page.getByRole("alert"), /Saving the source failed: INVALID_ARGUMENT/);
+    // The server's violation is shown at the editor, naming the field.
+    await page.locator("#source-json-errors .violations li").filter({ hasText: /config/ }).first().waitFor();
+    if ((await editor.getAttribute("aria-invalid")) !== "true") throw new Error("the editor is not marked invalid");
   });
 
   await step("import-results-filter", async () => {

@@ -238,7 +238,14 @@ pub async fn serve(
             .tls_config(tls.tonic_config())
             .context("the TLS certificate, key or client CA")?;
     }
+    // The web console is served where Admin is: its pages call Admin (and Catalog) on this port.
+    let mut routes = tonic::service::Routes::default();
+    if services.contains(&ServiceKind::Admin) {
+        let axum_router = routes.axum_router_mut();
+        *axum_router = std::mem::take(axum_router).merge(tributary_console::router());
+    }
     let mut router = builder
+        .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
