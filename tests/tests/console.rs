@@ -41,7 +41,10 @@ fn browser_missing() -> Option<String> {
         return Some(format!("{CHROMIUM} is missing (apt-get install chromium)"));
     }
     if !modules.exists() {
-        return Some(format!("{} is missing (npm ci --prefix console)", modules.display()));
+        return Some(format!(
+            "{} is missing (npm ci --prefix console)",
+            modules.display()
+        ));
     }
     let node = std::process::Command::new("node").arg("--version").output();
     if !node.is_ok_and(|o| o.status.success()) {
@@ -55,11 +58,12 @@ async fn serve_countries() -> std::net::SocketAddr {
     let app = axum::Router::new().route(
         "/items",
         get(|| async {
-            axum::Json(json!({"data": [
+            let body = json!({"data": [
                 {"id": "C0001", "name": "Country One", "code": "AA", "population": 1000},
                 {"id": "C0002", "name": "Country Two", "code": "BB", "population": 2000},
                 {"id": "C0003", "name": "Country Bad", "code": "CC", "population": "lots"}
-            ]}))
+            ]});
+            ([("content-type", "application/json")], body.to_string())
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -186,4 +190,4 @@ async fn console_pages_work_in_a_real_browser(sandbox: &Sandbox) {
     assert_eq!(seen.last().map(String::as_str), Some("PASS"), "{seen:#?}");
 }
 
-on_both_backends!(console_pages_work_in_a_real_browser with fast);
+on_both_backends!(console_pages_work_in_a_real_browser with super::fast);

@@ -6,6 +6,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 /// The path prefix the console is served under.
 pub const PREFIX: &str = "/console/";
@@ -42,7 +45,10 @@ fn respond(path: &str) -> Response {
             "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         ),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
@@ -60,6 +66,77 @@ pub fn router() -> Router {
         .route("/console", get(|| async { Redirect::permanent(PREFIX) }))
         .route(PREFIX, get(index))
         .route("/console/{*path}", get(file))
+}
+
+/// Wraps the gRPC server's services: requests for `/console` and below go to [`router`] (when
+/// enabled), everything else to the wrapped service. It sits outside tonic-web, which answers
+/// `400` to any HTTP/1.1 request that is not gRPC-Web.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsoleLayer {
+    enabled: bool,
+}
+
+impl ConsoleLayer {
+    /// A layer that serves the console when `enabled`, and otherwise passes every request on.
+    pub fn new(enabled: bool) -> Self {
+        Self { enabled }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for ConsoleLayer {
+    type Service = Console<S>;
+
+    fn layer(&self, inner: S) -> Console<S> {
+        Console {
+            inner,
+            router: self.enabled.then(router),
+        }
+    }
+}
+
+/// See [`ConsoleLayer`].
+#[derive(Debug, Clone)]
+pub struct Console<S> {
+    inner: S,
+    router: Option<Router>,
+}
+
+/// Whether `path` is the console's.
+fn is_console(path: &str) -> bool {
+    path == "/console" || path.starts_with(PREFIX)
+}
+
+impl<S, B> tower_service::Service<axum::http::Request<B>> for Console<S>
+where
+    S: tower_service::Service<axum::http::Request<B>, Response = Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        match &mut self.router {
+            Some(router) if is_console(request.uri().path()) => {
+                // axum's router is always ready and never fails.
+                let answer = tower_service::Service::call(router, request);
+                Box::pin(async move {
+                    let response = match answer.await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    Ok(response.map(tonic::body::Body::new))
+                })
+            }
+            _ => Box::pin(self.inner.call(request)),
+        }
+    }
 }
 
 #[cfg(test)]
