@@ -309,8 +309,17 @@ function sourcesPage(): void {
   });
 }
 
+/** The non-zero counts, e.g. "2 created, 1 failed". */
 function counts(x: SourceStatus | ImportResult): string {
-  return `created ${x.created}, updated ${x.updated}, unchanged ${x.unchanged}, skipped ${x.skipped}, failed ${x.failed}`;
+  const all: [bigint, string][] = [
+    [x.created, "created"],
+    [x.updated, "updated"],
+    [x.unchanged, "unchanged"],
+    [x.skipped, "skipped"],
+    [x.failed, "failed"],
+  ];
+  const some = all.filter(([n]) => n > 0n).map(([n, what]) => `${n} ${what}`);
+  return some.length ? some.join(", ") : "none";
 }
 
 /** A JSON editor for a source: the server's violations are listed at the editor, by field. */
@@ -432,7 +441,7 @@ function importsTable(results: ImportResult[], caption: string): HTMLElement {
       link(`#/imports/${r.id}`, r.id.slice(0, 12)),
       h("span", { class: `status-${statusName(r.status)}` }, statusName(r.status)),
       h("code", {}, r.connector),
-      r.source || "—",
+      r.source ? link(`#/sources/${r.source}`, r.source.slice(0, 12)) : "—",
       fmtTime(r.startedAt),
       counts(r),
     ]),
@@ -506,7 +515,7 @@ function importPage(id: string): void {
         ["Ended", fmtTime(r.endedAt)],
         ["Duration", ms === undefined ? "—" : `${(ms / 1000).toFixed(1)} s`],
         ["Pages", String(r.pages)],
-        ["Counts", `${counts(r)}, deleted ${r.deleted}, swept ${r.swept}, sweep refused ${r.sweepRefused}`],
+        ["Counts", `created ${r.created}, updated ${r.updated}, unchanged ${r.unchanged}, skipped ${r.skipped}, failed ${r.failed}, deleted ${r.deleted}, swept ${r.swept}, sweep refused ${r.sweepRefused}`],
         ["Items not listed", String(r.itemsNotListed)],
       ]),
       h("h2", {}, "Errors"),
@@ -726,12 +735,15 @@ function connectorsPage(): void {
       h("option", { value: String(p) }, enumName(WritePolicy, p, "")),
     ),
   ) as HTMLSelectElement;
+  const createButton = h("button", { type: "submit", disabled: true }, "Create connector") as HTMLButtonElement;
   const load = () =>
     fill(list, "Listing connectors", async () => {
       const [cs, ts] = await Promise.all([admin.listConnectors({ pageSize: 1000 }), admin.listEntityTypes({ pageSize: 1000 })]);
       const chosen = entityType.value;
       entityType.replaceChildren(...ts.entityTypes.map((t) => h("option", { value: t.slug }, t.slug)));
       if (chosen) entityType.value = chosen;
+      // The form can be sent once it offers the entity types.
+      createButton.disabled = ts.entityTypes.length === 0;
       return table(
         ["Name", "Id", "Entity type", "Write policy", "Created", "Token"],
         cs.connectors.map((c) => [
@@ -785,7 +797,7 @@ function connectorsPage(): void {
       field("Name", name),
       field("Entity type", entityType),
       field("Write policy", policy),
-      h("button", { type: "submit" }, "Create connector"),
+      createButton,
     ),
     out,
   );

@@ -84,7 +84,7 @@ try {
     const rows = page.getByRole("table", { name: /Import results of country api/ }).locator("tbody tr");
     await rows.first().waitFor();
     resultsBefore = await rows.count();
-    await rows.first().getByRole("link").click();
+    await rows.first().getByRole("link").first().click();
     await heading(/Import result/).waitFor();
     const failedItems = page.getByRole("table", { name: "Failed items" });
     await failedItems.getByRole("row", { name: /C0003/ }).waitFor();
@@ -172,6 +172,7 @@ try {
   await step("connectors-token-once", async () => {
     await page.getByRole("link", { name: "Connectors", exact: true }).click();
     await heading("Connectors").waitFor();
+    await page.getByRole("row", { name: /api importer/ }).waitFor();
     await page.getByLabel("Name").fill("console connector");
     await page.getByRole("button", { name: "Create connector" }).click();
     const token = page.locator(".token output");
