@@ -191,3 +191,38 @@ async fn console_pages_work_in_a_real_browser(sandbox: &Sandbox) {
 }
 
 on_both_backends!(console_pages_work_in_a_real_browser with super::fast);
+
+/// The console is served where Admin is, over plain HTTP/1.1 next to gRPC-Web, and nowhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_is_served_only_where_admin_is() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+    let with_admin = Sandbox::sqlite(|_| {}).await;
+    let page = get(with_admin.addr, "/console/").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("content-type: text/html; charset=utf-8"),
+        "{page}"
+    );
+    assert!(
+        page.contains("content-security-policy: default-src 'none'"),
+        "{page}"
+    );
+    let redirect = get(with_admin.addr, "/console").await;
+    assert!(redirect.starts_with("HTTP/1.1 308"), "{redirect}");
+    assert!(redirect.contains("location: /console/"), "{redirect}");
+    with_admin.stop().await;
+
+    let without_admin =
+        Sandbox::sqlite(|o| o.services = vec![tributary::server::ServiceKind::Consumer]).await;
+    let page = get(without_admin.addr, "/console/").await;
+    assert!(!page.starts_with("HTTP/1.1 200"), "{page}");
+    without_admin.stop().await;
+}
