@@ -190,6 +190,20 @@ try {
     if ((await page.locator(".token").count()) !== 0) throw new Error("a token is shown again");
   });
 
+  await step("consumer-token-reads-records-only", async () => {
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await heading("Sign in").waitFor();
+    if (await page.evaluate(() => sessionStorage.length) !== 0) throw new Error("tokens outlive sign-out");
+    await page.getByLabel("Consumer token (optional)").fill(consumerToken);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await heading("Records").waitFor();
+    await page.getByRole("row", { name: /C0002/ }).waitFor();
+    const nav = page.getByRole("navigation", { name: "Console" });
+    if ((await nav.getByRole("link").count()) !== 1) throw new Error("a consumer sees admin pages in the menu");
+    await page.goto(`${url}/console/#/sources`);
+    await heading("Admin only").waitFor();
+  });
+
   await step("same-origin-only", async () => {
     const foreign = requests.filter((r) => !r.startsWith(url));
     if (foreign.length) throw new Error(`requests beyond the server: ${foreign.join(", ")}`);
