@@ -39,6 +39,13 @@ impl WebAnswer {
     }
 }
 
+/// A reqwest client. reqwest is built without a crypto provider; the server installs ring as
+/// the process's default only when its pull engine starts, which may not have happened yet.
+fn http_client(builder: reqwest::ClientBuilder) -> reqwest::Client {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    builder.build().unwrap()
+}
+
 /// Posts `message` to `method` as gRPC-Web (binary) over HTTP/1.1.
 async fn grpc_web(
     sandbox: &Sandbox,
@@ -50,7 +57,7 @@ async fn grpc_web(
     let mut framed = vec![0u8];
     framed.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
     framed.extend_from_slice(&body);
-    let client = reqwest::Client::builder().http1_only().build().unwrap();
+    let client = http_client(reqwest::Client::builder().http1_only());
     let mut request = client
         .post(format!("http://{}/{method}", sandbox.addr))
         .header("content-type", "application/grpc-web+proto")
@@ -134,7 +141,7 @@ async fn grpc_web_reaches_every_service_with_the_same_auth_and_errors(sandbox: &
 }
 
 async fn cors_preflight_allows_only_configured_origins(sandbox: &Sandbox) {
-    let client = reqwest::Client::new();
+    let client = http_client(reqwest::Client::builder());
     let preflight = |origin: &'static str| {
         client
             .request(

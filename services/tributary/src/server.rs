@@ -193,12 +193,16 @@ pub async fn serve(
     let transport = options.transport.clone();
     // Browsers speak gRPC-Web (HTTP/1.1 or HTTP/2), translated to gRPC before anything else sees
     // the call; CORS answers preflights only for the configured origins (none by default).
+    // The web console (`/console/`) is served where Admin is, outside tonic-web, which refuses
+    // HTTP/1.1 requests that are not gRPC-Web; its pages call this port's API.
+    let console = services.contains(&ServiceKind::Admin);
     let mut builder = Server::builder()
         .accept_http1(true)
         .max_concurrent_streams(transport.max_concurrent_streams)
         .http2_keepalive_interval(Some(transport.keepalive_interval))
         .http2_keepalive_timeout(Some(transport.keepalive_timeout))
         .timeout(transport.request_timeout)
+        .layer(tributary_console::ConsoleLayer::new(console))
         .layer(crate::web::cors(&options.cors_allowed_origins)?)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(crate::metrics::GrpcMetricsLayer::new())
