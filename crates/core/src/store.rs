@@ -20,6 +20,7 @@ use crate::model::{
 };
 use crate::query::{Cursor, Filter, SortKey};
 use crate::record::{KeyedDigest, KeyedId, PreparedRecord};
+use crate::export::store::ExportStore;
 use crate::source::store::SourceStore;
 use crate::Result;
 use async_trait::async_trait;
@@ -289,11 +290,11 @@ pub trait CatalogStore: Send + Sync {
 /// The storage every Tributary service runs on: one implementation per backend, with every area
 /// trait (the services hold it as `Arc<dyn Store>`).
 pub trait Store:
-    AdminStore + SessionStore + CatalogStore + SourceStore + Send + Sync + 'static
+    AdminStore + SessionStore + CatalogStore + SourceStore + ExportStore + Send + Sync + 'static
 {
 }
 
 impl<T> Store for T where
-    T: AdminStore + SessionStore + CatalogStore + SourceStore + Send + Sync + 'static
+    T: AdminStore + SessionStore + CatalogStore + SourceStore + ExportStore + Send + Sync + 'static
 {
 }
