@@ -58,6 +58,9 @@ mod catalog;
 mod changes;
 mod listing;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/exports.rs"]
+mod exports;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/records.rs"]
 mod records;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
