@@ -202,10 +202,11 @@ impl CsvEncoder {
     }
 }
 
-/// What comes before, between and after records in `format`.
+/// What comes before, between and after records in `format` (NDJSON ends each record with a
+/// newline itself).
 pub fn framing(format: ExportFormat) -> (&'static [u8], &'static [u8], &'static [u8]) {
     match format {
-        ExportFormat::Ndjson => (b"", b"", b"\n"),
+        ExportFormat::Ndjson => (b"", b"", b""),
         ExportFormat::Json => (b"[\n", b",\n", b"\n]\n"),
         ExportFormat::Csv => (b"", b"", b""),
     }
