@@ -22,19 +22,28 @@ fn temp_allowed(options: &mut tributary::server::ServerOptions) {
 }
 
 on_both_backends!(
-    ndjson_export_writes_every_visible_record_one_per_line with temp_allowed,
-    json_export_is_one_array_of_the_filtered_records with temp_allowed,
-    csv_export_flattens_nested_fields_with_a_stable_header with temp_allowed,
-    bad_exports_are_invalid_argument_naming_the_field with temp_allowed,
-    unknown_exports_and_entity_types_are_not_found with temp_allowed,
-    export_calls_need_the_admin_token with temp_allowed,
-    export_crud_and_runs_newest_first_with_paging with temp_allowed,
-    a_run_that_cannot_write_fails_with_its_reason_and_leaves_nothing with temp_allowed,
-    an_interval_export_runs_by_itself with temp_allowed,
+    ndjson_export_writes_every_visible_record_one_per_line with super::temp_allowed,
+    json_export_is_one_array_of_the_filtered_records with super::temp_allowed,
+    csv_export_flattens_nested_fields_with_a_stable_header with super::temp_allowed,
+    bad_exports_are_invalid_argument_naming_the_field with super::temp_allowed,
+    unknown_exports_and_entity_types_are_not_found with super::temp_allowed,
+    export_calls_need_the_admin_token with super::temp_allowed,
+    export_crud_and_runs_newest_first_with_paging with super::temp_allowed,
+    a_run_that_cannot_write_fails_with_its_reason_and_leaves_nothing with super::temp_allowed,
+    an_interval_export_runs_by_itself with super::temp_allowed,
 );
 
 /// Seeds `n` countries (some with an instance and an awkward name) and returns the catalog.
 async fn seeded(sandbox: &Sandbox, n: usize) -> BTreeMap<String, catalog::Record> {
+    seeded_padded(sandbox, n, 0).await
+}
+
+/// [`seeded`], each record's instance padded with `pad` bytes (to make large exports quickly).
+async fn seeded_padded(
+    sandbox: &Sandbox,
+    n: usize,
+    pad: usize,
+) -> BTreeMap<String, catalog::Record> {
     let mut world = sandbox.country_world().await;
     let session = world.open(pb::SessionMode::Stream).await;
     let records: Vec<pb::Record> = (0..n)
@@ -43,6 +52,9 @@ async fn seeded(sandbox: &Sandbox, n: usize) -> BTreeMap<String, catalog::Record
             if i % 2 == 0 {
                 r.name = format!("Country, \"{i}\"");
                 r.instance = Some(json_struct(json!({"n": i, "tags": ["a", "b"]})));
+            }
+            if pad > 0 {
+                r.instance = Some(json_struct(json!({"pad": "p".repeat(pad)})));
             }
             r
         })
@@ -159,7 +171,12 @@ fn assert_same(line: &Value, r: &catalog::Record) {
         line["updated_at"],
         json!(rfc3339(r.updated_at.as_ref().unwrap()))
     );
-    let keys: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = line
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys.len(), 12, "{keys:?}");
 }
 
@@ -174,17 +191,33 @@ async fn ndjson_export_writes_every_visible_record_one_per_line(sandbox: &Sandbo
     let out = dir();
     let e = create(
         sandbox,
-        export("all-countries", &file_url(out.path()), admin::ExportFormat::Unspecified),
+        export(
+            "all-countries",
+            &file_url(out.path()),
+            admin::ExportFormat::Unspecified,
+        ),
     )
     .await
     .unwrap();
-    assert_eq!(e.format, admin::ExportFormat::Ndjson as i32, "NDJSON is the default");
+    assert_eq!(
+        e.format,
+        admin::ExportFormat::Ndjson as i32,
+        "NDJSON is the default"
+    );
     let r = run(sandbox, &e.id).await;
     let text = written(&r);
     assert_eq!(r.records, 25);
     assert_eq!(r.bytes, text.len() as u64);
-    let name = Path::new(&r.location).file_name().unwrap().to_str().unwrap().to_owned();
-    assert!(name.starts_with("all-countries-") && name.ends_with("Z.ndjson"), "{name}");
+    let name = Path::new(&r.location)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        name.starts_with("all-countries-") && name.ends_with("Z.ndjson"),
+        "{name}"
+    );
     assert!(r.location.starts_with(&file_url(out.path())));
     let lines: Vec<&str> = text.split_terminator('\n').collect();
     let expected = by_key(&catalog);
@@ -197,7 +230,7 @@ async fn ndjson_export_writes_every_visible_record_one_per_line(sandbox: &Sandbo
 async fn json_export_is_one_array_of_the_filtered_records(sandbox: &Sandbox) {
     let catalog = seeded(sandbox, 30).await;
     let out = dir();
-    let filter = json!({"entity.population": {"gte": 150}}).to_string();
+    let filter = json!({"entity.population": {"$gte": 150}}).to_string();
     let e = create(
         sandbox,
         admin::Export {
@@ -231,7 +264,10 @@ async fn json_export_is_one_array_of_the_filtered_records(sandbox: &Sandbox) {
     .unwrap();
     let r = run(sandbox, &none.id).await;
     assert_eq!(r.records, 0);
-    assert_eq!(serde_json::from_str::<Value>(&written(&r)).unwrap(), json!([]));
+    assert_eq!(
+        serde_json::from_str::<Value>(&written(&r)).unwrap(),
+        json!([])
+    );
 }
 
 fn csv_cell(value: Option<&Value>) -> String {
@@ -262,10 +298,26 @@ async fn csv_export_flattens_nested_fields_with_a_stable_header(sandbox: &Sandbo
     assert_eq!(
         header,
         [
-            "key", "entity_type", "connector", "id", "name", "checksum", "version", "created_at",
-            "updated_at", "source", "entity.area", "entity.calling_code", "entity.capital",
-            "entity.code", "entity.continent", "entity.currency.code", "entity.currency.name",
-            "entity.population", "instance.n", "instance.tags",
+            "key",
+            "entity_type",
+            "connector",
+            "id",
+            "name",
+            "checksum",
+            "version",
+            "created_at",
+            "updated_at",
+            "source",
+            "entity.area",
+            "entity.calling_code",
+            "entity.capital",
+            "entity.code",
+            "entity.continent",
+            "entity.currency.code",
+            "entity.currency.name",
+            "entity.population",
+            "instance.n",
+            "instance.tags",
         ]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
@@ -274,18 +326,34 @@ async fn csv_export_flattens_nested_fields_with_a_stable_header(sandbox: &Sandbo
     for (row, record) in rows.iter().zip(expected) {
         let entity = struct_json(&record.entity);
         let instance = struct_json(&record.instance);
-        let cell = |column: &str| row.get(header.iter().position(|h| h == column).unwrap()).unwrap().to_owned();
+        let cell = |column: &str| {
+            row.get(header.iter().position(|h| h == column).unwrap())
+                .unwrap()
+                .to_owned()
+        };
         assert_eq!(cell("key"), record.key);
         assert_eq!(cell("name"), record.name);
         assert_eq!(cell("version"), record.version.to_string());
-        assert_eq!(cell("created_at"), rfc3339(record.created_at.as_ref().unwrap()));
-        assert_eq!(cell("entity.currency.code"), csv_cell(entity.pointer("/currency/code")));
-        assert_eq!(cell("entity.population"), csv_cell(entity.pointer("/population")));
+        assert_eq!(
+            cell("created_at"),
+            rfc3339(record.created_at.as_ref().unwrap())
+        );
+        assert_eq!(
+            cell("entity.currency.code"),
+            csv_cell(entity.pointer("/currency/code"))
+        );
+        assert_eq!(
+            cell("entity.population"),
+            csv_cell(entity.pointer("/population"))
+        );
         assert_eq!(cell("instance.n"), csv_cell(instance.pointer("/n")));
         // Arrays are JSON text.
         let tags = cell("instance.tags");
         if instance.get("tags").is_some() {
-            assert_eq!(serde_json::from_str::<Value>(&tags).unwrap(), json!(["a", "b"]));
+            assert_eq!(
+                serde_json::from_str::<Value>(&tags).unwrap(),
+                json!(["a", "b"])
+            );
         } else {
             assert_eq!(tags, "");
         }
@@ -319,12 +387,26 @@ async fn bad_exports_are_invalid_argument_naming_the_field(sandbox: &Sandbox) {
         ("a/b", "export.name"),
     ] {
         assert_invalid(
-            create(sandbox, admin::Export { name: name.into(), ..good() }).await,
+            create(
+                sandbox,
+                admin::Export {
+                    name: name.into(),
+                    ..good()
+                },
+            )
+            .await,
             field,
         );
     }
     assert_invalid(
-        create(sandbox, admin::Export { filter: "{not json".into(), ..good() }).await,
+        create(
+            sandbox,
+            admin::Export {
+                filter: "{not json".into(),
+                ..good()
+            },
+        )
+        .await,
         "export.filter",
     );
     assert_invalid(
@@ -338,9 +420,21 @@ async fn bad_exports_are_invalid_argument_naming_the_field(sandbox: &Sandbox) {
         .await,
         "export.filter",
     );
-    for destination in ["ftp://host/dir", "s3:///no-bucket", "file:///etc/exports", "nope"] {
+    for destination in [
+        "ftp://host/dir",
+        "s3:///no-bucket",
+        "file:///etc/exports",
+        "nope",
+    ] {
         assert_invalid(
-            create(sandbox, admin::Export { destination: destination.into(), ..good() }).await,
+            create(
+                sandbox,
+                admin::Export {
+                    destination: destination.into(),
+                    ..good()
+                },
+            )
+            .await,
             "export.destination",
         );
     }
@@ -370,7 +464,14 @@ async fn bad_exports_are_invalid_argument_naming_the_field(sandbox: &Sandbox) {
         "export.interval",
     );
     assert_invalid(
-        create(sandbox, admin::Export { format: 42, ..good() }).await,
+        create(
+            sandbox,
+            admin::Export {
+                format: 42,
+                ..good()
+            },
+        )
+        .await,
         "export.format",
     );
     let missing = sandbox
@@ -406,9 +507,27 @@ async fn unknown_exports_and_entity_types_are_not_found(sandbox: &Sandbox) {
         "planet",
     );
     let id = "nope".to_owned();
-    assert_not_found("GetExport", a.get_export(admin::GetExportRequest { id: id.clone() }).await, "export", &id);
-    assert_not_found("RunExport", a.run_export(admin::RunExportRequest { id: id.clone() }).await, "export", &id);
-    assert_not_found("DeleteExport", a.delete_export(admin::DeleteExportRequest { id: id.clone() }).await, "export", &id);
+    assert_not_found(
+        "GetExport",
+        a.get_export(admin::GetExportRequest { id: id.clone() })
+            .await,
+        "export",
+        &id,
+    );
+    assert_not_found(
+        "RunExport",
+        a.run_export(admin::RunExportRequest { id: id.clone() })
+            .await,
+        "export",
+        &id,
+    );
+    assert_not_found(
+        "DeleteExport",
+        a.delete_export(admin::DeleteExportRequest { id: id.clone() })
+            .await,
+        "export",
+        &id,
+    );
     assert_not_found(
         "ListExportRuns",
         a.list_export_runs(admin::ListExportRunsRequest {
@@ -437,13 +556,34 @@ async fn export_calls_need_the_admin_token(sandbox: &Sandbox) {
     let mut anonymous =
         tributary_proto::admin::v1::admin_client::AdminClient::new(sandbox.channel());
     let codes = [
-        anonymous.create_export(admin::CreateExportRequest::default()).await.map(|_| ()),
-        anonymous.get_export(admin::GetExportRequest::default()).await.map(|_| ()),
-        anonymous.list_exports(admin::ListExportsRequest::default()).await.map(|_| ()),
-        anonymous.update_export(admin::UpdateExportRequest::default()).await.map(|_| ()),
-        anonymous.delete_export(admin::DeleteExportRequest::default()).await.map(|_| ()),
-        anonymous.run_export(admin::RunExportRequest::default()).await.map(|_| ()),
-        anonymous.list_export_runs(admin::ListExportRunsRequest::default()).await.map(|_| ()),
+        anonymous
+            .create_export(admin::CreateExportRequest::default())
+            .await
+            .map(|_| ()),
+        anonymous
+            .get_export(admin::GetExportRequest::default())
+            .await
+            .map(|_| ()),
+        anonymous
+            .list_exports(admin::ListExportsRequest::default())
+            .await
+            .map(|_| ()),
+        anonymous
+            .update_export(admin::UpdateExportRequest::default())
+            .await
+            .map(|_| ()),
+        anonymous
+            .delete_export(admin::DeleteExportRequest::default())
+            .await
+            .map(|_| ()),
+        anonymous
+            .run_export(admin::RunExportRequest::default())
+            .await
+            .map(|_| ()),
+        anonymous
+            .list_export_runs(admin::ListExportRunsRequest::default())
+            .await
+            .map(|_| ()),
     ];
     for result in codes {
         assert_eq!(result.unwrap_err().code(), Code::Unauthenticated);
@@ -454,13 +594,26 @@ async fn export_crud_and_runs_newest_first_with_paging(sandbox: &Sandbox) {
     seeded(sandbox, 3).await;
     let out = dir();
     let mut a = sandbox.admin();
-    let e = create(sandbox, export("crud", &file_url(out.path()), admin::ExportFormat::Ndjson))
-        .await
-        .unwrap();
+    let e = create(
+        sandbox,
+        export("crud", &file_url(out.path()), admin::ExportFormat::Ndjson),
+    )
+    .await
+    .unwrap();
     assert_eq!(e.enabled, Some(true));
-    let got = a.get_export(admin::GetExportRequest { id: e.id.clone() }).await.unwrap().into_inner().export.unwrap();
+    let got = a
+        .get_export(admin::GetExportRequest { id: e.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .export
+        .unwrap();
     assert_eq!(got, e);
-    let duplicate = create(sandbox, export("crud", &file_url(out.path()), admin::ExportFormat::Json)).await;
+    let duplicate = create(
+        sandbox,
+        export("crud", &file_url(out.path()), admin::ExportFormat::Json),
+    )
+    .await;
     assert_eq!(duplicate.unwrap_err().code(), Code::AlreadyExists);
     let updated = a
         .update_export(admin::UpdateExportRequest {
@@ -482,7 +635,9 @@ async fn export_crud_and_runs_newest_first_with_paging(sandbox: &Sandbox) {
         // Runs are named by the second they start; distinct names need distinct seconds.
         tokio::time::sleep(Duration::from_millis(1001)).await;
     }
-    assert!(runs.iter().all(|r| r.records == 1 && r.location.ends_with(".csv")));
+    assert!(runs
+        .iter()
+        .all(|r| r.records == 1 && r.location.ends_with(".csv")));
     let mut seen = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -503,19 +658,33 @@ async fn export_crud_and_runs_newest_first_with_paging(sandbox: &Sandbox) {
     }
     runs.reverse();
     assert_eq!(seen, runs, "newest first");
-    let locations: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.location.as_str()).collect();
+    let locations: std::collections::BTreeSet<&str> =
+        runs.iter().map(|r| r.location.as_str()).collect();
     assert_eq!(locations.len(), 3, "each run writes its own file");
 
-    let list = a.list_exports(admin::ListExportsRequest::default()).await.unwrap().into_inner();
+    let list = a
+        .list_exports(admin::ListExportsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(list.exports, [updated]);
-    a.delete_export(admin::DeleteExportRequest { id: e.id.clone() }).await.unwrap();
+    a.delete_export(admin::DeleteExportRequest { id: e.id.clone() })
+        .await
+        .unwrap();
     assert_eq!(
-        a.get_export(admin::GetExportRequest { id: e.id.clone() }).await.unwrap_err().code(),
+        a.get_export(admin::GetExportRequest { id: e.id.clone() })
+            .await
+            .unwrap_err()
+            .code(),
         Code::NotFound
     );
     // What the runs wrote stays.
     for r in &runs {
-        assert!(url::Url::parse(&r.location).unwrap().to_file_path().unwrap().exists());
+        assert!(url::Url::parse(&r.location)
+            .unwrap()
+            .to_file_path()
+            .unwrap()
+            .exists());
     }
 }
 
@@ -541,9 +710,12 @@ async fn a_run_that_cannot_write_fails_with_its_reason_and_leaves_nothing(sandbo
     // The destination directory's place is taken by a file, so the run cannot write there.
     let blocked = out.path().join("blocked");
     std::fs::write(&blocked, b"not a directory").unwrap();
-    let e = create(sandbox, export("blocked", &file_url(&blocked), admin::ExportFormat::Ndjson))
-        .await
-        .unwrap();
+    let e = create(
+        sandbox,
+        export("blocked", &file_url(&blocked), admin::ExportFormat::Ndjson),
+    )
+    .await
+    .unwrap();
     let r = run(sandbox, &e.id).await;
     assert_eq!(r.status, admin::ImportStatus::Failed as i32);
     assert!(!r.error.is_empty());
@@ -612,3 +784,223 @@ async fn an_interval_export_runs_by_itself(sandbox: &Sandbox) {
         .runs;
     assert_eq!(again.len(), 1);
 }
+
+/// An S3-compatible server (s3s over a temporary directory) on 127.0.0.1, with one bucket,
+/// `exports`, and one access key.
+struct S3Server {
+    root: tempfile::TempDir,
+    endpoint: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const S3_KEY: &str = "test-access-key";
+const S3_SECRET: &str = "test-secret-key";
+
+impl S3Server {
+    async fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("exports")).unwrap();
+        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(S3_KEY, S3_SECRET));
+        let service = builder.build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let http =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = http
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        S3Server {
+            root,
+            endpoint,
+            task,
+        }
+    }
+
+    /// Server options that reach this server, path-style over plain HTTP, with parts as small
+    /// as S3 allows, so that a few thousand padded records make a multipart upload.
+    fn configure(&self, secret: &str) -> impl FnOnce(&mut tributary::server::ServerOptions) {
+        let endpoint = self.endpoint.clone();
+        let secret = secret.to_owned();
+        move |o| {
+            o.exports.s3 = tributary_ingest::S3Options {
+                endpoint: Some(endpoint),
+                region: Some("us-east-1".into()),
+                allow_http: true,
+                access_key_id: Some(S3_KEY.into()),
+                secret_access_key: Some(secret),
+            };
+            // S3's smallest part but the last.
+            o.exports.part_bytes = 5 * 1024 * 1024;
+            o.exports.s3_retry_timeout = Duration::from_secs(5);
+        }
+    }
+
+    /// The object `key` of bucket `bucket` as the server stored it.
+    fn object(&self, bucket: &str, key: &str) -> PathBuf {
+        self.root.path().join(bucket).join(key)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The key of an `s3://bucket/key` location.
+fn s3_key(location: &str) -> (String, String) {
+    let rest = location.strip_prefix("s3://").unwrap();
+    let (bucket, key) = rest.split_once('/').unwrap();
+    (bucket.to_owned(), key.to_owned())
+}
+
+async fn s3_exports_are_multipart_objects_and_an_unreachable_store_fails_leaving_nothing(
+    sandbox: &Sandbox,
+    s3: &mut S3Server,
+) {
+    let catalog = seeded_padded(sandbox, 3000, 2500).await;
+    let e = create(
+        sandbox,
+        export(
+            "to-s3",
+            "s3://exports/daily/catalog",
+            admin::ExportFormat::Ndjson,
+        ),
+    )
+    .await
+    .unwrap();
+    let r = run(sandbox, &e.id).await;
+    assert_eq!(
+        r.status,
+        admin::ImportStatus::Succeeded as i32,
+        "{}",
+        r.error
+    );
+    assert_eq!(r.records, 3000);
+    assert!(
+        r.bytes > 6 * 1024 * 1024,
+        "two parts at least: {} bytes",
+        r.bytes
+    );
+    let (bucket, key) = s3_key(&r.location);
+    assert_eq!(bucket, "exports");
+    assert!(
+        key.starts_with("daily/catalog/to-s3-") && key.ends_with("Z.ndjson"),
+        "{key}"
+    );
+    let text = std::fs::read_to_string(s3.object(&bucket, &key)).unwrap();
+    assert_eq!(text.len() as u64, r.bytes);
+    let lines: Vec<&str> = text.split_terminator('\n').collect();
+    let expected = by_key(&catalog);
+    assert_eq!(lines.len(), expected.len());
+    for (line, record) in lines.iter().zip(expected) {
+        assert_same(&serde_json::from_str(line).unwrap(), record);
+    }
+
+    // A small export is one object too, read back whole.
+    let small = create(
+        sandbox,
+        admin::Export {
+            filter: json!({"id": "c001"}).to_string(),
+            ..export("small", "s3://exports", admin::ExportFormat::Json)
+        },
+    )
+    .await
+    .unwrap();
+    let r = run(sandbox, &small.id).await;
+    assert_eq!(
+        r.status,
+        admin::ImportStatus::Succeeded as i32,
+        "{}",
+        r.error
+    );
+    let (bucket, key) = s3_key(&r.location);
+    let array: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(s3.object(&bucket, &key)).unwrap()).unwrap();
+    assert_eq!(array.len(), 1);
+    assert_eq!(array[0]["id"], json!("c001"));
+
+    // The server is gone (s3s-fs creates missing buckets on demand, so an unreachable store
+    // stands in for a bucket that refuses): the run fails with the reason and writes nothing.
+    s3.task.abort();
+    let _ = (&mut s3.task).await;
+    let r = run(sandbox, &e.id).await;
+    assert_eq!(r.status, admin::ImportStatus::Failed as i32);
+    assert!(!r.error.is_empty());
+    let (bucket, key) = s3_key(&r.location);
+    assert!(key.starts_with("daily/catalog/to-s3-"), "{key}");
+    assert!(!s3.object(&bucket, &key).exists());
+    let runs = sandbox
+        .admin()
+        .list_export_runs(admin::ListExportRunsRequest {
+            export_id: e.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0], r, "newest first");
+}
+
+async fn s3_wrong_credentials_fail_the_run_leaving_no_object(sandbox: &Sandbox, s3: &mut S3Server) {
+    seeded(sandbox, 10).await;
+    let e = create(
+        sandbox,
+        export("refused", "s3://exports/p", admin::ExportFormat::Csv),
+    )
+    .await
+    .unwrap();
+    let r = run(sandbox, &e.id).await;
+    assert_eq!(r.status, admin::ImportStatus::Failed as i32);
+    assert!(!r.error.is_empty());
+    let (bucket, key) = s3_key(&r.location);
+    assert!(!s3.object(&bucket, &key).exists());
+}
+
+macro_rules! on_s3 {
+    ($($name:ident with secret $secret:expr),* $(,)?) => {
+        mod s3_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let mut s3 = super::S3Server::start().await;
+                    let sandbox = super::Sandbox::sqlite(s3.configure($secret)).await;
+                    tributary_tests::within_test_deadline(super::$name(&sandbox, &mut s3)).await;
+                    sandbox.stop().await;
+                }
+            )*
+        }
+        mod s3_postgres {
+            $(
+                tributary_tests::postgres_test! {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let mut s3 = super::S3Server::start().await;
+                        let sandbox = super::Sandbox::postgres(s3.configure($secret)).await;
+                        tributary_tests::within_test_deadline(super::$name(&sandbox, &mut s3)).await;
+                        sandbox.stop().await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_s3!(
+    s3_exports_are_multipart_objects_and_an_unreachable_store_fails_leaving_nothing with secret super::S3_SECRET,
+    s3_wrong_credentials_fail_the_run_leaving_no_object with secret "not-the-secret",
+);

@@ -14,13 +14,13 @@
 //!   for batches and by the equivalent SQL at commit.
 
 use crate::clock::Micros;
+use crate::export::store::ExportStore;
 use crate::model::{
     Connector, Consumer, DigestState, EntityType, ImportResult, Outcome, Session, SessionMode,
     SessionTotals, StoredRecord,
 };
 use crate::query::{Cursor, Filter, SortKey};
 use crate::record::{KeyedDigest, KeyedId, PreparedRecord};
-use crate::export::store::ExportStore;
 use crate::source::store::SourceStore;
 use crate::Result;
 use async_trait::async_trait;

@@ -44,8 +44,8 @@ pub fn admin_server(
         exports,
         auth,
     })
-        .max_decoding_message_size(max_request_bytes)
-        .max_encoding_message_size(max_response_bytes)
+    .max_decoding_message_size(max_request_bytes)
+    .max_encoding_message_size(max_response_bytes)
 }
 
 fn rpc_span(rpc: &'static str) -> Span {
@@ -740,14 +740,19 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::CreateExportRequest>,
     ) -> Result<Response<pb::CreateExportResponse>, Status> {
-        self.handle(&self.exports, "CreateExport", request, |svc, req| async move {
-            let input = exports::export_input(exports::required_export(req.export)?)?;
-            let export = svc.create_export(input).await?;
-            tracing::info!(export = %export.id, name = %export.name, "export created");
-            Ok(pb::CreateExportResponse {
-                export: Some(exports::export_to_proto(export)),
-            })
-        })
+        self.handle(
+            &self.exports,
+            "CreateExport",
+            request,
+            |svc, req| async move {
+                let input = exports::export_input(exports::required_export(req.export)?)?;
+                let export = svc.create_export(input).await?;
+                tracing::info!(export = %export.id, name = %export.name, "export created");
+                Ok(pb::CreateExportResponse {
+                    export: Some(exports::export_to_proto(export)),
+                })
+            },
+        )
         .await
     }
 
@@ -768,19 +773,24 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::ListExportsRequest>,
     ) -> Result<Response<pb::ListExportsResponse>, Status> {
-        self.handle(&self.exports, "ListExports", request, |svc, req| async move {
-            let page = svc
-                .list_exports(page_size(req.page_size)?, &req.page_token)
-                .await?;
-            Ok(pb::ListExportsResponse {
-                exports: page
-                    .items
-                    .into_iter()
-                    .map(exports::export_to_proto)
-                    .collect(),
-                next_page_token: page.next_page_token.unwrap_or_default(),
-            })
-        })
+        self.handle(
+            &self.exports,
+            "ListExports",
+            request,
+            |svc, req| async move {
+                let page = svc
+                    .list_exports(page_size(req.page_size)?, &req.page_token)
+                    .await?;
+                Ok(pb::ListExportsResponse {
+                    exports: page
+                        .items
+                        .into_iter()
+                        .map(exports::export_to_proto)
+                        .collect(),
+                    next_page_token: page.next_page_token.unwrap_or_default(),
+                })
+            },
+        )
         .await
     }
 
@@ -788,16 +798,21 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::UpdateExportRequest>,
     ) -> Result<Response<pb::UpdateExportResponse>, Status> {
-        self.handle(&self.exports, "UpdateExport", request, |svc, req| async move {
-            let export = exports::required_export(req.export)?;
-            let id = export.id.clone();
-            let updated = svc
-                .update_export(&id, exports::export_input(export)?)
-                .await?;
-            Ok(pb::UpdateExportResponse {
-                export: Some(exports::export_to_proto(updated)),
-            })
-        })
+        self.handle(
+            &self.exports,
+            "UpdateExport",
+            request,
+            |svc, req| async move {
+                let export = exports::required_export(req.export)?;
+                let id = export.id.clone();
+                let updated = svc
+                    .update_export(&id, exports::export_input(export)?)
+                    .await?;
+                Ok(pb::UpdateExportResponse {
+                    export: Some(exports::export_to_proto(updated)),
+                })
+            },
+        )
         .await
     }
 
@@ -805,10 +820,15 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::DeleteExportRequest>,
     ) -> Result<Response<pb::DeleteExportResponse>, Status> {
-        self.handle(&self.exports, "DeleteExport", request, |svc, req| async move {
-            svc.delete_export(&req.id).await?;
-            Ok(pb::DeleteExportResponse {})
-        })
+        self.handle(
+            &self.exports,
+            "DeleteExport",
+            request,
+            |svc, req| async move {
+                svc.delete_export(&req.id).await?;
+                Ok(pb::DeleteExportResponse {})
+            },
+        )
         .await
     }
 
@@ -835,11 +855,7 @@ impl Admin for AdminApi {
             request,
             |svc, req| async move {
                 let page = svc
-                    .list_export_runs(
-                        &req.export_id,
-                        page_size(req.page_size)?,
-                        &req.page_token,
-                    )
+                    .list_export_runs(&req.export_id, page_size(req.page_size)?, &req.page_token)
                     .await?;
                 Ok(pb::ListExportRunsResponse {
                     runs: page.items.into_iter().map(exports::run_to_proto).collect(),

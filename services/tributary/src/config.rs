@@ -515,7 +515,10 @@ impl Settings {
             },
             allowed_dirs,
             page_size: e.page_size.unwrap_or(defaults.page_size).clamp(1, 10_000),
-            part_bytes: e.part_bytes.unwrap_or(defaults.part_bytes).max(5 * 1024 * 1024),
+            part_bytes: e
+                .part_bytes
+                .unwrap_or(defaults.part_bytes)
+                .max(5 * 1024 * 1024),
             max_csv_columns: e.max_csv_columns.unwrap_or(defaults.max_csv_columns),
             heartbeat: secs(self.ingest.heartbeat_secs, defaults.heartbeat),
             lease: secs(self.ingest.lease_secs, defaults.lease),

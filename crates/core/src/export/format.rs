@@ -48,9 +48,8 @@ struct RecordObject<'a> {
 }
 
 fn parse(record: &StoredRecord, what: &str, text: &str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|e| {
-        Error::Internal(format!("stored {what} of {} is not JSON: {e}", record.key))
-    })
+    serde_json::from_str(text)
+        .map_err(|e| Error::Internal(format!("stored {what} of {} is not JSON: {e}", record.key)))
 }
 
 /// A record as one JSON object (no trailing newline).
@@ -237,7 +236,8 @@ mod tests {
 
     #[test]
     fn ndjson_objects_carry_the_catalog_fields_in_order_with_rfc3339_times() {
-        let text = String::from_utf8(record_json(&record()).unwrap_or_default()).unwrap_or_default();
+        let text =
+            String::from_utf8(record_json(&record()).unwrap_or_default()).unwrap_or_default();
         assert!(text.starts_with(r#"{"key":"city:c1:1","entity_type":"city","connector":"c1""#));
         let v: Value = serde_json::from_str(&text).unwrap_or_default();
         assert_eq!(v["entity"]["currency"]["code"], json!("NOK"));

@@ -107,10 +107,15 @@ impl Destination {
     pub fn parse(field: &str, text: &str, allowed_dirs: &[PathBuf]) -> Result<Destination> {
         let bad = |why: &str| Error::invalid(field, why.to_owned());
         if text.len() > MAX_DESTINATION_BYTES {
-            return Err(bad(&format!("must be at most {MAX_DESTINATION_BYTES} bytes")));
+            return Err(bad(&format!(
+                "must be at most {MAX_DESTINATION_BYTES} bytes"
+            )));
         }
-        let url = url::Url::parse(text)
-            .map_err(|e| bad(&format!("is not a URL ({e}); use file:///dir or s3://bucket/prefix")))?;
+        let url = url::Url::parse(text).map_err(|e| {
+            bad(&format!(
+                "is not a URL ({e}); use file:///dir or s3://bucket/prefix"
+            ))
+        })?;
         if url.query().is_some() || url.fragment().is_some() {
             return Err(bad("must not have a query or a fragment"));
         }
@@ -146,15 +151,14 @@ impl Destination {
                 if bucket.is_empty() {
                     return Err(bad("names no bucket: s3://bucket/prefix"));
                 }
-                if !url.username().is_empty() || url.password().is_some() || url.port().is_some()
-                {
-                    return Err(bad("must not carry credentials or a port; use s3://bucket/prefix"));
+                if !url.username().is_empty() || url.password().is_some() || url.port().is_some() {
+                    return Err(bad(
+                        "must not carry credentials or a port; use s3://bucket/prefix",
+                    ));
                 }
                 let path = percent_decode(url.path()).ok_or_else(|| bad("is not UTF-8"))?;
                 let prefix = path.trim_matches('/').to_owned();
-                if prefix.split('/').any(|p| p == "." || p == "..")
-                    || prefix.contains("//")
-                {
+                if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
                     return Err(bad("the prefix must not have empty, . or .. segments"));
                 }
                 Ok(Destination::S3 { bucket, prefix })
@@ -375,7 +379,12 @@ mod tests {
         };
         assert_eq!(
             fields(check_export(&bad, &allowed)),
-            ["export.name", "export.filter", "export.destination", "export.interval"]
+            [
+                "export.name",
+                "export.filter",
+                "export.destination",
+                "export.interval"
+            ]
         );
         let bad = Export {
             name: "x\0".into(),

@@ -80,6 +80,7 @@ impl Default for ExportOptions {
 }
 
 /// Runs exports: what `RunExport` and the scheduler call.
+#[derive(Clone)]
 pub struct Exporter {
     store: Arc<dyn Store>,
     options: ExportOptions,
@@ -267,7 +268,8 @@ impl Exporter {
         let (head, between, tail) = framing(export.format);
         sink.write(head).await?;
         if let Some(csv) = csv {
-            sink.write(&csv.header().map_err(|e| e.to_string())?).await?;
+            sink.write(&csv.header().map_err(|e| e.to_string())?)
+                .await?;
         }
         let mut records = 0u64;
         let mut pages = self.pages(export, query);
@@ -337,7 +339,19 @@ fn count_run(run: &ExportRun) {
 
 #[async_trait]
 impl ExportRunner for Exporter {
+    /// Runs on a task of its own, so a run whose caller went away (a RunExport cancelled by
+    /// its deadline) still ends, cleans up its upload and is recorded.
     async fn run(&self, export: &Export) -> tributary_core::Result<ExportRun> {
+        let me = self.clone();
+        let export = export.clone();
+        tokio::spawn(async move { me.run_now(&export).await })
+            .await
+            .map_err(|e| tributary_core::Error::Internal(format!("an export run panicked: {e}")))?
+    }
+}
+
+impl Exporter {
+    async fn run_now(&self, export: &Export) -> tributary_core::Result<ExportRun> {
         let started = now_micros();
         let name = file_name(&export.name, export.format, started);
         let (location, outcome) = match Destination::parse(
@@ -367,8 +381,12 @@ impl ExportRunner for Exporter {
             error: outcome.err(),
         };
         match &run.error {
-            None => tracing::info!(export = %export.id, location = %run.location, records = run.records, bytes = run.bytes, "export run succeeded"),
-            Some(error) => tracing::warn!(export = %export.id, location = %run.location, %error, "export run failed"),
+            None => {
+                tracing::info!(export = %export.id, location = %run.location, records = run.records, bytes = run.bytes, "export run succeeded")
+            }
+            Some(error) => {
+                tracing::warn!(export = %export.id, location = %run.location, %error, "export run failed")
+            }
         }
         count_run(&run);
         self.store.record_export_run(&run).await?;

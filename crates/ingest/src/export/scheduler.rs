@@ -100,7 +100,11 @@ impl ExportScheduler {
     }
 
     async fn sleep_for(&self) -> Duration {
-        let heartbeat = self.exporter.options.heartbeat.max(Duration::from_millis(10));
+        let heartbeat = self
+            .exporter
+            .options
+            .heartbeat
+            .max(Duration::from_millis(10));
         match self.exporter.store.next_export_due().await {
             Ok(Some(due)) => {
                 let wait = u64::try_from(due.saturating_sub(now_micros())).unwrap_or(0);
@@ -122,10 +126,17 @@ impl ExportScheduler {
             loop {
                 tokio::time::sleep(lease / 3).await;
                 let until = after(now_micros(), lease);
-                match store.renew_export_lease(&export.id, &self.holder, until).await {
+                match store
+                    .renew_export_lease(&export.id, &self.holder, until)
+                    .await
+                {
                     Ok(true) => {}
-                    Ok(false) => tracing::warn!(export = %export.id, "export lease lost during a run"),
-                    Err(error) => tracing::warn!(export = %export.id, %error, "could not renew an export lease"),
+                    Ok(false) => {
+                        tracing::warn!(export = %export.id, "export lease lost during a run")
+                    }
+                    Err(error) => {
+                        tracing::warn!(export = %export.id, %error, "could not renew an export lease")
+                    }
                 }
             }
         };

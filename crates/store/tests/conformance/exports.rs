@@ -215,10 +215,7 @@ async fn due_exports_are_claimed_by_one_holder_until_released_or_expired(db: &Te
     // The lease expired: another holder takes over, and the first one's release is refused.
     let taken = s.claim_exports(&claim("two", T0 + 31 * SEC)).await.unwrap();
     assert_eq!(taken.len(), 1);
-    assert!(!s
-        .release_export(&due.id, "one", Some(T0))
-        .await
-        .unwrap());
+    assert!(!s.release_export(&due.id, "one", Some(T0)).await.unwrap());
     assert!(s
         .release_export(&due.id, "two", Some(T0 + DAY))
         .await
@@ -228,10 +225,7 @@ async fn due_exports_are_claimed_by_one_holder_until_released_or_expired(db: &Te
         .await
         .unwrap()
         .is_empty());
-    let both = s
-        .claim_exports(&claim("three", T0 + DAY))
-        .await
-        .unwrap();
+    let both = s.claim_exports(&claim("three", T0 + DAY)).await.unwrap();
     assert_eq!(both.len(), 2);
 }
 
