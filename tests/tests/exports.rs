@@ -31,7 +31,13 @@ on_both_backends!(
     export_crud_and_runs_newest_first_with_paging with super::temp_allowed,
     a_run_that_cannot_write_fails_with_its_reason_and_leaves_nothing with super::temp_allowed,
     an_interval_export_runs_by_itself with super::temp_allowed,
+    two_schedulers_run_a_due_export_once with super::temp_allowed_no_scheduler,
 );
+
+fn temp_allowed_no_scheduler(options: &mut tributary::server::ServerOptions) {
+    temp_allowed(options);
+    options.export_schedules = false;
+}
 
 /// Seeds `n` countries (some with an instance and an awkward name) and returns the catalog.
 async fn seeded(sandbox: &Sandbox, n: usize) -> BTreeMap<String, catalog::Record> {
@@ -1004,3 +1010,49 @@ on_s3!(
     s3_exports_are_multipart_objects_and_an_unreachable_store_fails_leaving_nothing with secret super::S3_SECRET,
     s3_wrong_credentials_fail_the_run_leaving_no_object with secret "not-the-secret",
 );
+
+/// Two schedulers (as two replicas would run) on one database: a due export is claimed by one
+/// of them only, and runs once.
+async fn two_schedulers_run_a_due_export_once(sandbox: &Sandbox) {
+    seeded(sandbox, 3).await;
+    let out = dir();
+    let e = create(
+        sandbox,
+        admin::Export {
+            schedule: Some(admin::export::Schedule::Interval(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            })),
+            ..export("once", &file_url(out.path()), admin::ExportFormat::Ndjson)
+        },
+    )
+    .await
+    .unwrap();
+    let options = tributary_ingest::ExportOptions {
+        allowed_dirs: vec![std::env::temp_dir()],
+        ..Default::default()
+    };
+    let scheduler = || {
+        tributary_ingest::ExportScheduler::new(std::sync::Arc::new(
+            tributary_ingest::Exporter::new(sandbox.store.clone(), options.clone()),
+        ))
+    };
+    let (one, two) = (scheduler(), scheduler());
+    let (a, b) = tokio::join!(one.tick(), two.tick());
+    assert_eq!(a.unwrap() + b.unwrap(), 1, "exactly one scheduler ran it");
+    // Released until its next time: neither runs it again now.
+    let (a, b) = tokio::join!(one.tick(), two.tick());
+    assert_eq!(a.unwrap() + b.unwrap(), 0);
+    let runs = sandbox
+        .admin()
+        .list_export_runs(admin::ListExportRunsRequest {
+            export_id: e.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].records, 3);
+}
