@@ -726,7 +726,7 @@ async fn a_run_that_cannot_write_fails_with_its_reason_and_leaves_nothing(sandbo
     assert_eq!(r.status, admin::ImportStatus::Failed as i32);
     assert!(!r.error.is_empty());
     assert_eq!(r.records, 0);
-    assert_eq!(files_under(out.path()), [blocked.clone()]);
+    assert_eq!(files_under(out.path()), [blocked]);
     let runs = sandbox
         .admin()
         .list_export_runs(admin::ListExportRunsRequest {

@@ -884,8 +884,18 @@ async fn export_commands_create_run_update_list_and_delete(sandbox: &Sandbox) {
     let destination = format!("file://{}", out.path().display());
     let created = cli
         .admin(&[
-            "export", "create", "--name", "countries", "--entity-type", "country", "--format",
-            "csv", "--destination", &destination, "--output", "json",
+            "export",
+            "create",
+            "--name",
+            "countries",
+            "--entity-type",
+            "country",
+            "--format",
+            "csv",
+            "--destination",
+            &destination,
+            "--output",
+            "json",
         ])
         .await
         .expect(0)
@@ -900,11 +910,19 @@ async fn export_commands_create_run_update_list_and_delete(sandbox: &Sandbox) {
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["records"], 2);
     let location = str_at(&run, "/location");
-    let path = location.strip_prefix("file://").expect("a file:// location");
+    let path = location
+        .strip_prefix("file://")
+        .expect("a file:// location");
     let written = std::fs::read_to_string(path).expect("the run's file");
-    assert_eq!(written.lines().count(), 3, "a header and two rows:\n{written}");
+    assert_eq!(
+        written.lines().count(),
+        3,
+        "a header and two rows:\n{written}"
+    );
     let updated = cli
-        .admin(&["export", "update", &id, "--format", "ndjson", "--output", "json"])
+        .admin(&[
+            "export", "update", &id, "--format", "ndjson", "--output", "json",
+        ])
         .await
         .expect(0)
         .json();
@@ -918,7 +936,13 @@ async fn export_commands_create_run_update_list_and_delete(sandbox: &Sandbox) {
     cli.admin(&["export", "get", &id]).await.expect(1);
     let bad = cli
         .admin(&[
-            "export", "create", "--name", "x", "--entity-type", "country", "--destination",
+            "export",
+            "create",
+            "--name",
+            "x",
+            "--entity-type",
+            "country",
+            "--destination",
             "ftp://host/x",
         ])
         .await
