@@ -31,6 +31,7 @@ pub enum ResourceKind {
     Session,
     ImportResult,
     Source,
+    Export,
 }
 
 impl ResourceKind {
@@ -44,6 +45,7 @@ impl ResourceKind {
             Self::Session => "session",
             Self::ImportResult => "import_result",
             Self::Source => "source",
+            Self::Export => "export",
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod checksum;
 pub mod clock;
 pub mod contribution;
 pub mod error;
+pub mod export;
 pub mod ids;
 pub mod limits;
 pub mod model;

@@ -14,6 +14,7 @@
 //!   for batches and by the equivalent SQL at commit.
 
 use crate::clock::Micros;
+use crate::export::store::ExportStore;
 use crate::model::{
     Connector, Consumer, DigestState, EntityType, ImportResult, Outcome, Session, SessionMode,
     SessionTotals, StoredRecord,
@@ -293,11 +294,11 @@ pub trait CatalogStore: Send + Sync {
 /// The storage every Tributary service runs on: one implementation per backend, with every area
 /// trait (the services hold it as `Arc<dyn Store>`).
 pub trait Store:
-    AdminStore + SessionStore + CatalogStore + SourceStore + Send + Sync + 'static
+    AdminStore + SessionStore + CatalogStore + SourceStore + ExportStore + Send + Sync + 'static
 {
 }
 
 impl<T> Store for T where
-    T: AdminStore + SessionStore + CatalogStore + SourceStore + Send + Sync + 'static
+    T: AdminStore + SessionStore + CatalogStore + SourceStore + ExportStore + Send + Sync + 'static
 {
 }

@@ -5,6 +5,7 @@
 
 mod engine;
 mod error;
+pub mod export;
 mod metrics;
 mod page;
 mod prefetch;
@@ -12,3 +13,4 @@ pub mod providers;
 
 pub use engine::{Engine, EngineOptions};
 pub use error::FetchError;
+pub use export::{ExportOptions, ExportScheduler, Exporter, S3Options};

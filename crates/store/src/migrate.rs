@@ -32,6 +32,10 @@ const SQLITE: &[Migration] = &[
         version: 11,
         sql: include_str!("../migrations/sqlite/0011_records_source_by_rowid.sql"),
     },
+    Migration {
+        version: 14,
+        sql: include_str!("../migrations/sqlite/0014_exports.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -50,6 +54,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 10,
         sql: include_str!("../migrations/postgres/0010_sources.sql"),
+    },
+    Migration {
+        version: 14,
+        sql: include_str!("../migrations/postgres/0014_exports.sql"),
     },
 ];
 

@@ -197,3 +197,47 @@ pub(crate) fn skip_flags(policy: WritePolicy) -> (bool, bool) {
         WritePolicy::ImporterUpdateUnlessEdited => (false, true),
     }
 }
+
+/// The definition columns of `exports`, in this order.
+pub(crate) const EXPORT_COLUMNS: &str = "id, name, entity_type, filter, format, destination, \
+     schedule, enabled, created_at, updated_at";
+/// The columns of `export_runs`, in this order.
+pub(crate) const EXPORT_RUN_COLUMNS: &str =
+    "id, export_id, status, started_at, ended_at, records, bytes, location, error";
+
+pub(crate) fn export(row: &impl Cols) -> StoreResult<tributary_core::export::Export> {
+    use tributary_core::export::{Export, ExportFormat};
+    use tributary_core::source::Schedule;
+    let format = row.text("format")?;
+    let schedule = row.text("schedule")?;
+    Ok(Export {
+        id: row.text("id")?,
+        name: row.text("name")?,
+        entity_type: row.text("entity_type")?,
+        filter: row.text("filter")?,
+        format: ExportFormat::parse(&format)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown export format {format:?}")))?,
+        destination: row.text("destination")?,
+        schedule: Schedule::from_text(&schedule)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown schedule {schedule:?}")))?,
+        enabled: row.int("enabled")? != 0,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+pub(crate) fn export_run(row: &impl Cols) -> StoreResult<tributary_core::export::ExportRun> {
+    let status = row.text("status")?;
+    Ok(tributary_core::export::ExportRun {
+        id: row.text("id")?,
+        export_id: row.text("export_id")?,
+        status: ImportStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown run status {status:?}")))?,
+        started_at: row.int("started_at")?,
+        ended_at: row.int("ended_at")?,
+        records: count(row.int("records")?),
+        bytes: count(row.int("bytes")?),
+        location: row.text("location")?,
+        error: row.opt_text("error")?,
+    })
+}

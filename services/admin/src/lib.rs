@@ -1,11 +1,13 @@
 //! The Admin gRPC service (SPEC.md §4): checks the admin token, decodes requests, calls
 //! [`AdminService`], encodes replies. Validation lives in `tributary-core`.
 
+mod exports;
 mod sources;
 
 use tonic::{Request, Response, Status};
 use tracing::Span;
 use tributary_core::admin::{AdminService, ConnectorInput, EntityTypeInput};
+use tributary_core::export::service::ExportService;
 use tributary_core::model::{
     Connector, Consumer, EntityType, ImportItem, ImportResult, ImportStatus, WritePolicy,
 };
@@ -23,6 +25,7 @@ use tributary_proto::admin::v1::admin_server::{Admin, AdminServer};
 pub struct AdminApi {
     svc: AdminService,
     sources: SourceService,
+    exports: ExportService,
     auth: AdminAuth,
 }
 
@@ -30,13 +33,19 @@ pub struct AdminApi {
 pub fn admin_server(
     svc: AdminService,
     sources: SourceService,
+    exports: ExportService,
     auth: AdminAuth,
     max_request_bytes: usize,
     max_response_bytes: usize,
 ) -> AdminServer<AdminApi> {
-    AdminServer::new(AdminApi { svc, sources, auth })
-        .max_decoding_message_size(max_request_bytes)
-        .max_encoding_message_size(max_response_bytes)
+    AdminServer::new(AdminApi {
+        svc,
+        sources,
+        exports,
+        auth,
+    })
+    .max_decoding_message_size(max_request_bytes)
+    .max_encoding_message_size(max_response_bytes)
 }
 
 fn rpc_span(rpc: &'static str) -> Span {
@@ -130,7 +139,7 @@ fn consumer_to_proto(c: Consumer) -> pb::Consumer {
     }
 }
 
-fn import_status_to_proto(status: ImportStatus) -> pb::ImportStatus {
+pub(crate) fn import_status_to_proto(status: ImportStatus) -> pb::ImportStatus {
     match status {
         ImportStatus::Succeeded => pb::ImportStatus::Succeeded,
         ImportStatus::Partial => pb::ImportStatus::Partial,
@@ -721,6 +730,136 @@ impl Admin for AdminApi {
                 tracing::info!(key = %record.key, "record edited");
                 Ok(pb::EditRecordResponse {
                     record: Some(sources::edited_to_proto(record)?),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn create_export(
+        &self,
+        request: Request<pb::CreateExportRequest>,
+    ) -> Result<Response<pb::CreateExportResponse>, Status> {
+        self.handle(
+            &self.exports,
+            "CreateExport",
+            request,
+            |svc, req| async move {
+                let input = exports::export_input(exports::required_export(req.export)?)?;
+                let export = svc.create_export(input).await?;
+                tracing::info!(export = %export.id, name = %export.name, "export created");
+                Ok(pb::CreateExportResponse {
+                    export: Some(exports::export_to_proto(export)),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn get_export(
+        &self,
+        request: Request<pb::GetExportRequest>,
+    ) -> Result<Response<pb::GetExportResponse>, Status> {
+        self.handle(&self.exports, "GetExport", request, |svc, req| async move {
+            let export = svc.get_export(&req.id).await?;
+            Ok(pb::GetExportResponse {
+                export: Some(exports::export_to_proto(export)),
+            })
+        })
+        .await
+    }
+
+    async fn list_exports(
+        &self,
+        request: Request<pb::ListExportsRequest>,
+    ) -> Result<Response<pb::ListExportsResponse>, Status> {
+        self.handle(
+            &self.exports,
+            "ListExports",
+            request,
+            |svc, req| async move {
+                let page = svc
+                    .list_exports(page_size(req.page_size)?, &req.page_token)
+                    .await?;
+                Ok(pb::ListExportsResponse {
+                    exports: page
+                        .items
+                        .into_iter()
+                        .map(exports::export_to_proto)
+                        .collect(),
+                    next_page_token: page.next_page_token.unwrap_or_default(),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn update_export(
+        &self,
+        request: Request<pb::UpdateExportRequest>,
+    ) -> Result<Response<pb::UpdateExportResponse>, Status> {
+        self.handle(
+            &self.exports,
+            "UpdateExport",
+            request,
+            |svc, req| async move {
+                let export = exports::required_export(req.export)?;
+                let id = export.id.clone();
+                let updated = svc
+                    .update_export(&id, exports::export_input(export)?)
+                    .await?;
+                Ok(pb::UpdateExportResponse {
+                    export: Some(exports::export_to_proto(updated)),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn delete_export(
+        &self,
+        request: Request<pb::DeleteExportRequest>,
+    ) -> Result<Response<pb::DeleteExportResponse>, Status> {
+        self.handle(
+            &self.exports,
+            "DeleteExport",
+            request,
+            |svc, req| async move {
+                svc.delete_export(&req.id).await?;
+                Ok(pb::DeleteExportResponse {})
+            },
+        )
+        .await
+    }
+
+    async fn run_export(
+        &self,
+        request: Request<pb::RunExportRequest>,
+    ) -> Result<Response<pb::RunExportResponse>, Status> {
+        self.handle(&self.exports, "RunExport", request, |svc, req| async move {
+            let run = svc.run_export(&req.id).await?;
+            Ok(pb::RunExportResponse {
+                run: Some(exports::run_to_proto(run)),
+            })
+        })
+        .await
+    }
+
+    async fn list_export_runs(
+        &self,
+        request: Request<pb::ListExportRunsRequest>,
+    ) -> Result<Response<pb::ListExportRunsResponse>, Status> {
+        self.handle(
+            &self.exports,
+            "ListExportRuns",
+            request,
+            |svc, req| async move {
+                let page = svc
+                    .list_export_runs(&req.export_id, page_size(req.page_size)?, &req.page_token)
+                    .await?;
+                Ok(pb::ListExportRunsResponse {
+                    runs: page.items.into_iter().map(exports::run_to_proto).collect(),
+                    next_page_token: page.next_page_token.unwrap_or_default(),
                 })
             },
         )

@@ -26,6 +26,7 @@ pub struct Settings {
     pub catalog: CatalogSettings,
     pub log: LogSettings,
     pub ingest: IngestSettings,
+    pub export: ExportSettings,
     pub reports: ReportSettings,
     pub tls: TlsSettings,
     pub metrics: MetricsSettings,
@@ -139,6 +140,52 @@ pub struct IngestSettings {
     pub allowed_dirs: Vec<PathBuf>,
     /// A PEM file of root certificates trusted for `https://` sources besides the system's.
     pub ca_file: Option<PathBuf>,
+}
+
+/// Exports (SPEC.md §7).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ExportSettings {
+    /// Directories `file://` destinations may write under; empty means the data directory.
+    pub allowed_dirs: Vec<PathBuf>,
+    /// Records read per page of a run.
+    pub page_size: Option<u32>,
+    /// Size of each uploaded part, in bytes (at least 5 MiB for S3).
+    pub part_bytes: Option<usize>,
+    /// Most distinct CSV columns a run writes; a run over it fails.
+    pub max_csv_columns: Option<usize>,
+    pub s3: ExportS3Settings,
+}
+
+/// How S3 destinations are reached (`[export.s3]`). Credentials come from the standard `AWS_*`
+/// environment variables unless given here.
+#[derive(Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ExportS3Settings {
+    /// An S3-compatible endpoint, e.g. `http://127.0.0.1:9000`; absent means AWS.
+    pub endpoint: Option<String>,
+    /// Default `us-east-1` (or `AWS_REGION`).
+    pub region: Option<String>,
+    /// Allow a plain `http://` endpoint.
+    pub allow_http: bool,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+// The secret key must never reach a log line, so Debug is written by hand.
+impl std::fmt::Debug for ExportS3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportS3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("allow_http", &self.allow_http)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
 }
 
 /// Import results (SPEC.md §6).
@@ -284,6 +331,7 @@ impl Default for Settings {
             catalog: CatalogSettings::default(),
             log: LogSettings::default(),
             ingest: IngestSettings::default(),
+            export: ExportSettings::default(),
             reports: ReportSettings::default(),
             tls: TlsSettings::default(),
             metrics: MetricsSettings::default(),
@@ -336,6 +384,7 @@ impl std::fmt::Debug for Settings {
             .field("catalog", &self.catalog)
             .field("log", &self.log)
             .field("ingest", &self.ingest)
+            .field("export", &self.export)
             .field("reports", &self.reports)
             .field("tls", &self.tls)
             .field("metrics", &self.metrics)
@@ -465,6 +514,37 @@ impl Settings {
                 allowed_dirs: self.ingest.allowed_dirs.clone(),
                 ca_file: self.ingest.ca_file.clone(),
             })
+    }
+
+    /// How export runs read and write; `file://` destinations default to the data directory.
+    pub fn export_options(&self) -> tributary_ingest::ExportOptions {
+        let defaults = tributary_ingest::ExportOptions::default();
+        let e = &self.export;
+        let allowed_dirs = if e.allowed_dirs.is_empty() {
+            // Absolute, so that a file:// URL (always absolute) can be under it.
+            vec![std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone())]
+        } else {
+            e.allowed_dirs.clone()
+        };
+        tributary_ingest::ExportOptions {
+            s3: tributary_ingest::S3Options {
+                endpoint: e.s3.endpoint.clone(),
+                region: e.s3.region.clone(),
+                allow_http: e.s3.allow_http,
+                access_key_id: e.s3.access_key_id.clone(),
+                secret_access_key: e.s3.secret_access_key.clone(),
+            },
+            allowed_dirs,
+            page_size: e.page_size.unwrap_or(defaults.page_size).clamp(1, 10_000),
+            part_bytes: e
+                .part_bytes
+                .unwrap_or(defaults.part_bytes)
+                .max(5 * 1024 * 1024),
+            max_csv_columns: e.max_csv_columns.unwrap_or(defaults.max_csv_columns),
+            heartbeat: secs(self.ingest.heartbeat_secs, defaults.heartbeat),
+            lease: secs(self.ingest.lease_secs, defaults.lease),
+            ..defaults
+        }
     }
 
     /// How the store uses its database.

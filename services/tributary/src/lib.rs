@@ -56,6 +56,7 @@ pub enum Command {
     Records(cli::records::RecordsArgs),
     ImportResults(cli::import_results::ImportResultsArgs),
     Source(cli::source::SourceArgs),
+    Export(cli::export::ExportArgs),
 }
 
 /// Flags of `tributary serve`.
@@ -85,6 +86,7 @@ impl Cli {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Source(args) => cli::source::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Export(args) => cli::export::run(args).await.map(|()| ExitCode::SUCCESS),
         };
         done.unwrap_or_else(|error| {
             eprintln!("error: {}", cli::render_error(&error));

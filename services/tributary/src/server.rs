@@ -20,12 +20,13 @@ use tributary_contributor::ContributionApi;
 use tributary_core::admin::AdminService;
 use tributary_core::catalog::{CatalogLimits, CatalogService};
 use tributary_core::contribution::ContributionService;
+use tributary_core::export::service::ExportService;
 use tributary_core::limits::Limits;
 use tributary_core::source::service::SourceService;
 use tributary_core::source::AllowedDirs;
 use tributary_core::store::Store;
 use tributary_grpc::auth::AdminAuth;
-use tributary_ingest::{Engine, EngineOptions};
+use tributary_ingest::{Engine, EngineOptions, ExportOptions, ExportScheduler, Exporter};
 use tributary_proto::admin::v1::admin_server::AdminServer;
 use tributary_proto::catalog::v1::catalog_server::CatalogServer;
 use tributary_proto::contribution::v1::contribution_server::ContributionServer;
@@ -75,6 +76,10 @@ pub struct ServerOptions {
     pub reaper_interval: Duration,
     /// The pull engine run alongside the Admin service; `None` runs none.
     pub ingest: Option<EngineOptions>,
+    /// How export runs read and write (`[export]`).
+    pub exports: ExportOptions,
+    /// Run the export scheduler alongside the Admin service (interval and cron exports).
+    pub export_schedules: bool,
     /// Change-log entries older than this are pruned; a Watch resuming before them answers
     /// `OUT_OF_RANGE`.
     pub change_log_retention: Duration,
@@ -103,6 +108,8 @@ impl std::fmt::Debug for ServerOptions {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("reaper_interval", &self.reaper_interval)
             .field("ingest", &self.ingest)
+            .field("exports", &self.exports)
+            .field("export_schedules", &self.export_schedules)
             .field("change_log_retention", &self.change_log_retention)
             .field("prune_interval", &self.prune_interval)
             .field("tls", &self.tls)
@@ -125,6 +132,8 @@ impl ServerOptions {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             reaper_interval: Duration::from_secs(60),
             ingest: Some(EngineOptions::default()),
+            exports: ExportOptions::default(),
+            export_schedules: true,
             change_log_retention: Duration::from_secs(
                 crate::config::DEFAULT_CHANGE_LOG_RETENTION_SECS,
             ),
@@ -151,6 +160,8 @@ impl ServerOptions {
             max_message_bytes: settings.limits.max_message_bytes,
             reaper_interval: Duration::from_secs(settings.sessions.reaper_interval_secs.max(1)),
             ingest: settings.engine_options(),
+            exports: settings.export_options(),
+            export_schedules: settings.ingest.enabled,
             change_log_retention: Duration::from_secs(settings.catalog.change_log_retention_secs),
             prune_interval: Duration::from_secs(settings.catalog.prune_interval_secs.max(1)),
             // Read from files by `run`, which can fail.
@@ -218,6 +229,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha);
     let mut reaper = None;
     let mut engine = None;
+    let mut scheduler = None;
     // Cancelled when serving stops; the engine's bursts finish their page and free their lease.
     let stop_engine = CancellationToken::new();
     // Every process prunes the change log (idempotent across replicas), so it stays bounded
@@ -269,9 +281,21 @@ pub async fn serve(
                     sources = sources.with_waker(e.waker());
                     engine = Some(tokio::spawn(e.run(stop_engine.clone())));
                 }
+                let exporter = Arc::new(Exporter::new(store.clone(), options.exports.clone()));
+                let mut exports = ExportService::new(
+                    store.clone(),
+                    exporter.clone(),
+                    options.exports.allowed_dirs.clone(),
+                );
+                if options.export_schedules {
+                    let s = Arc::new(ExportScheduler::new(exporter));
+                    exports = exports.with_waker(s.waker());
+                    scheduler = Some(tokio::spawn(s.run(stop_engine.clone())));
+                }
                 router.add_service(tributary_admin::admin_server(
                     AdminService::new(store.clone()),
                     sources,
+                    exports,
                     auth,
                     transport.max_admin_request_bytes,
                     max,
@@ -319,6 +343,15 @@ pub async fn serve(
             .is_err()
         {
             tracing::warn!("the pull engine did not stop within 30 s");
+        }
+    }
+    if let Some(scheduler) = scheduler {
+        // Runs under way finish; one that does not within 30 s leaves its lease to expire.
+        if tokio::time::timeout(Duration::from_secs(30), scheduler)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the export scheduler did not stop within 30 s");
         }
     }
     pruner.abort();

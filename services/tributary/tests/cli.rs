@@ -868,6 +868,88 @@ async fn import_results_list_and_get(sandbox: &Sandbox) {
     assert_eq!(got["connector"], connector.as_str());
 }
 
+/// `file://` export destinations may be anywhere under the system's temporary directory here.
+fn exports_under_tmp(options: &mut tributary::server::ServerOptions) {
+    options.exports.allowed_dirs = vec![std::env::temp_dir()];
+}
+
+async fn export_commands_create_run_update_list_and_delete(sandbox: &Sandbox) {
+    let cli = Cli::new(sandbox);
+    let (connector, token, _) = cli.country_world().await;
+    let file = cli.file("a.ndjson", &ndjson(&[("GB", 1), ("FR", 2)]));
+    cli.contribute(&token, &connector, "replace", &file, &[])
+        .await
+        .expect(0);
+    let out = tempfile::tempdir().expect("out dir");
+    let destination = format!("file://{}", out.path().display());
+    let created = cli
+        .admin(&[
+            "export",
+            "create",
+            "--name",
+            "countries",
+            "--entity-type",
+            "country",
+            "--format",
+            "csv",
+            "--destination",
+            &destination,
+            "--output",
+            "json",
+        ])
+        .await
+        .expect(0)
+        .json();
+    let id = str_at(&created, "/id");
+    assert_eq!(created["format"], "csv");
+    let run = cli
+        .admin(&["export", "run", &id, "--output", "json"])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["records"], 2);
+    let location = str_at(&run, "/location");
+    let path = location
+        .strip_prefix("file://")
+        .expect("a file:// location");
+    let written = std::fs::read_to_string(path).expect("the run's file");
+    assert_eq!(
+        written.lines().count(),
+        3,
+        "a header and two rows:\n{written}"
+    );
+    let updated = cli
+        .admin(&[
+            "export", "update", &id, "--format", "ndjson", "--output", "json",
+        ])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(updated["format"], "ndjson");
+    assert_eq!(updated["name"], "countries");
+    let listed = cli.admin(&["export", "list"]).await.expect(0);
+    assert!(listed.stdout.contains(&id), "{}", listed.stdout);
+    let runs = cli.admin(&["export", "runs", &id]).await.expect(0);
+    assert!(runs.stdout.contains("succeeded"), "{}", runs.stdout);
+    cli.admin(&["export", "delete", &id]).await.expect(0);
+    cli.admin(&["export", "get", &id]).await.expect(1);
+    let bad = cli
+        .admin(&[
+            "export",
+            "create",
+            "--name",
+            "x",
+            "--entity-type",
+            "country",
+            "--destination",
+            "ftp://host/x",
+        ])
+        .await
+        .expect(1);
+    assert!(bad.stderr.contains("export.destination"), "{}", bad.stderr);
+}
+
 on_both_backends!(
     admin_commands_create_list_update_and_delete,
     contribute_ndjson_in_each_mode,
@@ -876,6 +958,7 @@ on_both_backends!(
     digest_rerun_sends_only_what_changed,
     records_list_and_get_in_each_output_format,
     import_results_list_and_get,
+    export_commands_create_run_update_list_and_delete with super::exports_under_tmp,
 );
 
 /// A paginated JSON API on 127.0.0.1 for `source` tests: `GET /items?page=N&per_page=2` →
@@ -1480,6 +1563,7 @@ async fn help_explains_each_command() {
         "records",
         "import-results",
         "source",
+        "export",
     ] {
         assert!(
             top.stdout.contains(command),

@@ -56,6 +56,9 @@ mod catalog;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/changes.rs"]
 mod changes;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/exports.rs"]
+mod exports;
 mod listing;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/records.rs"]

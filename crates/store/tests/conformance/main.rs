@@ -39,6 +39,7 @@ mod support;
 
 mod admin;
 mod changes;
+mod exports;
 mod migrations;
 mod sessions;
 mod sources;

@@ -10,6 +10,7 @@ pub mod connector;
 pub mod consumer;
 pub mod contribute;
 pub mod entity_type;
+pub mod export;
 pub mod import_results;
 pub mod input;
 pub mod output;
