@@ -8,8 +8,7 @@
 //!
 //! Label values are bounded: service and method names come from the served descriptors (any
 //! other path is `unknown`), codes and states are enums, and entity types are what operators
-//! create. Exports will record `tributary_export_runs_total{status}` and
-//! `tributary_export_run_seconds` here when they exist.
+//! create. Export runs are counted where they run (`tributary_ingest::export`).
 
 use std::collections::HashSet;
 use std::future::Future;
