@@ -201,12 +201,13 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// The name of a run's file or object: `<export name>-<UTC time>.<ext>`, with the time as
-/// `20261201T031500Z`, so a destination's runs sort by time.
+/// `20261201T031500.123456Z` (fixed width, to the microsecond), so a destination's runs sort by
+/// time and two runs started in the same second never share a name.
 pub fn file_name(export_name: &str, format: ExportFormat, started: Micros) -> String {
     let at = chrono::DateTime::from_timestamp_micros(started).unwrap_or_default();
     format!(
         "{export_name}-{}.{}",
-        at.format("%Y%m%dT%H%M%SZ"),
+        at.format("%Y%m%dT%H%M%S%.6fZ"),
         format.extension()
     )
 }
@@ -353,8 +354,12 @@ mod tests {
         let at = 1_700_000_000_000_000;
         assert_eq!(
             file_name("cities", ExportFormat::Csv, at),
-            "cities-20231114T221320Z.csv"
+            "cities-20231114T221320.000000Z.csv"
         );
+        // Runs in the same second get different names, in the order they started.
+        let later = file_name("cities", ExportFormat::Csv, at + 7);
+        assert_eq!(later, "cities-20231114T221320.000007Z.csv");
+        assert!(file_name("cities", ExportFormat::Csv, at) < later);
         let d = Destination::S3 {
             bucket: "b".into(),
             prefix: "p/q".into(),
