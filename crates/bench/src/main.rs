@@ -4,9 +4,11 @@
 //! commit times and the server's peak RSS as Markdown tables. Then, on the same server, issue 3's
 //! workloads: a first load through unary `Upsert` calls vs the `Contribute` stream, and an
 //! unchanged re-send in full vs as digests only (`Diff`), with records/s and bytes sent.
-//! `--catalog` runs issue 4's catalog workload instead, `--ingest` issue 5's pull sources.
+//! `--catalog` runs issue 4's catalog workload instead, `--ingest` issue 5's pull sources,
+//! `--export` issue 14's exports.
 
 mod catalog;
+mod export;
 mod grpc;
 mod ingest;
 mod raw;
@@ -68,6 +70,14 @@ struct Args {
     /// Source sizes (items) for the ingestion workload.
     #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
     source_items: Vec<usize>,
+    /// Run issue 14's export workload instead: records loaded, then exported as NDJSON to a
+    /// directory and to a local S3 server, once per size in `--export-records`, each by a fresh
+    /// server process whose peak RSS during the export is reported.
+    #[arg(long)]
+    export: bool,
+    /// Catalog sizes (records) for the export workload.
+    #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
+    export_records: Vec<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -179,7 +189,17 @@ async fn run(args: Args) -> Result<bool> {
         server_bin.display(),
         provenance()
     );
-    if args.ingest {
+    if args.export {
+        let sizes: Vec<String> = args
+            .export_records
+            .iter()
+            .map(|&n| thousands(n as f64))
+            .collect();
+        println!(
+            "tributary-bench --export: catalogs of {} records; {machine}\n",
+            sizes.join(" and ")
+        );
+    } else if args.ingest {
         let sizes: Vec<String> = args
             .source_items
             .iter()
@@ -198,6 +218,18 @@ async fn run(args: Args) -> Result<bool> {
         );
     }
     let mut ok = true;
+    if args.export {
+        for &backend in backends {
+            let mut outcomes = Vec::new();
+            for &records in &args.export_records {
+                let outcome = run_export(backend, &args, &server_bin, records).await;
+                ok &= outcome.is_ok();
+                outcomes.push((records, outcome));
+            }
+            println!("{}", export_report(backend, &outcomes));
+        }
+        return Ok(ok);
+    }
     if args.ingest {
         for &backend in backends {
             let mut outcomes = Vec::new();
@@ -389,6 +421,85 @@ fn ingest_report(backend: Backend, outcomes: &[(usize, Result<ingest::Outcome>)]
     }
     out.push('\n');
     out.push_str(&failures);
+    out
+}
+
+async fn run_export(
+    backend: Backend,
+    args: &Args,
+    server_bin: &std::path::Path,
+    records: usize,
+) -> Result<export::Outcome> {
+    let s3 = export::S3Server::start().await?;
+    with_database(backend, args, async |url, admin_token| {
+        let server =
+            server::Server::start_with_env(server_bin, url, admin_token, &s3.server_env()).await?;
+        let outcome = export::run(
+            &server,
+            admin_token,
+            records,
+            args.batch,
+            args.window.max(1),
+        )
+        .await;
+        let outcome = with_log(outcome, &server);
+        server.stop().await?;
+        outcome
+    })
+    .await
+}
+
+fn export_report(backend: Backend, outcomes: &[(usize, Result<export::Outcome>)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### {} — exports: NDJSON by `RunExport`, one server process per size\n",
+        backend.label()
+    );
+    out.push_str("| records | destination | wall s | records/s | MiB written | server CPU s | server peak RSS during the run MiB |\n");
+    out.push_str("|---:|---|---:|---:|---:|---:|---:|\n");
+    let mib = |n: f64| format!("{:.1}", n / (1024.0 * 1024.0));
+    let mut notes = String::new();
+    for (records, outcome) in outcomes {
+        let o = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "| {} | failed | — | — | — | — | — |",
+                    thousands(*records as f64)
+                );
+                let _ = writeln!(notes, "{} records: {e:#}", thousands(*records as f64));
+                continue;
+            }
+        };
+        for run in &o.runs {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2} | {} | {} | {:.2} | {} |",
+                thousands(o.records as f64),
+                run.destination,
+                run.elapsed.as_secs_f64(),
+                thousands(run.rate(o.records)),
+                mib(run.bytes as f64),
+                run.server_cpu.as_secs_f64(),
+                mib(run.peak_rss_kib as f64 * 1024.0),
+            );
+        }
+        let _ = writeln!(
+            notes,
+            "{} records loaded in {:.1} s (peak RSS {} MiB while loading){}",
+            thousands(o.records as f64),
+            o.load.as_secs_f64(),
+            mib(o.load_rss_kib as f64 * 1024.0),
+            o.reset_failed
+                .as_ref()
+                .map(|e| format!("; the peak could not be reset, so it includes the load: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    out.push('\n');
+    out.push_str(&notes);
     out
 }
 

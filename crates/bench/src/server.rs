@@ -37,6 +37,16 @@ impl Server {
         database_url: Option<&str>,
         admin_token: &str,
     ) -> Result<Server> {
+        Self::start_with_env(bin, database_url, admin_token, &[]).await
+    }
+
+    /// [`Server::start`] with extra environment variables (settings) for the server.
+    pub async fn start_with_env(
+        bin: &Path,
+        database_url: Option<&str>,
+        admin_token: &str,
+        env: &[(&str, String)],
+    ) -> Result<Server> {
         let data_dir = tempfile::Builder::new()
             .prefix("tributary-bench-")
             .tempdir()?;
@@ -58,6 +68,7 @@ impl Server {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         cmd.env("TRIBUTARY_ADMIN_TOKEN", admin_token)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -130,6 +141,18 @@ impl Server {
     /// The SQLite file of a server started without a database URL.
     pub(crate) fn sqlite_file(&self) -> PathBuf {
         self._data_dir.path().join("data").join("tributary.db")
+    }
+
+    /// The server's data directory (where `file://` exports may be written by default).
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self._data_dir.path().join("data")
+    }
+
+    /// Resets the server's `VmHWM` to its current RSS (Linux `clear_refs` 5), so the next
+    /// [`Server::peak_rss_kib`] is the peak since now.
+    pub(crate) fn reset_peak_rss(&self) -> Result<()> {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5")
+            .with_context(|| format!("resetting the peak RSS of process {}", self.pid))
     }
 
     /// The server's process id.

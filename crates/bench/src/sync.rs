@@ -126,7 +126,7 @@ impl Outcome {
 }
 
 /// Measured counts, before timing and CPU are attached.
-struct Sent {
+pub(crate) struct Sent {
     records: usize,
     requests: usize,
     bytes: usize,
@@ -240,7 +240,7 @@ pub async fn run(
     Ok(outcome)
 }
 
-async fn create_connector(admin_client: &mut AdminClient, name: &str) -> Result<String> {
+pub(crate) async fn create_connector(admin_client: &mut AdminClient, name: &str) -> Result<String> {
     Ok(admin_client
         .create_connector(admin::CreateConnectorRequest {
             connector: Some(admin::Connector {
@@ -368,7 +368,7 @@ struct Acks {
 }
 
 /// A first load in a STREAM session through the `Contribute` stream; every outcome `created`.
-async fn stream_load(
+pub(crate) async fn stream_load(
     channel: Channel,
     token: &str,
     batches: &[Vec<usize>],

@@ -265,6 +265,10 @@ pub trait CatalogStore: Send + Sync {
     /// with the change-log sequence of that snapshot. A cursor that does not fit the query's
     /// order answers `InvalidArgument` (`page_token`).
     async fn query_records(&self, query: &RecordQuery<'_>) -> Result<RecordPage>;
+    /// Opens a snapshot of the visible catalog that later reads share (an export's run): the
+    /// records as they are now, whatever commits while it is open. It holds a database
+    /// connection until dropped.
+    async fn open_snapshot(&self) -> Result<Box<dyn CatalogSnapshot>>;
     /// At most `limit` change-log entries of `entity_type` with a sequence above `after`.
     async fn read_changes(
         &self,
@@ -289,6 +293,14 @@ pub trait CatalogStore: Send + Sync {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ImportResult>>;
+}
+
+/// A snapshot of the visible catalog held open across reads ([`CatalogStore::open_snapshot`]).
+#[async_trait]
+pub trait CatalogSnapshot: Send {
+    /// A page of the records matching `query` as they were when the snapshot was opened; each
+    /// statement is bounded by the query timeout, as in [`CatalogStore::query_records`].
+    async fn query_records(&mut self, query: &RecordQuery<'_>) -> Result<RecordPage>;
 }
 
 /// The storage every Tributary service runs on: one implementation per backend, with every area

@@ -25,7 +25,7 @@ use tributary_core::export::{file_name, Destination, Export, ExportFormat, Expor
 use tributary_core::ids::new_id;
 use tributary_core::model::{ImportStatus, StoredRecord};
 use tributary_core::query::{Cursor, ListQuery};
-use tributary_core::store::{RecordQuery, Store};
+use tributary_core::store::{CatalogSnapshot, RecordQuery, Store};
 
 /// Where S3 destinations live and how to reach them (`[export.s3]`). Credentials not given here
 /// come from the standard `AWS_*` environment variables.
@@ -189,10 +189,18 @@ impl Exporter {
     ) -> Result<(u64, u64), String> {
         let query = ListQuery::parse(&export.entity_type, &export.filter, "")
             .map_err(|e| format!("the filter: {e}"))?;
+        // One snapshot for the whole run (both of CSV's passes): the records visible at its
+        // start, whatever commits while it runs.
+        let mut snapshot = self
+            .store
+            .open_snapshot()
+            .await
+            .map_err(|e| format!("opening a snapshot of the catalog: {e}"))?;
+        let snapshot = snapshot.as_mut();
         // CSV's header needs every column before the first row: a first pass over the same
         // keyset pages collects them (bounded by `max_csv_columns`, not by the record count).
         let csv = match export.format {
-            ExportFormat::Csv => Some(self.csv_columns(export, &query).await?),
+            ExportFormat::Csv => Some(self.csv_columns(snapshot, export, &query).await?),
             _ => None,
         };
         let (store, path) = self.open(destination, name).await?;
@@ -205,7 +213,10 @@ impl Exporter {
             bytes: 0,
             max_in_flight: self.options.max_parts_in_flight.max(1),
         };
-        match self.stream(export, &query, csv.as_ref(), &mut sink).await {
+        match self
+            .stream(snapshot, export, &query, csv.as_ref(), &mut sink)
+            .await
+        {
             Ok(records) => {
                 let bytes = sink.bytes;
                 sink.upload
@@ -223,10 +234,15 @@ impl Exporter {
         }
     }
 
-    /// The export's records, page by page in key order.
-    fn pages<'a>(&'a self, export: &'a Export, query: &'a ListQuery) -> KeysetPages<'a> {
+    /// The export's records in `snapshot`, page by page in key order.
+    fn pages<'a>(
+        &self,
+        snapshot: &'a mut dyn CatalogSnapshot,
+        export: &'a Export,
+        query: &'a ListQuery,
+    ) -> KeysetPages<'a> {
         KeysetPages {
-            store: self.store.as_ref(),
+            snapshot,
             export,
             query,
             limit: self.options.page_size.max(1),
@@ -235,7 +251,12 @@ impl Exporter {
         }
     }
 
-    async fn csv_columns(&self, export: &Export, query: &ListQuery) -> Result<CsvEncoder, String> {
+    async fn csv_columns(
+        &self,
+        snapshot: &mut dyn CatalogSnapshot,
+        export: &Export,
+        query: &ListQuery,
+    ) -> Result<CsvEncoder, String> {
         let entity_type = self
             .store
             .get_entity_type(&export.entity_type)
@@ -243,7 +264,7 @@ impl Exporter {
             .map_err(|e| format!("reading the entity type: {e}"))?;
         let mut columns = BTreeSet::new();
         schema_columns(&entity_type.schema, &mut columns);
-        let mut pages = self.pages(export, query);
+        let mut pages = self.pages(snapshot, export, query);
         while let Some(records) = pages.next().await? {
             for r in &records {
                 record_columns(r, &mut columns).map_err(|e| e.to_string())?;
@@ -260,6 +281,7 @@ impl Exporter {
 
     async fn stream(
         &self,
+        snapshot: &mut dyn CatalogSnapshot,
         export: &Export,
         query: &ListQuery,
         csv: Option<&CsvEncoder>,
@@ -272,7 +294,7 @@ impl Exporter {
                 .await?;
         }
         let mut records = 0u64;
-        let mut pages = self.pages(export, query);
+        let mut pages = self.pages(snapshot, export, query);
         while let Some(page) = pages.next().await? {
             for r in &page {
                 if records > 0 {
@@ -299,7 +321,7 @@ impl Exporter {
 /// Keyset pages of an export's records: each page continues after the previous one's last key,
 /// so only one page is in memory at a time.
 struct KeysetPages<'a> {
-    store: &'a dyn Store,
+    snapshot: &'a mut dyn CatalogSnapshot,
     export: &'a Export,
     query: &'a ListQuery,
     limit: u32,
@@ -313,7 +335,7 @@ impl KeysetPages<'_> {
             return Ok(None);
         }
         let page = self
-            .store
+            .snapshot
             .query_records(&RecordQuery {
                 entity_type: &self.export.entity_type,
                 filter: self.query.filter.as_ref(),

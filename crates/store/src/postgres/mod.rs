@@ -173,14 +173,25 @@ fn connections(s: &PgStore) -> (u32, u32) {
 /// (PostgreSQL's `~` is a backtracking engine, and a filter can ask for a full scan).
 async fn bounded_snapshot(s: &PgStore) -> StoreResult<Tx> {
     let mut tx = snapshot(s).await?;
+    bound_statements(&mut tx, s.query_timeout).await?;
+    Ok(tx)
+}
+
+/// Cancels each later statement of `tx` that runs longer than `timeout`.
+async fn bound_statements(tx: &mut Tx, timeout: Duration) -> StoreResult<()> {
     // `SET` takes no parameters; the value is a number this process chose.
     sqlx::query(&format!(
         "SET LOCAL statement_timeout = {}",
-        s.query_timeout.as_millis().max(1)
+        timeout.as_millis().max(1)
     ))
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    Ok(tx)
+    Ok(())
+}
+
+/// Whether a read transaction can be held open while other calls run: always, with a pool.
+fn can_hold_snapshot(_s: &PgStore) -> bool {
+    true
 }
 
 /// Ends what [`bounded_snapshot`] set up: `SET LOCAL` ends with the transaction.

@@ -3,8 +3,8 @@
 
 use super::records::record_columns;
 use super::{
-    bounded_snapshot, end_bounded, in_list_arg, record_row, snapshot, wait_for_changes, Backend,
-    Listing,
+    bound_statements, bounded_snapshot, can_hold_snapshot, end_bounded, in_list_arg, record_row,
+    snapshot, wait_for_changes, Backend, Listing, Tx,
 };
 use crate::error::{run, StoreResult};
 use crate::query::{self, Arg};
@@ -14,7 +14,9 @@ use sqlx::Row as _;
 use std::sync::LazyLock;
 use tributary_core::error::ResourceKind;
 use tributary_core::model::{ImportResult, StoredRecord};
-use tributary_core::store::{CatalogStore, ChangeLogPage, LoggedChange, RecordPage, RecordQuery};
+use tributary_core::store::{
+    CatalogSnapshot, CatalogStore, ChangeLogPage, LoggedChange, RecordPage, RecordQuery,
+};
 use tributary_core::{Error, Result};
 
 /// Entries pruned per transaction, so pruning never holds a writer for long.
@@ -117,42 +119,31 @@ impl CatalogStore for Backend {
 
     async fn query_records(&self, query: &RecordQuery<'_>) -> Result<RecordPage> {
         run(async {
-            let (sql, args) = query::compile::<Listing>(query, record_columns!())?;
-            let mut statement = sqlx::query(&sql);
-            for a in args {
-                statement = match a {
-                    Arg::Text(v) | Arg::Json(v) => statement.bind(v),
-                    Arg::Int(v) => statement.bind(v),
-                    Arg::Float(v) => statement.bind(v),
-                };
-            }
-            // The counter and the page in one snapshot: the page holds every change up to the
-            // sequence read, and none after it (writers take sequences in commit order).
             let mut tx = bounded_snapshot(self).await?;
-            let sequence: i64 =
-                sqlx::query_scalar("SELECT last_seq FROM change_sequence WHERE id = 1")
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let found = statement.fetch_all(&mut *tx).await;
+            let page = read_page(&mut tx, query).await;
             end_bounded(&mut tx).await;
-            let found = found?;
+            let page = page?;
             tx.commit().await?;
-            let records = found
-                .iter()
-                .map(record_row)
-                .collect::<StoreResult<Vec<_>>>()?;
-            let last = match (found.last(), records.last()) {
-                (Some(row), Some(r)) => Some(query::cursor_of(
-                    &row.try_get::<String, _>("sort_values")?,
-                    r.key.clone(),
-                )?),
-                _ => None,
-            };
-            Ok(RecordPage {
-                records,
-                last,
-                sequence: count(sequence),
-            })
+            Ok(page)
+        })
+        .await
+    }
+
+    async fn open_snapshot(&self) -> Result<Box<dyn CatalogSnapshot>> {
+        if !can_hold_snapshot(self) {
+            return Ok(Box::new(PagewiseSnapshot(self.clone())));
+        }
+        run(async {
+            let mut tx = snapshot(self).await?;
+            // The snapshot is taken by the first statement, not by BEGIN: take it now.
+            sqlx::query("SELECT last_seq FROM change_sequence WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+            let held: Box<dyn CatalogSnapshot> = Box::new(HeldSnapshot {
+                tx,
+                timeout: self.query_timeout,
+            });
+            Ok(held)
         })
         .await
     }
@@ -302,5 +293,70 @@ impl CatalogStore for Backend {
             found.iter().map(rows::import_result).collect()
         })
         .await
+    }
+}
+
+/// A page of `query` and the change-log sequence, both read in `tx`'s snapshot: the page holds
+/// every change up to that sequence and none after it (writers take sequences in commit order).
+async fn read_page(tx: &mut Tx, query: &RecordQuery<'_>) -> StoreResult<RecordPage> {
+    let (sql, args) = query::compile::<Listing>(query, record_columns!())?;
+    let mut statement = sqlx::query(&sql);
+    for a in args {
+        statement = match a {
+            Arg::Text(v) | Arg::Json(v) => statement.bind(v),
+            Arg::Int(v) => statement.bind(v),
+            Arg::Float(v) => statement.bind(v),
+        };
+    }
+    let sequence: i64 = sqlx::query_scalar("SELECT last_seq FROM change_sequence WHERE id = 1")
+        .fetch_one(&mut **tx)
+        .await?;
+    let found = statement.fetch_all(&mut **tx).await?;
+    let records = found
+        .iter()
+        .map(record_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let last = match (found.last(), records.last()) {
+        (Some(row), Some(r)) => Some(query::cursor_of(
+            &row.try_get::<String, _>("sort_values")?,
+            r.key.clone(),
+        )?),
+        _ => None,
+    };
+    Ok(RecordPage {
+        records,
+        last,
+        sequence: count(sequence),
+    })
+}
+
+/// One read transaction held open for an export's run; each page's statements are bounded by
+/// the query timeout anew, so a long export is not cut off, but no one page runs unbounded.
+struct HeldSnapshot {
+    tx: Tx,
+    timeout: std::time::Duration,
+}
+
+#[async_trait]
+impl CatalogSnapshot for HeldSnapshot {
+    async fn query_records(&mut self, query: &RecordQuery<'_>) -> Result<RecordPage> {
+        run(async {
+            bound_statements(&mut self.tx, self.timeout).await?;
+            let page = read_page(&mut self.tx, query).await;
+            end_bounded(&mut self.tx).await;
+            page
+        })
+        .await
+    }
+}
+
+/// Where no transaction can be held open (an in-memory SQLite database has a single connection,
+/// which every other call would then wait for), each page is a snapshot of its own.
+struct PagewiseSnapshot(Backend);
+
+#[async_trait]
+impl CatalogSnapshot for PagewiseSnapshot {
+    async fn query_records(&mut self, query: &RecordQuery<'_>) -> Result<RecordPage> {
+        self.0.query_records(query).await
     }
 }

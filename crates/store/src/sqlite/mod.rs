@@ -259,14 +259,27 @@ fn connections(s: &SqliteStore) -> (u32, u32) {
 }
 
 /// A snapshot for a catalog listing, whose statements are interrupted (SQLITE_INTERRUPT) once
-/// the query timeout has passed: SQLite calls the progress handler every few thousand steps.
+/// the query timeout has passed.
 async fn bounded_snapshot(s: &SqliteStore) -> StoreResult<Tx> {
     let mut tx = snapshot(s).await?;
-    let deadline = std::time::Instant::now() + s.query_timeout;
+    bound_statements(&mut tx, s.query_timeout).await?;
+    Ok(tx)
+}
+
+/// Interrupts `tx`'s statements once `timeout` has passed from now: SQLite calls the progress
+/// handler every few thousand steps. [`end_bounded`] removes it.
+async fn bound_statements(tx: &mut Tx, timeout: Duration) -> StoreResult<()> {
+    let deadline = std::time::Instant::now() + timeout;
     tx.lock_handle()
         .await?
         .set_progress_handler(10_000, move || std::time::Instant::now() < deadline);
-    Ok(tx)
+    Ok(())
+}
+
+/// Whether a read transaction can be held open while other calls run: not in memory, where the
+/// database has a single connection.
+fn can_hold_snapshot(s: &SqliteStore) -> bool {
+    !s.in_memory
 }
 
 /// Removes the handler [`bounded_snapshot`] set, before the connection goes back to the pool.

@@ -14,6 +14,7 @@ conformance!(
     pruning_moves_the_horizon,
     concurrent_writers_make_sequences_visible_without_gaps,
     a_commit_wakes_only_the_readers_of_its_entity_type,
+    a_held_snapshot_reads_the_catalog_as_it_was_when_opened,
 );
 
 /// `(op, id)` of every change-log entry of `country`, in sequence order, checking that
@@ -403,4 +404,99 @@ async fn a_commit_wakes_only_the_readers_of_its_entity_type(db: &TestDb) {
     tokio::time::timeout(std::time::Duration::from_secs(30), city_waits)
         .await
         .expect("a city change wakes city's readers");
+}
+
+/// An export's snapshot: pages read after commits that add, change and remove records still
+/// show the catalog as it was when the snapshot was opened, and a new snapshot sees the commits.
+async fn a_held_snapshot_reads_the_catalog_as_it_was_when_opened(db: &TestDb) {
+    use tributary_core::query::ListQuery;
+    use tributary_core::store::{CatalogSnapshot, RecordQuery};
+    let c = connector(db, WritePolicy::Importer, None).await;
+    stream(
+        db,
+        &c,
+        &[record(&c, "A", 1), record(&c, "B", 2), record(&c, "C", 3)],
+        T0,
+    )
+    .await;
+    let q = ListQuery::parse("country", "", "").unwrap();
+    let query = RecordQuery {
+        entity_type: "country",
+        filter: None,
+        order: &q.order,
+        after: None,
+        limit: 2,
+    };
+    // Every page of a snapshot: (id, population) sorted by id, and each page's sequence.
+    async fn read_all(
+        snapshot: &mut dyn CatalogSnapshot,
+        query: &RecordQuery<'_>,
+    ) -> (Vec<(String, String)>, Vec<u64>) {
+        let (mut seen, mut sequences) = (Vec::new(), Vec::new());
+        let mut after = None;
+        loop {
+            let page = snapshot
+                .query_records(&RecordQuery {
+                    after: after.as_ref(),
+                    ..*query
+                })
+                .await
+                .unwrap();
+            sequences.push(page.sequence);
+            seen.extend(
+                page.records
+                    .iter()
+                    .map(|r| (r.id.clone(), r.entity.clone())),
+            );
+            match page.last {
+                Some(last) if page.records.len() == query.limit as usize => after = Some(last),
+                _ => {
+                    seen.sort();
+                    return (seen, sequences);
+                }
+            }
+        }
+    }
+    let mut before = db.store.open_snapshot().await.unwrap();
+    // The first page is read before the commits, the rest after them.
+    let first = before.query_records(&query).await.unwrap();
+    assert_eq!(first.records.len(), 2);
+    let replace = open(db, &c, SessionMode::Replace, T0 + SEC);
+    let replace = replace.await;
+    let rt = call(&replace, &c, T0 + SEC);
+    db.store
+        .upsert_batch(
+            &rt,
+            &[record(&c, "A", 10), record(&c, "C", 3), record(&c, "D", 4)],
+        )
+        .await
+        .applied_ok();
+    db.store.close_session(&rt, true, false).await.unwrap();
+    let (seen, sequences) = read_all(before.as_mut(), &query).await;
+    let population = |n: i64| format!("{{\"population\":{n}}}");
+    assert_eq!(
+        seen,
+        vec![
+            ("A".to_owned(), population(1)),
+            ("B".to_owned(), population(2)),
+            ("C".to_owned(), population(3)),
+        ],
+        "the snapshot shows neither the change of A, the removal of B nor the new D"
+    );
+    assert!(
+        sequences.iter().all(|s| *s == first.sequence),
+        "{sequences:?}"
+    );
+    drop(before);
+    let mut after = db.store.open_snapshot().await.unwrap();
+    let (seen, sequences) = read_all(after.as_mut(), &query).await;
+    assert_eq!(
+        seen,
+        vec![
+            ("A".to_owned(), population(10)),
+            ("C".to_owned(), population(3)),
+            ("D".to_owned(), population(4)),
+        ]
+    );
+    assert!(sequences[0] > first.sequence);
 }
