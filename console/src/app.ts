@@ -8,11 +8,14 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { BadRequestSchema } from "./gen/google/rpc/error_details_pb.js";
 import {
   Admin,
+  ExportFormat,
   ImportStatus,
   SourceKind,
   SourceSchema,
   SourceState,
   WritePolicy,
+  type Export,
+  type ExportRun,
   type ImportItem,
   type ImportResult,
   type Source,
@@ -804,6 +807,121 @@ function connectorsPage(): void {
   void load();
 }
 
+// ---- exports ---------------------------------------------------------------------------------
+
+// An unspecified format is NDJSON, the default.
+const formatName = (f: ExportFormat) => enumName(ExportFormat, f === ExportFormat.UNSPECIFIED ? ExportFormat.NDJSON : f, "");
+
+function schedule(e: Export): string {
+  const s = e.schedule;
+  if (s.case === "interval") return `every ${Number(s.value.seconds)} s`;
+  if (s.case === "cron") return `cron ${s.value}`;
+  return "on demand";
+}
+
+function bytes(n: bigint): string {
+  const v = Number(n);
+  return v < 1024 * 1024 ? `${(v / 1024).toFixed(1)} KiB` : `${(v / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/** A "Run now" button: runs the export, then calls `done` with the run (or shows the error). */
+function runNowButton(e: Export, out: HTMLElement, done: (run: ExportRun) => void): HTMLElement {
+  const button = h("button", { type: "button", "aria-label": `Run ${e.name} now` }, "Run now") as HTMLButtonElement;
+  button.onclick = async () => {
+    button.disabled = true;
+    out.replaceChildren(h("p", { role: "status" }, `Running ${e.name}…`));
+    try {
+      const run = (await admin.runExport({ id: e.id })).run!;
+      out.replaceChildren(
+        h("p", { role: "status" }, `Run of ${e.name}: ${statusName(run.status)}, ${run.records} records`, run.error ? ` (${run.error})` : ""),
+      );
+      done(run);
+    } catch (err) {
+      out.replaceChildren(errorBox(err, `Running ${e.name}`));
+    } finally {
+      button.disabled = false;
+    }
+  };
+  return button;
+}
+
+function exportsPage(): void {
+  const list = h("div");
+  const out = h("div", { "aria-live": "polite" });
+  const load = () =>
+    fill(list, "Listing exports", async () => {
+      const r = await admin.listExports({ pageSize: 1000 });
+      if (!r.exports.length) return h("p", {}, "No exports yet: create them with CreateExport or `tributary export create`.");
+      return table(
+        ["Name", "Entity type", "Format", "Destination", "Schedule", "Enabled", ""],
+        r.exports.map((e) => [
+          link(`#/exports/${e.id}`, e.name),
+          h("code", {}, e.entityType),
+          formatName(e.format),
+          h("code", {}, e.destination),
+          schedule(e),
+          e.enabled === false ? "no" : "yes",
+          runNowButton(e, out, () => (location.hash = `#/exports/${e.id}`)),
+        ]),
+        "Exports",
+      );
+    });
+  page("Exports", out, list);
+  void load();
+}
+
+function runsTable(runs: ExportRun[], caption: string): HTMLElement {
+  return table(
+    ["Status", "Started", "Ended", "Records", "Written", "Location", "Error"],
+    runs.map((r) => [
+      h("span", { class: `status-${statusName(r.status)}` }, statusName(r.status)),
+      h("span", { class: "nowrap" }, fmtTime(r.startedAt)),
+      h("span", { class: "nowrap" }, fmtTime(r.endedAt)),
+      String(r.records),
+      h("span", { class: "nowrap" }, bytes(r.bytes)),
+      h("code", {}, r.location || "—"),
+      r.error || "—",
+    ]),
+    caption,
+  );
+}
+
+function exportPage(id: string): void {
+  const body = h("div");
+  const out = h("div", { "aria-live": "polite" });
+  const runs = h("div");
+  let pageToken = "";
+  const loadRuns = (append: boolean) =>
+    fill(runs, "Listing the export's runs", async () => {
+      const r = await admin.listExportRuns({ exportId: id, pageSize: 50, pageToken: append ? pageToken : "" });
+      pageToken = r.nextPageToken;
+      return [
+        r.runs.length ? runsTable(r.runs, "Runs, newest first") : h("p", {}, "No runs yet."),
+        pageToken ? h("button", { type: "button", onclick: () => loadRuns(true) }, "Next page") : null,
+      ];
+    });
+  page(`Export ${id.slice(0, 12)}`, body, out, h("h2", {}, "Runs"), runs);
+  void fill(body, "Reading the export", async () => {
+    const e = (await admin.getExport({ id })).export!;
+    const title = document.querySelector("h1");
+    if (title) title.textContent = `Export ${e.name}`;
+    return [
+      dl([
+        ["Entity type", h("code", {}, e.entityType)],
+        ["Filter", e.filter ? h("code", {}, e.filter) : "none (every record)"],
+        ["Format", formatName(e.format)],
+        ["Destination", h("code", {}, e.destination)],
+        ["Schedule", schedule(e)],
+        ["Enabled", e.enabled === false ? "no" : "yes"],
+        ["Created", fmtTime(e.createdAt)],
+        ["Updated", fmtTime(e.updatedAt)],
+      ]),
+      runNowButton(e, out, () => void loadRuns(false)),
+    ];
+  });
+  void loadRuns(false);
+}
+
 // ---- navigation ------------------------------------------------------------------------------
 
 function renderNav(): void {
@@ -817,6 +935,7 @@ function renderNav(): void {
         ["#/records", "Records"],
         ["#/entity-types", "Entity types"],
         ["#/connectors", "Connectors"],
+        ["#/exports", "Exports"],
       ]
     : t.consumer
       ? [["#/records", "Records"]]
@@ -869,6 +988,8 @@ function route(): void {
       return entityTypesPage();
     case "connectors":
       return connectorsPage();
+    case "exports":
+      return parts[1] ? exportPage(parts[1]) : exportsPage();
     default:
       page("Not found", h("p", {}, "No such page. ", link("#/", "Overview")));
   }

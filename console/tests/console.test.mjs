@@ -190,6 +190,22 @@ try {
     if ((await page.locator(".token").count()) !== 0) throw new Error("a token is shown again");
   });
 
+  await step("exports-run-now", async () => {
+    await page.getByRole("link", { name: "Exports", exact: true }).click();
+    await heading("Exports").waitFor();
+    await page.getByRole("row", { name: /console-export country ndjson/ }).waitFor();
+    await page.getByRole("button", { name: "Run console-export now" }).click();
+    // The run ends before the export's page opens, with the run in its table.
+    await heading("Export console-export").waitFor();
+    const runs = page.getByRole("table", { name: "Runs, newest first" });
+    const written = /succeeded .* file:\/\/.*console-export-\d{8}T\d{6}\.\d{6}Z\.ndjson/;
+    await runs.getByRole("row", { name: written }).waitFor();
+    // Run now on the export's page: its status, then a second run in the table.
+    await page.getByRole("button", { name: "Run console-export now" }).click();
+    await expectText(page.getByRole("status"), /Run of console-export: succeeded, \d+ records/);
+    await runs.getByRole("row", { name: written }).nth(1).waitFor();
+  });
+
   await step("consumer-token-reads-records-only", async () => {
     await page.getByRole("button", { name: "Sign out" }).click();
     await heading("Sign in").waitFor();

@@ -19,6 +19,8 @@ use tributary_tests::{country, json_struct, on_both_backends, wait_until, Sandbo
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 fn fast(o: &mut ServerOptions) {
+    // The exports page runs an export to a directory under the system's temporary directory.
+    o.exports.allowed_dirs = vec![std::env::temp_dir()];
     o.ingest = Some(EngineOptions {
         heartbeat: Duration::from_millis(200),
         lease: Duration::from_secs(2),
@@ -144,6 +146,20 @@ async fn console_pages_work_in_a_real_browser(sandbox: &Sandbox) {
     .expect("the source's first import result");
     assert_eq!(first.failed, 1, "{first:?}");
     let reader_token = sandbox.create_consumer(&["country"]).await;
+    // An export the exports page lists and runs.
+    let export_dir = tempfile::tempdir().unwrap();
+    sandbox
+        .admin()
+        .create_export(admin::CreateExportRequest {
+            export: Some(admin::Export {
+                name: "console-export".into(),
+                entity_type: "country".into(),
+                destination: format!("file://{}/catalog", export_dir.path().display()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
 
     let script = repo_root().join("console/tests/console.test.mjs");
     let shots = repo_root().join(format!(
@@ -188,6 +204,11 @@ async fn console_pages_work_in_a_real_browser(sandbox: &Sandbox) {
         "the browser script failed ({status}); its output: {seen:#?}"
     );
     assert_eq!(seen.last().map(String::as_str), Some("PASS"), "{seen:#?}");
+    // The two runs the browser started wrote a file each.
+    let written: Vec<_> = std::fs::read_dir(export_dir.path().join("catalog"))
+        .map(|dir| dir.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(written.len(), 2, "{written:?}");
 }
 
 on_both_backends!(console_pages_work_in_a_real_browser with super::fast);

@@ -1806,7 +1806,7 @@ export type Export = Message<"tributary.admin.v1.Export"> & {
 
   /**
    * `file:///dir/prefix` (under the configured directories) or `s3://bucket/prefix`. Each run writes
-   * `<prefix>/<name>-<UTC time, e.g. 20261201T031500Z>.<ndjson|json|csv>`.
+   * `<prefix>/<name>-<UTC start to the microsecond, e.g. 20261201T031500.123456Z>.<ndjson|json|csv>`.
    *
    * @generated from field: string destination = 6;
    */
