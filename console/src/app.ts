@@ -433,8 +433,7 @@ function sourcePage(id: string): void {
 }
 
 async function sourceImports(s: Source): Promise<ImportResult[]> {
-  const r = await admin.listImportResults({ connector: s.connector, pageSize: 200 });
-  return r.importResults.filter((x) => x.source === s.id || x.source === s.name);
+  return (await admin.listImportResults({ source: s.id, pageSize: 100 })).importResults;
 }
 
 function importsTable(results: ImportResult[], caption: string): HTMLElement {
@@ -467,15 +466,17 @@ function importsPage(): void {
   let pageToken = "";
   const load = (append: boolean) =>
     fill(out, "Listing import results", async () => {
-      const r = await admin.listImportResults({ connector: connector.value.trim(), pageSize: 100, pageToken: append ? pageToken : "" });
+      // The server filters, so every page is full and paging reaches every match.
+      const r = await admin.listImportResults({
+        connector: connector.value.trim(),
+        source: source.value.trim(),
+        status: status.value ? (Number(status.value) as ImportStatus) : ImportStatus.UNSPECIFIED,
+        pageSize: 100,
+        pageToken: append ? pageToken : "",
+      });
       pageToken = r.nextPageToken;
-      const rows = r.importResults.filter(
-        (x) =>
-          (!source.value.trim() || x.source === source.value.trim()) &&
-          (!status.value || x.status === Number(status.value)),
-      );
       return [
-        importsTable(rows, "Import results, newest first"),
+        importsTable(r.importResults, "Import results, newest first"),
         pageToken ? h("button", { type: "button", onclick: () => load(true) }, "Next page") : null,
       ];
     });

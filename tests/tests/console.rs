@@ -145,6 +145,47 @@ async fn console_pages_work_in_a_real_browser(sandbox: &Sandbox) {
     .await
     .expect("the source's first import result");
     assert_eq!(first.failed, 1, "{first:?}");
+    // ListImportResults filters by source and status on the server (the console relies on it).
+    let of = |source: &str, status: admin::ImportStatus| admin::ListImportResultsRequest {
+        source: source.into(),
+        status: status as i32,
+        ..Default::default()
+    };
+    let mut a = sandbox.admin();
+    let listed = |r: tonic::Response<admin::ListImportResultsResponse>| {
+        r.into_inner()
+            .import_results
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    let status = admin::ImportStatus::try_from(first.status).unwrap();
+    let mine = a.list_import_results(of(&source.id, status)).await.unwrap();
+    assert_eq!(listed(mine), vec![first.id.clone()]);
+    let other_status = if status == admin::ImportStatus::Succeeded {
+        admin::ImportStatus::Failed
+    } else {
+        admin::ImportStatus::Succeeded
+    };
+    let none = a
+        .list_import_results(of(&source.id, other_status))
+        .await
+        .unwrap();
+    assert!(listed(none).is_empty());
+    let elsewhere = a
+        .list_import_results(of("no-such-source", admin::ImportStatus::Unspecified))
+        .await
+        .unwrap();
+    assert!(listed(elsewhere).is_empty());
+    let bad = a
+        .list_import_results(admin::ListImportResultsRequest {
+            status: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("status"), "{bad:?}");
     let reader_token = sandbox.create_consumer(&["country"]).await;
     // An export the exports page lists and runs.
     let export_dir = tempfile::tempdir().unwrap();

@@ -641,6 +641,7 @@ async fn closing_accrue_and_replace_sessions_writes_import_results(sandbox: &San
             connector: w.connector.clone(),
             page_size: 2,
             page_token: listed.next_page_token,
+            ..Default::default()
         })
         .await
         .expect("list page 2")

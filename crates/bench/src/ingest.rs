@@ -192,7 +192,7 @@ async fn cycle(
             .list_import_results(admin::ListImportResultsRequest {
                 connector: connector.into(),
                 page_size: 1,
-                page_token: String::new(),
+                ..Default::default()
             })
             .await?
             .into_inner()

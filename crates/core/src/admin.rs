@@ -6,7 +6,7 @@ use crate::ids::{is_valid_slug, new_connector_id, new_id};
 use crate::model::{Connector, Consumer, EntityType, ImportResult, Page, WritePolicy};
 use crate::page::{decode_token, next_token};
 use crate::schema::EntitySchema;
-use crate::store::Store;
+use crate::store::{ImportResultFilter, Store};
 use crate::{Error, Result, Violation};
 use serde_json::Value;
 use std::sync::Arc;
@@ -351,16 +351,20 @@ impl AdminService {
         self.store.get_import_result(id).await
     }
 
-    /// A page of import results, newest first.
+    /// A page of the import results `filter` admits, newest first.
     pub async fn list_import_results(
         &self,
-        connector: Option<&str>,
+        filter: &ImportResultFilter<'_>,
         limit: u32,
         token: &str,
     ) -> Result<Page<ImportResult>> {
+        crate::text::refuse_nul([
+            ("connector", filter.connector.unwrap_or_default()),
+            ("source", filter.source.unwrap_or_default()),
+        ])?;
         let items = self
             .store
-            .list_import_results(connector, decode_token(token)?.as_deref(), limit)
+            .list_import_results(filter, decode_token(token)?.as_deref(), limit)
             .await?;
         let next_page_token = next_token(items.len(), limit, items.last().map(|r| r.id.as_str()));
         Ok(Page {

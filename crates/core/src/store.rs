@@ -16,8 +16,8 @@
 use crate::clock::Micros;
 use crate::export::store::ExportStore;
 use crate::model::{
-    Connector, Consumer, DigestState, EntityType, ImportResult, Outcome, Session, SessionMode,
-    SessionTotals, StoredRecord,
+    Connector, Consumer, DigestState, EntityType, ImportResult, ImportStatus, Outcome, Session,
+    SessionMode, SessionTotals, StoredRecord,
 };
 use crate::query::{Cursor, Filter, SortKey};
 use crate::record::{KeyedDigest, KeyedId, PreparedRecord};
@@ -285,14 +285,23 @@ pub trait CatalogStore: Send + Sync {
 
     /// The import result `id`; `NotFound` otherwise.
     async fn get_import_result(&self, id: &str) -> Result<ImportResult>;
-    /// Import results newest first (by `ended_at`, then id), optionally of one connector,
-    /// continuing after the result `after` (an id from a previous page).
+    /// Import results newest first (by `ended_at`, then id) that `filter` admits, continuing
+    /// after the result `after` (an id from a previous page).
     async fn list_import_results(
         &self,
-        connector: Option<&str>,
+        filter: &ImportResultFilter<'_>,
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ImportResult>>;
+}
+
+/// Which import results a listing returns; `None` admits every value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImportResultFilter<'a> {
+    pub connector: Option<&'a str>,
+    /// The source that ran the cycle (its id).
+    pub source: Option<&'a str>,
+    pub status: Option<ImportStatus>,
 }
 
 /// A snapshot of the visible catalog held open across reads ([`CatalogStore::open_snapshot`]).

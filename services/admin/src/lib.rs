@@ -13,6 +13,7 @@ use tributary_core::model::{
 };
 use tributary_core::page::page_size;
 use tributary_core::source::service::SourceService;
+use tributary_core::store::ImportResultFilter;
 use tributary_core::{Error, Result};
 use tributary_grpc::auth::AdminAuth;
 use tributary_grpc::convert::{schema_to_struct, struct_arg_to_json, timestamp};
@@ -136,6 +137,21 @@ fn consumer_to_proto(c: Consumer) -> pb::Consumer {
         name: c.name,
         entity_types: c.entity_types,
         created_at: Some(timestamp(c.created_at)),
+    }
+}
+
+/// A status filter: UNSPECIFIED admits every status.
+fn import_status_from_proto(status: i32) -> Result<Option<ImportStatus>> {
+    match pb::ImportStatus::try_from(status) {
+        Ok(pb::ImportStatus::Unspecified) => Ok(None),
+        Ok(pb::ImportStatus::Succeeded) => Ok(Some(ImportStatus::Succeeded)),
+        Ok(pb::ImportStatus::Partial) => Ok(Some(ImportStatus::Partial)),
+        Ok(pb::ImportStatus::Failed) => Ok(Some(ImportStatus::Failed)),
+        Ok(pb::ImportStatus::Canceled) => Ok(Some(ImportStatus::Canceled)),
+        Err(_) => Err(Error::invalid(
+            "status",
+            format!("{status} is not an ImportStatus"),
+        )),
     }
 }
 
@@ -514,12 +530,13 @@ impl Admin for AdminApi {
             "ListImportResults",
             request,
             |svc, req| async move {
+                let filter = ImportResultFilter {
+                    connector: optional(&req.connector),
+                    source: optional(&req.source),
+                    status: import_status_from_proto(req.status)?,
+                };
                 let page = svc
-                    .list_import_results(
-                        optional(&req.connector),
-                        page_size(req.page_size)?,
-                        &req.page_token,
-                    )
+                    .list_import_results(&filter, page_size(req.page_size)?, &req.page_token)
                     .await?;
                 Ok(pb::ListImportResultsResponse {
                     import_results: page.items.into_iter().map(import_result_to_proto).collect(),

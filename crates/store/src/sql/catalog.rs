@@ -15,7 +15,8 @@ use std::sync::LazyLock;
 use tributary_core::error::ResourceKind;
 use tributary_core::model::{ImportResult, StoredRecord};
 use tributary_core::store::{
-    CatalogSnapshot, CatalogStore, ChangeLogPage, LoggedChange, RecordPage, RecordQuery,
+    CatalogSnapshot, CatalogStore, ChangeLogPage, ImportResultFilter, LoggedChange, RecordPage,
+    RecordQuery,
 };
 use tributary_core::{Error, Result};
 
@@ -268,7 +269,7 @@ impl CatalogStore for Backend {
 
     async fn list_import_results(
         &self,
-        connector: Option<&str>,
+        filter: &ImportResultFilter<'_>,
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ImportResult>> {
@@ -278,6 +279,8 @@ impl CatalogStore for Backend {
             format!(
                 "SELECT {IMPORT_RESULT_COLUMNS} FROM import_results \
                  WHERE (CAST($1 AS TEXT) IS NULL OR connector = $1) \
+                   AND (CAST($4 AS TEXT) IS NULL OR source = $4) \
+                   AND (CAST($5 AS TEXT) IS NULL OR status = $5) \
                    AND (CAST($2 AS TEXT) IS NULL OR (ended_at, id) < \
                         (SELECT ended_at, id FROM import_results WHERE id = $2)) \
                  ORDER BY ended_at DESC, id DESC LIMIT $3"
@@ -285,9 +288,11 @@ impl CatalogStore for Backend {
         });
         run(async {
             let found = sqlx::query(&SELECT)
-                .bind(connector)
+                .bind(filter.connector)
                 .bind(after)
                 .bind(i64::from(limit))
+                .bind(filter.source)
+                .bind(filter.status.map(|s| s.as_str()))
                 .fetch_all(self.reader())
                 .await?;
             found.iter().map(rows::import_result).collect()

@@ -528,7 +528,11 @@ async fn import_results_are_listed_newest_first(db: &TestDb) {
         expected.push((closed.import_result_id.unwrap(), c.id.clone(), commit));
     }
     expected.reverse();
-    let all = db.store.list_import_results(None, None, 10).await.unwrap();
+    let all = db
+        .store
+        .list_import_results(&ImportResultFilter::default(), None, 10)
+        .await
+        .unwrap();
     assert_eq!(
         all.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
         expected.iter().map(|e| e.0.clone()).collect::<Vec<_>>()
@@ -550,7 +554,7 @@ async fn import_results_are_listed_newest_first(db: &TestDb) {
     loop {
         let page = db
             .store
-            .list_import_results(None, after.as_deref(), 2)
+            .list_import_results(&ImportResultFilter::default(), after.as_deref(), 2)
             .await
             .unwrap();
         if page.is_empty() {
@@ -561,9 +565,61 @@ async fn import_results_are_listed_newest_first(db: &TestDb) {
     }
     assert_eq!(paged, all.iter().map(|r| r.id.clone()).collect::<Vec<_>>());
 
+    // Status and connector filters combine; a source filter admits only that source's cycles.
+    let canceled = db
+        .store
+        .list_import_results(
+            &ImportResultFilter {
+                status: Some(ImportStatus::Canceled),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    let expected_canceled: Vec<&String> = expected.iter().filter(|e| !e.2).map(|e| &e.0).collect();
+    assert_eq!(
+        canceled.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        expected_canceled
+    );
+    for connector in [&a.id, &b.id] {
+        let succeeded = db
+            .store
+            .list_import_results(
+                &ImportResultFilter {
+                    status: Some(ImportStatus::Succeeded),
+                    ..of_connector(connector)
+                },
+                None,
+                10,
+            )
+            .await
+            .unwrap();
+        let want: Vec<&String> = expected
+            .iter()
+            .filter(|e| e.2 && &e.1 == connector)
+            .map(|e| &e.0)
+            .collect();
+        assert_eq!(succeeded.iter().map(|r| &r.id).collect::<Vec<_>>(), want);
+    }
+    let of_a_source = db
+        .store
+        .list_import_results(
+            &ImportResultFilter {
+                source: Some("no such source"),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(of_a_source.is_empty(), "push sessions have no source");
+
     let of_b = db
         .store
-        .list_import_results(Some(&b.id), None, 10)
+        .list_import_results(&of_connector(&b.id), None, 10)
         .await
         .unwrap();
     assert_eq!(of_b.len(), 2);
@@ -571,7 +627,7 @@ async fn import_results_are_listed_newest_first(db: &TestDb) {
     assert!(of_b[0].ended_at > of_b[1].ended_at);
     let rest = db
         .store
-        .list_import_results(Some(&a.id), Some(&all[0].id), 10)
+        .list_import_results(&of_connector(&a.id), Some(&all[0].id), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -699,7 +755,7 @@ async fn concurrent_opens_leave_one_open_session(db: &TestDb) {
     assert_eq!(accepted, 1, "exactly one accrue session stays open");
     let canceled = db
         .store
-        .list_import_results(Some(&c.id), None, 100)
+        .list_import_results(&of_connector(&c.id), None, 100)
         .await
         .unwrap();
     assert_eq!(canceled.len(), 7);

@@ -134,7 +134,7 @@ async fn stream_upsert_outcomes(db: &TestDb) {
     );
     assert!(db
         .store
-        .list_import_results(None, None, 10)
+        .list_import_results(&ImportResultFilter::default(), None, 10)
         .await
         .unwrap()
         .is_empty());
@@ -558,7 +558,7 @@ async fn supersede_denies_the_old_session_and_discards_its_data(db: &TestDb) {
 
     let results = db
         .store
-        .list_import_results(Some(&c.id), None, 10)
+        .list_import_results(&of_connector(&c.id), None, 10)
         .await
         .unwrap();
     assert_eq!(results.len(), 2);
@@ -738,7 +738,7 @@ async fn idle_sessions_expire(db: &TestDb) {
 
     let results = db
         .store
-        .list_import_results(Some(&c.id), None, 10)
+        .list_import_results(&of_connector(&c.id), None, 10)
         .await
         .unwrap();
     assert_eq!(results.len(), 1);

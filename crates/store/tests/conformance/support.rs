@@ -9,6 +9,7 @@ use tributary_core::model::{
 };
 use tributary_core::record::PreparedRecord;
 use tributary_core::record::{KeyedDigest, KeyedId};
+pub use tributary_core::store::ImportResultFilter;
 use tributary_core::store::{BatchResult, SessionCall};
 use tributary_core::Error;
 use tributary_store::testing::TestDb;
@@ -204,5 +205,13 @@ pub fn totals(
         deleted,
         swept,
         skipped,
+    }
+}
+
+/// The import results of connector `id`.
+pub fn of_connector(id: &str) -> ImportResultFilter<'_> {
+    ImportResultFilter {
+        connector: Some(id),
+        ..Default::default()
     }
 }

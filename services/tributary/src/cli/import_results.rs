@@ -24,6 +24,12 @@ pub enum ImportResultsCommand {
         /// Only this connector's.
         #[arg(long)]
         connector: Option<String>,
+        /// Only the cycles of this source (its id).
+        #[arg(long)]
+        source: Option<String>,
+        /// Only results with this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
         /// At most this many (newest first).
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -38,6 +44,26 @@ pub enum ImportResultsCommand {
     },
 }
 
+/// An import result's status, as `--status` takes it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StatusArg {
+    Succeeded,
+    Partial,
+    Failed,
+    Canceled,
+}
+
+impl From<StatusArg> for admin::ImportStatus {
+    fn from(s: StatusArg) -> Self {
+        match s {
+            StatusArg::Succeeded => admin::ImportStatus::Succeeded,
+            StatusArg::Partial => admin::ImportStatus::Partial,
+            StatusArg::Failed => admin::ImportStatus::Failed,
+            StatusArg::Canceled => admin::ImportStatus::Canceled,
+        }
+    }
+}
+
 /// Runs an `import-results` subcommand.
 pub async fn run(args: ImportResultsArgs) -> anyhow::Result<()> {
     let token = args.server.admin_token()?;
@@ -46,6 +72,8 @@ pub async fn run(args: ImportResultsArgs) -> anyhow::Result<()> {
     match args.command {
         ImportResultsCommand::List {
             connector,
+            source,
+            status,
             limit,
             output,
         } => {
@@ -55,6 +83,8 @@ pub async fn run(args: ImportResultsArgs) -> anyhow::Result<()> {
                 let page = client
                     .list_import_results(admin::ListImportResultsRequest {
                         connector: connector.clone().unwrap_or_default(),
+                        source: source.clone().unwrap_or_default(),
+                        status: status.map_or(admin::ImportStatus::Unspecified, Into::into) as i32,
                         page_size: i32::try_from(limit.min(1000)).unwrap_or(1000),
                         page_token,
                     })
