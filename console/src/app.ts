@@ -215,16 +215,7 @@ function signIn(): void {
 }
 
 async function countRecords(slug: string): Promise<string> {
-  // No count RPC: page through up to CAP records, 1,000 at a time.
-  const CAP = 10_000;
-  let n = 0;
-  let pageToken = "";
-  do {
-    const r = await catalog.listRecords({ entityType: slug, pageSize: 1000, pageToken });
-    n += r.records.length;
-    pageToken = r.nextPageToken;
-  } while (pageToken && n < CAP);
-  return pageToken ? `${n}+` : String(n);
+  return String((await catalog.countRecords({ entityType: slug })).count);
 }
 
 function overview(): void {

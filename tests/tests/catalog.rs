@@ -845,8 +845,60 @@ async fn unknown_entity_types_are_not_found_in_a_public_catalog(sandbox: &Sandbo
     }
 }
 
+/// CountRecords counts what a listing with the same filter lists, in the listing's snapshot,
+/// with the rules of ListRecords for grants, unknown types and malformed filters.
+async fn count_records_counts_what_a_listing_lists(sandbox: &Sandbox) {
+    let mut w = thing_world(sandbox).await;
+    five_things(&mut w).await;
+    let count = |reader: &mut CatalogClient, entity_type: &str, filter: &str| {
+        let mut reader = reader.clone();
+        let request = catalog::CountRecordsRequest {
+            entity_type: entity_type.into(),
+            filter: filter.into(),
+        };
+        async move { reader.count_records(request).await.map(|r| r.into_inner()) }
+    };
+    for filter in [
+        "",
+        r#"{"entity.n": {"$gte": 2}}"#,
+        r#"{"$or": [{"id": "a"}, {"entity.s": {"$regex": "^[Aa]pple"}}]}"#,
+        r#"{"id": "nothing"}"#,
+    ] {
+        let counted = count(&mut w.reader, "thing", filter).await.expect("count");
+        let listed = ids_of(&mut w.reader, filter, "").await;
+        assert_eq!(counted.count, listed.len() as u64, "filter {filter}");
+        let sequence = list(&mut w.reader, "thing", filter, "", 1, "")
+            .await
+            .expect("list")
+            .sequence;
+        assert_eq!(counted.sequence, sequence, "filter {filter}");
+    }
+    assert_eq!(
+        count(&mut w.reader, "thing", "")
+            .await
+            .expect("count")
+            .count,
+        5
+    );
+    let bad = count(&mut w.reader, "thing", r#"{"entity.n": {"$gtt": 1}}"#)
+        .await
+        .expect_err("malformed filter");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(!bad_request_fields(&bad).is_empty(), "{bad:?}");
+    for slug in ["country", "planet", ""] {
+        let denied = count(&mut w.reader, slug, "").await.expect_err("ungranted");
+        assert_eq!(denied.code(), Code::PermissionDenied, "{slug:?}");
+    }
+    let mut stranger = sandbox.reader("tbr_wrong");
+    let refused = count(&mut stranger, "thing", "")
+        .await
+        .expect_err("stranger");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+}
+
 on_both_backends!(
     every_filter_operator_is_compiled_to_sql,
+    count_records_counts_what_a_listing_lists,
     order_by_pages_in_a_total_order,
     malformed_filters_orders_and_tokens_are_invalid_argument,
     paging_with_concurrent_writes_sees_every_existing_record_once,

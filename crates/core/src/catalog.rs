@@ -280,6 +280,23 @@ impl CatalogService {
         })
     }
 
+    /// How many visible records of `entity_type` match `filter` (as ListRecords reads it), and
+    /// the change-log sequence of that count.
+    pub async fn count_records(
+        &self,
+        reader: &Reader,
+        entity_type: &str,
+        filter: &str,
+    ) -> Result<(u64, u64)> {
+        refuse_nul([("entity_type", entity_type)])?;
+        reader.ensure(entity_type)?;
+        let query = ListQuery::parse_within(entity_type, filter, "", &self.limits.query)?;
+        self.store.get_entity_type(entity_type).await?;
+        self.store
+            .count_matching(entity_type, query.filter.as_ref())
+            .await
+    }
+
     /// Checks that the reader may watch `entity_type` and that it exists.
     pub async fn authorize_watch(&self, reader: &Reader, entity_type: &str) -> Result<()> {
         refuse_nul([("entity_type", entity_type)])?;

@@ -269,6 +269,13 @@ pub trait CatalogStore: Send + Sync {
     /// records as they are now, whatever commits while it is open. It holds a database
     /// connection until dropped.
     async fn open_snapshot(&self) -> Result<Box<dyn CatalogSnapshot>>;
+    /// How many visible records of `entity_type` match `filter`, and the change-log sequence
+    /// of the snapshot counted in; bounded by the query timeout like a listing.
+    async fn count_matching(
+        &self,
+        entity_type: &str,
+        filter: Option<&Filter>,
+    ) -> Result<(u64, u64)>;
     /// At most `limit` change-log entries of `entity_type` with a sequence above `after`.
     async fn read_changes(
         &self,

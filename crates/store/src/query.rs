@@ -161,6 +161,25 @@ pub(crate) fn compile<D: Dialect>(
     Ok((sql, b.args))
 }
 
+/// The count of the records of `entity_type` that `filter` admits: the conditions of
+/// [`compile`] without order, cursor or limit.
+pub(crate) fn compile_count<D: Dialect>(
+    entity_type: &str,
+    filter: Option<&Filter>,
+) -> (String, Vec<Arg>) {
+    let mut b = Binds::<D>::new();
+    let entity_type = b.push(Arg::Text(entity_type.to_owned()));
+    let mut conditions = vec![format!("records.entity_type = {entity_type}")];
+    if let Some(filter) = filter {
+        conditions.push(filter_sql(&mut b, filter));
+    }
+    let sql = format!(
+        "SELECT count(*) FROM records WHERE {}",
+        conditions.join(" AND ")
+    );
+    (sql, b.args)
+}
+
 fn sort_exprs<D: Dialect>(field: &Field) -> Vec<SortExpr> {
     match field {
         Field::Entity(_) | Field::Instance(_) => D::json_sort(field),

@@ -238,6 +238,23 @@ impl Catalog for CatalogApi {
         .await
     }
 
+    async fn count_records(
+        &self,
+        request: Request<pb::CountRecordsRequest>,
+    ) -> Result<Response<pb::CountRecordsResponse>, Status> {
+        traced(rpc_span("CountRecords"), async move {
+            let reader = self.authenticate(&request).await?;
+            let req = request.into_inner();
+            let (count, sequence) = self
+                .svc
+                .count_records(&reader, &req.entity_type, &req.filter)
+                .await
+                .map_err(to_status)?;
+            Ok(Response::new(pb::CountRecordsResponse { count, sequence }))
+        })
+        .await
+    }
+
     type WatchStream = WatchStream;
 
     async fn watch(

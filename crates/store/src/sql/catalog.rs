@@ -14,11 +14,27 @@ use sqlx::Row as _;
 use std::sync::LazyLock;
 use tributary_core::error::ResourceKind;
 use tributary_core::model::{ImportResult, StoredRecord};
+use tributary_core::query::Filter;
 use tributary_core::store::{
     CatalogSnapshot, CatalogStore, ChangeLogPage, ImportResultFilter, LoggedChange, RecordPage,
     RecordQuery,
 };
 use tributary_core::{Error, Result};
+
+/// Binds a compiled query's arguments, in order, to a `query` or `query_scalar` statement.
+macro_rules! bind_args {
+    ($statement:expr, $args:expr) => {{
+        let mut statement = $statement;
+        for a in $args {
+            statement = match a {
+                Arg::Text(v) | Arg::Json(v) => statement.bind(v),
+                Arg::Int(v) => statement.bind(v),
+                Arg::Float(v) => statement.bind(v),
+            };
+        }
+        statement
+    }};
+}
 
 /// Entries pruned per transaction, so pruning never holds a writer for long.
 const PRUNE_CHUNK: i64 = 10_000;
@@ -126,6 +142,33 @@ impl CatalogStore for Backend {
             let page = page?;
             tx.commit().await?;
             Ok(page)
+        })
+        .await
+    }
+
+    async fn count_matching(
+        &self,
+        entity_type: &str,
+        filter: Option<&Filter>,
+    ) -> Result<(u64, u64)> {
+        run(async {
+            let (sql, args) = query::compile_count::<Listing>(entity_type, filter);
+            let mut tx = bounded_snapshot(self).await?;
+            let counted = async {
+                let sequence: i64 =
+                    sqlx::query_scalar("SELECT last_seq FROM change_sequence WHERE id = 1")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let n: i64 = bind_args!(sqlx::query_scalar(&sql), args)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                StoreResult::Ok((count(n), count(sequence)))
+            }
+            .await;
+            end_bounded(&mut tx).await;
+            let counted = counted?;
+            tx.commit().await?;
+            Ok(counted)
         })
         .await
     }
@@ -305,14 +348,7 @@ impl CatalogStore for Backend {
 /// every change up to that sequence and none after it (writers take sequences in commit order).
 async fn read_page(tx: &mut Tx, query: &RecordQuery<'_>) -> StoreResult<RecordPage> {
     let (sql, args) = query::compile::<Listing>(query, record_columns!())?;
-    let mut statement = sqlx::query(&sql);
-    for a in args {
-        statement = match a {
-            Arg::Text(v) | Arg::Json(v) => statement.bind(v),
-            Arg::Int(v) => statement.bind(v),
-            Arg::Float(v) => statement.bind(v),
-        };
-    }
+    let statement = bind_args!(sqlx::query(&sql), args);
     let sequence: i64 = sqlx::query_scalar("SELECT last_seq FROM change_sequence WHERE id = 1")
         .fetch_one(&mut **tx)
         .await?;

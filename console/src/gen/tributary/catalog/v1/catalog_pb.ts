@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tributary/catalog/v1/catalog.proto.
  */
 export const file_tributary_catalog_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("CiJ0cmlidXRhcnkvY2F0YWxvZy92MS9jYXRhbG9nLnByb3RvEhR0cmlidXRhcnkuY2F0YWxvZy52MSJ+CgpFbnRpdHlUeXBlEgwKBHNsdWcYASABKAkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRInCgZzY2hlbWEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhYKDnNjaGVtYV92ZXJzaW9uGAUgASgNIu0CCgZSZWNvcmQSCwoDa2V5GAEgASgJEhMKC2VudGl0eV90eXBlGAIgASgJEhEKCWNvbm5lY3RvchgDIAEoCRIKCgJpZBgEIAEoCRIMCgRuYW1lGAUgASgJEicKBmVudGl0eRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKQoIaW5zdGFuY2UYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCGNoZWNrc3VtGAggASgJEg8KB3ZlcnNpb24YCSABKAMSLgoKY3JlYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc291cmNlGAwgASgJEi0KCWVkaXRlZF9hdBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPwoWTGlzdEVudGl0eVR5cGVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJqChdMaXN0RW50aXR5VHlwZXNSZXNwb25zZRI2CgxlbnRpdHlfdHlwZXMYASADKAsyIC50cmlidXRhcnkuY2F0YWxvZy52MS5FbnRpdHlUeXBlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIkChRHZXRFbnRpdHlUeXBlUmVxdWVzdBIMCgRzbHVnGAEgASgJIk4KFUdldEVudGl0eVR5cGVSZXNwb25zZRI1CgtlbnRpdHlfdHlwZRgBIAEoCzIgLnRyaWJ1dGFyeS5jYXRhbG9nLnYxLkVudGl0eVR5cGUiHwoQR2V0UmVjb3JkUmVxdWVzdBILCgNrZXkYASABKAkiQQoRR2V0UmVjb3JkUmVzcG9uc2USLAoGcmVjb3JkGAEgASgLMhwudHJpYnV0YXJ5LmNhdGFsb2cudjEuUmVjb3JkIkoKFEdldFJlY29yZEJ5SWRSZXF1ZXN0EhMKC2VudGl0eV90eXBlGAEgASgJEhEKCWNvbm5lY3RvchgCIAEoCRIKCgJpZBgDIAEoCSJFChVHZXRSZWNvcmRCeUlkUmVzcG9uc2USLAoGcmVjb3JkGAEgASgLMhwudHJpYnV0YXJ5LmNhdGFsb2cudjEuUmVjb3JkIlEKGkxvb2t1cEJ5RXh0ZXJuYWxJZHNSZXF1ZXN0EhMKC2VudGl0eV90eXBlGAEgASgJEgsKA2lkcxgCIAMoCRIRCgljb25uZWN0b3IYAyABKAkiTAobTG9va3VwQnlFeHRlcm5hbElkc1Jlc3BvbnNlEi0KB3JlY29yZHMYASADKAsyHC50cmlidXRhcnkuY2F0YWxvZy52MS5SZWNvcmQicgoSTGlzdFJlY29yZHNSZXF1ZXN0EhMKC2VudGl0eV90eXBlGAEgASgJEg4KBmZpbHRlchgCIAEoCRIQCghvcmRlcl9ieRgDIAEoCRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJvChNMaXN0UmVjb3Jkc1Jlc3BvbnNlEi0KB3JlY29yZHMYASADKAsyHC50cmlidXRhcnkuY2F0YWxvZy52MS5SZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEIjIKDFdhdGNoUmVxdWVzdBITCgtlbnRpdHlfdHlwZRgBIAEoCRINCgVhZnRlchgCIAEoBCJzCg1XYXRjaFJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgEEjAKCHVwc2VydGVkGAIgASgLMhwudHJpYnV0YXJ5LmNhdGFsb2cudjEuUmVjb3JkSAASFQoLZGVsZXRlZF9rZXkYAyABKAlIAEIHCgVldmVudDLfBQoHQ2F0YWxvZxJuCg9MaXN0RW50aXR5VHlwZXMSLC50cmlidXRhcnkuY2F0YWxvZy52MS5MaXN0RW50aXR5VHlwZXNSZXF1ZXN0Gi0udHJpYnV0YXJ5LmNhdGFsb2cudjEuTGlzdEVudGl0eVR5cGVzUmVzcG9uc2USaAoNR2V0RW50aXR5VHlwZRIqLnRyaWJ1dGFyeS5jYXRhbG9nLnYxLkdldEVudGl0eVR5cGVSZXF1ZXN0GisudHJpYnV0YXJ5LmNhdGFsb2cudjEuR2V0RW50aXR5VHlwZVJlc3BvbnNlElwKCUdldFJlY29yZBImLnRyaWJ1dGFyeS5jYXRhbG9nLnYxLkdldFJlY29yZFJlcXVlc3QaJy50cmlidXRhcnkuY2F0YWxvZy52MS5HZXRSZWNvcmRSZXNwb25zZRJoCg1HZXRSZWNvcmRCeUlkEioudHJpYnV0YXJ5LmNhdGFsb2cudjEuR2V0UmVjb3JkQnlJZFJlcXVlc3QaKy50cmlidXRhcnkuY2F0YWxvZy52MS5HZXRSZWNvcmRCeUlkUmVzcG9uc2USegoTTG9va3VwQnlFeHRlcm5hbElkcxIwLnRyaWJ1dGFyeS5jYXRhbG9nLnYxLkxvb2t1cEJ5RXh0ZXJuYWxJZHNSZXF1ZXN0GjEudHJpYnV0YXJ5LmNhdGFsb2cudjEuTG9va3VwQnlFeHRlcm5hbElkc1Jlc3BvbnNlEmIKC0xpc3RSZWNvcmRzEigudHJpYnV0YXJ5LmNhdGFsb2cudjEuTGlzdFJlY29yZHNSZXF1ZXN0GikudHJpYnV0YXJ5LmNhdGFsb2cudjEuTGlzdFJlY29yZHNSZXNwb25zZRJSCgVXYXRjaBIiLnRyaWJ1dGFyeS5jYXRhbG9nLnYxLldhdGNoUmVxdWVzdBojLnRyaWJ1dGFyeS5jYXRhbG9nLnYxLldhdGNoUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJ0cmlidXRhcnkvY2F0YWxvZy92MS9jYXRhbG9nLnByb3RvEhR0cmlidXRhcnkuY2F0YWxvZy52MSJ+CgpFbnRpdHlUeXBlEgwKBHNsdWcYASABKAkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRInCgZzY2hlbWEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhYKDnNjaGVtYV92ZXJzaW9uGAUgASgNIu0CCgZSZWNvcmQSCwoDa2V5GAEgASgJEhMKC2VudGl0eV90eXBlGAIgASgJEhEKCWNvbm5lY3RvchgDIAEoCRIKCgJpZBgEIAEoCRIMCgRuYW1lGAUgASgJEicKBmVudGl0eRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKQoIaW5zdGFuY2UYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCGNoZWNrc3VtGAggASgJEg8KB3ZlcnNpb24YCSABKAMSLgoKY3JlYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc291cmNlGAwgASgJEi0KCWVkaXRlZF9hdBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPwoWTGlzdEVudGl0eVR5cGVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJqChdMaXN0RW50aXR5VHlwZXNSZXNwb25zZRI2CgxlbnRpdHlfdHlwZXMYASADKAsyIC50cmlidXRhcnkuY2F0YWxvZy52MS5FbnRpdHlUeXBlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIkChRHZXRFbnRpdHlUeXBlUmVxdWVzdBIMCgRzbHVnGAEgASgJIk4KFUdldEVudGl0eVR5cGVSZXNwb25zZRI1CgtlbnRpdHlfdHlwZRgBIAEoCzIgLnRyaWJ1dGFyeS5jYXRhbG9nLnYxLkVudGl0eVR5cGUiHwoQR2V0UmVjb3JkUmVxdWVzdBILCgNrZXkYASABKAkiQQoRR2V0UmVjb3JkUmVzcG9uc2USLAoGcmVjb3JkGAEgASgLMhwudHJpYnV0YXJ5LmNhdGFsb2cudjEuUmVjb3JkIkoKFEdldFJlY29yZEJ5SWRSZXF1ZXN0EhMKC2VudGl0eV90eXBlGAEgASgJEhEKCWNvbm5lY3RvchgCIAEoCRIKCgJpZBgDIAEoCSJFChVHZXRSZWNvcmRCeUlkUmVzcG9uc2USLAoGcmVjb3JkGAEgASgLMhwudHJpYnV0YXJ5LmNhdGFsb2cudjEuUmVjb3JkIlEKGkxvb2t1cEJ5RXh0ZXJuYWxJZHNSZXF1ZXN0EhMKC2VudGl0eV90eXBlGAEgASgJEgsKA2lkcxgCIAMoCRIRCgljb25uZWN0b3IYAyABKAkiTAobTG9va3VwQnlFeHRlcm5hbElkc1Jlc3BvbnNlEi0KB3JlY29yZHMYASADKAsyHC50cmlidXRhcnkuY2F0YWxvZy52MS5SZWNvcmQicgoSTGlzdFJlY29yZHNSZXF1ZXN0EhMKC2VudGl0eV90eXBlGAEgASgJEg4KBmZpbHRlchgCIAEoCRIQCghvcmRlcl9ieRgDIAEoCRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJvChNMaXN0UmVjb3Jkc1Jlc3BvbnNlEi0KB3JlY29yZHMYASADKAsyHC50cmlidXRhcnkuY2F0YWxvZy52MS5SZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEIjoKE0NvdW50UmVjb3Jkc1JlcXVlc3QSEwoLZW50aXR5X3R5cGUYASABKAkSDgoGZmlsdGVyGAIgASgJIjcKFENvdW50UmVjb3Jkc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEEhAKCHNlcXVlbmNlGAIgASgEIjIKDFdhdGNoUmVxdWVzdBITCgtlbnRpdHlfdHlwZRgBIAEoCRINCgVhZnRlchgCIAEoBCJzCg1XYXRjaFJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgEEjAKCHVwc2VydGVkGAIgASgLMhwudHJpYnV0YXJ5LmNhdGFsb2cudjEuUmVjb3JkSAASFQoLZGVsZXRlZF9rZXkYAyABKAlIAEIHCgVldmVudDLGBgoHQ2F0YWxvZxJuCg9MaXN0RW50aXR5VHlwZXMSLC50cmlidXRhcnkuY2F0YWxvZy52MS5MaXN0RW50aXR5VHlwZXNSZXF1ZXN0Gi0udHJpYnV0YXJ5LmNhdGFsb2cudjEuTGlzdEVudGl0eVR5cGVzUmVzcG9uc2USaAoNR2V0RW50aXR5VHlwZRIqLnRyaWJ1dGFyeS5jYXRhbG9nLnYxLkdldEVudGl0eVR5cGVSZXF1ZXN0GisudHJpYnV0YXJ5LmNhdGFsb2cudjEuR2V0RW50aXR5VHlwZVJlc3BvbnNlElwKCUdldFJlY29yZBImLnRyaWJ1dGFyeS5jYXRhbG9nLnYxLkdldFJlY29yZFJlcXVlc3QaJy50cmlidXRhcnkuY2F0YWxvZy52MS5HZXRSZWNvcmRSZXNwb25zZRJoCg1HZXRSZWNvcmRCeUlkEioudHJpYnV0YXJ5LmNhdGFsb2cudjEuR2V0UmVjb3JkQnlJZFJlcXVlc3QaKy50cmlidXRhcnkuY2F0YWxvZy52MS5HZXRSZWNvcmRCeUlkUmVzcG9uc2USegoTTG9va3VwQnlFeHRlcm5hbElkcxIwLnRyaWJ1dGFyeS5jYXRhbG9nLnYxLkxvb2t1cEJ5RXh0ZXJuYWxJZHNSZXF1ZXN0GjEudHJpYnV0YXJ5LmNhdGFsb2cudjEuTG9va3VwQnlFeHRlcm5hbElkc1Jlc3BvbnNlEmIKC0xpc3RSZWNvcmRzEigudHJpYnV0YXJ5LmNhdGFsb2cudjEuTGlzdFJlY29yZHNSZXF1ZXN0GikudHJpYnV0YXJ5LmNhdGFsb2cudjEuTGlzdFJlY29yZHNSZXNwb25zZRJlCgxDb3VudFJlY29yZHMSKS50cmlidXRhcnkuY2F0YWxvZy52MS5Db3VudFJlY29yZHNSZXF1ZXN0GioudHJpYnV0YXJ5LmNhdGFsb2cudjEuQ291bnRSZWNvcmRzUmVzcG9uc2USUgoFV2F0Y2gSIi50cmlidXRhcnkuY2F0YWxvZy52MS5XYXRjaFJlcXVlc3QaIy50cmlidXRhcnkuY2F0YWxvZy52MS5XYXRjaFJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * EntityType describes one kind of record and the JSON Schema of its `entity` attribute.
@@ -416,6 +416,54 @@ export const ListRecordsResponseSchema: GenMessage<ListRecordsResponse> = /*@__P
   messageDesc(file_tributary_catalog_v1_catalog, 13);
 
 /**
+ * @generated from message tributary.catalog.v1.CountRecordsRequest
+ */
+export type CountRecordsRequest = Message<"tributary.catalog.v1.CountRecordsRequest"> & {
+  /**
+   * @generated from field: string entity_type = 1;
+   */
+  entityType: string;
+
+  /**
+   * The filter language of ListRecords; empty counts every record of the type.
+   *
+   * @generated from field: string filter = 2;
+   */
+  filter: string;
+};
+
+/**
+ * Describes the message tributary.catalog.v1.CountRecordsRequest.
+ * Use `create(CountRecordsRequestSchema)` to create a new message.
+ */
+export const CountRecordsRequestSchema: GenMessage<CountRecordsRequest> = /*@__PURE__*/
+  messageDesc(file_tributary_catalog_v1_catalog, 14);
+
+/**
+ * @generated from message tributary.catalog.v1.CountRecordsResponse
+ */
+export type CountRecordsResponse = Message<"tributary.catalog.v1.CountRecordsResponse"> & {
+  /**
+   * @generated from field: uint64 count = 1;
+   */
+  count: bigint;
+
+  /**
+   * The change-log sequence the count was read at.
+   *
+   * @generated from field: uint64 sequence = 2;
+   */
+  sequence: bigint;
+};
+
+/**
+ * Describes the message tributary.catalog.v1.CountRecordsResponse.
+ * Use `create(CountRecordsResponseSchema)` to create a new message.
+ */
+export const CountRecordsResponseSchema: GenMessage<CountRecordsResponse> = /*@__PURE__*/
+  messageDesc(file_tributary_catalog_v1_catalog, 15);
+
+/**
  * @generated from message tributary.catalog.v1.WatchRequest
  */
 export type WatchRequest = Message<"tributary.catalog.v1.WatchRequest"> & {
@@ -438,7 +486,7 @@ export type WatchRequest = Message<"tributary.catalog.v1.WatchRequest"> & {
  * Use `create(WatchRequestSchema)` to create a new message.
  */
 export const WatchRequestSchema: GenMessage<WatchRequest> = /*@__PURE__*/
-  messageDesc(file_tributary_catalog_v1_catalog, 14);
+  messageDesc(file_tributary_catalog_v1_catalog, 16);
 
 /**
  * One change. Apply them in order: `upserted` sets the record (as it is when the event is sent,
@@ -478,7 +526,7 @@ export type WatchResponse = Message<"tributary.catalog.v1.WatchResponse"> & {
  * Use `create(WatchResponseSchema)` to create a new message.
  */
 export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
-  messageDesc(file_tributary_catalog_v1_catalog, 15);
+  messageDesc(file_tributary_catalog_v1_catalog, 17);
 
 /**
  * Catalog is the consumers' read side: only committed, visible data of granted entity types.
@@ -542,6 +590,17 @@ export const Catalog: GenService<{
     methodKind: "unary";
     input: typeof ListRecordsRequestSchema;
     output: typeof ListRecordsResponseSchema;
+  },
+  /**
+   * CountRecords counts the records a ListRecords with the same entity type and filter would
+   * list, in one snapshot; bounded by the server's query timeout like a listing.
+   *
+   * @generated from rpc tributary.catalog.v1.Catalog.CountRecords
+   */
+  countRecords: {
+    methodKind: "unary";
+    input: typeof CountRecordsRequestSchema;
+    output: typeof CountRecordsResponseSchema;
   },
   /**
    * Watch streams change events after a sequence.
