@@ -113,17 +113,7 @@ pub async fn run(
 ) -> Result<Outcome> {
     let channel = server.channel().await?;
     let mut admin = tributary_client::admin(channel.clone(), admin_token);
-    admin
-        .create_entity_type(admin::CreateEntityTypeRequest {
-            entity_type: Some(admin::EntityType {
-                slug: ENTITY_TYPE.into(),
-                name: "Country".into(),
-                schema: json_to_struct(records::schema()),
-                ..Default::default()
-            }),
-        })
-        .await
-        .context("CreateEntityType")?;
+    records::create_country_type(&mut admin).await?;
     let token = crate::sync::create_connector(&mut admin, "bench-export").await?;
     let started = Instant::now();
     let mut warnings = Vec::new();

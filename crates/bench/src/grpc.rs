@@ -35,18 +35,7 @@ pub async fn run(
 ) -> Result<Outcome> {
     let channel = server.channel().await?;
     let mut admin_client = tributary_client::admin(channel.clone(), admin_token);
-    admin_client
-        .create_entity_type(admin::CreateEntityTypeRequest {
-            entity_type: Some(admin::EntityType {
-                slug: ENTITY_TYPE.into(),
-                name: "Country".into(),
-                description: "Benchmark countries, shaped like seed 004".into(),
-                schema: json_to_struct(records::schema()),
-                ..Default::default()
-            }),
-        })
-        .await
-        .context("CreateEntityType")?;
+    records::create_country_type(&mut admin_client).await?;
     let created = admin_client
         .create_connector(admin::CreateConnectorRequest {
             connector: Some(admin::Connector {

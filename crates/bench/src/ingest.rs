@@ -91,17 +91,7 @@ pub async fn run(server: &Server, admin_token: &str, items: usize) -> Result<Out
     let idle_rss_kib = server.peak_rss_kib()?;
     let addr = serve_source(items).await?;
     let mut admin = tributary_client::admin(server.channel().await?, admin_token);
-    admin
-        .create_entity_type(admin::CreateEntityTypeRequest {
-            entity_type: Some(admin::EntityType {
-                slug: ENTITY_TYPE.into(),
-                name: "Country".into(),
-                schema: json_to_struct(records::schema()),
-                ..Default::default()
-            }),
-        })
-        .await
-        .context("CreateEntityType")?;
+    records::create_country_type(&mut admin).await?;
     let connector = admin
         .create_connector(admin::CreateConnectorRequest {
             connector: Some(admin::Connector {

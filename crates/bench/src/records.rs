@@ -97,6 +97,24 @@ pub fn schema() -> Value {
     })
 }
 
+/// Creates the `country` entity type on the server `admin` talks to.
+pub async fn create_country_type(admin: &mut crate::server::AdminClient) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    admin
+        .create_entity_type(tributary_proto::admin::v1::CreateEntityTypeRequest {
+            entity_type: Some(tributary_proto::admin::v1::EntityType {
+                slug: ENTITY_TYPE.into(),
+                name: "Country".into(),
+                description: "Benchmark countries, shaped like seed 004".into(),
+                schema: json_to_struct(schema()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .context("CreateEntityType")?;
+    Ok(())
+}
+
 /// Record `i` as a connector sends it.
 pub fn contribution_record(i: usize) -> contribution::Record {
     contribution::Record {
