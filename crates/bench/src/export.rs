@@ -10,7 +10,6 @@ use tributary_proto::admin::v1 as admin;
 
 use crate::records::{self, Phase, ENTITY_TYPE};
 use crate::server::{cpu_time, Server};
-use tributary_grpc::convert::json_to_struct;
 
 /// The access key of the local S3 server.
 pub const S3_KEY: &str = "bench-access-key";

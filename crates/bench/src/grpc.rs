@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use futures::StreamExt;
-use tributary_grpc::convert::json_to_struct;
 use tributary_proto::admin::v1 as admin;
 use tributary_proto::contribution::v1 as contribution;
 
