@@ -155,10 +155,7 @@ impl CatalogStore for Backend {
             let (sql, args) = query::compile_count::<Listing>(entity_type, filter);
             let mut tx = bounded_snapshot(self).await?;
             let counted = async {
-                let sequence: i64 =
-                    sqlx::query_scalar("SELECT last_seq FROM change_sequence WHERE id = 1")
-                        .fetch_one(&mut *tx)
-                        .await?;
+                let sequence = current_sequence(&mut tx).await?;
                 let n: i64 = bind_args!(sqlx::query_scalar(&sql), args)
                     .fetch_one(&mut *tx)
                     .await?;
@@ -180,9 +177,7 @@ impl CatalogStore for Backend {
         run(async {
             let mut tx = snapshot(self).await?;
             // The snapshot is taken by the first statement, not by BEGIN: take it now.
-            sqlx::query("SELECT last_seq FROM change_sequence WHERE id = 1")
-                .execute(&mut *tx)
-                .await?;
+            current_sequence(&mut tx).await?;
             let held: Box<dyn CatalogSnapshot> = Box::new(HeldSnapshot {
                 tx,
                 timeout: self.query_timeout,
@@ -344,14 +339,21 @@ impl CatalogStore for Backend {
     }
 }
 
+/// The change-log sequence in `tx`'s snapshot: every change up to it is visible there.
+async fn current_sequence(tx: &mut Tx) -> StoreResult<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT last_seq FROM change_sequence WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await?,
+    )
+}
+
 /// A page of `query` and the change-log sequence, both read in `tx`'s snapshot: the page holds
 /// every change up to that sequence and none after it (writers take sequences in commit order).
 async fn read_page(tx: &mut Tx, query: &RecordQuery<'_>) -> StoreResult<RecordPage> {
     let (sql, args) = query::compile::<Listing>(query, record_columns!())?;
     let statement = bind_args!(sqlx::query(&sql), args);
-    let sequence: i64 = sqlx::query_scalar("SELECT last_seq FROM change_sequence WHERE id = 1")
-        .fetch_one(&mut **tx)
-        .await?;
+    let sequence = current_sequence(tx).await?;
     let found = statement.fetch_all(&mut **tx).await?;
     let records = found
         .iter()
