@@ -635,6 +635,16 @@ async fn a_listing_over_the_query_timeout_is_stopped_with_resource_exhausted(san
         .unwrap_err();
     assert_quota(&refused, "query");
     assert!(refused.message().contains("query_timeout"), "{refused:?}");
+    // Counting with the same filter is bounded the same way.
+    let refused = world
+        .reader
+        .count_records(catalog::CountRecordsRequest {
+            entity_type: "country".into(),
+            filter: filter.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_quota(&refused, "query");
 }
 
 /// Random hostile calls: fields empty, huge, NUL-laden or random bytes, on every Catalog and
@@ -660,11 +670,27 @@ async fn hostile_random_calls_never_get_internal_or_unknown(sandbox: &Sandbox) {
                 })
                 .await
                 .map(|_| ()),
-            1 => world
-                .reader
-                .list_records(list(&hostile_filter(&mut rng), &hostile_order(&mut rng)))
-                .await
-                .map(|_| ()),
+            1 => {
+                // The same hostile filter counted and listed; INTERNAL from either is reported.
+                let filter = hostile_filter(&mut rng);
+                let counted = world
+                    .reader
+                    .count_records(catalog::CountRecordsRequest {
+                        entity_type: "country".into(),
+                        filter: filter.clone(),
+                    })
+                    .await
+                    .map(|_| ());
+                let listed = world
+                    .reader
+                    .list_records(list(&filter, &hostile_order(&mut rng)))
+                    .await
+                    .map(|_| ());
+                match counted {
+                    Err(s) if matches!(s.code(), Code::Internal | Code::Unknown) => Err(s),
+                    _ => listed,
+                }
+            }
             2 => world
                 .reader
                 .get_record(catalog::GetRecordRequest {

@@ -258,8 +258,11 @@ pub trait CatalogStore: Send + Sync {
         ids: &[String],
         connector: Option<&str>,
     ) -> Result<Vec<StoredRecord>>;
-    /// How many visible records an entity type has.
-    async fn count_records(&self, entity_type: &str) -> Result<u64>;
+    /// How many visible records an entity type has ([`CatalogStore::count_matching`] without
+    /// a filter).
+    async fn count_records(&self, entity_type: &str) -> Result<u64> {
+        Ok(self.count_matching(entity_type, None).await?.0)
+    }
 
     /// A page of visible records matching `query`, in its order, read in one snapshot together
     /// with the change-log sequence of that snapshot. A cursor that does not fit the query's

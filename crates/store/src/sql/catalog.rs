@@ -123,17 +123,6 @@ impl CatalogStore for Backend {
         .await
     }
 
-    async fn count_records(&self, entity_type: &str) -> Result<u64> {
-        run(async {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM records WHERE entity_type = $1")
-                .bind(entity_type)
-                .fetch_one(self.reader())
-                .await?;
-            Ok(count(n))
-        })
-        .await
-    }
-
     async fn query_records(&self, query: &RecordQuery<'_>) -> Result<RecordPage> {
         run(async {
             let mut tx = bounded_snapshot(self).await?;
