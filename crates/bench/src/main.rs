@@ -12,6 +12,7 @@ mod export;
 mod grpc;
 mod ingest;
 mod raw;
+mod reconcile;
 mod records;
 mod server;
 mod sync;
@@ -78,6 +79,14 @@ struct Args {
     /// Catalog sizes (records) for the export workload.
     #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
     export_records: Vec<usize>,
+    /// Run issue 16's range-based sync workload instead: records loaded, then reconciled with 0,
+    /// 1, 1,000 and 100,000 changed and diffed record by record for comparison, once per size
+    /// in `--reconcile-records`, each by a fresh server process.
+    #[arg(long)]
+    reconcile: bool,
+    /// Catalog sizes (records) for the range-based sync workload.
+    #[arg(long, value_delimiter = ',', default_value = "1000000")]
+    reconcile_records: Vec<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -189,7 +198,17 @@ async fn run(args: Args) -> Result<bool> {
         server_bin.display(),
         provenance()
     );
-    if args.export {
+    if args.reconcile {
+        let sizes: Vec<String> = args
+            .reconcile_records
+            .iter()
+            .map(|&n| thousands(n as f64))
+            .collect();
+        println!(
+            "tributary-bench --reconcile: catalogs of {} records; {machine}\n",
+            sizes.join(" and ")
+        );
+    } else if args.export {
         let sizes: Vec<String> = args
             .export_records
             .iter()
@@ -218,6 +237,18 @@ async fn run(args: Args) -> Result<bool> {
         );
     }
     let mut ok = true;
+    if args.reconcile {
+        for &backend in backends {
+            let mut outcomes = Vec::new();
+            for &records in &args.reconcile_records {
+                let outcome = run_reconcile(backend, &args, &server_bin, records).await;
+                ok &= outcome.is_ok();
+                outcomes.push((records, outcome));
+            }
+            println!("{}", reconcile_report(backend, &outcomes));
+        }
+        return Ok(ok);
+    }
     if args.export {
         for &backend in backends {
             let mut outcomes = Vec::new();
@@ -447,6 +478,81 @@ async fn run_export(
         outcome
     })
     .await
+}
+
+async fn run_reconcile(
+    backend: Backend,
+    args: &Args,
+    server_bin: &std::path::Path,
+    records: usize,
+) -> Result<reconcile::Outcome> {
+    with_database(backend, args, async |url, admin_token| {
+        let server = server::Server::start(server_bin, url, admin_token).await?;
+        let outcome = reconcile::run(
+            &server,
+            admin_token,
+            records,
+            args.batch,
+            args.window.max(1),
+        )
+        .await;
+        let outcome = with_log(outcome, &server);
+        server.stop().await?;
+        outcome
+    })
+    .await
+}
+
+fn reconcile_report(backend: Backend, outcomes: &[(usize, Result<reconcile::Outcome>)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### {} — range-based sync: one server process per size, each sync in its own session\n",
+        backend.label()
+    );
+    out.push_str("| records | sync | rounds | calls | KiB sent | KiB received | bytes/record both ways | wall s | server CPU s | server peak RSS MiB |\n");
+    out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut notes = String::new();
+    for (records, outcome) in outcomes {
+        let o = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "| {} | failed | — | — | — | — | — | — | — | — |",
+                    thousands(*records as f64)
+                );
+                let _ = writeln!(notes, "{} records: {e:#}", thousands(*records as f64));
+                continue;
+            }
+        };
+        for s in &o.syncs {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.2} | {:.2} | {:.1} |",
+                thousands(o.records as f64),
+                s.label,
+                s.rounds,
+                s.calls,
+                s.sent as f64 / 1024.0,
+                s.received as f64 / 1024.0,
+                (s.sent + s.received) as f64 / o.records.max(1) as f64,
+                s.elapsed.as_secs_f64(),
+                s.server_cpu.as_secs_f64(),
+                s.peak_rss_kib as f64 / 1024.0,
+            );
+        }
+        let _ = writeln!(
+            notes,
+            "{} records loaded in {:.1} s; the client's set built (hashed and sorted) in {:.2} s",
+            thousands(o.records as f64),
+            o.load.as_secs_f64(),
+            o.client_set.as_secs_f64(),
+        );
+    }
+    out.push('\n');
+    out.push_str(&notes);
+    out
 }
 
 fn export_report(backend: Backend, outcomes: &[(usize, Result<export::Outcome>)]) -> String {

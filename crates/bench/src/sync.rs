@@ -258,7 +258,7 @@ pub(crate) async fn create_connector(admin_client: &mut AdminClient, name: &str)
 
 /// Record `i`'s digest, its checksum computed as the server computes it (SPEC §1.1): BLAKE3 of
 /// the canonical JSON of `{"entity","instance","name"}`, with instance `{}`.
-fn digest(i: usize) -> Result<pb::Digest> {
+pub(crate) fn digest(i: usize) -> Result<pb::Digest> {
     let entity = canonical_json(&records::entity(i)).map_err(|e| anyhow!("{e}"))?;
     Ok(pb::Digest {
         id: records::id(i),

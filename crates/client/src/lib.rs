@@ -12,11 +12,13 @@
 //! [`StreamingContributor`] contributes over the `Contribute` stream, resuming the session after
 //! a broken connection; [`digest`] computes the checksums the server would, for `Diff`;
 //! [`pages`] follows page tokens; [`status`] renders a status with its error details;
-//! [`retry`] waits as the server's `RetryInfo` asks (a connector over its rate limit).
+//! [`retry`] waits as the server's `RetryInfo` asks (a connector over its rate limit);
+//! [`reconcile`] runs a range-based sync (`Reconcile`) of a large set.
 
 pub mod digest;
 pub mod pages;
 mod pre_encoded;
+pub mod reconcile;
 pub mod retry;
 pub mod status;
 pub mod stream;

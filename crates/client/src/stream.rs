@@ -37,6 +37,10 @@ use tributary_proto::contribution::v1::contribute_request::Message as Outgoing;
 use tributary_proto::contribution::v1::contribute_response::Message as Incoming;
 
 use crate::pre_encoded::{self, encode};
+use tributary_core::reconcile::{
+    CallLimits, ClientSet, Outcome as ReconcileOutcome, RangeAnswer, RangeQuery, Reconciler,
+};
+use tributary_grpc::reconcile::{answers_from_proto, ranges_to_proto};
 
 /// Unacknowledged batches a stream keeps in flight unless told otherwise.
 pub const DEFAULT_WINDOW: usize = 8;
@@ -413,6 +417,63 @@ impl StreamingContributor {
             .await?;
         }
         Ok(())
+    }
+
+    /// Runs a range-based sync (SPEC.md §2.5) of `set` in the stream: rounds of `reconcile`
+    /// batches, each cut within `limits`, until every difference is pinned down. In a replace
+    /// session what matched is kept by the sweep; the outcome's `send` are the items to send in
+    /// full. Waits for every batch sent before; a call whose answer was lost with a broken
+    /// connection is asked again under a new batch_seq (asking again only re-marks keeps).
+    pub async fn reconcile(
+        &mut self,
+        set: &ClientSet,
+        limits: CallLimits,
+    ) -> Result<ReconcileOutcome, StreamError> {
+        self.flush().await?;
+        let mut reconciler = Reconciler::new(set);
+        loop {
+            let round = reconciler.next_round();
+            if round.is_empty() {
+                return Ok(reconciler.outcome());
+            }
+            for call in Reconciler::calls(round, limits) {
+                let answers = self.reconcile_call(&call).await?;
+                reconciler
+                    .absorb(&call, &answers)
+                    .map_err(|e| StreamError::Protocol(e.to_string()))?;
+            }
+        }
+    }
+
+    /// Sends one reconcile batch and waits for its answers (nothing else is in flight).
+    async fn reconcile_call(
+        &mut self,
+        call: &[RangeQuery],
+    ) -> Result<Vec<RangeAnswer>, StreamError> {
+        let ranges = ranges_to_proto(call);
+        loop {
+            let ranges = ranges.clone();
+            let seq = self
+                .submit(|batch_seq| Outgoing::Reconcile(pb::ReconcileBatch { batch_seq, ranges }))
+                .await?;
+            let ack = loop {
+                let ack = self.next_ack().await?;
+                if ack.batch_seq == seq {
+                    break ack;
+                }
+            };
+            if ack.already_applied {
+                continue;
+            }
+            if let Some(error) = ack.error {
+                return Err(StreamError::Rejected {
+                    batch_seq: seq,
+                    error,
+                });
+            }
+            return answers_from_proto(ack.ranges)
+                .map_err(|e| StreamError::Protocol(e.to_string()));
+        }
     }
 
     /// Drops the live connection as a network failure would; the next call resumes the session

@@ -7,6 +7,7 @@ use crate::ids::record_key;
 use crate::limits::Limits;
 use crate::model::{Connector, DigestState, RecordOutcome, SessionMode};
 use crate::rate_limit::{RateLimiter, Refusal};
+use crate::reconcile::{check_call, CallLimits, Judge, RangeAnswer, RangeQuery, Seek, Verdict};
 use crate::record::{
     check_delete_ids, check_digests, prepare_batch, KeyedDigest, KeyedId, PreparedRecord,
     RecordInput, RecordOwner,
@@ -32,14 +33,20 @@ pub enum PreparedBatch {
     Upsert(Vec<PreparedRecord>),
     Delete(Vec<KeyedId>),
     Diff(Vec<KeyedDigest>),
+    Reconcile(Vec<RangeQuery>),
 }
 
-/// What applying a batch reports: one outcome per record or id, or one state per digest.
+/// What applying a batch reports: one outcome per record or id, one state per digest, or one
+/// answer per reconciled range.
 #[derive(Debug)]
 pub enum BatchReport {
     Records(Vec<RecordOutcome>),
     Digests(Vec<DigestOutcome>),
+    Ranges(Vec<RangeAnswer>),
 }
+
+/// Server items read per statement while a reconcile call is judged.
+const RECONCILE_PAGE: u32 = 10_000;
 
 impl PreparedBatch {
     /// Records, ids or digests in the batch: what it costs against a rate limit.
@@ -48,6 +55,14 @@ impl PreparedBatch {
             Self::Upsert(records) => records.len(),
             Self::Delete(ids) => ids.len(),
             Self::Diff(digests) => digests.len(),
+            // A range costs one; a listed item one more.
+            Self::Reconcile(queries) => queries
+                .iter()
+                .map(|q| match &q.content {
+                    crate::reconcile::RangeContent::Items(items) => items.len() + 1,
+                    crate::reconcile::RangeContent::Fingerprint(_) => 1,
+                })
+                .sum(),
         }
     }
 
@@ -61,14 +76,21 @@ impl BatchReport {
     fn into_outcomes(self) -> Vec<RecordOutcome> {
         match self {
             Self::Records(outcomes) => outcomes,
-            Self::Digests(_) => Vec::new(),
+            Self::Digests(_) | Self::Ranges(_) => Vec::new(),
         }
     }
 
     fn into_digests(self) -> Vec<DigestOutcome> {
         match self {
             Self::Digests(digests) => digests,
-            Self::Records(_) => Vec::new(),
+            Self::Records(_) | Self::Ranges(_) => Vec::new(),
+        }
+    }
+
+    fn into_ranges(self) -> Vec<RangeAnswer> {
+        match self {
+            Self::Ranges(answers) => answers,
+            Self::Records(_) | Self::Digests(_) => Vec::new(),
         }
     }
 }
@@ -216,6 +238,57 @@ impl ContributionService {
         Ok(result.map(BatchReport::into_digests))
     }
 
+    /// One call of a range-based sync (§2.5): answers each range against the connector's visible
+    /// records; in a replace session what matched is kept by the sweep. Sequenced like
+    /// [`Self::upsert`].
+    pub async fn reconcile(
+        &self,
+        who: &Contributor,
+        session_id: &str,
+        queries: Vec<RangeQuery>,
+        batch_seq: Option<u64>,
+    ) -> Result<BatchResult<Vec<RangeAnswer>>> {
+        let batch = self.prepare_reconcile(queries)?;
+        self.admit(who, batch.len())?;
+        let result = self.apply(who, session_id, batch, batch_seq).await?;
+        Ok(result.map(BatchReport::into_ranges))
+    }
+
+    /// The caps of one reconcile call.
+    pub fn reconcile_limits(&self) -> CallLimits {
+        CallLimits {
+            max_ranges: self.limits.max_reconcile_ranges,
+            max_items: self.limits.max_batch_records,
+        }
+    }
+
+    /// Checks a reconcile call's ranges; see [`Self::prepare_upsert`].
+    pub fn prepare_reconcile(&self, queries: Vec<RangeQuery>) -> Result<PreparedBatch> {
+        check_call(&queries, self.reconcile_limits())?;
+        Ok(PreparedBatch::Reconcile(queries))
+    }
+
+    /// Reads the connector's items in the ranges of `queries`, page by page (skipping the gaps
+    /// between ranges), and answers them: one pass, memory bounded by a page and the call.
+    async fn judge(&self, who: &Contributor, queries: &[RangeQuery]) -> Result<Verdict> {
+        let mut judge = Judge::new(queries, self.limits.max_batch_records);
+        let mut seek = judge.first_seek();
+        while let Some(Seek { from, inclusive }) = seek {
+            let page = self
+                .store
+                .read_items(&who.connector, &from, inclusive, RECONCILE_PAGE)
+                .await?;
+            for (id, checksum) in &page {
+                judge.push(id, checksum);
+            }
+            seek = match page.last() {
+                Some((last, _)) if page.len() == RECONCILE_PAGE as usize => judge.seek_after(last),
+                _ => None,
+            };
+        }
+        Ok(judge.finish())
+    }
+
     /// Validates an upsert batch against the connector's schema and computes keys and
     /// checksums, without touching the session: the CPU half of [`Self::upsert`], so a stream
     /// can prepare its next batch while the store writes the previous one.
@@ -326,6 +399,22 @@ impl ContributionService {
                             .collect(),
                     )
                 })
+            }
+            PreparedBatch::Reconcile(queries) => {
+                let verdict = self.judge(who, &queries).await?;
+                let kept: Vec<KeyedId> = verdict
+                    .kept_ids
+                    .into_iter()
+                    .map(|id| KeyedId {
+                        key: record_key(&who.connector.entity_type, &who.connector.id, &id),
+                        id,
+                    })
+                    .collect();
+                let result = self
+                    .store
+                    .keep_batch(&call, &verdict.kept_ranges, &kept)
+                    .await?;
+                result.map(|()| BatchReport::Ranges(verdict.answers))
             }
         })
     }

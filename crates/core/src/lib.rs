@@ -18,6 +18,7 @@ pub mod model;
 pub mod page;
 pub mod query;
 pub mod rate_limit;
+pub mod reconcile;
 pub mod record;
 pub mod schema;
 pub mod session;

@@ -11,6 +11,9 @@ pub struct Limits {
     pub max_record_bytes: usize,
     /// An accrue/replace session idle for longer is rolled back.
     pub session_idle_timeout: Duration,
+    /// Most ranges in one Reconcile call (SPEC.md §2.5); its listed items count against
+    /// `max_batch_records`.
+    pub max_reconcile_ranges: usize,
 }
 
 impl Default for Limits {
@@ -19,6 +22,7 @@ impl Default for Limits {
             max_batch_records: 10_000,
             max_record_bytes: 1024 * 1024,
             session_idle_timeout: Duration::from_secs(24 * 3600),
+            max_reconcile_ranges: 4_096,
         }
     }
 }

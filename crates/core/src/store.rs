@@ -20,6 +20,7 @@ use crate::model::{
     SessionMode, SessionTotals, StoredRecord,
 };
 use crate::query::{Cursor, Filter, SortKey};
+use crate::reconcile::IdRange;
 use crate::record::{KeyedDigest, KeyedId, PreparedRecord};
 use crate::source::store::SourceStore;
 use crate::Result;
@@ -221,6 +222,25 @@ pub trait SessionStore: Send + Sync {
         call: &SessionCall<'_>,
         digests: &[KeyedDigest],
     ) -> Result<BatchResult<Vec<DigestState>>>;
+    /// The connector's visible `(id, checksum)` items by id in byte order, from `from` on
+    /// (`inclusive` or not), at most `limit`: what a reconcile call is judged against (§2.5).
+    async fn read_items(
+        &self,
+        connector: &Connector,
+        from: &str,
+        inclusive: bool,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>>;
+    /// The store half of a reconcile call: in a replace session, stages a `keep` (as
+    /// [`SessionStore::diff_batch`] does for unchanged digests) for every visible record of the
+    /// connector in `ranges` and for every record of `ids`; other sessions are only touched.
+    /// Sequenced like [`SessionStore::upsert_batch`].
+    async fn keep_batch(
+        &self,
+        call: &SessionCall<'_>,
+        ranges: &[IdRange],
+        ids: &[KeyedId],
+    ) -> Result<BatchResult<()>>;
     /// Finds an open session again (e.g. a resumed stream): its mode and applied sequence.
     /// Refused and touched like any batch; `call.batch_seq` is ignored.
     async fn resume_session(&self, call: &SessionCall<'_>) -> Result<ResumedSession>;

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod reconcile;
 pub mod status;
 pub mod tls;
 

@@ -18,6 +18,7 @@ use tributary_core::store::BatchResult;
 use tributary_core::{Error, Violation};
 use tributary_grpc::auth::bearer_token;
 use tributary_grpc::convert::struct_field_to_json;
+use tributary_grpc::reconcile::{answers_to_proto, ranges_from_proto};
 use tributary_grpc::status::traced;
 use tributary_grpc::to_status;
 use tributary_proto::contribution::v1 as pb;
@@ -314,6 +315,29 @@ impl Contribution for ContributionApi {
             tracing::debug!(digests = results.len(), "diffed");
             Ok(Response::new(pb::DiffResponse {
                 results: digests_to_proto(results),
+            }))
+        })
+        .await
+    }
+
+    async fn reconcile(
+        &self,
+        request: Request<pb::ReconcileRequest>,
+    ) -> Result<Response<pb::ReconcileResponse>, Status> {
+        traced(rpc_span("Reconcile"), async move {
+            let who = self.authenticate(&request).await?;
+            let req = request.into_inner();
+            record_session(&req.session_id);
+            let ranges = ranges_from_proto(req.ranges).map_err(to_status)?;
+            let answers = self
+                .svc
+                .reconcile(&who, &req.session_id, ranges, None)
+                .await
+                .and_then(applied)
+                .map_err(refused("Reconcile"))?;
+            tracing::debug!(ranges = answers.len(), "reconciled");
+            Ok(Response::new(pb::ReconcileResponse {
+                ranges: answers_to_proto(answers),
             }))
         })
         .await

@@ -30,6 +30,7 @@ use tracing::{Instrument, Span};
 use tributary_core::contribution::{BatchReport, ContributionService, Contributor, PreparedBatch};
 use tributary_core::store::BatchResult;
 use tributary_core::Error;
+use tributary_grpc::reconcile::{answers_to_proto, ranges_from_proto};
 use tributary_grpc::{log_outcome, request_status, to_status};
 use tributary_proto::contribution::v1 as pb;
 use tributary_proto::contribution::v1::contribute_request::Message as Inbound;
@@ -347,6 +348,9 @@ impl StreamTask {
             BatchResult::Applied(BatchReport::Digests(results)) => {
                 ack.digests = digests_to_proto(results);
             }
+            BatchResult::Applied(BatchReport::Ranges(answers)) => {
+                ack.ranges = answers_to_proto(answers);
+            }
             BatchResult::AlreadyApplied => ack.already_applied = true,
         }
         tracing::debug!(
@@ -385,6 +389,7 @@ enum Batch {
     Upsert(Vec<pb::Record>),
     Delete(Vec<String>),
     Diff(Vec<pb::Digest>),
+    Reconcile(Vec<pb::ReconcileRange>),
 }
 
 /// How the writer stopped without an error.
@@ -428,6 +433,9 @@ impl StreamReader {
                 Some(Inbound::Upsert(b)) => self.prepare(b.batch_seq, Batch::Upsert(b.records)),
                 Some(Inbound::Delete(b)) => self.prepare(b.batch_seq, Batch::Delete(b.ids)),
                 Some(Inbound::Diff(b)) => self.prepare(b.batch_seq, Batch::Diff(b.digests)),
+                Some(Inbound::Reconcile(b)) => {
+                    self.prepare(b.batch_seq, Batch::Reconcile(b.ranges))
+                }
                 Some(Inbound::Close(close)) => {
                     let _ = steps.send(Step::Close(close)).await;
                     return Ok(());
@@ -441,7 +449,7 @@ impl StreamReader {
                 None => {
                     return Err(to_status(Error::invalid(
                         "message",
-                        "one of upsert, delete, diff or close is required",
+                        "one of upsert, delete, diff, reconcile or close is required",
                     )))
                 }
             };
@@ -500,6 +508,7 @@ async fn prepare_batch(
         }
         Batch::Delete(ids) => svc.prepare_delete(&who, ids),
         Batch::Diff(digests) => svc.prepare_diff(&who, digests_from_proto(digests)),
+        Batch::Reconcile(ranges) => svc.prepare_reconcile(ranges_from_proto(ranges)?),
     }
 }
 

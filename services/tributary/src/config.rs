@@ -238,6 +238,8 @@ fn secs(value: f64, fallback: std::time::Duration) -> std::time::Duration {
 pub struct LimitSettings {
     pub max_batch_records: usize,
     pub max_record_bytes: usize,
+    /// Most ranges in one Reconcile call.
+    pub max_reconcile_ranges: usize,
     /// Largest gRPC message, in either direction.
     pub max_message_bytes: usize,
 }
@@ -348,6 +350,7 @@ impl Default for LimitSettings {
         Self {
             max_batch_records: core.max_batch_records,
             max_record_bytes: core.max_record_bytes,
+            max_reconcile_ranges: core.max_reconcile_ranges,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
@@ -591,6 +594,7 @@ impl Settings {
             max_batch_records: self.limits.max_batch_records,
             max_record_bytes: self.limits.max_record_bytes,
             session_idle_timeout: Duration::from_secs(self.sessions.idle_timeout_secs),
+            max_reconcile_ranges: self.limits.max_reconcile_ranges.max(1),
         }
     }
 }

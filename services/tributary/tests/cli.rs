@@ -659,8 +659,11 @@ async fn digest_rerun_sends_only_what_changed(sandbox: &Sandbox) {
         .contribute(&token, &connector, "replace", &file, &["--digest"])
         .await
         .expect(0);
+    // A file is reconciled as a whole (range-based sync): three records settle in one round.
     assert!(
-        run.stdout.contains("0 sent in full after digests"),
+        run.stdout.contains(
+            "0 sent in full after reconciling (1 round, 0 server records not in the file)"
+        ),
         "{}",
         run.stdout
     );
@@ -678,9 +681,9 @@ async fn digest_rerun_sends_only_what_changed(sandbox: &Sandbox) {
             .await
             .expect(0);
         let expected = if mode == "stream" {
-            "1 sent in full after digests"
+            "1 sent in full after reconciling"
         } else {
-            "0 sent in full after digests"
+            "0 sent in full after reconciling"
         };
         assert!(run.stdout.contains(expected), "{mode}: {}", run.stdout);
         let counts = if mode == "stream" {
@@ -693,6 +696,31 @@ async fn digest_rerun_sends_only_what_changed(sandbox: &Sandbox) {
     assert_eq!(
         cli.countries(&reader).await,
         pairs(&[("DE", 3), ("FR", 20), ("GB", 1)])
+    );
+
+    // A replace without DE: the server says it holds one record the file does not name, and
+    // the sweep removes it; IT is new.
+    let file = cli.file("c.ndjson", &ndjson(&[("GB", 1), ("FR", 20), ("IT", 4)]));
+    let run = cli
+        .contribute(&token, &connector, "replace", &file, &["--digest"])
+        .await
+        .expect(0);
+    assert!(
+        run.stdout.contains(
+            "1 sent in full after reconciling (1 round, 1 server records not in the file)"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("created 1, updated 0, unchanged 2, deleted 0, swept 1"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        cli.countries(&reader).await,
+        pairs(&[("FR", 20), ("GB", 1), ("IT", 4)])
     );
 }
 

@@ -20,6 +20,7 @@ use tributary_core::model::{
     Connector, DigestState, ImportStatus, Outcome, Session, SessionMode, SessionState,
     SessionTotals,
 };
+use tributary_core::reconcile::IdRange;
 use tributary_core::record::{
     plan_deletes, plan_digests, plan_upserts, KeyedDigest, KeyedId, PreparedRecord,
 };
@@ -177,6 +178,55 @@ impl SessionStore for Backend {
             end_batch(&mut tx, call).await?;
             tx.commit().await?;
             Ok(BatchResult::Applied(states))
+        })
+        .await
+    }
+
+    async fn read_items(
+        &self,
+        connector: &Connector,
+        from: &str,
+        inclusive: bool,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>> {
+        // `id` compares as bytes on both backends (SQLite's BINARY, PostgreSQL's "C"), the
+        // order the client sorts in; (entity_type, id) is indexed.
+        const FROM: &str = "SELECT id, checksum FROM records \
+             WHERE entity_type = $1 AND connector = $2 AND id >= $3 ORDER BY id LIMIT $4";
+        const AFTER: &str = "SELECT id, checksum FROM records \
+             WHERE entity_type = $1 AND connector = $2 AND id > $3 ORDER BY id LIMIT $4";
+        run(async {
+            Ok(sqlx::query_as(if inclusive { FROM } else { AFTER })
+                .bind(&connector.entity_type)
+                .bind(&connector.id)
+                .bind(from)
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?)
+        })
+        .await
+    }
+
+    async fn keep_batch(
+        &self,
+        call: &SessionCall<'_>,
+        ranges: &[IdRange],
+        ids: &[KeyedId],
+    ) -> Result<BatchResult<()>> {
+        run(async {
+            let mut tx = self.write().await?;
+            let Some(mode) = begin_batch(&mut tx, call).await? else {
+                tx.commit().await?;
+                return Ok(BatchResult::AlreadyApplied);
+            };
+            if mode == SessionMode::Replace {
+                stage_kept_ranges(&mut tx, call, ranges).await?;
+                let unique: HashMap<&str, &str> = ids.iter().map(|k| (&*k.key, &*k.id)).collect();
+                stage_ids(&mut tx, call.session_id, "keep", unique).await?;
+            }
+            end_batch(&mut tx, call).await?;
+            tx.commit().await?;
+            Ok(BatchResult::Applied(()))
         })
         .await
     }
@@ -503,6 +553,40 @@ async fn stage_keeps(
         .map(|(d, _)| (&*d.key, &*d.id))
         .collect();
     stage_ids(tx, session_id, "keep", unique).await
+}
+
+/// Stages a `keep` for every visible record of the connector in `ranges` (a reconcile call's
+/// matched ranges), in one statement; an upper bound of "" is no upper end.
+async fn stage_kept_ranges(
+    tx: &mut Tx,
+    call: &SessionCall<'_>,
+    ranges: &[IdRange],
+) -> StoreResult<()> {
+    static STAGE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO staged_records (session_id, key, id, op) \
+             SELECT $1, r.key, r.id, 'keep' FROM {} JOIN records r \
+                 ON r.entity_type = $2 AND r.connector = $3 AND r.id >= u.lower_bound \
+                 AND (u.upper_bound = '' OR r.id < u.upper_bound) \
+             WHERE true \
+             ON CONFLICT (session_id, key) DO UPDATE SET id = excluded.id, op = excluded.op, \
+                 name = NULL, entity = NULL, instance = NULL, checksum = NULL",
+            rowset(4, &["lower_bound", "upper_bound"])
+        )
+    });
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    let mut rows = TextRows::new(2);
+    for range in ranges {
+        rows.push(&[range.lower.as_str(), range.upper.as_deref().unwrap_or("")]);
+    }
+    let stage = sqlx::query(&STAGE)
+        .bind(call.session_id)
+        .bind(&call.connector.entity_type)
+        .bind(&call.connector.id);
+    bind_rows(stage, rows)?.execute(&mut **tx).await?;
+    Ok(())
 }
 
 async fn set_state(tx: &mut Tx, call: &SessionCall<'_>, state: SessionState) -> StoreResult<()> {

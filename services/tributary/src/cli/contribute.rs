@@ -9,9 +9,12 @@
 //! `--skip-invalid`, because committing a replace without them would delete them.
 //!
 //! Memory is bounded by the window of batches in flight and one chunk being read, whatever the
-//! file's size: the file is read by a thread one chunk at a time. `--digest` works chunk by chunk
-//! in the same single pass (read a chunk, compute its digests, `Diff` them, send only the
-//! new/changed records), so it works for stdin too.
+//! file's size: the file is read by a thread one chunk at a time. `--digest` on a file first
+//! reads it once to reconcile its `(id, checksum)` set with the server's (range-based sync,
+//! `Reconcile`: a few round trips and kilobytes when little changed), then sends only the
+//! new/changed records in a second pass; that set is the one thing held in memory (about 100
+//! bytes a record). On stdin, which cannot be read twice, `--digest` works chunk by chunk in one
+//! pass instead (read a chunk, `Diff` its digests, send only the new/changed records).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::IsTerminal;
@@ -25,7 +28,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tributary_client::pb::contribution::{self as pb, BatchAck, Outcome, SessionMode};
 use tributary_client::status::code_name;
-use tributary_client::{digest, StreamError, StreamingContributor};
+use tributary_client::{digest, reconcile, StreamError, StreamingContributor};
 
 use super::connection::{with_token_hint, ServerArgs};
 use super::input::{input_name, InputFormat, Item, RecordReader};
@@ -65,7 +68,9 @@ pub struct ContributeArgs {
     /// The file's format (default: from the extension; NDJSON for stdin).
     #[arg(long, value_enum)]
     pub format: Option<InputFormat>,
-    /// Send (id, checksum) digests first and full records only for new or changed ids.
+    /// Find out first which records are new or changed and send only those in full: a file is
+    /// reconciled as a whole by range-based sync (a few round trips when little changed);
+    /// stdin is diffed chunk by chunk with (id, checksum) digests.
     #[arg(long)]
     pub digest: bool,
     /// Records per batch (at most the server's limit, 10,000 by default).
@@ -169,12 +174,19 @@ pub async fn run(args: ContributeArgs) -> anyhow::Result<ExitCode> {
         )));
     }
 
+    let mut stream = stream;
+    let reconciled = if args.digest && args.file != std::path::Path::new("-") {
+        Some(reconcile_file(&mut stream, &args.file, format).await?)
+    } else {
+        None
+    };
     let mut progress = Progress::new(args.progress, size);
     let mut run = Contribution {
         stream,
         acks,
         inflight: BTreeMap::new(),
         tally: Tally::default(),
+        reconciled,
     };
     let mut chunks = chunks;
     while let Some(chunk) = chunks.recv().await {
@@ -186,7 +198,10 @@ pub async fn run(args: ContributeArgs) -> anyhow::Result<ExitCode> {
     progress.finish(run.tally.read, bytes_read.load(Ordering::Relaxed));
 
     let Contribution {
-        stream, mut tally, ..
+        stream,
+        mut tally,
+        reconciled,
+        ..
     } = run;
     let session_id = stream.session_id().to_owned();
     let entity_type = stream.entity_type().to_owned();
@@ -256,10 +271,16 @@ pub async fn run(args: ContributeArgs) -> anyhow::Result<ExitCode> {
         tally.read,
         tally.valid,
         tally.invalid,
-        if args.digest {
-            format!("; {} sent in full after digests", tally.sent)
-        } else {
-            String::new()
+        match (&reconciled, args.digest) {
+            (Some(r), _) => format!(
+                "; {} sent in full after reconciling ({} round{}, {} server records not in the file)",
+                tally.sent,
+                r.rounds,
+                if r.rounds == 1 { "" } else { "s" },
+                r.absent
+            ),
+            (None, true) => format!("; {} sent in full after digests", tally.sent),
+            (None, false) => String::new(),
         }
     );
     if commit {
@@ -367,6 +388,45 @@ fn digestible(record: &pb::Record) -> Option<pb::Digest> {
     ((1..=64).contains(&id_chars) && (1..=128).contains(&checksum_chars)).then_some(d)
 }
 
+/// What reconciling a file found: the ids to send in full, and how the exchange went.
+struct Reconciled {
+    to_send: HashSet<String>,
+    rounds: u32,
+    absent: u64,
+}
+
+/// Reads the whole file once for its `(id, checksum)` set and reconciles it with the server's
+/// in the stream; answers the ids to send in full. Records that cannot be digested are not in
+/// the set: they are sent in full (and get their violations there).
+async fn reconcile_file(
+    stream: &mut StreamingContributor,
+    path: &std::path::Path,
+    format: InputFormat,
+) -> anyhow::Result<Reconciled> {
+    let mut reader = RecordReader::open(path, format)?;
+    let set = tokio::task::spawn_blocking(move || -> std::io::Result<reconcile::ClientSet> {
+        let mut pairs = Vec::new();
+        while let Some(item) = reader.next_item()? {
+            if let Some(d) = item.record.ok().as_ref().and_then(digestible) {
+                pairs.push((d.id, d.checksum));
+            }
+        }
+        Ok(reconcile::ClientSet::new(pairs))
+    })
+    .await
+    .context("reading the file for its digests")?
+    .with_context(|| format!("reading {}", input_name(path)))?;
+    let outcome = stream
+        .reconcile(&set, reconcile::CallLimits::default())
+        .await
+        .map_err(stream_failure)?;
+    Ok(Reconciled {
+        to_send: outcome.send.iter().map(|&i| set.id(i).to_owned()).collect(),
+        rounds: outcome.rounds,
+        absent: outcome.absent,
+    })
+}
+
 /// A batch sent and not yet acknowledged: its records (to resend the valid ones if the batch is
 /// rejected) and their lines.
 struct Batch {
@@ -423,6 +483,8 @@ struct Contribution {
     acks: Arc<Mutex<VecDeque<BatchAck>>>,
     inflight: BTreeMap<u64, Batch>,
     tally: Tally,
+    /// With `--digest` on a file: what reconciling it found (else chunks are diffed).
+    reconciled: Option<Reconciled>,
 }
 
 impl Contribution {
@@ -434,8 +496,14 @@ impl Contribution {
             self.tally.read += 1;
             match parsed.record {
                 Err(why) => self.tally.invalid(parsed.line, why),
-                Ok(record) => match parsed.digest {
-                    Some(d) if digests => to_diff.push((parsed.line, record, d)),
+                Ok(record) => match (parsed.digest, &self.reconciled) {
+                    (Some(_), Some(r)) if !r.to_send.contains(&record.id) => {
+                        // Held unchanged by the server (kept, in a replace session).
+                        self.tally.valid += 1;
+                        self.tally.digest_unchanged += 1;
+                    }
+                    (Some(_), Some(_)) => send.push((parsed.line, record)),
+                    (Some(d), None) if digests => to_diff.push((parsed.line, record, d)),
                     _ => send.push((parsed.line, record)),
                 },
             }
