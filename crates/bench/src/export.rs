@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, ensure, Context, Result};
 use tributary_proto::admin::v1 as admin;
 
-use crate::records::{self, Phase, ENTITY_TYPE};
+use crate::records::ENTITY_TYPE;
 use crate::server::{cpu_time, Server};
 
 /// The access key of the local S3 server.
@@ -110,16 +110,10 @@ pub async fn run(
     batch: usize,
     window: usize,
 ) -> Result<Outcome> {
-    let channel = server.channel().await?;
-    let mut admin = tributary_client::admin(channel.clone(), admin_token);
-    records::create_country_type(&mut admin).await?;
-    let token = crate::sync::create_connector(&mut admin, "bench-export").await?;
-    let started = Instant::now();
-    let mut warnings = Vec::new();
-    let batches = Phase::FirstLoad.batches(records, batch);
-    crate::sync::stream_load(channel, &token, &batches, window, &mut warnings).await?;
-    ensure!(warnings.is_empty(), "loading: {warnings:?}");
-    let load = started.elapsed();
+    let crate::sync::Loaded {
+        mut admin, load, ..
+    } = crate::sync::loaded_connector(server, admin_token, "bench-export", records, batch, window)
+        .await?;
     let load_rss_kib = server.peak_rss_kib()?;
     let file_url = format!("file://{}/exports", server.data_dir().display());
     let mut outcome = Outcome {

@@ -15,7 +15,6 @@ use tributary_client::pb::contribution as pb;
 use tributary_core::reconcile::{CallLimits, ClientSet, Reconciler};
 use tributary_grpc::reconcile::{answers_from_proto, ranges_to_proto};
 
-use crate::records::{self, Phase};
 use crate::server::{cpu_time, ContributionClient, Server};
 
 /// Digests per `Diff` call in the comparison.
@@ -53,23 +52,23 @@ pub async fn run(
     batch: usize,
     window: usize,
 ) -> Result<Outcome> {
-    let channel = server.channel().await?;
-    let mut admin = tributary_client::admin(channel.clone(), admin_token);
-    records::create_country_type(&mut admin).await?;
-    let token = crate::sync::create_connector(&mut admin, "bench-reconcile").await?;
-    let started = Instant::now();
-    let mut warnings = Vec::new();
-    let batches = Phase::FirstLoad.batches(records, batch);
-    crate::sync::stream_load(channel.clone(), &token, &batches, window, &mut warnings).await?;
-    ensure!(warnings.is_empty(), "loading: {warnings:?}");
-    let load = started.elapsed();
+    let loaded = crate::sync::loaded_connector(
+        server,
+        admin_token,
+        "bench-reconcile",
+        records,
+        batch,
+        window,
+    )
+    .await?;
+    let load = loaded.load;
     let digests: Vec<pb::Digest> = (0..records)
         .map(crate::sync::digest)
         .collect::<Result<_>>()?;
     let started = Instant::now();
     let unchanged = ClientSet::new(digests.iter().map(|d| (d.id.clone(), d.checksum.clone())));
     let client_set = started.elapsed();
-    let client = tributary_client::contribution(channel, &token);
+    let client = tributary_client::contribution(loaded.channel, &loaded.token);
     let mut outcome = Outcome {
         records,
         load,

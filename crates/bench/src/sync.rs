@@ -367,6 +367,42 @@ struct Acks {
     rejected: Vec<String>,
 }
 
+/// A connector of the country type on `server`, loaded with `records` records through the
+/// `Contribute` stream: what the export and range-sync workloads start from.
+pub(crate) struct Loaded {
+    pub channel: Channel,
+    pub admin: AdminClient,
+    pub token: String,
+    /// How long the load took.
+    pub load: Duration,
+}
+
+/// Creates the country type and connector `name`, and loads `records` records into it.
+pub(crate) async fn loaded_connector(
+    server: &Server,
+    admin_token: &str,
+    name: &str,
+    records: usize,
+    batch: usize,
+    window: usize,
+) -> Result<Loaded> {
+    let channel = server.channel().await?;
+    let mut admin = tributary_client::admin(channel.clone(), admin_token);
+    records::create_country_type(&mut admin).await?;
+    let token = create_connector(&mut admin, name).await?;
+    let started = Instant::now();
+    let mut warnings = Vec::new();
+    let batches = Phase::FirstLoad.batches(records, batch);
+    stream_load(channel.clone(), &token, &batches, window, &mut warnings).await?;
+    anyhow::ensure!(warnings.is_empty(), "loading: {warnings:?}");
+    Ok(Loaded {
+        channel,
+        admin,
+        token,
+        load: started.elapsed(),
+    })
+}
+
 /// A first load in a STREAM session through the `Contribute` stream; every outcome `created`.
 pub(crate) async fn stream_load(
     channel: Channel,

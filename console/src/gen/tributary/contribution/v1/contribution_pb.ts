@@ -11,7 +11,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tributary/contribution/v1/contribution.proto.
  */
 export const file_tributary_contribution_v1_contribution: GenFile = /*@__PURE__*/
-  fileDesc("Cix0cmlidXRhcnkvY29udHJpYnV0aW9uL3YxL2NvbnRyaWJ1dGlvbi5wcm90bxIZdHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MSKIAQoGUmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSJwoGZW50aXR5GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIpCghpbnN0YW5jZRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEAoIY2hlY2tzdW0YBSABKAkiXQoNUmVjb3JkT3V0Y29tZRIKCgJpZBgBIAEoCRILCgNrZXkYAiABKAkSMwoHb3V0Y29tZRgDIAEoDjIiLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuT3V0Y29tZSJ1Cg1TZXNzaW9uVG90YWxzEg8KB2NyZWF0ZWQYASABKAQSDwoHdXBkYXRlZBgCIAEoBBIRCgl1bmNoYW5nZWQYAyABKAQSDwoHZGVsZXRlZBgEIAEoBBINCgVzd2VwdBgFIAEoBBIPCgdza2lwcGVkGAYgASgEIkoKEk9wZW5TZXNzaW9uUmVxdWVzdBI0CgRtb2RlGAEgASgOMiYudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5TZXNzaW9uTW9kZSJ/ChNPcGVuU2Vzc2lvblJlc3BvbnNlEhIKCnNlc3Npb25faWQYASABKAkSNAoEbW9kZRgCIAEoDjImLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuU2Vzc2lvbk1vZGUSHgoWc3VwZXJzZWRlZF9zZXNzaW9uX2lkcxgDIAMoCSJXCg1VcHNlcnRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSMgoHcmVjb3JkcxgCIAMoCzIhLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuUmVjb3JkIkwKDlVwc2VydFJlc3BvbnNlEjoKCG91dGNvbWVzGAEgAygLMigudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5SZWNvcmRPdXRjb21lIjAKDURlbGV0ZVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNpZHMYAiADKAkiTAoORGVsZXRlUmVzcG9uc2USOgoIb3V0Y29tZXMYASADKAsyKC50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlJlY29yZE91dGNvbWUiSAoTQ2xvc2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg4KBmNvbW1pdBgCIAEoCBINCgVmb3JjZRgDIAEoCCJqChRDbG9zZVNlc3Npb25SZXNwb25zZRI4CgZ0b3RhbHMYASABKAsyKC50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlNlc3Npb25Ub3RhbHMSGAoQaW1wb3J0X3Jlc3VsdF9pZBgCIAEoCSImCgZEaWdlc3QSCgoCaWQYASABKAkSEAoIY2hlY2tzdW0YAiABKAkiXgoMRGlnZXN0UmVzdWx0EgoKAmlkGAEgASgJEgsKA2tleRgCIAEoCRI1CgVzdGF0ZRgDIAEoDjImLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuRGlnZXN0U3RhdGUiVQoLRGlmZlJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIyCgdkaWdlc3RzGAIgAygLMiEudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5EaWdlc3QiSAoMRGlmZlJlc3BvbnNlEjgKB3Jlc3VsdHMYASADKAsyJy50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkRpZ2VzdFJlc3VsdCK6AgoRQ29udHJpYnV0ZVJlcXVlc3QSNQoEb3BlbhgBIAEoCzIlLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuU3RyZWFtT3BlbkgAEjgKBnVwc2VydBgCIAEoCzImLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuVXBzZXJ0QmF0Y2hIABI4CgZkZWxldGUYAyABKAsyJi50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkRlbGV0ZUJhdGNoSAASNgoEZGlmZhgEIAEoCzImLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuRGlnZXN0QmF0Y2hIABI3CgVjbG9zZRgFIAEoCzImLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuU3RyZWFtQ2xvc2VIAEIJCgdtZXNzYWdlIlYKClN0cmVhbU9wZW4SNAoEbW9kZRgBIAEoDjImLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuU2Vzc2lvbk1vZGUSEgoKc2Vzc2lvbl9pZBgCIAEoCSJUCgtVcHNlcnRCYXRjaBIRCgliYXRjaF9zZXEYASABKAQSMgoHcmVjb3JkcxgCIAMoCzIhLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuUmVjb3JkIi0KC0RlbGV0ZUJhdGNoEhEKCWJhdGNoX3NlcRgBIAEoBBILCgNpZHMYAiADKAkiVAoLRGlnZXN0QmF0Y2gSEQoJYmF0Y2hfc2VxGAEgASgEEjIKB2RpZ2VzdHMYAiADKAsyIS50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkRpZ2VzdCIsCgtTdHJlYW1DbG9zZRIOCgZjb21taXQYASABKAgSDQoFZm9yY2UYAiABKAgiyQEKEkNvbnRyaWJ1dGVSZXNwb25zZRI5CgZvcGVuZWQYASABKAsyJy50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlN0cmVhbU9wZW5lZEgAEjIKA2FjaxgCIAEoCzIjLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuQmF0Y2hBY2tIABI5CgZjbG9zZWQYAyABKAsyJy50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlN0cmVhbUNsb3NlZEgAQgkKB21lc3NhZ2UiuAEKDFN0cmVhbU9wZW5lZBISCgpzZXNzaW9uX2lkGAEgASgJEjQKBG1vZGUYAiABKA4yJi50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlNlc3Npb25Nb2RlEhYKDmxhc3RfYmF0Y2hfc2VxGAMgASgEEh4KFnN1cGVyc2VkZWRfc2Vzc2lvbl9pZHMYBCADKAkSEQoJY29ubmVjdG9yGAUgASgJEhMKC2VudGl0eV90eXBlGAYgASgJIi8KCVZpb2xhdGlvbhINCgVmaWVsZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSJlCgpCYXRjaEVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCRI4Cgp2aW9sYXRpb25zGAMgAygLMiQudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5WaW9sYXRpb24i4gEKCEJhdGNoQWNrEhEKCWJhdGNoX3NlcRgBIAEoBBI6CghvdXRjb21lcxgCIAMoCzIoLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuUmVjb3JkT3V0Y29tZRI4CgdkaWdlc3RzGAMgAygLMicudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5EaWdlc3RSZXN1bHQSFwoPYWxyZWFkeV9hcHBsaWVkGAQgASgIEjQKBWVycm9yGAUgASgLMiUudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5CYXRjaEVycm9yImIKDFN0cmVhbUNsb3NlZBI4CgZ0b3RhbHMYASABKAsyKC50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlNlc3Npb25Ub3RhbHMSGAoQaW1wb3J0X3Jlc3VsdF9pZBgCIAEoCSp3CgtTZXNzaW9uTW9kZRIcChhTRVNTSU9OX01PREVfVU5TUEVDSUZJRUQQABIXChNTRVNTSU9OX01PREVfU1RSRUFNEAESFwoTU0VTU0lPTl9NT0RFX0FDQ1JVRRACEhgKFFNFU1NJT05fTU9ERV9SRVBMQUNFEAMqpAEKB091dGNvbWUSFwoTT1VUQ09NRV9VTlNQRUNJRklFRBAAEhMKD09VVENPTUVfQ1JFQVRFRBABEhMKD09VVENPTUVfVVBEQVRFRBACEhUKEU9VVENPTUVfVU5DSEFOR0VEEAMSEwoPT1VUQ09NRV9ERUxFVEVEEAQSFQoRT1VUQ09NRV9OT1RfRk9VTkQQBRITCg9PVVRDT01FX1NLSVBQRUQQBip3CgtEaWdlc3RTdGF0ZRIcChhESUdFU1RfU1RBVEVfVU5TUEVDSUZJRUQQABIUChBESUdFU1RfU1RBVEVfTkVXEAESGAoURElHRVNUX1NUQVRFX0NIQU5HRUQQAhIaChZESUdFU1RfU1RBVEVfVU5DSEFOR0VEEAMy8wQKDENvbnRyaWJ1dGlvbhJsCgtPcGVuU2Vzc2lvbhItLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuT3BlblNlc3Npb25SZXF1ZXN0Gi4udHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5PcGVuU2Vzc2lvblJlc3BvbnNlEl0KBlVwc2VydBIoLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuVXBzZXJ0UmVxdWVzdBopLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuVXBzZXJ0UmVzcG9uc2USXQoGRGVsZXRlEigudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5EZWxldGVSZXF1ZXN0GikudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5EZWxldGVSZXNwb25zZRJvCgxDbG9zZVNlc3Npb24SLi50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkNsb3NlU2Vzc2lvblJlcXVlc3QaLy50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkNsb3NlU2Vzc2lvblJlc3BvbnNlElcKBERpZmYSJi50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkRpZmZSZXF1ZXN0GicudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5EaWZmUmVzcG9uc2USbQoKQ29udHJpYnV0ZRIsLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuQ29udHJpYnV0ZVJlcXVlc3QaLS50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkNvbnRyaWJ1dGVSZXNwb25zZSgBMAFiBnByb3RvMw", [file_google_protobuf_struct]);
+  fileDesc("Cix0cmlidXRhcnkvY29udHJpYnV0aW9uL3YxL2NvbnRyaWJ1dGlvbi5wcm90bxIZdHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MSKIAQoGUmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSJwoGZW50aXR5GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIpCghpbnN0YW5jZRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEAoIY2hlY2tzdW0YBSABKAkiXQoNUmVjb3JkT3V0Y29tZRIKCgJpZBgBIAEoCRILCgNrZXkYAiABKAkSMwoHb3V0Y29tZRgDIAEoDjIiLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuT3V0Y29tZSJ1Cg1TZXNzaW9uVG90YWxzEg8KB2NyZWF0ZWQYASABKAQSDwoHdXBkYXRlZBgCIAEoBBIRCgl1bmNoYW5nZWQYAyABKAQSDwoHZGVsZXRlZBgEIAEoBBINCgVzd2VwdBgFIAEoBBIPCgdza2lwcGVkGAYgASgEIkoKEk9wZW5TZXNzaW9uUmVxdWVzdBI0CgRtb2RlGAEgASgOMiYudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5TZXNzaW9uTW9kZSJ/ChNPcGVuU2Vzc2lvblJlc3BvbnNlEhIKCnNlc3Npb25faWQYASABKAkSNAoEbW9kZRgCIAEoDjImLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuU2Vzc2lvbk1vZGUSHgoWc3VwZXJzZWRlZF9zZXNzaW9uX2lkcxgDIAMoCSJXCg1VcHNlcnRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSMgoHcmVjb3JkcxgCIAMoCzIhLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuUmVjb3JkIkwKDlVwc2VydFJlc3BvbnNlEjoKCG91dGNvbWVzGAEgAygLMigudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5SZWNvcmRPdXRjb21lIjAKDURlbGV0ZVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNpZHMYAiADKAkiTAoORGVsZXRlUmVzcG9uc2USOgoIb3V0Y29tZXMYASADKAsyKC50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlJlY29yZE91dGNvbWUiSAoTQ2xvc2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg4KBmNvbW1pdBgCIAEoCBINCgVmb3JjZRgDIAEoCCJqChRDbG9zZVNlc3Npb25SZXNwb25zZRI4CgZ0b3RhbHMYASABKAsyKC50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlNlc3Npb25Ub3RhbHMSGAoQaW1wb3J0X3Jlc3VsdF9pZBgCIAEoCSImCgZEaWdlc3QSCgoCaWQYASABKAkSEAoIY2hlY2tzdW0YAiABKAkiXgoMRGlnZXN0UmVzdWx0EgoKAmlkGAEgASgJEgsKA2tleRgCIAEoCRI1CgVzdGF0ZRgDIAEoDjImLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuRGlnZXN0U3RhdGUiVQoLRGlmZlJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIyCgdkaWdlc3RzGAIgAygLMiEudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5EaWdlc3QiSAoMRGlmZlJlc3BvbnNlEjgKB3Jlc3VsdHMYASADKAsyJy50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkRpZ2VzdFJlc3VsdCL6AgoRQ29udHJpYnV0ZVJlcXVlc3QSNQoEb3BlbhgBIAEoCzIlLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuU3RyZWFtT3BlbkgAEjgKBnVwc2VydBgCIAEoCzImLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuVXBzZXJ0QmF0Y2hIABI4CgZkZWxldGUYAyABKAsyJi50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkRlbGV0ZUJhdGNoSAASNgoEZGlmZhgEIAEoCzImLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuRGlnZXN0QmF0Y2hIABI3CgVjbG9zZRgFIAEoCzImLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuU3RyZWFtQ2xvc2VIABI+CglyZWNvbmNpbGUYBiABKAsyKS50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlJlY29uY2lsZUJhdGNoSABCCQoHbWVzc2FnZSJWCgpTdHJlYW1PcGVuEjQKBG1vZGUYASABKA4yJi50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlNlc3Npb25Nb2RlEhIKCnNlc3Npb25faWQYAiABKAkiVAoLVXBzZXJ0QmF0Y2gSEQoJYmF0Y2hfc2VxGAEgASgEEjIKB3JlY29yZHMYAiADKAsyIS50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlJlY29yZCItCgtEZWxldGVCYXRjaBIRCgliYXRjaF9zZXEYASABKAQSCwoDaWRzGAIgAygJIlQKC0RpZ2VzdEJhdGNoEhEKCWJhdGNoX3NlcRgBIAEoBBIyCgdkaWdlc3RzGAIgAygLMiEudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5EaWdlc3QiXgoOUmVjb25jaWxlQmF0Y2gSEQoJYmF0Y2hfc2VxGAEgASgEEjkKBnJhbmdlcxgCIAMoCzIpLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuUmVjb25jaWxlUmFuZ2UiLAoLU3RyZWFtQ2xvc2USDgoGY29tbWl0GAEgASgIEg0KBWZvcmNlGAIgASgIIskBChJDb250cmlidXRlUmVzcG9uc2USOQoGb3BlbmVkGAEgASgLMicudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5TdHJlYW1PcGVuZWRIABIyCgNhY2sYAiABKAsyIy50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkJhdGNoQWNrSAASOQoGY2xvc2VkGAMgASgLMicudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5TdHJlYW1DbG9zZWRIAEIJCgdtZXNzYWdlIrgBCgxTdHJlYW1PcGVuZWQSEgoKc2Vzc2lvbl9pZBgBIAEoCRI0CgRtb2RlGAIgASgOMiYudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5TZXNzaW9uTW9kZRIWCg5sYXN0X2JhdGNoX3NlcRgDIAEoBBIeChZzdXBlcnNlZGVkX3Nlc3Npb25faWRzGAQgAygJEhEKCWNvbm5lY3RvchgFIAEoCRITCgtlbnRpdHlfdHlwZRgGIAEoCSIvCglWaW9sYXRpb24SDQoFZmllbGQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkiZQoKQmF0Y2hFcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSOAoKdmlvbGF0aW9ucxgDIAMoCzIkLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuVmlvbGF0aW9uIpoCCghCYXRjaEFjaxIRCgliYXRjaF9zZXEYASABKAQSOgoIb3V0Y29tZXMYAiADKAsyKC50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlJlY29yZE91dGNvbWUSOAoHZGlnZXN0cxgDIAMoCzInLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuRGlnZXN0UmVzdWx0EhcKD2FscmVhZHlfYXBwbGllZBgEIAEoCBI0CgVlcnJvchgFIAEoCzIlLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuQmF0Y2hFcnJvchI2CgZyYW5nZXMYBiADKAsyJi50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlJhbmdlQW5zd2VyImIKDFN0cmVhbUNsb3NlZBI4CgZ0b3RhbHMYASABKAsyKC50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLlNlc3Npb25Ub3RhbHMSGAoQaW1wb3J0X3Jlc3VsdF9pZBgCIAEoCSJhChBSZWNvbmNpbGVSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSOQoGcmFuZ2VzGAIgAygLMikudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5SZWNvbmNpbGVSYW5nZSKYAQoOUmVjb25jaWxlUmFuZ2USEwoLbG93ZXJfYm91bmQYASABKAkSEwoLdXBwZXJfYm91bmQYAiABKAkSFQoLZmluZ2VycHJpbnQYAyABKAxIABI6CgVpdGVtcxgEIAEoCzIpLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuUmVjb25jaWxlSXRlbXNIAEIJCgdjb250ZW50Ii0KDlJlY29uY2lsZUl0ZW1zEgsKA2lkcxgBIAMoCRIOCgZoYXNoZXMYAiABKAwiSwoRUmVjb25jaWxlUmVzcG9uc2USNgoGcmFuZ2VzGAEgAygLMiYudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5SYW5nZUFuc3dlciKVAQoLUmFuZ2VBbnN3ZXISQwoLZmluZ2VycHJpbnQYASABKAsyLC50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkZpbmdlcnByaW50QW5zd2VySAASNwoFaXRlbXMYAiABKAsyJi50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkl0ZW1zQW5zd2VySABCCAoGYW5zd2VyIjMKEUZpbmdlcnByaW50QW5zd2VyEg8KB21hdGNoZWQYASABKAgSDQoFY291bnQYAiABKAQiPwoLSXRlbXNBbnN3ZXISDAoEc2VuZBgBIAMoDRIOCgZhYnNlbnQYAiABKAQSEgoKYWJzZW50X2lkcxgDIAMoCSp3CgtTZXNzaW9uTW9kZRIcChhTRVNTSU9OX01PREVfVU5TUEVDSUZJRUQQABIXChNTRVNTSU9OX01PREVfU1RSRUFNEAESFwoTU0VTU0lPTl9NT0RFX0FDQ1JVRRACEhgKFFNFU1NJT05fTU9ERV9SRVBMQUNFEAMqpAEKB091dGNvbWUSFwoTT1VUQ09NRV9VTlNQRUNJRklFRBAAEhMKD09VVENPTUVfQ1JFQVRFRBABEhMKD09VVENPTUVfVVBEQVRFRBACEhUKEU9VVENPTUVfVU5DSEFOR0VEEAMSEwoPT1VUQ09NRV9ERUxFVEVEEAQSFQoRT1VUQ09NRV9OT1RfRk9VTkQQBRITCg9PVVRDT01FX1NLSVBQRUQQBip3CgtEaWdlc3RTdGF0ZRIcChhESUdFU1RfU1RBVEVfVU5TUEVDSUZJRUQQABIUChBESUdFU1RfU1RBVEVfTkVXEAESGAoURElHRVNUX1NUQVRFX0NIQU5HRUQQAhIaChZESUdFU1RfU1RBVEVfVU5DSEFOR0VEEAMy2wUKDENvbnRyaWJ1dGlvbhJsCgtPcGVuU2Vzc2lvbhItLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuT3BlblNlc3Npb25SZXF1ZXN0Gi4udHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5PcGVuU2Vzc2lvblJlc3BvbnNlEl0KBlVwc2VydBIoLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuVXBzZXJ0UmVxdWVzdBopLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuVXBzZXJ0UmVzcG9uc2USXQoGRGVsZXRlEigudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5EZWxldGVSZXF1ZXN0GikudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5EZWxldGVSZXNwb25zZRJvCgxDbG9zZVNlc3Npb24SLi50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkNsb3NlU2Vzc2lvblJlcXVlc3QaLy50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkNsb3NlU2Vzc2lvblJlc3BvbnNlElcKBERpZmYSJi50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkRpZmZSZXF1ZXN0GicudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5EaWZmUmVzcG9uc2USbQoKQ29udHJpYnV0ZRIsLnRyaWJ1dGFyeS5jb250cmlidXRpb24udjEuQ29udHJpYnV0ZVJlcXVlc3QaLS50cmlidXRhcnkuY29udHJpYnV0aW9uLnYxLkNvbnRyaWJ1dGVSZXNwb25zZSgBMAESZgoJUmVjb25jaWxlEisudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5SZWNvbmNpbGVSZXF1ZXN0GiwudHJpYnV0YXJ5LmNvbnRyaWJ1dGlvbi52MS5SZWNvbmNpbGVSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct]);
 
 /**
  * Record is one entity instance as a connector contributes it.
@@ -457,6 +457,14 @@ export type ContributeRequest = Message<"tributary.contribution.v1.ContributeReq
      */
     value: StreamClose;
     case: "close";
+  } | {
+    /**
+     * One call of a Reconcile exchange, answered in the ack's `ranges`.
+     *
+     * @generated from field: tributary.contribution.v1.ReconcileBatch reconcile = 6;
+     */
+    value: ReconcileBatch;
+    case: "reconcile";
   } | { case: undefined; value?: undefined };
 };
 
@@ -560,6 +568,28 @@ export const DigestBatchSchema: GenMessage<DigestBatch> = /*@__PURE__*/
   messageDesc(file_tributary_contribution_v1_contribution, 19);
 
 /**
+ * @generated from message tributary.contribution.v1.ReconcileBatch
+ */
+export type ReconcileBatch = Message<"tributary.contribution.v1.ReconcileBatch"> & {
+  /**
+   * @generated from field: uint64 batch_seq = 1;
+   */
+  batchSeq: bigint;
+
+  /**
+   * @generated from field: repeated tributary.contribution.v1.ReconcileRange ranges = 2;
+   */
+  ranges: ReconcileRange[];
+};
+
+/**
+ * Describes the message tributary.contribution.v1.ReconcileBatch.
+ * Use `create(ReconcileBatchSchema)` to create a new message.
+ */
+export const ReconcileBatchSchema: GenMessage<ReconcileBatch> = /*@__PURE__*/
+  messageDesc(file_tributary_contribution_v1_contribution, 20);
+
+/**
  * @generated from message tributary.contribution.v1.StreamClose
  */
 export type StreamClose = Message<"tributary.contribution.v1.StreamClose"> & {
@@ -579,7 +609,7 @@ export type StreamClose = Message<"tributary.contribution.v1.StreamClose"> & {
  * Use `create(StreamCloseSchema)` to create a new message.
  */
 export const StreamCloseSchema: GenMessage<StreamClose> = /*@__PURE__*/
-  messageDesc(file_tributary_contribution_v1_contribution, 20);
+  messageDesc(file_tributary_contribution_v1_contribution, 21);
 
 /**
  * @generated from message tributary.contribution.v1.ContributeResponse
@@ -614,7 +644,7 @@ export type ContributeResponse = Message<"tributary.contribution.v1.ContributeRe
  * Use `create(ContributeResponseSchema)` to create a new message.
  */
 export const ContributeResponseSchema: GenMessage<ContributeResponse> = /*@__PURE__*/
-  messageDesc(file_tributary_contribution_v1_contribution, 21);
+  messageDesc(file_tributary_contribution_v1_contribution, 22);
 
 /**
  * StreamOpened answers StreamOpen.
@@ -663,7 +693,7 @@ export type StreamOpened = Message<"tributary.contribution.v1.StreamOpened"> & {
  * Use `create(StreamOpenedSchema)` to create a new message.
  */
 export const StreamOpenedSchema: GenMessage<StreamOpened> = /*@__PURE__*/
-  messageDesc(file_tributary_contribution_v1_contribution, 22);
+  messageDesc(file_tributary_contribution_v1_contribution, 23);
 
 /**
  * Violation is one problem with a rejected batch.
@@ -689,7 +719,7 @@ export type Violation = Message<"tributary.contribution.v1.Violation"> & {
  * Use `create(ViolationSchema)` to create a new message.
  */
 export const ViolationSchema: GenMessage<Violation> = /*@__PURE__*/
-  messageDesc(file_tributary_contribution_v1_contribution, 23);
+  messageDesc(file_tributary_contribution_v1_contribution, 24);
 
 /**
  * BatchError says why a batch was rejected; nothing of it was applied.
@@ -720,7 +750,7 @@ export type BatchError = Message<"tributary.contribution.v1.BatchError"> & {
  * Use `create(BatchErrorSchema)` to create a new message.
  */
 export const BatchErrorSchema: GenMessage<BatchError> = /*@__PURE__*/
-  messageDesc(file_tributary_contribution_v1_contribution, 24);
+  messageDesc(file_tributary_contribution_v1_contribution, 25);
 
 /**
  * BatchAck acknowledges one batch, in order, once it is durable (or rejected).
@@ -761,6 +791,13 @@ export type BatchAck = Message<"tributary.contribution.v1.BatchAck"> & {
    * @generated from field: tributary.contribution.v1.BatchError error = 5;
    */
   error?: BatchError | undefined;
+
+  /**
+   * Reconcile batches: one answer per range, in order.
+   *
+   * @generated from field: repeated tributary.contribution.v1.RangeAnswer ranges = 6;
+   */
+  ranges: RangeAnswer[];
 };
 
 /**
@@ -768,7 +805,7 @@ export type BatchAck = Message<"tributary.contribution.v1.BatchAck"> & {
  * Use `create(BatchAckSchema)` to create a new message.
  */
 export const BatchAckSchema: GenMessage<BatchAck> = /*@__PURE__*/
-  messageDesc(file_tributary_contribution_v1_contribution, 25);
+  messageDesc(file_tributary_contribution_v1_contribution, 26);
 
 /**
  * StreamClosed answers StreamClose.
@@ -792,7 +829,217 @@ export type StreamClosed = Message<"tributary.contribution.v1.StreamClosed"> & {
  * Use `create(StreamClosedSchema)` to create a new message.
  */
 export const StreamClosedSchema: GenMessage<StreamClosed> = /*@__PURE__*/
-  messageDesc(file_tributary_contribution_v1_contribution, 26);
+  messageDesc(file_tributary_contribution_v1_contribution, 27);
+
+/**
+ * @generated from message tributary.contribution.v1.ReconcileRequest
+ */
+export type ReconcileRequest = Message<"tributary.contribution.v1.ReconcileRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * Ranges in increasing order, not overlapping; at most `limits.max_reconcile_ranges`, listing
+   * at most `limits.max_batch_records` items together.
+   *
+   * @generated from field: repeated tributary.contribution.v1.ReconcileRange ranges = 2;
+   */
+  ranges: ReconcileRange[];
+};
+
+/**
+ * Describes the message tributary.contribution.v1.ReconcileRequest.
+ * Use `create(ReconcileRequestSchema)` to create a new message.
+ */
+export const ReconcileRequestSchema: GenMessage<ReconcileRequest> = /*@__PURE__*/
+  messageDesc(file_tributary_contribution_v1_contribution, 28);
+
+/**
+ * ReconcileRange says what the client holds from `lower_bound` (inclusive) up to `upper_bound`
+ * (exclusive; empty: no upper end), ids compared as UTF-8 bytes.
+ *
+ * @generated from message tributary.contribution.v1.ReconcileRange
+ */
+export type ReconcileRange = Message<"tributary.contribution.v1.ReconcileRange"> & {
+  /**
+   * @generated from field: string lower_bound = 1;
+   */
+  lowerBound: string;
+
+  /**
+   * @generated from field: string upper_bound = 2;
+   */
+  upperBound: string;
+
+  /**
+   * @generated from oneof tributary.contribution.v1.ReconcileRange.content
+   */
+  content: {
+    /**
+     * 16 bytes: BLAKE3 of (the sum modulo 2^256 of the items' hashes as little-endian numbers,
+     * 32 bytes, then the item count as a little-endian u64), cut to 16 bytes. An item's hash is
+     * the BLAKE3 of its id, one NUL byte and its checksum.
+     *
+     * @generated from field: bytes fingerprint = 3;
+     */
+    value: Uint8Array;
+    case: "fingerprint";
+  } | {
+    /**
+     * Every item of the range, for a range with few.
+     *
+     * @generated from field: tributary.contribution.v1.ReconcileItems items = 4;
+     */
+    value: ReconcileItems;
+    case: "items";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tributary.contribution.v1.ReconcileRange.
+ * Use `create(ReconcileRangeSchema)` to create a new message.
+ */
+export const ReconcileRangeSchema: GenMessage<ReconcileRange> = /*@__PURE__*/
+  messageDesc(file_tributary_contribution_v1_contribution, 29);
+
+/**
+ * ReconcileItems lists items: ids in increasing order, and their hashes' first 8 bytes each,
+ * concatenated in the same order.
+ *
+ * @generated from message tributary.contribution.v1.ReconcileItems
+ */
+export type ReconcileItems = Message<"tributary.contribution.v1.ReconcileItems"> & {
+  /**
+   * @generated from field: repeated string ids = 1;
+   */
+  ids: string[];
+
+  /**
+   * @generated from field: bytes hashes = 2;
+   */
+  hashes: Uint8Array;
+};
+
+/**
+ * Describes the message tributary.contribution.v1.ReconcileItems.
+ * Use `create(ReconcileItemsSchema)` to create a new message.
+ */
+export const ReconcileItemsSchema: GenMessage<ReconcileItems> = /*@__PURE__*/
+  messageDesc(file_tributary_contribution_v1_contribution, 30);
+
+/**
+ * @generated from message tributary.contribution.v1.ReconcileResponse
+ */
+export type ReconcileResponse = Message<"tributary.contribution.v1.ReconcileResponse"> & {
+  /**
+   * One answer per range, in order.
+   *
+   * @generated from field: repeated tributary.contribution.v1.RangeAnswer ranges = 1;
+   */
+  ranges: RangeAnswer[];
+};
+
+/**
+ * Describes the message tributary.contribution.v1.ReconcileResponse.
+ * Use `create(ReconcileResponseSchema)` to create a new message.
+ */
+export const ReconcileResponseSchema: GenMessage<ReconcileResponse> = /*@__PURE__*/
+  messageDesc(file_tributary_contribution_v1_contribution, 31);
+
+/**
+ * RangeAnswer answers one range: a fingerprint with `fingerprint`, an item list with `items`.
+ *
+ * @generated from message tributary.contribution.v1.RangeAnswer
+ */
+export type RangeAnswer = Message<"tributary.contribution.v1.RangeAnswer"> & {
+  /**
+   * @generated from oneof tributary.contribution.v1.RangeAnswer.answer
+   */
+  answer: {
+    /**
+     * @generated from field: tributary.contribution.v1.FingerprintAnswer fingerprint = 1;
+     */
+    value: FingerprintAnswer;
+    case: "fingerprint";
+  } | {
+    /**
+     * @generated from field: tributary.contribution.v1.ItemsAnswer items = 2;
+     */
+    value: ItemsAnswer;
+    case: "items";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tributary.contribution.v1.RangeAnswer.
+ * Use `create(RangeAnswerSchema)` to create a new message.
+ */
+export const RangeAnswerSchema: GenMessage<RangeAnswer> = /*@__PURE__*/
+  messageDesc(file_tributary_contribution_v1_contribution, 32);
+
+/**
+ * FingerprintAnswer says whether the server's items in the range have the same fingerprint, and
+ * how many the server holds there (0: every client item of the range is new).
+ *
+ * @generated from message tributary.contribution.v1.FingerprintAnswer
+ */
+export type FingerprintAnswer = Message<"tributary.contribution.v1.FingerprintAnswer"> & {
+  /**
+   * @generated from field: bool matched = 1;
+   */
+  matched: boolean;
+
+  /**
+   * @generated from field: uint64 count = 2;
+   */
+  count: bigint;
+};
+
+/**
+ * Describes the message tributary.contribution.v1.FingerprintAnswer.
+ * Use `create(FingerprintAnswerSchema)` to create a new message.
+ */
+export const FingerprintAnswerSchema: GenMessage<FingerprintAnswer> = /*@__PURE__*/
+  messageDesc(file_tributary_contribution_v1_contribution, 33);
+
+/**
+ * ItemsAnswer settles an item list.
+ *
+ * @generated from message tributary.contribution.v1.ItemsAnswer
+ */
+export type ItemsAnswer = Message<"tributary.contribution.v1.ItemsAnswer"> & {
+  /**
+   * Positions in the list of the items to send in full: new or changed. The others are held
+   * unchanged (and kept, in a replace session).
+   *
+   * @generated from field: repeated uint32 send = 1;
+   */
+  send: number[];
+
+  /**
+   * Items the server holds in the range that the list does not name: a replace commit's sweep
+   * removes them.
+   *
+   * @generated from field: uint64 absent = 2;
+   */
+  absent: bigint;
+
+  /**
+   * Their ids, as far as the call lists them (at most `limits.max_batch_records` per call).
+   *
+   * @generated from field: repeated string absent_ids = 3;
+   */
+  absentIds: string[];
+};
+
+/**
+ * Describes the message tributary.contribution.v1.ItemsAnswer.
+ * Use `create(ItemsAnswerSchema)` to create a new message.
+ */
+export const ItemsAnswerSchema: GenMessage<ItemsAnswer> = /*@__PURE__*/
+  messageDesc(file_tributary_contribution_v1_contribution, 34);
 
 /**
  * SessionMode decides when a session's data becomes visible and what happens to earlier data.
@@ -990,6 +1237,19 @@ export const Contribution: GenService<{
     methodKind: "bidi_streaming";
     input: typeof ContributeRequestSchema;
     output: typeof ContributeResponseSchema;
+  },
+  /**
+   * Reconcile compares fingerprints of ranges of the client's (id, checksum) set, sorted by id
+   * in byte order, with the connector's visible records (range-based sync, SPEC §2.5): one
+   * answer per range. The client splits the ranges that differ and asks again, until it knows
+   * the ids it must send in full. In a replace session, what matched is kept by the sweep.
+   *
+   * @generated from rpc tributary.contribution.v1.Contribution.Reconcile
+   */
+  reconcile: {
+    methodKind: "unary";
+    input: typeof ReconcileRequestSchema;
+    output: typeof ReconcileResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tributary_contribution_v1_contribution, 0);
