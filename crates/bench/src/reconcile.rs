@@ -44,9 +44,12 @@ pub struct Outcome {
     pub syncs: Vec<SyncRun>,
 }
 
-/// Loads `records`, then measures each sync in its own session.
+/// Loads `records`, then measures each sync in its own session. On PostgreSQL `records` is
+/// analyzed after the load first, as autovacuum does within minutes: before that the planner's
+/// estimates for the page query are stale and it sorts the rest of the table for every page.
 pub async fn run(
     server: &Server,
+    postgres_url: Option<&str>,
     admin_token: &str,
     records: usize,
     batch: usize,
@@ -62,6 +65,10 @@ pub async fn run(
     )
     .await?;
     let load = loaded.load;
+    if let Some(url) = postgres_url {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+        sqlx::query("ANALYZE records").execute(&mut conn).await?;
+    }
     let digests: Vec<pb::Digest> = (0..records)
         .map(crate::sync::digest)
         .collect::<Result<_>>()?;

@@ -509,29 +509,43 @@ impl ClientSet {
         (start, end.max(start))
     }
 
+    /// The first query of a range: its items when they are few, else its fingerprint.
     fn query(&self, range: IdRange, start: usize, end: usize) -> RangeQuery {
-        let content = if end - start <= ITEM_LIST_THRESHOLD {
-            RangeContent::Items(
-                self.items[start..end]
-                    .iter()
-                    .map(|(id, hash)| ListedItem {
-                        id: id.clone(),
-                        hash: listed_hash(hash),
-                    })
-                    .collect(),
-            )
+        if end - start <= ITEM_LIST_THRESHOLD {
+            self.items_query(range, start, end)
         } else {
-            let mut acc = Accumulator::default();
-            for (_, hash) in &self.items[start..end] {
-                acc.add(hash);
-            }
-            RangeContent::Fingerprint(acc.fingerprint())
-        };
-        RangeQuery { range, content }
+            self.fingerprint_query(range, start, end)
+        }
+    }
+
+    fn items_query(&self, range: IdRange, start: usize, end: usize) -> RangeQuery {
+        let items = self.items[start..end]
+            .iter()
+            .map(|(id, hash)| ListedItem {
+                id: id.clone(),
+                hash: listed_hash(hash),
+            })
+            .collect();
+        RangeQuery {
+            range,
+            content: RangeContent::Items(items),
+        }
+    }
+
+    fn fingerprint_query(&self, range: IdRange, start: usize, end: usize) -> RangeQuery {
+        let mut acc = Accumulator::default();
+        for (_, hash) in &self.items[start..end] {
+            acc.add(hash);
+        }
+        RangeQuery {
+            range,
+            content: RangeContent::Fingerprint(acc.fingerprint()),
+        }
     }
 
     /// `range` (holding items `start..end`) split into [`SPLIT_FACTOR`] sub-ranges of about equal
-    /// item counts that together cover it, gaps included.
+    /// item counts that together cover it, gaps included, each asked by fingerprint: most
+    /// siblings of a difference are equal, and a fingerprint costs less than listing their items.
     fn split(&self, range: &IdRange, start: usize, end: usize) -> Vec<RangeQuery> {
         let n = end - start;
         let parts = SPLIT_FACTOR.min(n).max(1);
@@ -541,7 +555,7 @@ impl ClientSet {
         for part in 1..=parts {
             let to = start + n * part / parts;
             if part == parts {
-                queries.push(self.query(
+                queries.push(self.fingerprint_query(
                     IdRange {
                         lower,
                         upper: range.upper.clone(),
@@ -552,7 +566,7 @@ impl ClientSet {
                 break;
             }
             let upper = separator(&self.items[to - 1].0, &self.items[to].0);
-            queries.push(self.query(
+            queries.push(self.fingerprint_query(
                 IdRange {
                     lower: std::mem::replace(&mut lower, upper.clone()),
                     upper: Some(upper),
@@ -674,6 +688,12 @@ impl<'s> Reconciler<'s> {
                 (RangeAnswer::Fingerprint { count: 0, .. }, RangeContent::Fingerprint(_)) => {
                     // The server holds nothing here: every client item is new.
                     self.send.extend(start..end);
+                }
+                (RangeAnswer::Fingerprint { .. }, RangeContent::Fingerprint(_))
+                    if end - start <= ITEM_LIST_THRESHOLD =>
+                {
+                    let items = self.set.items_query(query.range.clone(), start, end);
+                    self.pending.push(items);
                 }
                 (RangeAnswer::Fingerprint { .. }, RangeContent::Fingerprint(_)) => {
                     let parts = self.set.split(&query.range, start, end);
