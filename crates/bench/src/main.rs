@@ -490,6 +490,7 @@ async fn run_reconcile(
         let server = server::Server::start(server_bin, url, admin_token).await?;
         let outcome = reconcile::run(
             &server,
+            url,
             admin_token,
             records,
             args.batch,
