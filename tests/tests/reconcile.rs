@@ -367,6 +367,19 @@ async fn hostile_reconcile_calls_are_refused_with_the_range_named(sandbox: &Sand
         .collect();
     let status = call(too_many).await.expect_err("too many ranges");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // Listed items count across ranges against `limits.max_batch_records`.
+    let max_items = CallLimits::default().max_items;
+    let ids: Vec<String> = (0..=max_items).map(|i| format!("{i:08}")).collect();
+    let listed = ReconcileRange {
+        content: Some(Content::Items(ReconcileItems {
+            hashes: vec![0; ids.len() * 8],
+            ids,
+        })),
+        ..fingerprint_range("", "", 16)
+    };
+    let status = call(vec![listed]).await.expect_err("too many listed items");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("max_batch_records"), "{status:?}");
 
     // Only the connector's own open sessions, only with its token.
     let status = w

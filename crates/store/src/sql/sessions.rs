@@ -473,6 +473,11 @@ async fn stage_upserts(
 
 /// Stages `(key, id)` rows of `op` (`delete` or `keep`), one per key; like any operation, a row
 /// replaces an earlier one on the same key.
+/// How an id staged again replaces what was staged for it before (the last operation on a key
+/// wins): the op changes and a staged payload is dropped.
+const STAGED_ID_WINS: &str = "ON CONFLICT (session_id, key) DO UPDATE SET id = excluded.id, \
+     op = excluded.op, name = NULL, entity = NULL, instance = NULL, checksum = NULL";
+
 async fn stage_ids(
     tx: &mut Tx,
     session_id: &str,
@@ -482,9 +487,7 @@ async fn stage_ids(
     static STAGE: LazyLock<String> = LazyLock::new(|| {
         format!(
             "INSERT INTO staged_records (session_id, key, id, op) \
-             SELECT $1, u.key, u.id, $2 FROM {} WHERE true \
-             ON CONFLICT (session_id, key) DO UPDATE SET id = excluded.id, op = excluded.op, \
-                 name = NULL, entity = NULL, instance = NULL, checksum = NULL",
+             SELECT $1, u.key, u.id, $2 FROM {} WHERE true {STAGED_ID_WINS}",
             rowset(3, &["key", "id"])
         )
     });
@@ -568,9 +571,7 @@ async fn stage_kept_ranges(
              SELECT $1, r.key, r.id, 'keep' FROM {} JOIN records r \
                  ON r.entity_type = $2 AND r.connector = $3 AND r.id >= u.lower_bound \
                  AND (u.upper_bound = '' OR r.id < u.upper_bound) \
-             WHERE true \
-             ON CONFLICT (session_id, key) DO UPDATE SET id = excluded.id, op = excluded.op, \
-                 name = NULL, entity = NULL, instance = NULL, checksum = NULL",
+             WHERE true {STAGED_ID_WINS}",
             rowset(4, &["lower_bound", "upper_bound"])
         )
     });
