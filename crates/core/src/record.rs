@@ -445,8 +445,8 @@ pub struct UpsertPlan {
     pub outcomes: Vec<Outcome>,
     /// Indexes (into the batch) of the records to write, at most one per key, ascending. Applied
     /// batches write the last created/updated occurrence of a key; staged batches stage the last
-    /// occurrence of every key, unchanged ones included, so a replace sweep keeps them and commit
-    /// judges them again against what is visible then.
+    /// occurrence of every key, unchanged ones included (as a `keep`, so a replace sweep spares
+    /// them and a staged operation on the key before is overridden).
     pub writes: Vec<usize>,
 }
 

