@@ -20,6 +20,7 @@ conformance!(
     accrue_rollback_discards,
     accrue_last_operation_wins,
     accrue_commit_writes_only_changed_rows,
+    a_record_staged_unchanged_is_kept_not_written_back,
     replace_sweeps_exactly_the_unstaged_records,
     replace_guard_refuses_then_force_commits,
     supersede_denies_the_old_session_and_discards_its_data,
@@ -381,6 +382,56 @@ async fn accrue_commit_writes_only_changed_rows(db: &TestDb) {
         serde_json::from_str::<Value>(&b.entity).unwrap(),
         json!({"population": 2})
     );
+}
+
+/// A record sent as it already is gets staged as a keep (ADR 0019): it overrides what the
+/// session staged for it before, spares it from a sweep, counts as unchanged, and is not
+/// written back at commit over a later write of the connector's stream session.
+async fn a_record_staged_unchanged_is_kept_not_written_back(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let ids_now = ["A", "B", "C", "D"];
+    let existing: Vec<_> = ids_now.iter().map(|id| record(&c, id, 1)).collect();
+    stream(db, &c, &existing, T0).await;
+    for mode in [SessionMode::Accrue, SessionMode::Replace] {
+        let s = open(db, &c, mode, T0 + SEC).await;
+        let at = call(&s, &c, T0 + SEC);
+        // A: deleted, then sent unchanged: the keep wins. B: changed, then sent as it is.
+        db.store
+            .delete_batch(&at, &[keyed(&c, "A")])
+            .await
+            .applied_ok();
+        db.store
+            .upsert_batch(&at, &[record(&c, "B", 9)])
+            .await
+            .applied_ok();
+        let outcomes = db
+            .store
+            .upsert_batch(
+                &at,
+                &[record(&c, "A", 1), record(&c, "B", 1), record(&c, "C", 1)],
+            )
+            .await
+            .applied_ok();
+        assert_eq!(outcomes, [Outcome::Unchanged; 3], "{mode:?}");
+        // The connector's stream changes C after it was staged: that later write stands.
+        stream(db, &c, &[record(&c, "C", 7)], T0 + 2 * SEC).await;
+        let closed = db
+            .store
+            .close_session(&call(&s, &c, T0 + 3 * SEC), true, false)
+            .await
+            .unwrap();
+        let swept = u64::from(mode == SessionMode::Replace);
+        assert_eq!(closed.totals, totals(0, 0, 3, 0, swept, 0), "{mode:?}");
+        for id in ["A", "B"] {
+            let kept = get(db, &c, id).await.unwrap();
+            assert_eq!((kept.version, kept.updated_at), (1, T0), "{mode:?} {id}");
+        }
+        let c_now = get(db, &c, "C").await.unwrap();
+        assert_eq!(c_now.checksum, record(&c, "C", 7).checksum, "{mode:?}");
+        stream(db, &c, &[record(&c, "C", 1)], T0 + 4 * SEC).await;
+    }
+    // Replace swept D, the one record no batch named.
+    assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "C"]));
 }
 
 async fn replace_sweeps_exactly_the_unstaged_records(db: &TestDb) {
