@@ -34,6 +34,8 @@ pub(crate) struct Logged {
     pub entity_type: String,
     /// The last sequence it logged.
     pub last: u64,
+    /// How many entries it logged (0 when read from another process's NOTIFY).
+    pub entries: u64,
 }
 
 impl Logged {
@@ -48,6 +50,7 @@ impl Logged {
         Some(Logged {
             entity_type: entity_type.to_owned(),
             last: last.parse().ok()?,
+            entries: 0,
         })
     }
 }
@@ -111,6 +114,7 @@ mod tests {
         let logged = Logged {
             entity_type: "country".into(),
             last: 42,
+            entries: 0,
         };
         assert_eq!(Logged::parse(&logged.payload()), Some(logged));
         assert_eq!(Logged::parse("42"), None);

@@ -69,6 +69,7 @@ mod sessions;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/sources.rs"]
 mod sources;
+mod statistics;
 mod wake;
 
 use crate::batch::TextRows;
@@ -104,6 +105,8 @@ pub struct PgStore {
     changes: Arc<ChangeSignal>,
     /// Starts the LISTEN task once, when a change-log reader first waits.
     listening: Arc<Once>,
+    /// Analyzes `records` after large changes.
+    statistics: Arc<statistics::Statistics>,
 }
 
 impl PgStore {
@@ -131,6 +134,7 @@ impl PgStore {
             query_timeout: options.query_timeout,
             changes: Arc::default(),
             listening: Arc::new(Once::new()),
+            statistics: Arc::default(),
         })
     }
 
@@ -151,6 +155,13 @@ impl PgStore {
     /// The pool of token look-ups.
     fn auth(&self) -> &PgPool {
         &self.auth
+    }
+
+    /// After a commit that logged changes: wakes this process's readers, and keeps the
+    /// planner's statistics of `records` fresh.
+    fn published(&self, logged: &Logged) {
+        self.changes.publish(logged);
+        self.statistics.note(logged.entries, &self.pool);
     }
 }
 

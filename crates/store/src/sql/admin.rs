@@ -178,7 +178,7 @@ impl AdminStore for Backend {
             }
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(&sequence);
+                self.published(&sequence);
             }
             Ok(())
         })
@@ -326,7 +326,7 @@ impl AdminStore for Backend {
             };
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(&sequence);
+                self.published(&sequence);
             }
             Ok(records)
         })

@@ -55,6 +55,7 @@ pub(super) async fn log_keys(
     let logged = Logged {
         entity_type: entity_type.to_owned(),
         last: count(last),
+        entries: keys.len() as u64,
     };
     notify(tx, &logged).await?;
     Ok(Some(logged))
@@ -107,6 +108,7 @@ impl Sequencer {
         let logged = Logged {
             entity_type: self.entity_type,
             last: count(self.last),
+            entries: count(self.last - self.first),
         };
         notify(tx, &logged).await?;
         Ok(Some(logged))

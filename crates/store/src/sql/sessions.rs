@@ -122,7 +122,7 @@ impl SessionStore for Backend {
             end_batch(&mut tx, call).await?;
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(&sequence);
+                self.published(&sequence);
             }
             Ok(BatchResult::Applied(outcomes))
         })
@@ -148,7 +148,7 @@ impl SessionStore for Backend {
             end_batch(&mut tx, call).await?;
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(&sequence);
+                self.published(&sequence);
             }
             Ok(BatchResult::Applied(outcomes))
         })
@@ -309,7 +309,7 @@ impl SessionStore for Backend {
             crate::test_hooks::before_session_commit(call.session_id).await;
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(&sequence);
+                self.published(&sequence);
             }
             Ok(ClosedSession {
                 mode,

@@ -334,7 +334,7 @@ impl SourceStore for Backend {
                 log_keys(&mut tx, &fenced.entity_type, &written, Op::Upsert, page.now).await?;
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(&sequence);
+                self.published(&sequence);
             }
             Ok(totals)
         })
@@ -458,7 +458,7 @@ impl SourceStore for Backend {
             };
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(&sequence);
+                self.published(&sequence);
             }
             Ok(result)
         })
@@ -504,7 +504,7 @@ impl SourceStore for Backend {
             logged = upserted.or(logged);
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(&sequence);
+                self.published(&sequence);
             }
             Ok(DeltaTotals {
                 created: plan.totals.created,
@@ -549,7 +549,7 @@ impl SourceStore for Backend {
             .await?;
             tx.commit().await?;
             if let Some(sequence) = logged {
-                self.changes.publish(&sequence);
+                self.published(&sequence);
             }
             Ok(record)
         })

@@ -239,6 +239,12 @@ impl SqliteStore {
     fn auth(&self) -> &SqlitePool {
         &self.auth
     }
+
+    /// After a commit that logged changes: wakes this process's readers. (SQLite's planner
+    /// needs no fresh statistics to use the indexes.)
+    fn published(&self, logged: &Logged) {
+        self.changes.publish(logged);
+    }
 }
 
 /// A read transaction: WAL gives all its statements one snapshot.

@@ -21,6 +21,7 @@ conformance!(
     accrue_last_operation_wins,
     accrue_commit_writes_only_changed_rows,
     a_record_staged_unchanged_is_kept_not_written_back,
+    a_large_change_gets_fresh_statistics,
     replace_sweeps_exactly_the_unstaged_records,
     replace_guard_refuses_then_force_commits,
     supersede_denies_the_old_session_and_discards_its_data,
@@ -432,6 +433,40 @@ async fn a_record_staged_unchanged_is_kept_not_written_back(db: &TestDb) {
     }
     // Replace swept D, the one record no batch named.
     assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "C"]));
+}
+
+/// On PostgreSQL the store analyzes `records` itself after a change as large as the table
+/// (ADR 0019) instead of leaving the planner with an empty table's statistics until autovacuum
+/// comes by. SQLite's planner needs none, so there the body only writes.
+async fn a_large_change_gets_fresh_statistics(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let many: Vec<_> = (0..10_000)
+        .map(|i| record(&c, &format!("R{i:05}"), i))
+        .collect();
+    stream(db, &c, &many, T0).await;
+    if !tributary_store::is_postgres_url(&db.url) {
+        return;
+    }
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // `analyze_count` counts analyses run by a client (the store), not autovacuum's.
+    let analyzed = async {
+        loop {
+            let runs: i64 = sqlx::query_scalar(
+                "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'records'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            if runs > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), analyzed)
+        .await
+        .expect("records analyzed after 10,000 changes");
 }
 
 async fn replace_sweeps_exactly_the_unstaged_records(db: &TestDb) {
