@@ -55,7 +55,7 @@ pub(super) async fn log_keys(
     let logged = Logged {
         entity_type: entity_type.to_owned(),
         last: count(last),
-        entries: keys.len() as u64,
+        entries: count(n),
     };
     notify(tx, &logged).await?;
     Ok(Some(logged))
