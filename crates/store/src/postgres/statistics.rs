@@ -44,7 +44,7 @@ impl Statistics {
         {
             return;
         }
-        self.logged.store(0, Ordering::Relaxed);
+        let counted = self.logged.swap(0, Ordering::Relaxed);
         let this = Arc::clone(self);
         let pool = pool.clone();
         tokio::spawn(async move {
@@ -52,7 +52,11 @@ impl Statistics {
                 Ok(rows) => this
                     .threshold
                     .store(rows.max(FIRST_ANALYSIS), Ordering::Relaxed),
-                Err(error) => tracing::debug!(%error, "analyzing records after a large change"),
+                Err(error) => {
+                    // Counted again, so the next commit tries once more.
+                    this.logged.fetch_add(counted, Ordering::Relaxed);
+                    tracing::debug!(%error, "analyzing records after a large change");
+                }
             }
             this.running.store(false, Ordering::Release);
         });

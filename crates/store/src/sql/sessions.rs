@@ -485,13 +485,13 @@ async fn stage_upserts(
     Ok(())
 }
 
-/// Stages `(key, id)` rows of `op` (`delete` or `keep`), one per key; like any operation, a row
-/// replaces an earlier one on the same key.
 /// How an id staged again replaces what was staged for it before (the last operation on a key
 /// wins): the op changes and a staged payload is dropped.
 const STAGED_ID_WINS: &str = "ON CONFLICT (session_id, key) DO UPDATE SET id = excluded.id, \
      op = excluded.op, name = NULL, entity = NULL, instance = NULL, checksum = NULL";
 
+/// Stages `(key, id)` rows of `op` (`delete` or `keep`), one per key; like any operation, a row
+/// replaces an earlier one on the same key.
 async fn stage_ids(
     tx: &mut Tx,
     session_id: &str,
@@ -616,8 +616,9 @@ async fn set_state(tx: &mut Tx, call: &SessionCall<'_>, state: SessionState) -> 
 
 /// Makes an accrue/replace session's staged data visible, set-based: totals by one aggregate,
 /// the removal guard, changed rows written, deletes applied, and for replace the sweep.
-/// `keep` rows (records or digests found unchanged when staged) are never written: they count as unchanged while their
-/// record exists, and being staged rows they spare it from the sweep's anti-join.
+/// `keep` rows (records or digests found unchanged when staged) are never written: they count as
+/// unchanged while their record exists, and being staged rows they spare it from the sweep's
+/// anti-join.
 /// Every visible change is logged, set-based and before the writes (the same predicates pick
 /// the rows); answers the totals and the last change-log sequence, if anything changed.
 async fn commit_staged(
@@ -676,7 +677,7 @@ async fn commit_staged(
     }
 
     // What the totals found none of is not looked for again: the commit of an unchanged
-    // re-send reads its staged rows once, for the totals, instead of four times.
+    // re-send reads its staged rows for the totals and to delete them, and nothing more.
     let writes = totals.created + totals.updated > 0;
     let deletes = totals.deleted > 0;
     let logged = if writes || deletes || mode == SessionMode::Replace {

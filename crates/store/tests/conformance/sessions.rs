@@ -21,6 +21,7 @@ conformance!(
     accrue_last_operation_wins,
     accrue_commit_writes_only_changed_rows,
     a_record_staged_unchanged_is_kept_not_written_back,
+    an_accrue_commit_of_deletes_only_applies_them,
     a_large_change_gets_fresh_statistics,
     replace_sweeps_exactly_the_unstaged_records,
     replace_guard_refuses_then_force_commits,
@@ -433,6 +434,28 @@ async fn a_record_staged_unchanged_is_kept_not_written_back(db: &TestDb) {
     }
     // Replace swept D, the one record no batch named.
     assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "C"]));
+}
+
+/// A commit whose totals count deletes and nothing to write still applies the deletes (the
+/// commit skips only the statements its totals found nothing for).
+async fn an_accrue_commit_of_deletes_only_applies_them(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    stream(db, &c, &[record(&c, "A", 1), record(&c, "B", 1)], T0).await;
+    let s = open(db, &c, SessionMode::Accrue, T0 + SEC).await;
+    db.store
+        .delete_batch(
+            &call(&s, &c, T0 + SEC),
+            &[keyed(&c, "A"), keyed(&c, "NONE")],
+        )
+        .await
+        .applied_ok();
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 2 * SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(closed.totals, totals(0, 0, 0, 1, 0, 0));
+    assert_eq!(visible_ids(db, &c).await, ids(&["B"]));
 }
 
 /// On PostgreSQL the store analyzes `records` itself after a change as large as the table
