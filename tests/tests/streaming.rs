@@ -229,6 +229,60 @@ async fn an_invalid_batch_mid_stream_is_rejected_and_the_stream_goes_on(sandbox:
     assert_exactly_once(&w.visible().await, [1, 2, 4, 5]);
 }
 
+/// Every batch updates one shared record and rejects or adds others: batches committed together
+/// (the writer's group commit, ADR 0020) must still apply and answer strictly in stream order.
+async fn batches_that_change_one_record_in_turn_apply_in_stream_order(sandbox: &Sandbox) {
+    let mut w = sandbox.country_world().await;
+    let acks = Acks::default();
+    let mut stream = streamer(sandbox, &w.token)
+        .on_ack(acks.recorder())
+        .open(SessionMode::Stream)
+        .await
+        .expect("open");
+    for seq in 1..=300u64 {
+        let mut records = vec![country("shared", seq as i64)];
+        if seq % 7 == 0 {
+            records.push(country("", 1)); // no id: the whole batch is rejected
+        } else {
+            records.push(country(&format!("own-{seq}"), 1));
+        }
+        stream.upsert(records).await.expect("upsert");
+    }
+    stream.finish(true, false).await.expect("finish");
+
+    let acks = acks.take();
+    assert_eq!(acks.len(), 300);
+    let mut applied = 0;
+    for (ack, seq) in acks.iter().zip(1u64..) {
+        assert_eq!(ack.batch_seq, seq, "in order");
+        if seq % 7 == 0 {
+            assert!(ack.error.is_some() && ack.outcomes.is_empty(), "{ack:?}");
+            continue;
+        }
+        applied += 1;
+        let shared = if applied == 1 {
+            Outcome::Created
+        } else {
+            Outcome::Updated
+        };
+        let outcomes: Vec<Outcome> = ack.outcomes.iter().map(|o| o.outcome()).collect();
+        assert_eq!(outcomes, [shared, Outcome::Created], "batch {seq}");
+    }
+    let visible = w.visible().await;
+    let shared = &visible["shared"];
+    assert_eq!(shared.version, applied, "one version per applied batch");
+    let population = shared
+        .entity
+        .as_ref()
+        .map(|e| e.fields["population"].clone());
+    let last = (1..=300).rev().find(|s| s % 7 != 0).unwrap_or_default();
+    assert_eq!(
+        population.and_then(|v| v.kind),
+        Some(prost_types::value::Kind::NumberValue(last as f64))
+    );
+    assert_eq!(visible.len() as i64, applied + 1);
+}
+
 async fn a_dropped_stream_resumes_and_applies_every_batch_exactly_once(sandbox: &Sandbox) {
     let mut w = sandbox.country_world().await;
     let mut stream = streamer(sandbox, &w.token)
@@ -657,6 +711,7 @@ async fn a_refused_replace_commit_keeps_the_session_for_a_forced_close(sandbox: 
 on_both_backends!(
     a_thousand_batches_are_acknowledged_in_order_with_their_outcomes,
     an_invalid_batch_mid_stream_is_rejected_and_the_stream_goes_on,
+    batches_that_change_one_record_in_turn_apply_in_stream_order,
     a_dropped_stream_resumes_and_applies_every_batch_exactly_once,
     an_aborted_client_resumes_the_session_by_id_exactly_once,
     a_server_restart_mid_stream_loses_and_duplicates_nothing,

@@ -19,7 +19,8 @@ pub struct Outcome {
     pub phases: Vec<PhaseResult>,
     /// `VmHWM` after each phase.
     pub peak_rss_kib: Vec<u64>,
-    /// Issue 3's streaming and digest workloads, run after the three phases on the same server.
+    /// Issue 3's streaming and digest workloads: the re-sends run after the three phases on the
+    /// same server; `run_grpc` adds the first loads, each measured on a fresh server.
     pub sync: Result<crate::sync::Outcome>,
 }
 

@@ -1,11 +1,13 @@
-//! Issue 3's workloads, on the same server after the three phases, each on its own connector so
-//! that it starts from known data:
+//! Issue 3's workloads:
 //!
-//! - first load in a STREAM session: unary `Upsert` calls (connector `bench-unary`) vs the
-//!   `Contribute` stream through [`StreamingContributor`] (connector `bench-stream`);
-//! - unchanged re-send in an ACCRUE session: every record in full through unary `Upsert` vs
-//!   digests only (`Diff`, unary and in the stream), sending in full only the ids answered as
-//!   new or changed (none), then commit.
+//! - first load in a STREAM session: unary `Upsert` calls vs the `Contribute` stream through
+//!   [`StreamingContributor`], twice each (unary, stream, stream, unary), each into an empty
+//!   database and a server of its own ([`fresh_load`]): loads into one shared table slow down
+//!   as it grows, steepest at first, which no run order cancels;
+//! - unchanged re-send in an ACCRUE session, on the server of the three phases after them, on a
+//!   connector of its own: every record in full through unary `Upsert` vs digests only (`Diff`,
+//!   unary and in the stream), sending in full only the ids answered as new or changed (none),
+//!   then commit.
 //!
 //! Bytes sent are the encoded sizes of the protobuf request messages the bench builds
 //! (`prost::Message::encoded_len`): no gRPC frame headers (5 bytes per message), HTTP/2 or TCP
@@ -154,22 +156,18 @@ impl Latency {
     }
 }
 
-/// Creates the connectors and runs the workloads. The two first loads run twice, in the order
-/// unary, stream, stream, unary, each into a connector of its own: every load makes the records
-/// table bigger and the next one slower (markedly on SQLite), so a single unary-then-stream run
-/// would favour whichever goes first.
+/// Loads the records once (through the stream, unmeasured) into connector `bench-resend` and
+/// runs the unchanged re-sends on it: in full through unary `Upsert`, then as digests through
+/// unary `Diff` and through the stream's `diff`. The first loads are measured apart, each into
+/// an empty database of its own ([`fresh_load`]).
 pub async fn run(
     server: &Server,
     admin_client: &mut AdminClient,
     channel: Channel,
     settings: &Settings,
 ) -> Result<Outcome> {
-    let unary_token = create_connector(admin_client, "bench-unary").await?;
-    let stream_token = create_connector(admin_client, "bench-stream").await?;
-    let second_stream_token = create_connector(admin_client, "bench-stream-2").await?;
-    let second_unary_token = create_connector(admin_client, "bench-unary-2").await?;
-    let unary = tributary_client::contribution(channel.clone(), &unary_token);
-    let second_unary = tributary_client::contribution(channel.clone(), &second_unary_token);
+    let token = create_connector(admin_client, "bench-resend").await?;
+    let client = tributary_client::contribution(channel.clone(), &token);
     let batches = Phase::FirstLoad.batches(settings.records, settings.batch);
     let mut outcome = Outcome {
         rows: Vec::new(),
@@ -177,67 +175,86 @@ pub async fn run(
         inflight: settings.inflight.max(1),
         warnings: Vec::new(),
     };
-    let pid = server.pid().to_string();
-    for (workload, second) in [
-        (Workload::LoadUnary, false),
-        (Workload::LoadStream, false),
-        (Workload::LoadStream, true),
-        (Workload::LoadUnary, true),
-        (Workload::FullResend, false),
-        (Workload::DigestUnary, false),
-        (Workload::DigestStream, false),
+    let w = &mut outcome.warnings;
+    stream_load(channel.clone(), &token, &batches, settings.window, w)
+        .await
+        .context("loading the re-send workloads' records")?;
+    for workload in [
+        Workload::FullResend,
+        Workload::DigestUnary,
+        Workload::DigestStream,
     ] {
-        let (server_before, bench_before) = (cpu_time(&pid)?, cpu_time("self")?);
-        let start = Instant::now();
         let w = &mut outcome.warnings;
-        let sent = match workload {
-            Workload::LoadUnary => {
-                unary_upserts(
-                    if second { &second_unary } else { &unary },
-                    pb::SessionMode::Stream,
-                    &batches,
-                    settings.inflight,
-                    w,
-                )
-                .await
+        let row = measured(server, workload, async {
+            match workload {
+                Workload::FullResend => {
+                    let mode = pb::SessionMode::Accrue;
+                    unary_upserts(&client, mode, &batches, settings.inflight, w).await
+                }
+                Workload::DigestUnary => {
+                    unary_digests(&client, &batches, settings.inflight, w).await
+                }
+                _ => stream_digests(channel.clone(), &token, &batches, settings.window, w).await,
             }
-            Workload::LoadStream => {
-                let token = if second {
-                    &second_stream_token
-                } else {
-                    &stream_token
-                };
-                stream_load(channel.clone(), token, &batches, settings.window, w).await
-            }
-            Workload::FullResend => {
-                unary_upserts(
-                    &unary,
-                    pb::SessionMode::Accrue,
-                    &batches,
-                    settings.inflight,
-                    w,
-                )
-                .await
-            }
-            Workload::DigestUnary => unary_digests(&unary, &batches, settings.inflight, w).await,
-            Workload::DigestStream => {
-                stream_digests(channel.clone(), &stream_token, &batches, settings.window, w).await
-            }
-        }
-        .with_context(|| format!("gRPC {}", workload.label()))?;
-        let elapsed = start.elapsed();
-        outcome.rows.push(Row {
-            workload,
-            records: sent.records,
-            requests: sent.requests,
-            bytes: sent.bytes,
-            elapsed,
-            server_cpu: cpu_time(&pid)?.saturating_sub(server_before),
-            bench_cpu: cpu_time("self")?.saturating_sub(bench_before),
-            latency: sent.latency,
-        });
+        })
+        .await?;
+        outcome.rows.push(row);
     }
     Ok(outcome)
+}
+
+/// A first load (`LoadUnary` or `LoadStream`) of all records into connector `bench-load` on
+/// `server`, which must start empty: every load is measured into a database of its own, so
+/// none runs against a table another load made bigger. Creates the entity type first.
+pub async fn fresh_load(
+    server: &Server,
+    admin_token: &str,
+    workload: Workload,
+    settings: &Settings,
+) -> Result<(Row, Vec<String>)> {
+    let channel = server.channel().await?;
+    let mut admin_client = tributary_client::admin(channel.clone(), admin_token);
+    records::create_country_type(&mut admin_client).await?;
+    let token = create_connector(&mut admin_client, "bench-load").await?;
+    let batches = Phase::FirstLoad.batches(settings.records, settings.batch);
+    let mut warnings = Vec::new();
+    let w = &mut warnings;
+    let row = measured(server, workload, async {
+        if workload == Workload::LoadStream {
+            stream_load(channel.clone(), &token, &batches, settings.window, w).await
+        } else {
+            let client = tributary_client::contribution(channel.clone(), &token);
+            let mode = pb::SessionMode::Stream;
+            unary_upserts(&client, mode, &batches, settings.inflight, w).await
+        }
+    })
+    .await?;
+    Ok((row, warnings))
+}
+
+/// Runs one workload and measures its wall time and the CPU time of the server and the bench.
+async fn measured(
+    server: &Server,
+    workload: Workload,
+    run: impl std::future::Future<Output = Result<Sent>>,
+) -> Result<Row> {
+    let pid = server.pid().to_string();
+    let (server_before, bench_before) = (cpu_time(&pid)?, cpu_time("self")?);
+    let start = Instant::now();
+    let sent = run
+        .await
+        .with_context(|| format!("gRPC {}", workload.label()))?;
+    let elapsed = start.elapsed();
+    Ok(Row {
+        workload,
+        records: sent.records,
+        requests: sent.requests,
+        bytes: sent.bytes,
+        elapsed,
+        server_cpu: cpu_time(&pid)?.saturating_sub(server_before),
+        bench_cpu: cpu_time("self")?.saturating_sub(bench_before),
+        latency: sent.latency,
+    })
 }
 
 pub(crate) async fn create_connector(admin_client: &mut AdminClient, name: &str) -> Result<String> {

@@ -5,7 +5,7 @@ use crate::auth::hash_token;
 use crate::clock::{now_micros, Micros};
 use crate::ids::record_key;
 use crate::limits::Limits;
-use crate::model::{Connector, DigestState, RecordOutcome, SessionMode};
+use crate::model::{Connector, DigestState, Outcome, RecordOutcome, SessionMode};
 use crate::rate_limit::{RateLimiter, Refusal};
 use crate::reconcile::{check_call, CallLimits, Judge, RangeAnswer, RangeQuery, Seek, Verdict};
 use crate::record::{
@@ -354,19 +354,7 @@ impl ContributionService {
         Ok(match batch {
             PreparedBatch::Upsert(records) => {
                 let result = self.store.upsert_batch(&call, &records).await?;
-                result.map(|outcomes| {
-                    BatchReport::Records(
-                        records
-                            .into_iter()
-                            .zip(outcomes)
-                            .map(|(r, outcome)| RecordOutcome {
-                                id: r.id,
-                                key: r.key,
-                                outcome,
-                            })
-                            .collect(),
-                    )
-                })
+                result.map(|outcomes| record_report(records, outcomes))
             }
             PreparedBatch::Delete(keyed) => {
                 let result = self.store.delete_batch(&call, &keyed).await?;
@@ -417,6 +405,46 @@ impl ContributionService {
                 result.map(|()| BatchReport::Ranges(verdict.answers))
             }
         })
+    }
+
+    /// Applies several sequenced upsert batches of a stream in one transaction, in order (a
+    /// group commit, ADR 0020): one result per batch, as [`Self::apply`] answers each. Fails as
+    /// a whole, applying none; the batches stay the caller's, to apply one by one instead.
+    pub async fn apply_upserts(
+        &self,
+        who: &Contributor,
+        session_id: &str,
+        batches: &[(u64, Vec<PreparedRecord>)],
+    ) -> Result<Vec<BatchResult<BatchReport>>> {
+        let now = now_micros();
+        for &(seq, _) in batches {
+            self.call(who, session_id, now, Some(seq))?;
+        }
+        let call = self.call(who, session_id, now, None)?;
+        let borrowed: Vec<(u64, &[PreparedRecord])> = batches
+            .iter()
+            .map(|(seq, records)| (*seq, records.as_slice()))
+            .collect();
+        let results = self.store.upsert_batches(&call, &borrowed).await?;
+        Ok(batches
+            .iter()
+            .zip(results)
+            .map(|((_, records), result)| {
+                result.map(|outcomes| {
+                    BatchReport::Records(
+                        records
+                            .iter()
+                            .zip(outcomes)
+                            .map(|(r, outcome)| RecordOutcome {
+                                id: r.id.clone(),
+                                key: r.key.clone(),
+                                outcome,
+                            })
+                            .collect(),
+                    )
+                })
+            })
+            .collect())
     }
 
     /// Finds an open session of this connector again (a resumed stream): its mode and the last
@@ -512,4 +540,19 @@ impl ContributionService {
             .insert(slug, entity_type.schema_version, schema.clone());
         Ok(schema)
     }
+}
+
+/// One outcome per record, in order, with the record's id and key.
+fn record_report(records: Vec<PreparedRecord>, outcomes: Vec<Outcome>) -> BatchReport {
+    BatchReport::Records(
+        records
+            .into_iter()
+            .zip(outcomes)
+            .map(|(r, outcome)| RecordOutcome {
+                id: r.id,
+                key: r.key,
+                outcome,
+            })
+            .collect(),
+    )
 }

@@ -206,6 +206,15 @@ pub trait SessionStore: Send + Sync {
         call: &SessionCall<'_>,
         records: &[PreparedRecord],
     ) -> Result<BatchResult<Vec<Outcome>>>;
+    /// Applies several sequenced upsert batches of one session in one transaction, in order,
+    /// each as [`SessionStore::upsert_batch`] would with its `batch_seq` (`call.batch_seq` is
+    /// not used): a stream's group commit (ADR 0020). One result per batch, in order; the
+    /// session's applied sequence ends at the last batch applied. Fails as a whole.
+    async fn upsert_batches(
+        &self,
+        call: &SessionCall<'_>,
+        batches: &[(u64, &[PreparedRecord])],
+    ) -> Result<Vec<BatchResult<Vec<Outcome>>>>;
     /// Applies (stream) or stages (accrue/replace) a delete batch; one outcome per id, in order.
     /// Sequenced like [`SessionStore::upsert_batch`].
     async fn delete_batch(

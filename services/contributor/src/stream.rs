@@ -2,8 +2,9 @@
 //!
 //! A reader task reads the stream and starts validating each batch in a task of its own, so
 //! batches are decoded, validated and keyed in parallel with each other and with the store's
-//! write of the previous batch (as several unary calls in flight are); a writer applies them one
-//! at a time in stream order and queues each ack on a small bounded channel. The reader runs at
+//! write of the previous batch (as several unary calls in flight are); a writer applies them in
+//! stream order, committing upsert batches that are ready together in one transaction (ADR
+//! 0020), and queues each batch's ack on a small bounded channel. The reader runs at
 //! most [`PREPARED_AHEAD`] batches ahead of the writer, so a slow store
 //! slows the sender (HTTP/2 flow control pushes back on the client), a client that does not read
 //! its acks stalls both tasks rather than growing memory, and memory does not depend on the
@@ -28,6 +29,7 @@ use tonic::{Status, Streaming};
 use tonic_types::StatusExt;
 use tracing::{Instrument, Span};
 use tributary_core::contribution::{BatchReport, ContributionService, Contributor, PreparedBatch};
+use tributary_core::record::PreparedRecord;
 use tributary_core::store::BatchResult;
 use tributary_core::Error;
 use tributary_grpc::reconcile::{answers_to_proto, ranges_from_proto};
@@ -141,6 +143,32 @@ enum Step {
     Close(pb::StreamClose),
 }
 
+/// Most upsert batches the writer commits in one transaction: the one it takes and those the
+/// reader has prepared meanwhile. Fewer, larger transactions write each page the batches share
+/// once (ADR 0020); memory stays bounded, as no more batches are held than without grouping.
+const GROUPED_MAX: usize = PREPARED_AHEAD + 1;
+
+/// A step the writer has taken from the reader and not yet applied.
+enum Pending {
+    /// As the reader sent it.
+    Step(Step),
+    /// A batch whose preparation has finished.
+    Ready {
+        seq: u64,
+        prepared: Result<PreparedBatch, Error>,
+    },
+}
+
+/// The prepared batch of an `Apply` step, once its task finishes.
+async fn prepared(
+    seq: u64,
+    mut batch: AbortOnDrop<Result<PreparedBatch, Error>>,
+) -> Result<Result<PreparedBatch, Error>, Status> {
+    (&mut batch.0)
+        .await
+        .map_err(|join| Status::internal(format!("preparing batch {seq} failed: {join}")))
+}
+
 /// The state of one stream: the writer half, which applies batches in order and acks them.
 struct StreamTask {
     svc: ContributionService,
@@ -197,55 +225,141 @@ impl StreamTask {
         }
     }
 
-    /// Applies the reader's steps in order until `close` or the reader stops.
+    /// Applies the reader's steps in order until `close` or the reader stops. Upsert batches
+    /// the reader has already prepared when the writer takes one are committed with it in one
+    /// transaction ([`GROUPED_MAX`] at most, ADR 0020), then acknowledged one by one.
     async fn write(
         &mut self,
         session_id: &str,
         mut steps: mpsc::Receiver<Step>,
     ) -> Result<Written, Status> {
-        while let Some(step) = steps.recv().await {
-            let (seq, outcome) = match step {
-                Step::Apply { seq, mut batch } => match (&mut batch.0).await {
-                    Ok(Ok(prepared)) => {
-                        let shutdown = self.shutdown.clone();
-                        let admitted = tokio::select! {
-                            biased;
-                            () = shutdown.cancelled() => return Err(shutting_down()),
-                            admitted = self.hold_back(prepared.len()) => admitted,
-                        };
-                        match admitted {
-                            Ok(()) => (seq, self.apply(session_id, seq, prepared).await),
-                            Err(error) => (seq, Err(error)),
-                        }
-                    }
-                    Ok(Err(error)) => (seq, Err(error)),
-                    Err(join) => {
-                        return Err(Status::internal(format!(
-                            "preparing batch {seq} failed: {join}"
-                        )))
-                    }
+        let mut pending = None;
+        loop {
+            let next = match pending.take() {
+                Some(next) => next,
+                None => match steps.recv().await {
+                    Some(step) => Pending::Step(step),
+                    None => return Ok(Written::ReaderDone),
                 },
-                Step::Reject { seq, error } => (seq, Err(error)),
-                Step::Close(close) => {
+            };
+            let (seq, prepared) = match next {
+                Pending::Ready { seq, prepared } => (seq, prepared),
+                Pending::Step(Step::Apply { seq, batch }) => (seq, prepared(seq, batch).await?),
+                Pending::Step(Step::Reject { seq, error }) => (seq, Err(error)),
+                Pending::Step(Step::Close(close)) => {
                     self.close(session_id, close).await?;
                     return Ok(Written::Closed);
                 }
             };
-            let ack = match outcome {
-                Ok(ack) => ack,
-                Err(error) if is_batch_error(&error) => {
-                    tracing::info!(batch_seq = seq, %error, "batch rejected");
-                    pb::BatchAck {
-                        batch_seq: seq,
-                        error: Some(batch_error(error)),
-                        ..Default::default()
-                    }
-                }
-                Err(error) => return Err(to_status(error)),
+            let outcome = match prepared {
+                Ok(prepared) => match self.admit(prepared.len()).await? {
+                    Ok(()) => match prepared {
+                        PreparedBatch::Upsert(records) => {
+                            let mut group = vec![(seq, records)];
+                            pending = self.join_ready(&mut steps, &mut group).await?;
+                            if group.len() > 1 {
+                                self.apply_group(session_id, group).await?;
+                                continue;
+                            }
+                            let records = group.pop().map(|(_, r)| r).unwrap_or_default();
+                            self.apply(session_id, seq, PreparedBatch::Upsert(records))
+                                .await
+                        }
+                        prepared => self.apply(session_id, seq, prepared).await,
+                    },
+                    Err(error) => Err(error),
+                },
+                Err(error) => Err(error),
             };
-            self.send(reply(Outbound::Ack(ack))).await?;
+            self.acknowledge(seq, outcome).await?;
         }
-        Ok(Written::ReaderDone)
+    }
+
+    /// Adds to `group` the upsert batches that follow it already prepared, while the rate limit
+    /// admits them at once; answers the first step taken that could not join.
+    async fn join_ready(
+        &mut self,
+        steps: &mut mpsc::Receiver<Step>,
+        group: &mut Vec<(u64, Vec<PreparedRecord>)>,
+    ) -> Result<Option<Pending>, Status> {
+        while group.len() < GROUPED_MAX {
+            let Ok(step) = steps.try_recv() else {
+                return Ok(None);
+            };
+            let (seq, batch) = match step {
+                Step::Apply { seq, batch } if batch.0.is_finished() => (seq, batch),
+                step => return Ok(Some(Pending::Step(step))),
+            };
+            match prepared(seq, batch).await? {
+                Ok(PreparedBatch::Upsert(records))
+                    if self.svc.admit(&self.who, records.len()).is_ok() =>
+                {
+                    group.push((seq, records));
+                }
+                prepared => return Ok(Some(Pending::Ready { seq, prepared })),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Applies a group of upsert batches in one transaction and acknowledges each in order. A
+    /// batch error fails the whole group, so the batches are then applied one by one, each
+    /// acknowledged with its own outcome or error.
+    async fn apply_group(
+        &mut self,
+        session_id: &str,
+        group: Vec<(u64, Vec<PreparedRecord>)>,
+    ) -> Result<(), Status> {
+        match self.svc.apply_upserts(&self.who, session_id, &group).await {
+            Ok(results) => {
+                for ((seq, _), result) in group.iter().zip(results) {
+                    self.acknowledge(*seq, Ok(self.ack(*seq, result))).await?;
+                }
+            }
+            Err(error) if is_batch_error(&error) => {
+                for (seq, records) in group {
+                    let outcome = self
+                        .apply(session_id, seq, PreparedBatch::Upsert(records))
+                        .await;
+                    self.acknowledge(seq, outcome).await?;
+                }
+            }
+            Err(error) => return Err(to_status(error)),
+        }
+        Ok(())
+    }
+
+    /// Sends batch `seq`'s ack, or its error: a batch error as the ack's error (the stream
+    /// goes on), any other as the status that ends the stream.
+    async fn acknowledge(
+        &self,
+        seq: u64,
+        outcome: Result<pb::BatchAck, Error>,
+    ) -> Result<(), Status> {
+        let ack = match outcome {
+            Ok(ack) => ack,
+            Err(error) if is_batch_error(&error) => {
+                tracing::info!(batch_seq = seq, %error, "batch rejected");
+                pb::BatchAck {
+                    batch_seq: seq,
+                    error: Some(batch_error(error)),
+                    ..Default::default()
+                }
+            }
+            Err(error) => return Err(to_status(error)),
+        };
+        self.send(reply(Outbound::Ack(ack))).await
+    }
+
+    /// Holds a batch of `records` back until the rate limit admits it, unless the server shuts
+    /// down first (`Err` status); the inner `Err` is a refusal that waiting cannot fix.
+    async fn admit(&mut self, records: usize) -> Result<Result<(), Error>, Status> {
+        let shutdown = self.shutdown.clone();
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Err(shutting_down()),
+            admitted = self.hold_back(records) => Ok(admitted),
+        }
     }
 
     /// Waits until the connector's rate limit admits `records`, taking them from its budget;
@@ -332,15 +446,20 @@ impl StreamTask {
         seq: u64,
         batch: PreparedBatch,
     ) -> Result<pb::BatchAck, Error> {
+        let result = self
+            .svc
+            .apply(&self.who, session_id, batch, Some(seq))
+            .await?;
+        Ok(self.ack(seq, result))
+    }
+
+    /// The ack of batch `seq`, applied (or found applied before) with `result`.
+    fn ack(&self, seq: u64, result: BatchResult<BatchReport>) -> pb::BatchAck {
         let mut ack = pb::BatchAck {
             batch_seq: seq,
             ..Default::default()
         };
-        match self
-            .svc
-            .apply(&self.who, session_id, batch, Some(seq))
-            .await?
-        {
+        match result {
             BatchResult::Applied(BatchReport::Records(outcomes)) => {
                 metrics::count_outcomes(&self.who.connector.entity_type, &outcomes);
                 ack.outcomes = outcomes_to_proto(outcomes);
@@ -360,7 +479,7 @@ impl StreamTask {
             already_applied = ack.already_applied,
             "batch acknowledged"
         );
-        Ok(ack)
+        ack
     }
 
     /// Closes the session, answers `closed`, and ends the stream.

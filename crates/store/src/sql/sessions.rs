@@ -114,17 +114,53 @@ impl SessionStore for Backend {
                 tx.commit().await?;
                 return Ok(BatchResult::AlreadyApplied);
             };
-            let (outcomes, logged) = if records.is_empty() {
-                (Vec::new(), None)
-            } else {
-                apply_upserts(&mut tx, call, mode, records).await?
-            };
+            let (outcomes, written) = apply_upserts(&mut tx, call, mode, records).await?;
             end_batch(&mut tx, call).await?;
+            let logged = log_upserts(&mut tx, call, &written).await?;
             tx.commit().await?;
             if let Some(sequence) = logged {
                 self.published(&sequence);
             }
             Ok(BatchResult::Applied(outcomes))
+        })
+        .await
+    }
+
+    async fn upsert_batches(
+        &self,
+        call: &SessionCall<'_>,
+        batches: &[(u64, &[PreparedRecord])],
+    ) -> Result<Vec<BatchResult<Vec<Outcome>>>> {
+        run(async {
+            let mut tx = self.write().await?;
+            let (mode, mut applied_seq) = touch_session(&mut tx, call).await?;
+            let mut results = Vec::with_capacity(batches.len());
+            let mut written = Vec::new();
+            let mut last_applied = None;
+            for &(seq, records) in batches {
+                let call = SessionCall {
+                    batch_seq: Some(seq),
+                    ..*call
+                };
+                if already_applied(&call, applied_seq) {
+                    results.push(BatchResult::AlreadyApplied);
+                    continue;
+                }
+                let (outcomes, keys) = apply_upserts(&mut tx, &call, mode, records).await?;
+                written.extend(keys);
+                results.push(BatchResult::Applied(outcomes));
+                applied_seq = to_i64(seq);
+                last_applied = Some(call);
+            }
+            if let Some(call) = last_applied {
+                end_batch(&mut tx, &call).await?;
+            }
+            let logged = log_upserts(&mut tx, call, &written).await?;
+            tx.commit().await?;
+            if let Some(sequence) = logged {
+                self.published(&sequence);
+            }
+            Ok(results)
         })
         .await
     }
@@ -415,22 +451,26 @@ async fn cancel_sessions(
     Ok(())
 }
 
-/// Applies (stream) or stages (accrue/replace) the batch; answers the outcomes and, when
-/// records changed visibly, the last change-log sequence the batch logged.
-async fn apply_upserts(
+/// Applies (stream) or stages (accrue/replace) the batch; answers the outcomes and the keys of
+/// the records it wrote visibly (stream), for the caller to log last in its transaction: the
+/// change counter is a transaction's last lock (ADR 0003), also when it applies several batches.
+async fn apply_upserts<'r>(
     tx: &mut Tx,
     call: &SessionCall<'_>,
     mode: SessionMode,
-    records: &[PreparedRecord],
-) -> StoreResult<(Vec<Outcome>, Option<Logged>)> {
+    records: &'r [PreparedRecord],
+) -> StoreResult<(Vec<Outcome>, Vec<&'r str>)> {
+    if records.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
     let existing = existing_records(tx, records.iter().map(|r| r.key.as_str())).await?;
     let applied = !mode.is_staged();
     let plan = plan_upserts(records, &existing, call.connector.write_policy, applied);
-    let mut logged = None;
+    let mut written = Vec::new();
     if !plan.writes.is_empty() {
         if applied {
             let writes: Vec<&PreparedRecord> = plan.writes.iter().map(|&i| &records[i]).collect();
-            let keys: Vec<&str> = writes.iter().map(|r| r.key.as_str()).collect();
+            written = writes.iter().map(|r| r.key.as_str()).collect();
             let writer = Writer {
                 entity_type: &call.connector.entity_type,
                 connector: &call.connector.id,
@@ -438,9 +478,6 @@ async fn apply_upserts(
                 now: call.now,
             };
             write_records(tx, &writer, writes).await?;
-            // Last in the transaction: the counter is this batch's last lock (ADR 0003).
-            let entity_type = &call.connector.entity_type;
-            logged = log_keys(tx, entity_type, &keys, Op::Upsert, call.now).await?;
         } else {
             // A record already as sent is staged as a `keep`, like an unchanged digest: commit
             // has nothing to write for it, so its payload is not copied twice (ADR 0019).
@@ -454,7 +491,16 @@ async fn apply_upserts(
             stage_upserts(tx, call.session_id, changed).await?;
         }
     }
-    Ok((plan.outcomes, logged))
+    Ok((plan.outcomes, written))
+}
+
+/// Logs upserts of `keys` (records a stream batch or group wrote), last in the transaction.
+async fn log_upserts(
+    tx: &mut Tx,
+    call: &SessionCall<'_>,
+    keys: &[&str],
+) -> StoreResult<Option<Logged>> {
+    log_keys(tx, &call.connector.entity_type, keys, Op::Upsert, call.now).await
 }
 
 /// Accrue/replace: stages the rows; a later operation on the same key replaces an earlier one.

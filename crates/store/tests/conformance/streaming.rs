@@ -13,6 +13,8 @@ use tributary_store::testing::TestDb;
 conformance!(
     sequenced_batches_apply_once,
     sequenced_staged_batches_stage_once,
+    grouped_batches_apply_in_order_once_and_whole,
+    grouped_staged_batches_follow_last_operation_wins,
     applied_seq_survives_reopening,
     concurrent_resends_apply_once,
     diff_answers_new_changed_unchanged,
@@ -123,6 +125,88 @@ async fn sequenced_batches_apply_once(db: &TestDb) {
         .unwrap();
     assert_eq!(resumed.last_batch_seq, 7);
     assert_eq!(visible_ids(db, &c).await, ids(&["DE"]));
+}
+
+/// A stream's group commit (`upsert_batches`): batches apply in order in one transaction,
+/// those at or below the applied sequence are answered already applied, and a refused group
+/// applies nothing.
+async fn grouped_batches_apply_in_order_once_and_whole(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let s = open(db, &c, SessionMode::Stream, T0).await;
+    let (gb1, fr1, gb2) = (
+        record(&c, "GB", 1),
+        record(&c, "FR", 1),
+        record(&c, "GB", 2),
+    );
+    let group: [(u64, &[PreparedRecord]); 3] = [(1, &[gb1, fr1]), (2, &[gb2]), (3, &[])];
+    let results = db.store.upsert_batches(&call(&s, &c, T0), &group).await;
+    assert_eq!(
+        results.unwrap(),
+        [
+            BatchResult::Applied(vec![Outcome::Created, Outcome::Created]),
+            BatchResult::Applied(vec![Outcome::Updated]),
+            BatchResult::Applied(vec![]),
+        ]
+    );
+    let gb = get(db, &c, "GB").await.unwrap();
+    assert_eq!((gb.version, gb.checksum), (2, record(&c, "GB", 2).checksum));
+
+    // A resent group after a resume: the applied prefix is acknowledged, the rest applied.
+    let (de, gb3) = (record(&c, "DE", 1), record(&c, "GB", 3));
+    let (de, gb3) = (std::slice::from_ref(&de), std::slice::from_ref(&gb3));
+    let group: [(u64, &[PreparedRecord]); 3] = [(2, de), (3, de), (4, gb3)];
+    let results = db
+        .store
+        .upsert_batches(&call(&s, &c, T0 + SEC), &group)
+        .await;
+    assert_eq!(
+        results.unwrap(),
+        [
+            BatchResult::AlreadyApplied,
+            BatchResult::AlreadyApplied,
+            BatchResult::Applied(vec![Outcome::Updated]),
+        ]
+    );
+    assert_eq!(visible_ids(db, &c).await, ids(&["FR", "GB"]));
+    let resumed = db.store.resume_session(&call(&s, &c, T0 + SEC)).await;
+    assert_eq!(resumed.unwrap().last_batch_seq, 4);
+
+    // A group for a closed session is refused whole: nothing of it is applied.
+    db.store
+        .close_session(&call(&s, &c, T0 + 2 * SEC), true, false)
+        .await
+        .unwrap();
+    let group: [(u64, &[PreparedRecord]); 1] = [(5, &[record(&c, "IT", 1)])];
+    assert_denied(
+        db.store
+            .upsert_batches(&call(&s, &c, T0 + 3 * SEC), &group)
+            .await,
+    );
+    assert_eq!(visible_ids(db, &c).await, ids(&["FR", "GB"]));
+}
+
+/// Grouped batches of an accrue session stage in order: the later batch's operation on a key
+/// wins at commit, as with batches sent one by one.
+async fn grouped_staged_batches_follow_last_operation_wins(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let s = open(db, &c, SessionMode::Accrue, T0).await;
+    let (gb1, fr1, gb2) = (
+        record(&c, "GB", 1),
+        record(&c, "FR", 1),
+        record(&c, "GB", 2),
+    );
+    let group: [(u64, &[PreparedRecord]); 2] = [(1, &[gb1, fr1]), (2, &[gb2])];
+    let results = db.store.upsert_batches(&call(&s, &c, T0), &group).await;
+    assert_eq!(results.unwrap().len(), 2);
+    assert!(visible_ids(db, &c).await.is_empty(), "staged, not visible");
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(closed.totals.created, 2);
+    let gb = get(db, &c, "GB").await.unwrap();
+    assert_eq!((gb.version, gb.checksum), (1, record(&c, "GB", 2).checksum));
 }
 
 async fn sequenced_staged_batches_stage_once(db: &TestDb) {
