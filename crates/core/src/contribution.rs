@@ -354,23 +354,13 @@ impl ContributionService {
         Ok(match batch {
             PreparedBatch::Upsert(records) => {
                 let result = self.store.upsert_batch(&call, &records).await?;
-                result.map(|outcomes| record_report(records, outcomes))
+                let named = records.into_iter().map(|r| (r.id, r.key));
+                result.map(|outcomes| record_report(named, outcomes))
             }
             PreparedBatch::Delete(keyed) => {
                 let result = self.store.delete_batch(&call, &keyed).await?;
-                result.map(|outcomes| {
-                    BatchReport::Records(
-                        keyed
-                            .into_iter()
-                            .zip(outcomes)
-                            .map(|(k, outcome)| RecordOutcome {
-                                id: k.id,
-                                key: k.key,
-                                outcome,
-                            })
-                            .collect(),
-                    )
-                })
+                let named = keyed.into_iter().map(|k| (k.id, k.key));
+                result.map(|outcomes| record_report(named, outcomes))
             }
             PreparedBatch::Diff(keyed) => {
                 let result = self.store.diff_batch(&call, &keyed).await?;
@@ -430,19 +420,8 @@ impl ContributionService {
             .iter()
             .zip(results)
             .map(|((_, records), result)| {
-                result.map(|outcomes| {
-                    BatchReport::Records(
-                        records
-                            .iter()
-                            .zip(outcomes)
-                            .map(|(r, outcome)| RecordOutcome {
-                                id: r.id.clone(),
-                                key: r.key.clone(),
-                                outcome,
-                            })
-                            .collect(),
-                    )
-                })
+                let named = records.iter().map(|r| (r.id.clone(), r.key.clone()));
+                result.map(|outcomes| record_report(named, outcomes))
             })
             .collect())
     }
@@ -542,17 +521,16 @@ impl ContributionService {
     }
 }
 
-/// One outcome per record, in order, with the record's id and key.
-fn record_report(records: Vec<PreparedRecord>, outcomes: Vec<Outcome>) -> BatchReport {
+/// One outcome per record or id, in order, each with its `(id, key)`.
+fn record_report(
+    named: impl IntoIterator<Item = (String, String)>,
+    outcomes: Vec<Outcome>,
+) -> BatchReport {
     BatchReport::Records(
-        records
+        named
             .into_iter()
             .zip(outcomes)
-            .map(|(r, outcome)| RecordOutcome {
-                id: r.id,
-                key: r.key,
-                outcome,
-            })
+            .map(|((id, key), outcome)| RecordOutcome { id, key, outcome })
             .collect(),
     )
 }
