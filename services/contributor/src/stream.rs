@@ -12,9 +12,10 @@
 //!
 //! A batch over the connector's rate limit (SPEC.md §4.2) is held back, whole, until the limit
 //! admits it: the stream slows down rather than failing, keeps its batches in order, and never
-//! applies part of a batch. The connector is read again, by its token, for every batch (and
-//! while a batch waits): UpdateConnector, UpdateEntityType, a rotated token or a deleted
-//! connector reach an open stream at its next batch.
+//! applies part of a batch. The connector is read again, by its token, for every batch it
+//! prepares and every batch or group it applies (and while a batch waits): UpdateConnector,
+//! UpdateEntityType, a rotated token or a deleted connector reach an open stream at its next
+//! batch or group.
 //!
 //! A batch the domain rejects as invalid or too large is acknowledged with a [`pb::BatchError`]
 //! and the stream goes on; any other failure (a superseded or expired session, the store
