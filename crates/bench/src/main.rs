@@ -1,9 +1,10 @@
 //! `tributary-bench`: runs one workload (100,000 country records in batches of 1,000: first load,
 //! unchanged re-send, replace with 10 % removed) both as raw SQL and end to end through a real
 //! `tributary serve`, on SQLite and PostgreSQL, and prints records/s, the gRPC / raw SQL ratio,
-//! commit times and the server's peak RSS as Markdown tables. Then, on the same server, issue 3's
-//! workloads: a first load through unary `Upsert` calls vs the `Contribute` stream, and an
-//! unchanged re-send in full vs as digests only (`Diff`), with records/s and bytes sent.
+//! commit times and the server's peak RSS as Markdown tables. Then issue 3's workloads: first
+//! loads through unary `Upsert` calls vs the `Contribute` stream, each by a fresh server into an
+//! empty database, and on the phases' server an unchanged re-send in full vs as digests only
+//! (`Diff`), with records/s and bytes sent.
 //! `--catalog` runs issue 4's catalog workload instead, `--ingest` issue 5's pull sources,
 //! `--export` issue 14's exports.
 
