@@ -108,22 +108,10 @@ impl SessionStore for Backend {
         call: &SessionCall<'_>,
         records: &[PreparedRecord],
     ) -> Result<BatchResult<Vec<Outcome>>> {
-        run(async {
-            let mut tx = self.write().await?;
-            let Some(mode) = begin_batch(&mut tx, call).await? else {
-                tx.commit().await?;
-                return Ok(BatchResult::AlreadyApplied);
-            };
-            let (outcomes, written) = apply_upserts(&mut tx, call, mode, records).await?;
-            end_batch(&mut tx, call).await?;
-            let logged = log_upserts(&mut tx, call, &written).await?;
-            tx.commit().await?;
-            if let Some(sequence) = logged {
-                self.published(&sequence);
-            }
-            Ok(BatchResult::Applied(outcomes))
-        })
-        .await
+        let mut results = self.upserts(call, &[(call.batch_seq, records)]).await?;
+        results
+            .pop()
+            .ok_or_else(|| Error::Internal("no result for the batch".into()))
     }
 
     async fn upsert_batches(
@@ -131,38 +119,11 @@ impl SessionStore for Backend {
         call: &SessionCall<'_>,
         batches: &[(u64, &[PreparedRecord])],
     ) -> Result<Vec<BatchResult<Vec<Outcome>>>> {
-        run(async {
-            let mut tx = self.write().await?;
-            let (mode, mut applied_seq) = touch_session(&mut tx, call).await?;
-            let mut results = Vec::with_capacity(batches.len());
-            let mut written = Vec::new();
-            let mut last_applied = None;
-            for &(seq, records) in batches {
-                let call = SessionCall {
-                    batch_seq: Some(seq),
-                    ..*call
-                };
-                if already_applied(&call, applied_seq) {
-                    results.push(BatchResult::AlreadyApplied);
-                    continue;
-                }
-                let (outcomes, keys) = apply_upserts(&mut tx, &call, mode, records).await?;
-                written.extend(keys);
-                results.push(BatchResult::Applied(outcomes));
-                applied_seq = to_i64(seq);
-                last_applied = Some(call);
-            }
-            if let Some(call) = last_applied {
-                end_batch(&mut tx, &call).await?;
-            }
-            let logged = log_upserts(&mut tx, call, &written).await?;
-            tx.commit().await?;
-            if let Some(sequence) = logged {
-                self.published(&sequence);
-            }
-            Ok(results)
-        })
-        .await
+        let sequenced: Vec<(Option<u64>, &[PreparedRecord])> = batches
+            .iter()
+            .map(|&(seq, records)| (Some(seq), records))
+            .collect();
+        self.upserts(call, &sequenced).await
     }
 
     async fn delete_batch(
@@ -371,6 +332,50 @@ impl SessionStore for Backend {
             cancel_sessions(&mut tx, &ended, now, "expired after idle timeout").await?;
             tx.commit().await?;
             Ok(ended.len() as u64)
+        })
+        .await
+    }
+}
+
+impl Backend {
+    /// Applies (stream) or stages upsert batches of one session in one transaction, in order:
+    /// a sequenced batch at or below the applied sequence is answered already applied, and the
+    /// applied sequence ends at the last sequenced batch applied. The records written are logged
+    /// last (ADR 0003), together.
+    async fn upserts(
+        &self,
+        call: &SessionCall<'_>,
+        batches: &[(Option<u64>, &[PreparedRecord])],
+    ) -> Result<Vec<BatchResult<Vec<Outcome>>>> {
+        run(async {
+            let mut tx = self.write().await?;
+            let (mode, mut applied_seq) = touch_session(&mut tx, call).await?;
+            let mut results = Vec::with_capacity(batches.len());
+            let mut written = Vec::new();
+            let mut last_sequenced = None;
+            for &(batch_seq, records) in batches {
+                let call = SessionCall { batch_seq, ..*call };
+                if already_applied(&call, applied_seq) {
+                    results.push(BatchResult::AlreadyApplied);
+                    continue;
+                }
+                let (outcomes, keys) = apply_upserts(&mut tx, &call, mode, records).await?;
+                written.extend(keys);
+                results.push(BatchResult::Applied(outcomes));
+                if let Some(seq) = batch_seq {
+                    applied_seq = to_i64(seq);
+                    last_sequenced = Some(call);
+                }
+            }
+            if let Some(call) = last_sequenced {
+                end_batch(&mut tx, &call).await?;
+            }
+            let logged = log_upserts(&mut tx, call, &written).await?;
+            tx.commit().await?;
+            if let Some(sequence) = logged {
+                self.published(&sequence);
+            }
+            Ok(results)
         })
         .await
     }
