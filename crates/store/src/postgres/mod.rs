@@ -46,6 +46,12 @@ macro_rules! json_value {
         concat!($text, "::jsonb")
     };
 }
+/// A page of `(id, checksum)` items as it travels back ([`read_items_page`]): as rows.
+macro_rules! items_page {
+    ($select:literal) => {
+        $select
+    };
+}
 
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/admin.rs"]
@@ -77,7 +83,7 @@ use crate::changes::{ChangeSignal, Logged, PG_CHANNEL};
 use crate::error::{StoreError, StoreResult};
 use crate::StoreOptions;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Database, PgPool, Postgres};
+use sqlx::{Database, PgPool, Postgres, Row as _};
 use std::str::FromStr;
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -312,6 +318,14 @@ fn record_row(row: &Row) -> StoreResult<StoredRecord> {
     r.entity = canonical(&r.entity)?;
     r.instance = canonical(&r.instance)?;
     Ok(r)
+}
+
+/// Reads a page of `(id, checksum)` items (`items_page!`).
+async fn read_items_page(pool: &PgPool, query: Query<'_>) -> StoreResult<Vec<(String, String)>> {
+    let rows = query.fetch_all(pool).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
 }
 
 fn canonical(text: &str) -> StoreResult<String> {

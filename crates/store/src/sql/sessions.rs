@@ -8,7 +8,8 @@
 use super::changes::{log_keys, Sequencer};
 use super::records::{existing_records, insert_import_result, write_records, Writer};
 use super::{
-    bind_rows, in_list_arg, lock_stream_sessions, prepare_bulk_write, rowset, Backend, Tx,
+    bind_rows, in_list_arg, lock_stream_sessions, prepare_bulk_write, read_items_page, rowset,
+    Backend, Tx,
 };
 use crate::batch::{record_rows, TextRows, RECORD_COLUMNS};
 use crate::changes::{Logged, Op};
@@ -189,21 +190,22 @@ impl SessionStore for Backend {
         limit: u32,
     ) -> Result<Vec<(String, String)>> {
         // `id` compares as bytes on both backends (SQLite's BINARY, PostgreSQL's "C"), the
-        // order the client sorts in; (entity_type, id) is indexed.
-        const FROM: &str = "SELECT id, checksum FROM records \
-             WHERE entity_type = $1 AND connector = $2 AND id >= $3 ORDER BY id LIMIT $4";
-        const AFTER: &str = "SELECT id, checksum FROM records \
-             WHERE entity_type = $1 AND connector = $2 AND id > $3 ORDER BY id LIMIT $4";
-        run(async {
-            Ok(sqlx::query_as(if inclusive { FROM } else { AFTER })
-                .bind(&connector.entity_type)
-                .bind(&connector.id)
-                .bind(from)
-                .bind(i64::from(limit))
-                .fetch_all(self.reader())
-                .await?)
-        })
-        .await
+        // order the client sorts in; (entity_type, id) is indexed. How the page travels back is
+        // the backend's (`items_page!`, `read_items_page`).
+        const FROM: &str = items_page!(
+            "SELECT id, checksum FROM records \
+             WHERE entity_type = $1 AND connector = $2 AND id >= $3 ORDER BY id LIMIT $4"
+        );
+        const AFTER: &str = items_page!(
+            "SELECT id, checksum FROM records \
+             WHERE entity_type = $1 AND connector = $2 AND id > $3 ORDER BY id LIMIT $4"
+        );
+        let query = sqlx::query(if inclusive { FROM } else { AFTER })
+            .bind(&connector.entity_type)
+            .bind(&connector.id)
+            .bind(from)
+            .bind(i64::from(limit));
+        run(read_items_page(self.reader(), query)).await
     }
 
     async fn keep_batch(

@@ -48,6 +48,18 @@ macro_rules! json_value {
         $text
     };
 }
+/// A page of `(id, checksum)` items as it travels back ([`read_items_page`]): one text of
+/// length-prefixed items (`items.rs`).
+macro_rules! items_page {
+    ($select:literal) => {
+        concat!(
+            "SELECT string_agg(octet_length(id) || ':' || id || ",
+            "octet_length(checksum) || ':' || checksum, '') FROM (",
+            $select,
+            ") AS page"
+        )
+    };
+}
 
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/admin.rs"]
@@ -61,6 +73,7 @@ mod changes;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/exports.rs"]
 mod exports;
+mod items;
 mod listing;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/records.rs"]
@@ -78,7 +91,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::StoreOptions;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Database, Sqlite, SqlitePool};
+use sqlx::{Database, Row as _, Sqlite, SqlitePool};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -345,6 +358,17 @@ async fn lock_open_sessions(_tx: &mut Tx, _of: OpenSessionsOf<'_>) -> StoreResul
 /// Other processes are not told of commits on SQLite (see [`SqliteStore::changes`]).
 async fn notify(_tx: &mut Tx, _logged: &Logged) -> StoreResult<()> {
     Ok(())
+}
+
+/// Reads a page of `(id, checksum)` items (`items_page!`): one row holding the whole page,
+/// because sqlx hands SQLite's rows over from its worker thread one at a time, at about three
+/// times what SQLite itself spends reading one (docs/BENCHMARKS.md, range-based sync).
+async fn read_items_page(
+    pool: &SqlitePool,
+    query: Query<'_>,
+) -> StoreResult<Vec<(String, String)>> {
+    let text: Option<String> = query.fetch_one(pool).await?.try_get(0)?;
+    items::parse(text.as_deref().unwrap_or_default())
 }
 
 /// A record row as the domain reads it.

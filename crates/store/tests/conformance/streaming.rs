@@ -22,6 +22,7 @@ conformance!(
     keep_digests_follow_last_operation_wins,
     digests_stage_nothing_outside_replace,
     resume_returns_the_last_seq_and_refuses_foreign_sessions,
+    read_items_pages_by_byte_order_whatever_the_ids_hold,
 );
 
 async fn sequenced_batches_apply_once(db: &TestDb) {
@@ -612,4 +613,57 @@ async fn resume_returns_the_last_seq_and_refuses_foreign_sessions(db: &TestDb) {
             .mode,
         SessionMode::Replace
     );
+}
+
+/// A reconcile call's reads (§2.5): the connector's own `(id, checksum)` items, by id in byte
+/// order, page by page from a bound (inclusive or not); ids holding separators, digits and
+/// multibyte characters come back whole.
+async fn read_items_pages_by_byte_order_whatever_the_ids_hold(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let other = connector(db, WritePolicy::Importer, None).await;
+    let ids = ["12:ab", "1", "a:b\nc", "Z", "é", "€😀", "zz", "2:x3:y", " "];
+    let records: Vec<PreparedRecord> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| record(&c, id, i as i64))
+        .collect();
+    stream(db, &c, &records, T0).await;
+    stream(
+        db,
+        &other,
+        &[record(&other, "1", 1), record(&other, "Y", 2)],
+        T0,
+    )
+    .await;
+    let mut expected: Vec<(String, String)> = records
+        .iter()
+        .map(|r| (r.id.clone(), r.checksum.clone()))
+        .collect();
+    expected.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+
+    // Pages of two, each on after the last id of the one before.
+    let mut read = Vec::new();
+    let (mut from, mut inclusive) = (String::new(), true);
+    loop {
+        let page = db.store.read_items(&c, &from, inclusive, 2).await.unwrap();
+        read.extend(page.iter().cloned());
+        match page.last() {
+            Some((last, _)) if page.len() == 2 => (from, inclusive) = (last.clone(), false),
+            _ => break,
+        }
+    }
+    assert_eq!(read, expected);
+
+    // From a bound that is an id: inclusive or not; past every id: nothing.
+    let at = &expected[3].0;
+    let page = db.store.read_items(&c, at, true, 100).await.unwrap();
+    assert_eq!(page, expected[3..]);
+    let page = db.store.read_items(&c, at, false, 100).await.unwrap();
+    assert_eq!(page, expected[4..]);
+    let page = db
+        .store
+        .read_items(&c, "\u{10FFFF}", true, 100)
+        .await
+        .unwrap();
+    assert!(page.is_empty());
 }
