@@ -1,11 +1,12 @@
 //! A page of `(id, checksum)` items read as one text on SQLite (`items_page!`).
 //!
-//! Each item is `<bytes>:<id><bytes>:<checksum>`, the lengths in bytes (`octet_length`), so ids
-//! may hold any character, `:` included.
+//! Each item is `<bytes>:<id><bytes>:<checksum>`, the lengths in bytes (`octet_length`, which
+//! counts the database's encoding: UTF-8, SQLite's default and the only one Tributary creates,
+//! so its bytes are Rust's), so ids may hold any character, `:` included.
 
 use crate::error::{StoreError, StoreResult};
 
-/// The item texts a page is made of, as the statement writes them (for the docs and the tests).
+/// One item's text as the statement writes it (the conformance suite checks the statement).
 #[cfg(test)]
 pub(super) fn item_text(id: &str, checksum: &str) -> String {
     format!("{}:{id}{}:{checksum}", id.len(), checksum.len())
