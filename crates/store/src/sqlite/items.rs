@@ -6,12 +6,6 @@
 
 use crate::error::{StoreError, StoreResult};
 
-/// One item's text as the statement writes it (the conformance suite checks the statement).
-#[cfg(test)]
-pub(super) fn item_text(id: &str, checksum: &str) -> String {
-    format!("{}:{id}{}:{checksum}", id.len(), checksum.len())
-}
-
 /// Splits a page's text into its items, by id in byte order. An aggregate's order is not
 /// guaranteed by SQL, so a page that comes back out of order is sorted.
 pub(super) fn parse(text: &str) -> StoreResult<Vec<(String, String)>> {
@@ -41,6 +35,11 @@ fn take_prefixed(text: &str) -> StoreResult<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One item's text as the statement writes it (the conformance suite checks the statement).
+    fn item_text(id: &str, checksum: &str) -> String {
+        format!("{}:{id}{}:{checksum}", id.len(), checksum.len())
+    }
 
     #[test]
     fn ids_with_separators_and_multibyte_characters_come_back_whole() {
