@@ -7,12 +7,16 @@
 
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic_types::StatusExt;
 use tributary_client::retry::{honouring_retry_info, retry_delay};
 use tributary_client::StreamingContributor;
 use tributary_proto::admin::v1 as admin;
 use tributary_proto::contribution::v1 as pb;
+use tributary_proto::contribution::v1::contribute_request::Message as Msg;
+use tributary_proto::contribution::v1::contribute_response::Message as Reply;
 use tributary_tests::{country, on_both_backends, Sandbox, World};
 
 /// Largest batch, and so the size of every connector's bucket, in these tests.
@@ -219,10 +223,91 @@ async fn a_held_back_stream_follows_update_connector(sandbox: &Sandbox) {
     stream.finish(false, false).await.unwrap();
 }
 
+/// The next reply on a raw `Contribute` stream.
+async fn next_reply(replies: &mut tonic::Streaming<pb::ContributeResponse>) -> Reply {
+    match tokio::time::timeout(Duration::from_secs(60), replies.message()).await {
+        Ok(Ok(Some(pb::ContributeResponse {
+            message: Some(reply),
+        }))) => reply,
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+/// The stream's writer commits the batches already prepared behind the one it holds in one
+/// transaction (ADR 0020). A batch the store refuses only when applying it (a `batch_seq` past
+/// BIGINT) fails such a group as a whole; the writer then applies its batches one by one, so the
+/// others are applied and acknowledged and only that one is rejected. The rate limit makes the
+/// group: the first batch waits for its budget (about a second), long after the empty batch
+/// behind it is prepared, and an empty batch costs no budget, so it joins once the first is let
+/// through.
+async fn a_group_failing_on_one_batch_is_applied_batch_by_batch(sandbox: &Sandbox) {
+    let mut world = limited_world(sandbox, BATCH as u32).await;
+    let session = world.open(pb::SessionMode::Stream).await;
+    world.upsert(&session, countries("U", BATCH)).await.unwrap();
+
+    let (tx, requests) = mpsc::channel(4);
+    let send = |message| {
+        let tx = tx.clone();
+        async move {
+            tx.send(pb::ContributeRequest {
+                message: Some(message),
+            })
+            .await
+            .expect("queue a message")
+        }
+    };
+    send(Msg::Open(pb::StreamOpen {
+        mode: pb::SessionMode::Stream as i32,
+        session_id: String::new(),
+    }))
+    .await;
+    let mut replies = world
+        .contributor
+        .contribute(ReceiverStream::new(requests))
+        .await
+        .expect("stream accepted")
+        .into_inner();
+    assert!(matches!(next_reply(&mut replies).await, Reply::Opened(_)));
+    let past_bigint = i64::MAX as u64 + 1;
+    send(Msg::Upsert(pb::UpsertBatch {
+        batch_seq: 1,
+        records: countries("G", BATCH),
+    }))
+    .await;
+    send(Msg::Upsert(pb::UpsertBatch {
+        batch_seq: past_bigint,
+        records: Vec::new(),
+    }))
+    .await;
+
+    let Reply::Ack(first) = next_reply(&mut replies).await else {
+        panic!("expected the first batch's ack")
+    };
+    assert_eq!(first.batch_seq, 1);
+    assert!(first.error.is_none(), "{:?}", first.error);
+    assert_eq!(first.outcomes.len(), BATCH);
+    assert!(first
+        .outcomes
+        .iter()
+        .all(|o| o.outcome() == pb::Outcome::Created));
+    let Reply::Ack(refused) = next_reply(&mut replies).await else {
+        panic!("expected the refused batch's ack")
+    };
+    assert_eq!(refused.batch_seq, past_bigint);
+    let error = refused.error.expect("batch_seq past BIGINT is refused");
+    assert_eq!(error.code, Code::InvalidArgument as i32);
+    assert_eq!(error.violations[0].field, "batch_seq");
+    assert!(refused.outcomes.is_empty());
+    for i in 0..BATCH {
+        assert!(world.get(&format!("G{i}")).await.is_some(), "G{i} applied");
+    }
+}
+
 on_both_backends!(
     upsert_over_the_limit_is_refused_with_retry_info_and_applies_nothing with super::small_batches,
     delete_and_diff_draw_on_the_same_budget with super::small_batches,
     a_changed_limit_applies_from_the_next_call with super::small_batches,
     a_stream_over_the_limit_is_held_back_whole_and_in_order with super::small_batches,
     a_held_back_stream_follows_update_connector with super::small_batches,
+    a_group_failing_on_one_batch_is_applied_batch_by_batch with super::small_batches,
 );
