@@ -298,13 +298,19 @@ impl ContributionService {
         records: Vec<RecordInput>,
     ) -> Result<PreparedBatch> {
         self.check_batch_size(records.len(), "records")?;
-        let schema = self.schema(who).await?;
-        let owner = RecordOwner {
-            entity_type: &who.connector.entity_type,
-            connector: &who.connector.id,
-        };
-        let prepared = prepare_batch(owner, &schema, self.limits.max_record_bytes, records)?;
-        Ok(PreparedBatch::Upsert(prepared))
+        self.upsert_preparer(who).await?.prepare(records)
+    }
+
+    /// What [`Self::prepare_upsert`] needs from the store (the connector's schema), fetched
+    /// first, so that its CPU half can run where the caller chooses: a stream runs it off the
+    /// async runtime's workers, which its writer needs to keep the database busy.
+    pub async fn upsert_preparer(&self, who: &Contributor) -> Result<UpsertPreparer> {
+        Ok(UpsertPreparer {
+            schema: self.schema(who).await?,
+            entity_type: who.connector.entity_type.clone(),
+            connector: who.connector.id.clone(),
+            limits: self.limits.clone(),
+        })
     }
 
     /// Checks a delete batch and computes its keys; see [`Self::prepare_upsert`].
@@ -496,16 +502,7 @@ impl ContributionService {
     }
 
     fn check_batch_size(&self, len: usize, field: &str) -> Result<()> {
-        if len > self.limits.max_batch_records {
-            return Err(Error::ResourceExhausted {
-                subject: field.to_owned(),
-                description: format!(
-                    "batch of {len} exceeds limits.max_batch_records = {}",
-                    self.limits.max_batch_records
-                ),
-            });
-        }
-        Ok(())
+        check_batch_size(&self.limits, len, field)
     }
 
     async fn schema(&self, who: &Contributor) -> Result<Arc<EntitySchema>> {
@@ -519,6 +516,49 @@ impl ContributionService {
             .insert(slug, entity_type.schema_version, schema.clone());
         Ok(schema)
     }
+}
+
+/// Everything validating and keying an upsert batch needs, owned, so it can be moved to
+/// another thread: see [`ContributionService::upsert_preparer`].
+pub struct UpsertPreparer {
+    schema: Arc<EntitySchema>,
+    entity_type: String,
+    connector: String,
+    limits: Limits,
+}
+
+impl UpsertPreparer {
+    /// Checks the batch's size, validates every record against the schema and computes keys
+    /// and checksums: CPU only, about as long as the store then takes to write the batch.
+    pub fn prepare(&self, records: Vec<RecordInput>) -> Result<PreparedBatch> {
+        self.check_size(records.len())?;
+        let owner = RecordOwner {
+            entity_type: &self.entity_type,
+            connector: &self.connector,
+        };
+        let prepared = prepare_batch(owner, &self.schema, self.limits.max_record_bytes, records)?;
+        Ok(PreparedBatch::Upsert(prepared))
+    }
+
+    /// `ResourceExhausted` for a batch of more records than `limits.max_batch_records`: checked
+    /// by [`Self::prepare`], and before it by a caller that would decode the records first.
+    pub fn check_size(&self, records: usize) -> Result<()> {
+        check_batch_size(&self.limits, records, "records")
+    }
+}
+
+/// `ResourceExhausted` for a batch of more than `limits.max_batch_records` in `field`.
+fn check_batch_size(limits: &Limits, len: usize, field: &str) -> Result<()> {
+    if len > limits.max_batch_records {
+        return Err(Error::ResourceExhausted {
+            subject: field.to_owned(),
+            description: format!(
+                "batch of {len} exceeds limits.max_batch_records = {}",
+                limits.max_batch_records
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// One outcome per record or id, in order, each with its `(id, key)`.

@@ -623,8 +623,15 @@ async fn prepare_batch(
         Batch::Upsert(records) => {
             // Validated against the schema as it is now (UpdateEntityType reaches open streams).
             let who = svc.refresh(&who).await?;
-            let records = records_from_proto(records)?;
-            svc.prepare_upsert(&who, records).await
+            let preparer = svc.upsert_preparer(&who).await?;
+            // Milliseconds of CPU a batch: on a runtime worker it would hold up the writer's
+            // next transaction (ADR 0020, "Preparing off the workers").
+            tokio::task::spawn_blocking(move || {
+                preparer.check_size(records.len())?;
+                preparer.prepare(records_from_proto(records)?)
+            })
+            .await
+            .map_err(|join| Error::Internal(format!("preparing a batch failed: {join}")))?
         }
         Batch::Delete(ids) => svc.prepare_delete(&who, ids),
         Batch::Diff(digests) => svc.prepare_diff(&who, digests_from_proto(digests)),
