@@ -290,14 +290,12 @@ impl ContributionService {
     }
 
     /// Validates an upsert batch against the connector's schema and computes keys and
-    /// checksums, without touching the session: the CPU half of [`Self::upsert`], so a stream
-    /// can prepare its next batch while the store writes the previous one.
-    pub async fn prepare_upsert(
+    /// checksums, without touching the session: the CPU half of [`Self::upsert`].
+    async fn prepare_upsert(
         &self,
         who: &Contributor,
         records: Vec<RecordInput>,
     ) -> Result<PreparedBatch> {
-        self.check_batch_size(records.len(), "records")?;
         self.upsert_preparer(who).await?.prepare(records)
     }
 
