@@ -708,8 +708,26 @@ async fn a_refused_replace_commit_keeps_the_session_for_a_forced_close(sandbox: 
     assert_eq!(w.visible().await.len(), 5);
 }
 
+/// A batch over `limits.max_batch_records` (here 8) is refused whole as RESOURCE_EXHAUSTED in its
+/// ack, checked before its records are decoded, and the stream goes on.
+async fn an_oversized_batch_mid_stream_is_rejected_and_the_stream_goes_on(sandbox: &Sandbox) {
+    let mut w = sandbox.country_world().await;
+    let (mut raw, _) = Raw::open(&mut w, SessionMode::Stream, "").await;
+    assert!(raw.upsert(1, batch(1)).await.error.is_none());
+    let oversized: Vec<Record> = [batch(2), batch(2)].concat();
+    let refused = raw.upsert(2, oversized).await;
+    let error = refused.error.expect("ten records over a limit of eight");
+    assert_eq!(error.code, Code::ResourceExhausted as i32);
+    assert!(error.message.contains("max_batch_records"), "{error:?}");
+    assert!(refused.outcomes.is_empty());
+    assert!(raw.upsert(3, batch(3)).await.error.is_none());
+    drop(raw);
+    assert_exactly_once(&w.visible().await, [1, 3]);
+}
+
 on_both_backends!(
     a_thousand_batches_are_acknowledged_in_order_with_their_outcomes,
+    an_oversized_batch_mid_stream_is_rejected_and_the_stream_goes_on with |o: &mut tributary::server::ServerOptions| o.limits.max_batch_records = 8,
     an_invalid_batch_mid_stream_is_rejected_and_the_stream_goes_on,
     batches_that_change_one_record_in_turn_apply_in_stream_order,
     a_dropped_stream_resumes_and_applies_every_batch_exactly_once,

@@ -200,7 +200,7 @@ impl ContributionService {
     ) -> Result<BatchResult<Vec<RecordOutcome>>> {
         self.check_batch_size(records.len(), "records")?;
         self.admit(who, records.len())?;
-        let batch = self.prepare_upsert(who, records).await?;
+        let batch = self.upsert_preparer(who).await?.prepare(records)?;
         let result = self.apply(who, session_id, batch, batch_seq).await?;
         Ok(result.map(BatchReport::into_outcomes))
     }
@@ -262,7 +262,7 @@ impl ContributionService {
         }
     }
 
-    /// Checks a reconcile call's ranges; see [`Self::prepare_upsert`].
+    /// Checks a reconcile call's ranges; see [`Self::upsert_preparer`].
     pub fn prepare_reconcile(&self, queries: Vec<RangeQuery>) -> Result<PreparedBatch> {
         check_call(&queries, self.reconcile_limits())?;
         Ok(PreparedBatch::Reconcile(queries))
@@ -289,19 +289,11 @@ impl ContributionService {
         Ok(judge.finish())
     }
 
-    /// Validates an upsert batch against the connector's schema and computes keys and
-    /// checksums, without touching the session: the CPU half of [`Self::upsert`].
-    async fn prepare_upsert(
-        &self,
-        who: &Contributor,
-        records: Vec<RecordInput>,
-    ) -> Result<PreparedBatch> {
-        self.upsert_preparer(who).await?.prepare(records)
-    }
-
-    /// What [`Self::prepare_upsert`] needs from the store (the connector's schema), fetched
-    /// first, so that its CPU half can run where the caller chooses: a stream runs it off the
-    /// async runtime's workers, which its writer needs to keep the database busy.
+    /// What validating an upsert batch needs from the store (the connector's schema), fetched
+    /// first, so that the CPU half of [`Self::upsert`] (validating against the schema, keys and
+    /// checksums, without touching the session: [`UpsertPreparer::prepare`]) can run where the
+    /// caller chooses: a stream runs it off the async runtime's workers, which its writer needs
+    /// to keep the database busy.
     pub async fn upsert_preparer(&self, who: &Contributor) -> Result<UpsertPreparer> {
         Ok(UpsertPreparer {
             schema: self.schema(who).await?,
@@ -311,7 +303,7 @@ impl ContributionService {
         })
     }
 
-    /// Checks a delete batch and computes its keys; see [`Self::prepare_upsert`].
+    /// Checks a delete batch and computes its keys; see [`Self::upsert_preparer`].
     pub fn prepare_delete(&self, who: &Contributor, ids: Vec<String>) -> Result<PreparedBatch> {
         self.check_batch_size(ids.len(), "ids")?;
         check_delete_ids(&ids)?;
@@ -325,7 +317,7 @@ impl ContributionService {
         ))
     }
 
-    /// Checks a digest batch and computes its keys; see [`Self::prepare_upsert`].
+    /// Checks a digest batch and computes its keys; see [`Self::upsert_preparer`].
     pub fn prepare_diff(
         &self,
         who: &Contributor,
