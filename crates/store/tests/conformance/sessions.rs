@@ -29,6 +29,8 @@ conformance!(
     stream_sessions_are_never_superseded,
     foreign_unknown_and_closed_sessions_are_denied,
     idle_sessions_expire,
+    a_batch_keeps_its_session_from_expiring,
+    concurrent_unary_batches_of_one_session_all_stage,
 );
 
 async fn stream_upsert_outcomes(db: &TestDb) {
@@ -866,4 +868,98 @@ async fn idle_sessions_expire(db: &TestDb) {
         .superseded
         .is_empty());
     assert!(get(db, &c, "X").await.is_none());
+}
+
+/// Batches touch their session at most once a second (`enter_batch`); one after a longer quiet
+/// touches it again, so the idle timeout counts from it.
+async fn a_batch_keeps_its_session_from_expiring(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let s = open(db, &c, SessionMode::Accrue, T0).await;
+    for at in [T0 + SEC / 2, T0 + 10 * SEC, T0 + 10 * SEC + SEC / 2] {
+        db.store
+            .upsert_batch(&call(&s, &c, at), &[record(&c, "X", at)])
+            .await
+            .applied_ok();
+    }
+    // Idle since T0 + 10 s at the latest: a cutoff before that expires nothing.
+    assert_eq!(
+        db.store
+            .expire_idle_sessions(T0 + 9 * SEC, T0 + DAY)
+            .await
+            .unwrap(),
+        0
+    );
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 11 * SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(closed.totals, totals(1, 0, 0, 0, 0, 0));
+    assert_eq!(
+        get(db, &c, "X").await.unwrap().checksum,
+        record(&c, "X", T0 + 10 * SEC + SEC / 2).checksum
+    );
+}
+
+/// A session's unary batches in flight at once (through two stores, as on two replicas), with
+/// overlapping keys in opposite orders, some sent as they are and some changed: every batch is
+/// staged (none fails on a lock conflict or deadlock) and the commit holds, for every key, one
+/// of the versions sent.
+async fn concurrent_unary_batches_of_one_session_all_stage(db: &TestDb) {
+    const KEYS: i64 = 60;
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let existing: Vec<_> = (0..KEYS).map(|i| record(&c, &format!("R{i}"), 0)).collect();
+    stream(db, &c, &existing, T0).await;
+    let other = tributary_store::open(&db.url).await.unwrap();
+    for round in 0..3 {
+        let at = T0 + (1 + round) * 2 * SEC;
+        let s = open(db, &c, SessionMode::Accrue, at).await;
+        let stores = [
+            db.store.clone(),
+            other.clone(),
+            db.store.clone(),
+            other.clone(),
+        ];
+        let sends = stores.iter().enumerate().map(|(n, store)| {
+            let n = n as i64;
+            let mut records: Vec<_> = (0..KEYS)
+                .map(|i| {
+                    let population = if (i + n) % 2 == 0 { 0 } else { 1 + n };
+                    record(&c, &format!("R{i}"), population)
+                })
+                .collect();
+            if n % 2 == 1 {
+                records.reverse();
+            }
+            let (s, c) = (s.clone(), c.clone());
+            async move {
+                store
+                    .upsert_batch(&call(&s, &c, at + SEC / 2), &records)
+                    .await
+            }
+        });
+        for result in futures::future::join_all(sends).await {
+            assert_eq!(result.applied_ok().len(), KEYS as usize, "round {round}");
+        }
+        let closed = db
+            .store
+            .close_session(&call(&s, &c, at + SEC), true, false)
+            .await
+            .unwrap();
+        let t = closed.totals;
+        assert_eq!(
+            (t.created, t.updated + t.unchanged),
+            (0, KEYS as u64),
+            "{t:?}"
+        );
+        for i in 0..KEYS {
+            let id = format!("R{i}");
+            let now = get(db, &c, &id).await.unwrap().checksum;
+            let sent = (0..4).map(|n| if (i + n) % 2 == 0 { 0 } else { 1 + n });
+            assert!(
+                sent.map(|p| record(&c, &id, p).checksum).any(|s| s == now),
+                "round {round}: {id} holds a version nobody sent"
+            );
+        }
+    }
 }
