@@ -4,6 +4,7 @@ use crate::checksum::{canonical_json, record_checksum};
 use crate::ids::record_key;
 use crate::model::{DigestState, Outcome, WritePolicy};
 use crate::schema::EntitySchema;
+use crate::text::{json_has_nul, NUL_PROBLEM};
 use crate::{Error, Result, Violation};
 use serde_json::Value;
 
@@ -55,21 +56,22 @@ pub struct RecordOwner<'a> {
     pub connector: &'a str,
 }
 
-/// Checks an id (or name) is 1..64 Unicode scalar values.
-fn check_text(field: String, value: &str, what: &str, out: &mut Vec<Violation>) {
+/// Checks an id (or name) is 1..64 Unicode scalar values. `field` names it in a violation; it
+/// is built only for one (every record of every batch passes through here).
+fn check_text(field: impl FnOnce() -> String, value: &str, what: &str, out: &mut Vec<Violation>) {
     if value.contains('\0') {
-        out.push(Violation::new(field, crate::text::NUL_PROBLEM));
+        out.push(Violation::new(field(), NUL_PROBLEM));
         return;
     }
     let chars = value.chars().count();
     if chars == 0 {
         out.push(Violation::new(
-            field,
+            field(),
             format!("{what} is required (1..64 characters)"),
         ));
     } else if chars > 64 {
         out.push(Violation::new(
-            field,
+            field(),
             format!("{what} is {chars} characters long; at most 64 are allowed"),
         ));
     }
@@ -121,9 +123,13 @@ fn prepare_one(
             format!("{} (id {:?})", at(field), shown_id(&record.id))
         }
     };
-    check_text(label("id"), &record.id, "id", violations);
-    check_text(label("name"), &record.name, "name", violations);
-    crate::text::check_no_nul(label("checksum"), &record.checksum, violations);
+    // Labels are built only for a violation: formatting them for every record cost more than
+    // the checks.
+    check_text(|| label("id"), &record.id, "id", violations);
+    check_text(|| label("name"), &record.name, "name", violations);
+    if record.checksum.contains('\0') {
+        violations.push(Violation::new(label("checksum"), NUL_PROBLEM));
+    }
     let checksum_chars = record.checksum.chars().count();
     if checksum_chars > 128 {
         violations.push(Violation::new(
@@ -133,13 +139,11 @@ fn prepare_one(
     }
     match &record.entity {
         None => violations.push(Violation::new(label("entity"), "entity is required")),
-        Some(Value::Object(_)) => {
+        // A valid entity (the common case) is answered without collecting errors.
+        Some(entity @ Value::Object(_)) if schema.is_valid(entity) => {}
+        Some(entity @ Value::Object(_)) => {
             let mut schema_violations = Vec::new();
-            schema.violations(
-                &at("entity"),
-                record.entity.as_ref().unwrap_or(&Value::Null),
-                &mut schema_violations,
-            );
+            schema.violations(&at("entity"), entity, &mut schema_violations);
             for v in schema_violations {
                 violations.push(Violation::new(with_id(&v.field, &record.id), v.description));
             }
@@ -149,11 +153,13 @@ fn prepare_one(
             "entity must be a JSON object",
         )),
     }
-    if let Some(entity) = &record.entity {
-        crate::text::check_json_no_nul(label("entity"), entity, violations);
+    if record.entity.as_ref().is_some_and(json_has_nul) {
+        violations.push(Violation::new(label("entity"), NUL_PROBLEM));
     }
     if let Some(instance) = &record.instance {
-        crate::text::check_json_no_nul(label("instance"), instance, violations);
+        if json_has_nul(instance) {
+            violations.push(Violation::new(label("instance"), NUL_PROBLEM));
+        }
         if !instance.is_object() {
             violations.push(Violation::new(
                 label("instance"),
@@ -214,7 +220,7 @@ fn with_id(field: &str, id: &str) -> String {
 pub fn check_delete_ids(ids: &[String]) -> Result<()> {
     let mut violations = Vec::new();
     for (index, id) in ids.iter().enumerate() {
-        check_text(format!("ids[{index}]"), id, "id", &mut violations);
+        check_text(|| format!("ids[{index}]"), id, "id", &mut violations);
     }
     if violations.is_empty() {
         Ok(())
@@ -236,7 +242,7 @@ pub fn check_digests(digests: &[DigestInput]) -> Result<()> {
     let mut violations = Vec::new();
     for (index, digest) in digests.iter().enumerate() {
         check_text(
-            format!("digests[{index}].id"),
+            || format!("digests[{index}].id"),
             &digest.id,
             "id",
             &mut violations,

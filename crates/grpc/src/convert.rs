@@ -21,13 +21,12 @@ pub struct NonFiniteNumber {
 
 /// Converts a `Struct` to a JSON object.
 pub fn struct_to_json(s: Struct) -> Result<Value, NonFiniteNumber> {
-    let mut path = String::new();
-    fields_to_json(s, &mut path).map(Value::Object)
+    fields_to_json(s).map(Value::Object)
 }
 
 /// Converts a `Struct` given in request field `field` to a JSON object; a non-finite number is
 /// a violation naming its full path (`records[3].entity.population`).
-pub fn struct_field_to_json(field: &str, s: Struct) -> Result<Value, Violation> {
+pub fn struct_field_to_json(field: impl std::fmt::Display, s: Struct) -> Result<Value, Violation> {
     struct_to_json(s).map_err(|e| {
         Violation::new(
             format!("{field}{}", e.path),
@@ -41,39 +40,42 @@ pub fn struct_arg_to_json(field: &str, s: Struct) -> Result<Value> {
     struct_field_to_json(field, s).map_err(|v| Error::InvalidArgument(vec![v]))
 }
 
-fn fields_to_json(s: Struct, path: &mut String) -> Result<Map<String, Value>, NonFiniteNumber> {
-    let mut map = Map::with_capacity(s.fields.len());
+// The path of a non-finite number is built as its error travels out, segment by segment, so
+// the conversion of a valid value (every record of every batch) spends nothing on paths.
+fn fields_to_json(s: Struct) -> Result<Map<String, Value>, NonFiniteNumber> {
+    let mut map = Map::new();
     for (key, value) in s.fields {
-        let len = path.len();
-        path.push('.');
-        path.push_str(&key);
-        let json = value_to_json(value, path)?;
-        path.truncate(len);
+        let json = value_to_json(value).map_err(|e| e.under(format_args!(".{key}")))?;
         map.insert(key, json);
     }
     Ok(map)
 }
 
-fn value_to_json(value: ProtoValue, path: &mut String) -> Result<Value, NonFiniteNumber> {
+fn value_to_json(value: ProtoValue) -> Result<Value, NonFiniteNumber> {
     Ok(match value.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),
         Some(Kind::StringValue(s)) => Value::String(s),
-        Some(Kind::NumberValue(n)) => {
-            number_to_json(n).ok_or_else(|| NonFiniteNumber { path: path.clone() })?
-        }
-        Some(Kind::StructValue(s)) => Value::Object(fields_to_json(s, path)?),
+        Some(Kind::NumberValue(n)) => number_to_json(n).ok_or_else(|| NonFiniteNumber {
+            path: String::new(),
+        })?,
+        Some(Kind::StructValue(s)) => Value::Object(fields_to_json(s)?),
         Some(Kind::ListValue(list)) => {
             let mut items = Vec::with_capacity(list.values.len());
             for (i, item) in list.values.into_iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                items.push(value_to_json(item, path)?);
-                path.truncate(len);
+                items.push(value_to_json(item).map_err(|e| e.under(format_args!("[{i}]")))?);
             }
             Value::Array(items)
         }
     })
+}
+
+impl NonFiniteNumber {
+    /// The same number seen from one level up: `segment` goes in front of the path.
+    fn under(mut self, segment: std::fmt::Arguments<'_>) -> Self {
+        self.path.insert_str(0, &segment.to_string());
+        self
+    }
 }
 
 /// An f64 as a JSON number: an integer when integral and exact, `None` for NaN and infinities.

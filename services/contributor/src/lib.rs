@@ -177,9 +177,10 @@ fn totals_to_proto(t: SessionTotals) -> pb::SessionTotals {
 /// Decodes a batch's records; a number JSON cannot hold is a violation naming the record.
 fn records_from_proto(records: Vec<pb::Record>) -> Result<Vec<RecordInput>, Error> {
     let mut violations: Vec<Violation> = Vec::new();
-    let mut decode = |field: String, s: Option<prost_types::Struct>| {
+    // The field's name is formatted only for a violation.
+    let mut decode = |i: usize, part: &str, s: Option<prost_types::Struct>| {
         s.and_then(|s| {
-            struct_field_to_json(&field, s)
+            struct_field_to_json(format_args!("records[{i}].{part}"), s)
                 .map_err(|v| violations.push(v))
                 .ok()
         })
@@ -188,8 +189,8 @@ fn records_from_proto(records: Vec<pb::Record>) -> Result<Vec<RecordInput>, Erro
         .into_iter()
         .enumerate()
         .map(|(i, r)| RecordInput {
-            entity: decode(format!("records[{i}].entity"), r.entity),
-            instance: decode(format!("records[{i}].instance"), r.instance),
+            entity: decode(i, "entity", r.entity),
+            instance: decode(i, "instance", r.instance),
             id: r.id,
             name: r.name,
             checksum: r.checksum,
