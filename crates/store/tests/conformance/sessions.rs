@@ -870,8 +870,8 @@ async fn idle_sessions_expire(db: &TestDb) {
     assert!(get(db, &c, "X").await.is_none());
 }
 
-/// Batches touch their session at most once a second (`enter_batch`); one after a longer quiet
-/// touches it again, so the idle timeout counts from it.
+/// Every batch touches its session, so the idle timeout counts from the last one: a cutoff
+/// before it expires nothing, and the session commits the last version sent.
 async fn a_batch_keeps_its_session_from_expiring(db: &TestDb) {
     let c = connector(db, WritePolicy::Importer, None).await;
     let s = open(db, &c, SessionMode::Accrue, T0).await;
