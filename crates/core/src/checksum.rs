@@ -11,28 +11,27 @@ use std::cmp::Ordering;
 /// the reference in the tests) buffered and re-parsed every member to sort it, about a fifth of
 /// the server's CPU on the write path (BENCHMARKS.md, issue 16).
 pub fn canonical_json(value: &Value) -> Result<String> {
-    let mut out = Vec::with_capacity(128);
+    let mut out = String::with_capacity(128);
     write_value(value, &mut out)?;
-    // Only `&str`s and ASCII went in.
-    String::from_utf8(out).map_err(|e| Error::Internal(format!("canonical JSON: {e}")))
+    Ok(out)
 }
 
-fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<()> {
+fn write_value(value: &Value, out: &mut String) -> Result<()> {
     match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
         Value::Number(number) => write_number(number, out)?,
         Value::String(text) => write_string(text, out),
         Value::Array(items) => {
-            out.push(b'[');
+            out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.push(',');
                 }
                 write_value(item, out)?;
             }
-            out.push(b']');
+            out.push(']');
         }
         Value::Object(members) => write_object(members, out)?,
     }
@@ -42,13 +41,13 @@ fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<()> {
 /// RFC 8785 §3.2.3: members sorted by the UTF-16 code units of their names. A `Map` iterates in
 /// UTF-8 byte order, which is the same order unless names mix characters above U+FFFF with
 /// ones from U+E000 to U+FFFF; only then are the members sorted again.
-fn write_object(members: &Map<String, Value>, out: &mut Vec<u8>) -> Result<()> {
+fn write_object(members: &Map<String, Value>, out: &mut String) -> Result<()> {
     let names = members.keys();
     let in_order = names
         .clone()
         .zip(names.skip(1))
         .all(|(a, b)| utf16_order(a, b) == Ordering::Less);
-    out.push(b'{');
+    out.push('{');
     if in_order {
         write_members(members.iter(), out)?;
     } else {
@@ -56,20 +55,20 @@ fn write_object(members: &Map<String, Value>, out: &mut Vec<u8>) -> Result<()> {
         sorted.sort_unstable_by(|a, b| utf16_order(a.0, b.0));
         write_members(sorted.into_iter(), out)?;
     }
-    out.push(b'}');
+    out.push('}');
     Ok(())
 }
 
 fn write_members<'v>(
     members: impl Iterator<Item = (&'v String, &'v Value)>,
-    out: &mut Vec<u8>,
+    out: &mut String,
 ) -> Result<()> {
     for (i, (name, value)) in members.enumerate() {
         if i > 0 {
-            out.push(b',');
+            out.push(',');
         }
         write_string(name, out);
-        out.push(b':');
+        out.push(':');
         write_value(value, out)?;
     }
     Ok(())
@@ -81,10 +80,10 @@ fn utf16_order(a: &str, b: &str) -> Ordering {
 
 /// RFC 8785 §3.2.2.3: every number as ECMAScript writes the double it is (an integer beyond
 /// 2^53 included).
-fn write_number(number: &Number, out: &mut Vec<u8>) -> Result<()> {
+fn write_number(number: &Number, out: &mut String) -> Result<()> {
     match number.as_f64() {
         Some(double) if double.is_finite() => {
-            out.extend_from_slice(ryu_js::Buffer::new().format_finite(double).as_bytes());
+            out.push_str(ryu_js::Buffer::new().format_finite(double));
             Ok(())
         }
         _ => Err(Error::Internal(format!(
@@ -93,12 +92,38 @@ fn write_number(number: &Number, out: &mut Vec<u8>) -> Result<()> {
     }
 }
 
-/// RFC 8785 §3.2.2.2: a string as serde_json writes it, whose escapes are `JSON.stringify`'s
-/// (`"`, `\\` and control characters, nothing else).
-fn write_string(text: &str, out: &mut Vec<u8>) {
-    // Serializing a `&str` into a `Vec` cannot fail: the only errors would be the writer's.
-    let written = serde_json::to_writer(&mut *out, text);
-    debug_assert!(written.is_ok());
+/// RFC 8785 §3.2.2.2: a string in quotes with `"`, `\\` and the control characters escaped
+/// (`\b \t \n \f \r` by name, the rest as `\u00xx`), everything else as it is. Also what
+/// serde_json writes, and what `JSON.stringify` does.
+fn write_string(text: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let mut plain_from = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            0x0c => "\\f",
+            b'\r' => "\\r",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // The byte is ASCII, so `at` is a character boundary.
+        out.push_str(&text[plain_from..at]);
+        plain_from = at + 1;
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+    }
+    out.push_str(&text[plain_from..]);
+    out.push('"');
 }
 
 /// The computed checksum: lowercase hex BLAKE3 of the canonical JSON of
@@ -113,9 +138,9 @@ pub fn record_checksum(name: &str, entity_canonical: &str, instance_canonical: &
     hasher.update(b",\"instance\":");
     hasher.update(instance_canonical.as_bytes());
     hasher.update(b",\"name\":");
-    let mut name_json = Vec::with_capacity(name.len() + 2);
+    let mut name_json = String::with_capacity(name.len() + 2);
     write_string(name, &mut name_json);
-    hasher.update(&name_json);
+    hasher.update(name_json.as_bytes());
     hasher.update(b"}");
     hasher.finalize().to_hex().to_string()
 }
