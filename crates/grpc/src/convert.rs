@@ -1,23 +1,11 @@
-//! `google.protobuf.Struct`/`Value` <-> `serde_json::Value`, and timestamps.
-//!
-//! Protobuf has only doubles; JSON has integers. An integral double within ±2^53 (where every
-//! integer is exact) becomes a JSON integer, so integers are stored and returned as integers
-//! (SPEC.md §11) and checksums do not depend on how a client spelled `1` vs `1.0`.
+//! `google.protobuf.Struct`/`Value` <-> `serde_json::Value`, and timestamps. Numbers follow
+//! [`number_to_json`]: an integral double within ±2^53 is a JSON integer (SPEC.md §11).
 
 use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Timestamp, Value as ProtoValue};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 use tributary_core::{Error, Result, Violation};
-
-/// Largest magnitude at which every integer is exactly representable as an f64.
-const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0; // 2^53
-
-/// A number JSON cannot hold (NaN or ±infinity), at `path` inside the converted value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NonFiniteNumber {
-    /// Path relative to the converted value, e.g. `.population` or `.sizes[2]`.
-    pub path: String,
-}
+pub use tributary_proto::json::{number_to_json, JsonObject, NonFiniteNumber};
 
 /// Converts a `Struct` to a JSON object.
 pub fn struct_to_json(s: Struct) -> Result<Value, NonFiniteNumber> {
@@ -27,12 +15,25 @@ pub fn struct_to_json(s: Struct) -> Result<Value, NonFiniteNumber> {
 /// Converts a `Struct` given in request field `field` to a JSON object; a non-finite number is
 /// a violation naming its full path (`records[3].entity.population`).
 pub fn struct_field_to_json(field: impl std::fmt::Display, s: Struct) -> Result<Value, Violation> {
-    struct_to_json(s).map_err(|e| {
-        Violation::new(
-            format!("{field}{}", e.path),
-            "NaN and infinity are not JSON numbers",
-        )
-    })
+    struct_to_json(s).map_err(|e| non_finite_violation(field, e))
+}
+
+/// Like [`struct_field_to_json`] for a `Struct` the server decoded straight into JSON.
+pub fn object_field_to_json(
+    field: impl std::fmt::Display,
+    object: JsonObject,
+) -> Result<Value, Violation> {
+    object
+        .into_json()
+        .map(Value::Object)
+        .map_err(|e| non_finite_violation(field, e))
+}
+
+fn non_finite_violation(field: impl std::fmt::Display, e: NonFiniteNumber) -> Violation {
+    Violation::new(
+        format!("{field}{}", e.path),
+        "NaN and infinity are not JSON numbers",
+    )
 }
 
 /// Like [`struct_field_to_json`], as a domain `InvalidArgument` error.
@@ -40,8 +41,6 @@ pub fn struct_arg_to_json(field: &str, s: Struct) -> Result<Value> {
     struct_field_to_json(field, s).map_err(|v| Error::InvalidArgument(vec![v]))
 }
 
-// The path of a non-finite number is built as its error travels out, segment by segment, so
-// the conversion of a valid value (every record of every batch) spends nothing on paths.
 fn fields_to_json(s: Struct) -> Result<Map<String, Value>, NonFiniteNumber> {
     let mut map = Map::new();
     for (key, value) in s.fields {
@@ -56,9 +55,7 @@ fn value_to_json(value: ProtoValue) -> Result<Value, NonFiniteNumber> {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),
         Some(Kind::StringValue(s)) => Value::String(s),
-        Some(Kind::NumberValue(n)) => number_to_json(n).ok_or_else(|| NonFiniteNumber {
-            path: String::new(),
-        })?,
+        Some(Kind::NumberValue(n)) => number_to_json(n).ok_or_else(NonFiniteNumber::here)?,
         Some(Kind::StructValue(s)) => Value::Object(fields_to_json(s)?),
         Some(Kind::ListValue(list)) => {
             let mut items = Vec::with_capacity(list.values.len());
@@ -68,26 +65,6 @@ fn value_to_json(value: ProtoValue) -> Result<Value, NonFiniteNumber> {
             Value::Array(items)
         }
     })
-}
-
-impl NonFiniteNumber {
-    /// The same number seen from one level up: `segment` goes in front of the path.
-    fn under(mut self, segment: std::fmt::Arguments<'_>) -> Self {
-        self.path.insert_str(0, &segment.to_string());
-        self
-    }
-}
-
-/// An f64 as a JSON number: an integer when integral and exact, `None` for NaN and infinities.
-pub fn number_to_json(n: f64) -> Option<Value> {
-    if !n.is_finite() {
-        return None;
-    }
-    if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
-        // Exact: |n| <= 2^53 fits i64 and the cast loses nothing (and turns -0.0 into 0).
-        return Some(Value::Number(Number::from(n as i64)));
-    }
-    Number::from_f64(n).map(Value::Number)
 }
 
 /// A JSON value as a protobuf `Value` (numbers become doubles).
@@ -161,6 +138,8 @@ pub fn micros(ts: &Timestamp) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use prost::Message;
     use serde_json::json;
 
     fn num(n: f64) -> ProtoValue {
@@ -242,6 +221,68 @@ mod tests {
         let violation = struct_field_to_json("records[3].entity", s).expect_err("NaN");
         assert_eq!(violation.field, "records[3].entity.a.sizes[1]");
         assert!(number_to_json(f64::INFINITY).is_none());
+    }
+
+    /// Any `google.protobuf.Value`, NaN, infinities and -0.0 included, nested a few levels.
+    fn proto_values() -> impl Strategy<Value = ProtoValue> {
+        let key = r#"[a-c"\\é😀]{0,3}"#;
+        let number = prop_oneof![
+            any::<f64>(),
+            (-3i64..3).prop_map(|n| n as f64),
+            Just(-0.0),
+            Just(2f64.powi(53)),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+        ];
+        let leaf = prop_oneof![
+            Just(Kind::NullValue(0)),
+            any::<bool>().prop_map(Kind::BoolValue),
+            number.prop_map(Kind::NumberValue),
+            key.prop_map(Kind::StringValue),
+        ]
+        .prop_map(|kind| ProtoValue { kind: Some(kind) })
+        .boxed();
+        leaf.prop_recursive(4, 32, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|values| Kind::ListValue(ListValue { values })),
+                prop::collection::btree_map(key, inner, 0..4)
+                    .prop_map(|fields| Kind::StructValue(Struct { fields })),
+            ]
+            .prop_map(|kind| ProtoValue { kind: Some(kind) })
+        })
+    }
+
+    fn proto_structs() -> impl Strategy<Value = Struct> {
+        prop::collection::btree_map("[a-d]{0,2}", proto_values(), 0..5)
+            .prop_map(|fields| Struct { fields })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// The server's straight decoding answers what decoding a `Struct` and converting it
+        /// answers: the same JSON, or the same non-finite number's path.
+        #[test]
+        fn a_json_object_decodes_what_struct_to_json_converts(s in proto_structs()) {
+            let wire = s.encode_to_vec();
+            let direct = JsonObject::decode(wire.as_slice()).expect("a Struct decodes");
+            let expected = struct_to_json(s);
+            prop_assert_eq!(direct.into_json().map(Value::Object), expected);
+        }
+
+        /// A JSON object encodes as the `Struct` it converts to.
+        #[test]
+        fn a_json_object_encodes_as_its_struct(s in proto_structs()) {
+            let Ok(Value::Object(fields)) = struct_to_json(s) else {
+                return Ok(()); // non-finite: not a JSON object
+            };
+            let object = JsonObject::new(fields.clone());
+            let wire = object.encode_to_vec();
+            prop_assert_eq!(wire.len(), object.encoded_len());
+            let decoded = Struct::decode(wire.as_slice()).expect("a JsonObject decodes as a Struct");
+            prop_assert_eq!(decoded, map_to_struct(fields));
+        }
     }
 
     #[test]

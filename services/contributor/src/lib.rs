@@ -17,12 +17,16 @@ use tributary_core::record::RecordInput;
 use tributary_core::store::BatchResult;
 use tributary_core::{Error, Violation};
 use tributary_grpc::auth::bearer_token;
-use tributary_grpc::convert::struct_field_to_json;
+use tributary_grpc::convert::{object_field_to_json, JsonObject};
 use tributary_grpc::reconcile::{answers_to_proto, ranges_from_proto};
 use tributary_grpc::status::traced;
 use tributary_grpc::to_status;
 use tributary_proto::contribution::v1 as pb;
-use tributary_proto::contribution::v1::contribution_server::{Contribution, ContributionServer};
+// Requests carrying records decode their entities straight into JSON (ADR 0022).
+use tributary_proto::contribution::v1::json as json_pb;
+use tributary_proto::contribution::v1::json::contribution_server::{
+    Contribution, ContributionServer,
+};
 
 /// The tonic adapter over [`ContributionService`].
 #[derive(Clone)]
@@ -175,12 +179,12 @@ fn totals_to_proto(t: SessionTotals) -> pb::SessionTotals {
 }
 
 /// Decodes a batch's records; a number JSON cannot hold is a violation naming the record.
-fn records_from_proto(records: Vec<pb::Record>) -> Result<Vec<RecordInput>, Error> {
+fn records_from_proto(records: Vec<json_pb::Record>) -> Result<Vec<RecordInput>, Error> {
     let mut violations: Vec<Violation> = Vec::new();
     // The field's name is formatted only for a violation.
-    let mut decode = |i: usize, part: &str, s: Option<prost_types::Struct>| {
-        s.and_then(|s| {
-            struct_field_to_json(format_args!("records[{i}].{part}"), s)
+    let mut decode = |i: usize, part: &str, object: Option<JsonObject>| {
+        object.and_then(|object| {
+            object_field_to_json(format_args!("records[{i}].{part}"), object)
                 .map_err(|v| violations.push(v))
                 .ok()
         })
@@ -226,7 +230,7 @@ impl Contribution for ContributionApi {
 
     async fn upsert(
         &self,
-        request: Request<pb::UpsertRequest>,
+        request: Request<json_pb::UpsertRequest>,
     ) -> Result<Response<pb::UpsertResponse>, Status> {
         traced(rpc_span("Upsert"), async move {
             let who = self.authenticate(&request).await?;
@@ -350,7 +354,7 @@ impl Contribution for ContributionApi {
 
     async fn contribute(
         &self,
-        request: Request<Streaming<pb::ContributeRequest>>,
+        request: Request<Streaming<json_pb::ContributeRequest>>,
     ) -> Result<Response<Self::ContributeStream>, Status> {
         // One span for the stream's whole life; the connector is known now, the session after
         // the first message.
@@ -370,6 +374,7 @@ impl Contribution for ContributionApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
 
     #[test]
     fn unspecified_mode_is_invalid() {
@@ -396,14 +401,20 @@ mod tests {
             .into_iter()
             .collect(),
         };
-        let records = vec![
-            pb::Record::default(),
-            pb::Record {
-                entity: Some(entity),
-                ..Default::default()
-            },
-        ];
-        match records_from_proto(records) {
+        // Sent as a client sends it, decoded as the server decodes it.
+        let sent = pb::UpsertRequest {
+            records: vec![
+                pb::Record::default(),
+                pb::Record {
+                    entity: Some(entity),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let received = json_pb::UpsertRequest::decode(sent.encode_to_vec().as_slice())
+            .expect("a Struct holding NaN is valid protobuf");
+        match records_from_proto(received.records) {
             Err(Error::InvalidArgument(v)) => assert_eq!(v[0].field, "records[1].entity.n"),
             other => panic!("expected InvalidArgument, got {other:?}"),
         }

@@ -36,8 +36,9 @@ use tributary_core::Error;
 use tributary_grpc::reconcile::{answers_to_proto, ranges_from_proto};
 use tributary_grpc::{log_outcome, request_status, to_status};
 use tributary_proto::contribution::v1 as pb;
-use tributary_proto::contribution::v1::contribute_request::Message as Inbound;
 use tributary_proto::contribution::v1::contribute_response::Message as Outbound;
+use tributary_proto::contribution::v1::json as json_pb;
+use tributary_proto::contribution::v1::json::contribute_request::Message as Inbound;
 
 use crate::metrics;
 use crate::{
@@ -57,10 +58,10 @@ type Reply = Result<pb::ContributeResponse, Status>;
 pub(crate) fn spawn(
     svc: ContributionService,
     who: Contributor,
-    inbound: Streaming<pb::ContributeRequest>,
+    inbound: Streaming<json_pb::ContributeRequest>,
     shutdown: CancellationToken,
     span: Span,
-) -> <ContributionApi as pb::contribution_server::Contribution>::ContributeStream {
+) -> <ContributionApi as json_pb::contribution_server::Contribution>::ContributeStream {
     let (tx, rx) = mpsc::channel::<Reply>(OUTBOUND_CAPACITY);
     // The stream's final status travels apart from the acks, so it can always be delivered
     // (after the queued acks) even when the ack queue is full.
@@ -191,7 +192,10 @@ struct StreamReader {
 
 impl StreamTask {
     /// Serves the stream until it closes; `Err` is the status it ends with.
-    async fn run(mut self, mut inbound: Streaming<pb::ContributeRequest>) -> Result<(), Status> {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<json_pb::ContributeRequest>,
+    ) -> Result<(), Status> {
         let Some(first) = next_message(&self.shutdown, &mut inbound).await? else {
             return Ok(());
         };
@@ -506,7 +510,7 @@ impl StreamTask {
 
 /// A batch as the stream carries it.
 enum Batch {
-    Upsert(Vec<pb::Record>),
+    Upsert(Vec<json_pb::Record>),
     Delete(Vec<String>),
     Diff(Vec<pb::Digest>),
     Reconcile(Vec<pb::ReconcileRange>),
@@ -531,8 +535,8 @@ impl<T> Drop for AbortOnDrop<T> {
 /// ends the stream between batches, never inside one).
 async fn next_message(
     shutdown: &CancellationToken,
-    inbound: &mut Streaming<pb::ContributeRequest>,
-) -> Result<Option<pb::ContributeRequest>, Status> {
+    inbound: &mut Streaming<json_pb::ContributeRequest>,
+) -> Result<Option<json_pb::ContributeRequest>, Status> {
     tokio::select! {
         biased;
         () = shutdown.cancelled() => Err(shutting_down()),
@@ -545,7 +549,7 @@ impl StreamReader {
     /// stops; `Err` is the status the stream ends with once earlier batches are acknowledged.
     async fn run(
         mut self,
-        mut inbound: Streaming<pb::ContributeRequest>,
+        mut inbound: Streaming<json_pb::ContributeRequest>,
         steps: mpsc::Sender<Step>,
     ) -> Result<(), Status> {
         while let Some(message) = next_message(&self.shutdown, &mut inbound).await? {

@@ -29,7 +29,7 @@ use tributary_grpc::auth::AdminAuth;
 use tributary_ingest::{Engine, EngineOptions, ExportOptions, ExportScheduler, Exporter};
 use tributary_proto::admin::v1::admin_server::AdminServer;
 use tributary_proto::catalog::v1::catalog_server::CatalogServer;
-use tributary_proto::contribution::v1::contribution_server::ContributionServer;
+use tributary_proto::contribution::v1::json::contribution_server::ContributionServer;
 
 /// A gRPC service a process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
