@@ -199,6 +199,60 @@ async fn nul_in_any_text_is_invalid_argument_naming_the_field(sandbox: &Sandbox)
     assert!(world.visible().await.is_empty());
 }
 
+/// The Contribution server decodes entities straight into JSON (ADR 0022): over real gRPC, a
+/// NaN is INVALID_ARGUMENT naming its path, nesting past protobuf's recursion limit is
+/// INVALID_ARGUMENT, not INTERNAL, and the session goes on taking good records.
+async fn hostile_entities_are_invalid_argument_over_the_wire(sandbox: &Sandbox) {
+    let mut world = sandbox.country_world().await;
+    let session = world.open(pb::SessionMode::Stream).await;
+    let mut entity = json_struct(tributary_tests::country_entity("XX", 1));
+    entity.fields.insert(
+        "area".into(),
+        prost_types::Value {
+            kind: Some(prost_types::value::Kind::NumberValue(f64::NAN)),
+        },
+    );
+    let record = pb::Record {
+        id: "E".into(),
+        name: "E".into(),
+        entity: Some(entity),
+        ..Default::default()
+    };
+    let refused = world.upsert(&session, vec![record]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let fields = bad_request_fields(&refused);
+    assert!(
+        fields
+            .iter()
+            .any(|(f, d)| f == "records[0].entity.area" && d.contains("NaN")),
+        "{fields:?}"
+    );
+
+    let mut deep = prost_types::Struct::default();
+    for _ in 0..200 {
+        deep = prost_types::Struct {
+            fields: [(
+                "a".to_owned(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StructValue(deep)),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+    }
+    let record = pb::Record {
+        id: "D".into(),
+        name: "D".into(),
+        entity: Some(deep),
+        ..Default::default()
+    };
+    let refused = world.upsert(&session, vec![record]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+
+    world.upsert(&session, vec![country("A", 1)]).await.unwrap();
+}
+
 async fn order_by_takes_up_to_eight_fields_on_both_backends_and_refuses_more(sandbox: &Sandbox) {
     let mut world = sandbox.country_world().await;
     countries(&mut world, 25).await;
@@ -840,6 +894,7 @@ on_both_backends!(
     malformed_protobuf_is_invalid_argument_with_or_without_a_token,
     oversized_requests_are_resource_exhausted_with_quota_failure,
     nul_in_any_text_is_invalid_argument_naming_the_field,
+    hostile_entities_are_invalid_argument_over_the_wire,
     order_by_takes_up_to_eight_fields_on_both_backends_and_refuses_more,
     in_with_the_documented_maximum_of_values_works_on_both_backends,
     forged_page_tokens_are_refused,

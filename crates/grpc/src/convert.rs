@@ -14,11 +14,12 @@ pub fn struct_to_json(s: Struct) -> Result<Value, NonFiniteNumber> {
 
 /// Converts a `Struct` given in request field `field` to a JSON object; a non-finite number is
 /// a violation naming its full path (`records[3].entity.population`).
-pub fn struct_field_to_json(field: impl std::fmt::Display, s: Struct) -> Result<Value, Violation> {
+fn struct_field_to_json(field: impl std::fmt::Display, s: Struct) -> Result<Value, Violation> {
     struct_to_json(s).map_err(|e| non_finite_violation(field, e))
 }
 
-/// Like [`struct_field_to_json`] for a `Struct` the server decoded straight into JSON.
+/// Converts a `Struct` the server decoded straight into JSON, given in request field `field`; a
+/// non-finite number is a violation naming its full path (`records[3].entity.population`).
 pub fn object_field_to_json(
     field: impl std::fmt::Display,
     object: JsonObject,

@@ -76,11 +76,17 @@ impl JsonObject {
             Some(e) => Err(e),
         }
     }
+}
 
-    fn note(&mut self, non_finite: Option<NonFiniteNumber>, key: &str) {
-        if self.non_finite.is_none() {
-            self.non_finite = non_finite.map(|e| e.under(format_args!(".{key}")));
-        }
+/// A container keeps the first non-finite number met in it: `found`, inside its member at
+/// `segment`, unless one was kept before (the path is formatted only then).
+fn keep_first(
+    kept: &mut Option<NonFiniteNumber>,
+    found: Option<NonFiniteNumber>,
+    segment: std::fmt::Arguments<'_>,
+) {
+    if kept.is_none() {
+        *kept = found.map(|e| e.under(segment));
     }
 }
 
@@ -113,7 +119,12 @@ impl prost::Message for JsonObject {
         }
         let mut entry = Entry::default();
         encoding::message::merge(wire_type, &mut entry, buf, ctx)?;
-        self.note(entry.value.non_finite, &entry.key);
+        let key = &entry.key;
+        keep_first(
+            &mut self.non_finite,
+            entry.value.non_finite,
+            format_args!(".{key}"),
+        );
         // A key sent twice: the last value wins, as in protobuf's maps.
         self.fields.insert(entry.key, entry.value.value);
         Ok(())
@@ -298,10 +309,12 @@ impl prost::Message for JsonList {
         }
         let mut item = JsonValue::default();
         encoding::message::merge(wire_type, &mut item, buf, ctx)?;
-        if self.non_finite.is_none() {
-            let index = self.items.len();
-            self.non_finite = item.non_finite.map(|e| e.under(format_args!("[{index}]")));
-        }
+        let index = self.items.len();
+        keep_first(
+            &mut self.non_finite,
+            item.non_finite,
+            format_args!("[{index}]"),
+        );
         self.items.push(item.value);
         Ok(())
     }
