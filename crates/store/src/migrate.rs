@@ -36,6 +36,10 @@ const SQLITE: &[Migration] = &[
         version: 14,
         sql: include_str!("../migrations/sqlite/0014_exports.sql"),
     },
+    Migration {
+        version: 16,
+        sql: include_str!("../migrations/sqlite/0016_staged_unchanged.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -58,6 +62,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 14,
         sql: include_str!("../migrations/postgres/0014_exports.sql"),
+    },
+    Migration {
+        version: 16,
+        sql: include_str!("../migrations/postgres/0016_staged_unchanged.sql"),
     },
 ];
 

@@ -34,6 +34,13 @@ macro_rules! in_list {
         concat!($column, " = ANY(", $param, ")")
     };
 }
+/// The elements of a list column (written from [`in_list_arg`]) as the table `$alias`, each in
+/// its column `value`.
+macro_rules! list_elements {
+    ($column:literal, $alias:literal) => {
+        concat!("unnest(", $column, ") AS ", $alias, "(value)")
+    };
+}
 /// A JSONB column read as text, named `$name`.
 macro_rules! json_col {
     ($column:literal, $name:literal) => {

@@ -159,6 +159,9 @@ impl AdminStore for Backend {
                 "DELETE FROM staged_records WHERE session_id IN \
                  (SELECT s.id FROM sessions s JOIN connectors c ON c.id = s.connector \
                   WHERE c.entity_type = $1)",
+                "DELETE FROM staged_unchanged WHERE session_id IN \
+                 (SELECT s.id FROM sessions s JOIN connectors c ON c.id = s.connector \
+                  WHERE c.entity_type = $1)",
                 "DELETE FROM sessions WHERE connector IN \
                  (SELECT id FROM connectors WHERE entity_type = $1)",
                 // The current cycle's rows of their sources (which go by cascade with the
@@ -287,13 +290,14 @@ impl AdminStore for Backend {
             // Its open sessions end as if closed with commit = false, after their batches in
             // flight; their staged data goes.
             lock_open_sessions(&mut tx, OpenSessionsOf::Connector(id)).await?;
-            sqlx::query(
+            for staged in [
                 "DELETE FROM staged_records WHERE session_id IN \
                  (SELECT id FROM sessions WHERE connector = $1 AND state = 'open')",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+                "DELETE FROM staged_unchanged WHERE session_id IN \
+                 (SELECT id FROM sessions WHERE connector = $1 AND state = 'open')",
+            ] {
+                sqlx::query(staged).bind(id).execute(&mut *tx).await?;
+            }
             sqlx::query(
                 "UPDATE sessions SET state = CASE mode WHEN 'stream' THEN 'closed' \
                  ELSE 'rolled_back' END, closed_at = $2 WHERE connector = $1 AND state = 'open'",

@@ -36,6 +36,13 @@ macro_rules! in_list {
         concat!($column, " IN (SELECT value FROM json_each(", $param, "))")
     };
 }
+/// The elements of a list column (written from [`in_list_arg`]) as the table `$alias`, each in
+/// its column `value`.
+macro_rules! list_elements {
+    ($column:literal, $alias:literal) => {
+        concat!("json_each(", $column, ") AS ", $alias)
+    };
+}
 /// A JSON column read as text, named `$name`: stored as text already.
 macro_rules! json_col {
     ($column:literal, $name:literal) => {

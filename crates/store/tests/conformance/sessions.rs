@@ -21,6 +21,7 @@ conformance!(
     accrue_last_operation_wins,
     accrue_commit_writes_only_changed_rows,
     a_record_staged_unchanged_is_kept_not_written_back,
+    accrue_counts_each_unchanged_record_once,
     an_accrue_commit_of_deletes_only_applies_them,
     a_large_change_gets_fresh_statistics,
     replace_sweeps_exactly_the_unstaged_records,
@@ -436,6 +437,70 @@ async fn a_record_staged_unchanged_is_kept_not_written_back(db: &TestDb) {
     }
     // Replace swept D, the one record no batch named.
     assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "C"]));
+}
+
+/// Accrue notes the records it finds unchanged instead of staging a row for each (ADR 0019,
+/// eighth round); its totals still count each such record once, by its last operation in the
+/// session, as its batch reported it. The notes go with the session however it ends.
+async fn accrue_counts_each_unchanged_record_once(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let all = ["A", "B", "C", "D", "E", "F"];
+    let existing: Vec<_> = all.iter().map(|id| record(&c, id, 1)).collect();
+    stream(db, &c, &existing, T0).await;
+    let noted = || db.execute_sql("UPDATE staged_unchanged SET keys = keys");
+    let s = open(db, &c, SessionMode::Accrue, T0 + SEC).await;
+    let at = call(&s, &c, T0 + SEC);
+    let up = |records: Vec<PreparedRecord>| async move {
+        db.store.upsert_batch(&at, &records).await.applied_ok()
+    };
+    let same = |ids: &[&str]| ids.iter().map(|id| record(&c, id, 1)).collect::<Vec<_>>();
+    assert_eq!(
+        up(same(&["A", "B", "C", "D"])).await,
+        [Outcome::Unchanged; 4]
+    );
+    // A again, unchanged; B then changed; C then deleted; E changed, then back as it is.
+    assert_eq!(up(same(&["A"])).await, [Outcome::Unchanged]);
+    assert_eq!(up(vec![record(&c, "B", 5)]).await, [Outcome::Updated]);
+    db.store
+        .delete_batch(&at, &[keyed(&c, "C")])
+        .await
+        .applied_ok();
+    assert_eq!(up(vec![record(&c, "E", 9)]).await, [Outcome::Updated]);
+    assert_eq!(up(same(&["E"])).await, [Outcome::Unchanged]);
+    assert_eq!(
+        noted().await,
+        3,
+        "one note per batch with unchanged records"
+    );
+    // The connector's stream deletes D before the commit: D was reported unchanged and counts
+    // so (a `keep` row would not count it: ADR 0019, eighth round); the commit brings it not
+    // back.
+    let d = open(db, &c, SessionMode::Stream, T0 + 2 * SEC).await;
+    db.store
+        .delete_batch(&call(&d, &c, T0 + 2 * SEC), &[keyed(&c, "D")])
+        .await
+        .applied_ok();
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 3 * SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(closed.totals, totals(0, 1, 3, 1, 0, 0));
+    assert_eq!(noted().await, 0, "the commit drops its notes");
+    assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "E", "F"]));
+    let b = get(db, &c, "B").await.unwrap();
+    assert_eq!((b.version, b.checksum), (2, record(&c, "B", 5).checksum));
+    for id in ["A", "E"] {
+        let kept = get(db, &c, id).await.unwrap();
+        assert_eq!((kept.version, kept.updated_at), (1, T0), "{id}");
+    }
+    // A rolled back session's notes go too, and count for nothing.
+    let r = open(db, &c, SessionMode::Accrue, T0 + 4 * SEC).await;
+    let at = call(&r, &c, T0 + 4 * SEC);
+    db.store.upsert_batch(&at, &same(&["A"])).await.applied_ok();
+    assert_eq!(noted().await, 1);
+    db.store.close_session(&at, false, false).await.unwrap();
+    assert_eq!(noted().await, 0, "a rollback drops its notes");
 }
 
 /// A commit whose totals count deletes and nothing to write still applies the deletes (the
