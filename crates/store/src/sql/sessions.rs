@@ -732,7 +732,7 @@ async fn set_state(tx: &mut Tx, call: &SessionCall<'_>, state: SessionState) -> 
 /// the removal guard, changed rows written, deletes applied, and for replace the sweep.
 /// `keep` rows (records or digests found unchanged when staged) are never written: they count as
 /// unchanged while their record exists, and being staged rows they spare it from the sweep's
-/// anti-join.
+/// anti-join (replace); accrue's unchanged records are counted from its notes.
 /// Every visible change is logged, set-based and before the writes (the same predicates pick
 /// the rows); answers the totals and the last change-log sequence, if anything changed.
 async fn commit_staged(
