@@ -290,15 +290,7 @@ impl SessionStore for Backend {
             } else {
                 (ImportStatus::Canceled, SessionTotals::default())
             };
-            for staged in [
-                "DELETE FROM staged_records WHERE session_id = $1",
-                "DELETE FROM staged_unchanged WHERE session_id = $1",
-            ] {
-                sqlx::query(staged)
-                    .bind(call.session_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            unstage(&mut tx, [call.session_id]).await?;
             set_state(&mut tx, call, state).await?;
             let result = session_result(
                 &call.connector.id,
@@ -430,17 +422,9 @@ async fn end_batch(tx: &mut Tx, call: &SessionCall<'_>) -> StoreResult<()> {
     Ok(())
 }
 
-/// Ends staged (accrue/replace) sessions with a canceled import result each: `ended` lists
-/// `(id, connector, opened_at)`. Their staged rows are deleted.
-async fn cancel_sessions(
-    tx: &mut Tx,
-    ended: &[(String, String, i64)],
-    now: i64,
-    error: &str,
-) -> StoreResult<()> {
-    if ended.is_empty() {
-        return Ok(());
-    }
+/// Deletes what `sessions` staged: their staged rows and their notes of unchanged records.
+async fn unstage<'s>(tx: &mut Tx, sessions: impl IntoIterator<Item = &'s str>) -> StoreResult<()> {
+    let sessions: Vec<&str> = sessions.into_iter().collect();
     for staged in [
         concat!(
             "DELETE FROM staged_records WHERE ",
@@ -452,10 +436,25 @@ async fn cancel_sessions(
         ),
     ] {
         sqlx::query(staged)
-            .bind(in_list_arg(ended.iter().map(|(id, _, _)| id.as_str()))?)
+            .bind(in_list_arg(sessions.iter().copied())?)
             .execute(&mut **tx)
             .await?;
     }
+    Ok(())
+}
+
+/// Ends staged (accrue/replace) sessions with a canceled import result each: `ended` lists
+/// `(id, connector, opened_at)`. Their staged rows are deleted.
+async fn cancel_sessions(
+    tx: &mut Tx,
+    ended: &[(String, String, i64)],
+    now: i64,
+    error: &str,
+) -> StoreResult<()> {
+    if ended.is_empty() {
+        return Ok(());
+    }
+    unstage(tx, ended.iter().map(|(id, _, _)| id.as_str())).await?;
     for (id, connector, opened_at) in ended {
         let result = session_result(
             connector,
