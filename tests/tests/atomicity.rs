@@ -322,4 +322,54 @@ async fn a_reader_never_sees_part_of_a_large_accrue_or_replace_commit(sandbox: &
     assert_eq!(sets(&after), (0, 500), "the whole commit is visible");
 }
 
-on_both_backends!(a_reader_never_sees_part_of_a_large_accrue_or_replace_commit);
+
+/// A commit, once begun, runs to its end even when the call that asked for it is cancelled (its
+/// deadline passes, as a 1,000,000-record commit on a slow disk outlived the server's 60 s):
+/// dropped half-way, it would roll back, and every retry would meet the same deadline.
+async fn a_commit_outlives_a_cancelled_close(sandbox: &Sandbox) {
+    let mut w = sandbox.country_world().await;
+    let session = w.open(SessionMode::Accrue).await;
+    let ids: Vec<String> = (0..10).map(|i| format!("late-{i}")).collect();
+    let batch = ids.iter().map(|id| country(id, 7)).collect();
+    w.upsert(&session, batch).await.expect("upsert");
+
+    let mut pause = pause_session_commit(&session);
+    let mut request = tonic::Request::new(CloseSessionRequest {
+        session_id: session.clone(),
+        commit: true,
+        force: false,
+    });
+    // Long enough to reach the pause on a slow machine; the pause outlasts it in any case.
+    request.set_timeout(Duration::from_secs(5));
+    let mut contributor = w.contributor.clone();
+    let close = tokio::spawn(async move { contributor.close_session(request).await });
+    assert!(pause.reached(WAIT).await, "the commit reached its pause");
+    let cancelled = close
+        .await
+        .expect("close task")
+        .expect_err("the call ends at its deadline while the commit is held");
+    assert!(
+        matches!(
+            cancelled.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
+        "{cancelled:?}"
+    );
+    pause.release();
+
+    let mut reader = w.reader.clone();
+    let landed = wait_until(WAIT, || {
+        let (mut reader, connector, ids) = (reader.clone(), w.connector.clone(), ids.clone());
+        async move { (snapshot(&mut reader, &connector, &ids).await.len() == 10).then_some(()) }
+    })
+    .await;
+    assert!(landed.is_some(), "the commit landed after its call ended");
+    assert_eq!(snapshot(&mut reader, &w.connector, &ids).await.len(), 10);
+    let again = w.close(&session, true, false).await.expect_err("closed");
+    assert_eq!(again.code(), tonic::Code::PermissionDenied, "{again:?}");
+}
+
+on_both_backends!(
+    a_reader_never_sees_part_of_a_large_accrue_or_replace_commit,
+    a_commit_outlives_a_cancelled_close,
+);

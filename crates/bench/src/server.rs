@@ -68,6 +68,9 @@ impl Server {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
+        // A commit of 1,000,000 records may take longer than the default 60 s to answer on a
+        // slow machine; the bench measures it instead of abandoning the wait.
+        cmd.env("TRIBUTARY_GRPC__REQUEST_TIMEOUT_SECS", "3600");
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
         cmd.env("TRIBUTARY_ADMIN_TOKEN", admin_token)
             .stdin(Stdio::null())

@@ -3,6 +3,7 @@
 //! statuses only through [`tributary_grpc::to_status`]. The `Contribute` stream's loop lives in
 //! the `stream` module.
 
+mod close;
 mod metrics;
 mod stream;
 
@@ -285,11 +286,9 @@ impl Contribution for ContributionApi {
             let who = self.authenticate(&request).await?;
             let req = request.into_inner();
             record_session(&req.session_id);
-            let closed = self
-                .svc
-                .close(&who, &req.session_id, req.commit, req.force)
-                .await
-                .map_err(to_status)?;
+            let closed =
+                close::close_to_the_end(&self.svc, &who, &req.session_id, req.commit, req.force)
+                    .await?;
             metrics::count_closed(&who.connector.entity_type, &closed, req.commit);
             tracing::info!(
                 commit = req.commit,

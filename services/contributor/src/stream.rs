@@ -489,11 +489,14 @@ impl StreamTask {
 
     /// Closes the session, answers `closed`, and ends the stream.
     async fn close(&self, session_id: &str, close: pb::StreamClose) -> Result<(), Status> {
-        let closed = self
-            .svc
-            .close(&self.who, session_id, close.commit, close.force)
-            .await
-            .map_err(to_status)?;
+        let closed = crate::close::close_to_the_end(
+            &self.svc,
+            &self.who,
+            session_id,
+            close.commit,
+            close.force,
+        )
+        .await?;
         metrics::count_closed(&self.who.connector.entity_type, &closed, close.commit);
         tracing::info!(
             commit = close.commit,
