@@ -322,7 +322,6 @@ async fn a_reader_never_sees_part_of_a_large_accrue_or_replace_commit(sandbox: &
     assert_eq!(sets(&after), (0, 500), "the whole commit is visible");
 }
 
-
 /// A commit, once begun, runs to its end even when the call that asked for it is cancelled (its
 /// deadline passes, as a 1,000,000-record commit on a slow disk outlived the server's 60 s):
 /// dropped half-way, it would roll back, and every retry would meet the same deadline.
