@@ -501,6 +501,13 @@ async fn accrue_counts_each_unchanged_record_once(db: &TestDb) {
     assert_eq!(noted().await, 1);
     db.store.close_session(&at, false, false).await.unwrap();
     assert_eq!(noted().await, 0, "a rollback drops its notes");
+    // So do those of a session still open when its connector is deleted.
+    let o = open(db, &c, SessionMode::Accrue, T0 + 5 * SEC).await;
+    let at = call(&o, &c, T0 + 5 * SEC);
+    db.store.upsert_batch(&at, &same(&["A"])).await.applied_ok();
+    assert_eq!(noted().await, 1);
+    db.store.delete_connector(&c.id, false).await.unwrap();
+    assert_eq!(noted().await, 0, "deleting the connector drops its notes");
 }
 
 /// A commit whose totals count deletes and nothing to write still applies the deletes (the
