@@ -343,6 +343,13 @@ async fn a_commit_outlives_a_cancelled_close(sandbox: &Sandbox) {
     let mut contributor = w.contributor.clone();
     let close = tokio::spawn(async move { contributor.close_session(request).await });
     assert!(pause.reached(WAIT).await, "the commit reached its pause");
+    // A second close is refused at once, not queued behind the first (crate closing).
+    let second = w
+        .close(&session, true, false)
+        .await
+        .expect_err("one close at a time");
+    assert_eq!(second.code(), tonic::Code::FailedPrecondition, "{second:?}");
+    assert!(second.message().contains("being closed"), "{second:?}");
     let cancelled = close
         .await
         .expect("close task")

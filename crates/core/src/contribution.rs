@@ -3,6 +3,7 @@
 
 use crate::auth::hash_token;
 use crate::clock::{now_micros, Micros};
+use crate::closing::ClosingSessions;
 use crate::ids::record_key;
 use crate::limits::Limits;
 use crate::model::{Connector, DigestState, Outcome, RecordOutcome, SessionMode};
@@ -112,6 +113,7 @@ pub struct ContributionService {
     schemas: SchemaCache,
     limits: Limits,
     rate_limits: RateLimiter,
+    closing: ClosingSessions,
 }
 
 impl ContributionService {
@@ -121,6 +123,7 @@ impl ContributionService {
             store,
             schemas: SchemaCache::default(),
             rate_limits: RateLimiter::new(limits.max_batch_records),
+            closing: ClosingSessions::default(),
             limits,
         }
     }
@@ -438,13 +441,10 @@ impl ContributionService {
         commit: bool,
         force: bool,
     ) -> Result<ClosedSession> {
-        self.store
-            .close_session(
-                &self.call(who, session_id, now_micros(), None)?,
-                commit,
-                force,
-            )
-            .await
+        let call = self.call(who, session_id, now_micros(), None)?;
+        // One close of a session at a time: a close outlives its call (crate::closing).
+        let _closing = self.closing.begin(&who.connector.id, session_id)?;
+        self.store.close_session(&call, commit, force).await
     }
 
     /// Rolls back accrue/replace sessions idle longer than the idle timeout; returns how many.

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod catalog;
 pub mod checksum;
 pub mod clock;
+pub mod closing;
 pub mod contribution;
 pub mod error;
 pub mod export;

@@ -7,11 +7,14 @@
 //! on a slow disk could never commit. The commit therefore runs on a spawned task that the call
 //! only waits for: cancelling the call stops the waiting, not the commit, which ends as it would
 //! have (committed, or rolled back on its own error) and writes its import result either way.
+//! A session is closed by one call at a time (`tributary_core::closing`), so cancelled and
+//! resent closes cannot pile up.
 
 use tonic::Status;
 use tracing::Instrument;
 use tributary_core::contribution::{ContributionService, Contributor};
 use tributary_core::store::ClosedSession;
+use tributary_core::Error;
 use tributary_grpc::to_status;
 
 /// Closes `session_id` (committing when `commit`) to its end even if the caller is cancelled.
@@ -29,8 +32,8 @@ pub(crate) async fn close_to_the_end(
     match closing.await {
         Ok(closed) => closed.map_err(to_status),
         // Only a panic in the store ends the task early (the runtime is alive while we wait).
-        Err(panicked) => Err(Status::internal(format!(
+        Err(panicked) => Err(to_status(Error::Internal(format!(
             "closing the session failed unexpectedly: {panicked}"
-        ))),
+        )))),
     }
 }
