@@ -1889,23 +1889,31 @@ async fn serve_flags_turn_on_mtls_and_the_metrics_endpoint() {
             .expect_err("plaintext on a TLS port");
     }
 
-    // The metrics endpoint counted that call.
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", metrics))
-        .await
-        .expect("connect to the metrics endpoint");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("send");
-    let mut response = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
-        .await
-        .expect("read");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(
-        response.contains("grpc_method=\"ListEntityTypes\""),
-        "{response}"
-    );
+    // The metrics endpoint counted that call. The server records a call once its response has
+    // gone out, which can be just after the client has read it: scrape until it shows.
+    let scrape = || async move {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", metrics))
+            .await
+            .expect("connect to the metrics endpoint");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        let mut response = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
+            .await
+            .expect("read");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+    };
+    let counted = wait_until(Duration::from_secs(10), || async {
+        let response = scrape().await;
+        response
+            .contains("grpc_method=\"ListEntityTypes\"")
+            .then_some(())
+    })
+    .await;
+    assert!(counted.is_some(), "{}", scrape().await);
 
     // SIGTERM: a clean stop.
     let pid = child.id().expect("pid").to_string();
