@@ -60,6 +60,14 @@ macro_rules! items_page {
     };
 }
 
+/// The `(key, checksum, edited)` rows a batch finds in `records` as they travel back
+/// ([`read_existing`]): as rows.
+macro_rules! existing_rows {
+    ($select:expr) => {
+        $select
+    };
+}
+
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/admin.rs"]
 mod admin;
@@ -332,6 +340,14 @@ async fn read_items_page(pool: &PgPool, query: Query<'_>) -> StoreResult<Vec<(St
     let rows = query.fetch_all(pool).await?;
     rows.iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+/// Reads what a batch finds in `records` (`existing_rows!`).
+async fn read_existing(tx: &mut Tx, query: Query<'_>) -> StoreResult<Vec<(String, String, bool)>> {
+    let rows = query.fetch_all(&mut **tx).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
         .collect()
 }
 

@@ -1,7 +1,7 @@
 //! What several areas write and read the same way: the visible rows a batch touches, the
 //! set-based upsert of changed records, and import results.
 
-use super::{bind_rows, in_list_arg, rowset, Tx};
+use super::{bind_rows, in_list_arg, read_existing, rowset, Tx};
 use crate::batch::{record_rows, RECORD_COLUMNS};
 use crate::error::StoreResult;
 use crate::rows::{to_i64, IMPORT_RESULT_COLUMNS};
@@ -25,19 +25,19 @@ macro_rules! record_columns {
 }
 pub(super) use record_columns;
 
-/// What the visible catalog holds for `keys`: one `SELECT` of their checksums.
+/// What the visible catalog holds for `keys`: one `SELECT` of their checksums, read back as
+/// the backend reads many rows at once (`existing_rows!`).
 pub(super) async fn existing_records<'k>(
     tx: &mut Tx,
     keys: impl IntoIterator<Item = &'k str>,
 ) -> StoreResult<HashMap<String, ExistingRecord>> {
-    let found: Vec<(String, String, bool)> = sqlx::query_as(concat!(
-        "SELECT key, checksum, edited_at IS NOT NULL FROM records WHERE ",
+    let query = sqlx::query(existing_rows!(concat!(
+        "SELECT key, checksum, edited_at IS NOT NULL AS edited FROM records WHERE ",
         in_list!("key", "$1")
-    ))
-    .bind(in_list_arg(keys)?)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(found
+    )))
+    .bind(in_list_arg(keys)?);
+    Ok(read_existing(tx, query)
+        .await?
         .into_iter()
         .map(|(key, checksum, edited)| (key, ExistingRecord { checksum, edited }))
         .collect())

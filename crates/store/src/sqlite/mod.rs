@@ -68,6 +68,18 @@ macro_rules! items_page {
     };
 }
 
+/// The `(key, checksum, edited)` rows a batch finds in `records` as they travel back
+/// ([`read_existing`]): one JSON text of rows, for the reason `items_page!` gives.
+macro_rules! existing_rows {
+    ($select:expr) => {
+        concat!(
+            "SELECT json_group_array(json_array(key, checksum, edited)) FROM (",
+            $select,
+            ") AS found"
+        )
+    };
+}
+
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/admin.rs"]
 mod admin;
@@ -376,6 +388,19 @@ async fn read_items_page(
 ) -> StoreResult<Vec<(String, String)>> {
     let text: Option<String> = query.fetch_one(pool).await?.try_get(0)?;
     items::parse(text.as_deref().unwrap_or_default())
+}
+
+/// Reads what a batch finds in `records` (`existing_rows!`): one row holding them all, since a
+/// row handed over from sqlx's worker thread costs more than SQLite's probe that found it (an
+/// unchanged re-send reads a row per record; docs/BENCHMARKS.md, tenth round).
+async fn read_existing(tx: &mut Tx, query: Query<'_>) -> StoreResult<Vec<(String, String, bool)>> {
+    let text: String = query.fetch_one(&mut **tx).await?.try_get(0)?;
+    let rows: Vec<(String, String, u8)> = serde_json::from_str(&text)
+        .map_err(|e| StoreError::Corrupt(format!("records found for a batch: {e}")))?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, checksum, edited)| (key, checksum, edited != 0))
+        .collect())
 }
 
 /// A record row as the domain reads it.
