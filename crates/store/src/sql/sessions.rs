@@ -568,18 +568,19 @@ async fn note_unchanged(tx: &mut Tx, session_id: &str, keys: &[&str]) -> StoreRe
     // (a one-time filter), so a session that staged nothing (an unchanged re-send) skips an
     // index probe per key, ~10 % of its rate (ADR 0019, ninth round). SQLite still probes
     // (`EXPLAIN`: it tests the clause inside the loop), in process, at no measurable cost.
+    let keys = in_list_arg(keys.iter().copied())?;
     sqlx::query(concat!(
         "DELETE FROM staged_records WHERE session_id = $1 AND ",
         in_list!("key", "$2"),
         " AND EXISTS (SELECT 1 FROM staged_records WHERE session_id = $1)"
     ))
     .bind(session_id)
-    .bind(in_list_arg(keys.iter().copied())?)
+    .bind(keys.clone())
     .execute(&mut **tx)
     .await?;
     sqlx::query("INSERT INTO staged_unchanged (session_id, keys) VALUES ($1, $2)")
         .bind(session_id)
-        .bind(in_list_arg(keys.iter().copied())?)
+        .bind(keys)
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -16,6 +16,7 @@ conformance!(
     stream_upsert_outcomes,
     stream_supplied_checksum_is_used_as_is,
     stream_delete_outcomes,
+    a_batch_finds_its_records_whatever_their_ids_hold,
     accrue_is_invisible_until_commit,
     accrue_rollback_discards,
     accrue_last_operation_wins,
@@ -196,6 +197,46 @@ async fn stream_delete_outcomes(db: &TestDb) {
 
 // ---------------------------------------------------------------------------------------------
 // Accrue and replace
+
+/// A batch finds the records it sends again whatever their ids hold: SQLite reads them back as
+/// one JSON text (`existing_rows!`), so characters JSON escapes must come back as they went in.
+async fn a_batch_finds_its_records_whatever_their_ids_hold(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let ids = [
+        "q\"uote",
+        "back\\slash",
+        "new\nline",
+        "tab\t",
+        "é€😀",
+        "[1,\"2\"]",
+        "12:ab",
+        " ",
+        "\u{7f}",
+    ];
+    let sent = |version: i64| {
+        ids.iter()
+            .map(|id| record(&c, id, version))
+            .collect::<Vec<_>>()
+    };
+    stream(db, &c, &sent(1), T0).await;
+    let s = open(db, &c, SessionMode::Accrue, T0 + SEC).await;
+    let at = call(&s, &c, T0 + SEC);
+    assert_eq!(
+        db.store.upsert_batch(&at, &sent(1)).await.applied_ok(),
+        [Outcome::Unchanged; 9]
+    );
+    let mut again = sent(1);
+    again[4] = record(&c, ids[4], 2);
+    let outcomes = db.store.upsert_batch(&at, &again).await.applied_ok();
+    assert_eq!(outcomes[4], Outcome::Updated);
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == Outcome::Unchanged)
+            .count(),
+        8
+    );
+}
 
 async fn accrue_is_invisible_until_commit(db: &TestDb) {
     let c = connector(db, WritePolicy::Importer, None).await;
