@@ -11,19 +11,19 @@ use crate::Error;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// The sessions being closed, as `connector/session id`.
+/// The sessions being closed, as `(connector, session id)`.
 #[derive(Debug, Clone, Default)]
-pub struct ClosingSessions(Arc<Mutex<HashSet<String>>>);
+pub struct ClosingSessions(Arc<Mutex<HashSet<(String, String)>>>);
 
 /// Marks a session as closing until dropped.
 #[derive(Debug)]
 pub struct Closing {
     sessions: ClosingSessions,
-    key: String,
+    key: (String, String),
 }
 
 impl ClosingSessions {
-    fn ids(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn ids(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -31,7 +31,7 @@ impl ClosingSessions {
     /// both, so another connector naming the id learns nothing from this (it is denied by the
     /// store as before).
     pub fn begin(&self, connector: &str, session_id: &str) -> Result<Closing, Error> {
-        let key = format!("{connector}/{session_id}");
+        let key = (connector.to_owned(), session_id.to_owned());
         if !self.ids().insert(key.clone()) {
             return Err(Error::FailedPrecondition {
                 reason: "SESSION_CLOSING",

@@ -16,7 +16,7 @@ conformance!(
     stream_upsert_outcomes,
     stream_supplied_checksum_is_used_as_is,
     stream_delete_outcomes,
-    a_batch_finds_its_records_whatever_their_ids_hold,
+    a_batch_finds_its_records_whatever_their_checksums_hold,
     accrue_is_invisible_until_commit,
     accrue_rollback_discards,
     accrue_last_operation_wins,
@@ -198,11 +198,13 @@ async fn stream_delete_outcomes(db: &TestDb) {
 // ---------------------------------------------------------------------------------------------
 // Accrue and replace
 
-/// A batch finds the records it sends again whatever their ids hold: SQLite reads them back as
-/// one JSON text (`existing_rows!`), so characters JSON escapes must come back as they went in.
-async fn a_batch_finds_its_records_whatever_their_ids_hold(db: &TestDb) {
+/// A batch finds the records it sends again whatever their supplied checksums hold: SQLite reads
+/// what a batch finds back as one JSON text (`existing_rows!`), and a connector's own checksum
+/// (1..128 characters of anything) is the one field in it a client controls (keys are hex), so
+/// characters JSON escapes must come back as they went in.
+async fn a_batch_finds_its_records_whatever_their_checksums_hold(db: &TestDb) {
     let c = connector(db, WritePolicy::Importer, None).await;
-    let ids = [
+    let checksums = [
         "q\"uote",
         "back\\slash",
         "new\nline",
@@ -214,8 +216,14 @@ async fn a_batch_finds_its_records_whatever_their_ids_hold(db: &TestDb) {
         "\u{7f}",
     ];
     let sent = |version: i64| {
-        ids.iter()
-            .map(|id| record(&c, id, version))
+        checksums
+            .iter()
+            .enumerate()
+            .map(|(i, checksum)| {
+                let mut r = record(&c, &format!("R{i}"), version);
+                r.checksum = (*checksum).to_owned();
+                r
+            })
             .collect::<Vec<_>>()
     };
     stream(db, &c, &sent(1), T0).await;
@@ -226,7 +234,7 @@ async fn a_batch_finds_its_records_whatever_their_ids_hold(db: &TestDb) {
         [Outcome::Unchanged; 9]
     );
     let mut again = sent(1);
-    again[4] = record(&c, ids[4], 2);
+    again[4].checksum = "é€😀 changed".to_owned();
     let outcomes = db.store.upsert_batch(&at, &again).await.applied_ok();
     assert_eq!(outcomes[4], Outcome::Updated);
     assert_eq!(
