@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Connection;
+use tributary_client::StreamingContributor;
 use tributary_core::ids::record_key;
 use tributary_proto::catalog::v1::{LookupByExternalIdsRequest, Record};
 use tributary_proto::contribution::v1::{CloseSessionRequest, CloseSessionResponse, SessionMode};
 use tributary_store::testing::{pause_session_commit, CommitPause};
+use tributary_tests::proxy::Proxy;
 use tributary_tests::{
     country, entity_number, on_both_backends, wait_until, Backend, CatalogClient, Sandbox, World,
 };
@@ -371,11 +373,85 @@ async fn a_commit_outlives_a_cancelled_close(sandbox: &Sandbox) {
     .await;
     assert!(landed.is_some(), "the commit landed after its call ended");
     assert_eq!(snapshot(&mut reader, &w.connector, &ids).await.len(), 10);
-    let again = w.close(&session, true, false).await.expect_err("closed");
-    assert_eq!(again.code(), tonic::Code::PermissionDenied, "{again:?}");
+    // The client whose call was cancelled sends its close again and learns how it ended.
+    let again = w
+        .close(&session, true, false)
+        .await
+        .expect("the close, answered again");
+    let totals = again.totals.expect("totals");
+    assert_eq!(
+        (totals.created, totals.updated, totals.unchanged),
+        (10, 0, 0),
+        "{again:?}"
+    );
+    assert!(!again.import_result_id.is_empty(), "{again:?}");
+    let rollback = w
+        .close(&session, false, false)
+        .await
+        .expect_err("committed");
+    assert_eq!(
+        rollback.code(),
+        tonic::Code::PermissionDenied,
+        "{rollback:?}"
+    );
+    assert!(
+        rollback.message().contains("ended committed"),
+        "{rollback:?}"
+    );
+}
+
+/// A `Contribute` stream broken after its close reached the server: the commit ends without
+/// its stream, the client's resume is refused (the session is no longer open), and the client
+/// learns how the session ended from the unary close, which answers as the close it repeats.
+async fn a_stream_close_whose_answer_was_lost_is_answered_again(sandbox: &Sandbox) {
+    let w = sandbox.country_world().await;
+    let proxy = Proxy::start(sandbox.addr).await;
+    let channel = tributary_client::connect(&format!("http://{}", proxy.addr))
+        .await
+        .expect("a channel through the proxy");
+    let mut contributor = StreamingContributor::builder(channel, &w.token)
+        .backoff(Duration::from_millis(20), Duration::from_millis(200), 500)
+        .open(SessionMode::Accrue)
+        .await
+        .expect("open");
+    let ids: Vec<String> = (0..3).map(|i| format!("lost-{i}")).collect();
+    contributor
+        .upsert(ids.iter().map(|id| country(id, 3)).collect())
+        .await
+        .expect("upsert");
+    contributor.flush().await.expect("acknowledged");
+    let session = contributor.session_id().to_owned();
+
+    let mut pause = pause_session_commit(&session);
+    let finish = tokio::spawn(async move { contributor.finish(true, false).await });
+    assert!(pause.reached(WAIT).await, "the commit reached its pause");
+    // The connection breaks while the commit is held; the client keeps trying to resume.
+    proxy.cut();
+    pause.release();
+    let mut reader = w.reader.clone();
+    let landed = wait_until(WAIT, || {
+        let (mut reader, connector, ids) = (reader.clone(), w.connector.clone(), ids.clone());
+        async move { (snapshot(&mut reader, &connector, &ids).await.len() == 3).then_some(()) }
+    })
+    .await;
+    assert!(landed.is_some(), "the commit landed without its stream");
+    assert_eq!(snapshot(&mut reader, &w.connector, &ids).await.len(), 3);
+    proxy.restore();
+
+    let closed = finish
+        .await
+        .expect("finish task")
+        .expect("the close, answered by the unary close");
+    let totals = closed.totals.expect("totals");
+    assert_eq!(
+        (totals.created, totals.updated, totals.unchanged),
+        (3, 0, 0)
+    );
+    assert!(!closed.import_result_id.is_empty(), "{closed:?}");
 }
 
 on_both_backends!(
     a_reader_never_sees_part_of_a_large_accrue_or_replace_commit,
     a_commit_outlives_a_cancelled_close,
+    a_stream_close_whose_answer_was_lost_is_answered_again,
 );

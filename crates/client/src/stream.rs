@@ -486,17 +486,37 @@ impl StreamingContributor {
     /// session (closes a stream session); `force` commits a replace session past the removal
     /// guard. Returns the session's totals and import result.
     ///
-    /// If the connection breaks after the close was sent and the server had already closed the
-    /// session, resuming answers `PERMISSION_DENIED` ([`StreamError::Status`]): check the
-    /// session's import result to learn how it ended. A refused replace commit
-    /// (`FAILED_PRECONDITION`) leaves the session open, to be resumed and closed with `force`
-    /// or without `commit`.
+    /// If the connection breaks after the close was sent and the server closed the session
+    /// before the stream could be resumed (a commit runs to its end without its stream), the
+    /// resume is refused (`PERMISSION_DENIED`); the close is then sent again as a unary
+    /// `CloseSession`, which answers the totals and import result of the close that ended the
+    /// session, or `PERMISSION_DENIED` naming how it ended when that was not this close
+    /// ([`StreamError::Status`]). A refused replace commit (`FAILED_PRECONDITION`) leaves the
+    /// session open, to be resumed and closed with `force` or without `commit`.
     pub async fn finish(
         mut self,
         commit: bool,
         force: bool,
     ) -> Result<pb::StreamClosed, StreamError> {
         self.flush().await?;
+        match self.close_on_stream(commit, force).await {
+            Err(StreamError::Status(denied)) if denied.code() == Code::PermissionDenied => {
+                tracing::info!(
+                    session = %self.session_id,
+                    "session closed while the stream was broken; asking how it ended"
+                );
+                self.close_unary(commit, force).await
+            }
+            answered => answered,
+        }
+    }
+
+    /// Sends the close on the stream (again after a reconnect) and waits for `closed`.
+    async fn close_on_stream(
+        &mut self,
+        commit: bool,
+        force: bool,
+    ) -> Result<pb::StreamClosed, StreamError> {
         let close = encode(&pb::ContributeRequest {
             message: Some(Outgoing::Close(pb::StreamClose { commit, force })),
         });
@@ -510,6 +530,29 @@ impl StreamingContributor {
                 "expected `closed`, got {other:?}"
             ))),
         }
+    }
+
+    /// The same close as a unary `CloseSession`: the server answers a close of an ended session
+    /// as the close that ended it did. (`&mut`: a shared borrow held across the call would make
+    /// `finish`'s future not `Send`, the ack callback not being `Sync`.)
+    async fn close_unary(
+        &mut self,
+        commit: bool,
+        force: bool,
+    ) -> Result<pb::StreamClosed, StreamError> {
+        let closed = crate::contribution(self.channel.clone(), &self.token)
+            .close_session(pb::CloseSessionRequest {
+                session_id: self.session_id.clone(),
+                commit,
+                force,
+            })
+            .await
+            .map_err(StreamError::Status)?
+            .into_inner();
+        Ok(pb::StreamClosed {
+            totals: closed.totals,
+            import_result_id: closed.import_result_id,
+        })
     }
 
     /// Numbers a batch, waits for room in the window, and sends it.

@@ -83,7 +83,7 @@ pub struct OpenedSession {
 }
 
 /// The result of closing a session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClosedSession {
     pub mode: SessionMode,
     pub totals: SessionTotals,

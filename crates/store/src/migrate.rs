@@ -40,6 +40,10 @@ const SQLITE: &[Migration] = &[
         version: 16,
         sql: include_str!("../migrations/sqlite/0016_staged_unchanged.sql"),
     },
+    Migration {
+        version: 17,
+        sql: include_str!("../migrations/sqlite/0017_import_results_session.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -66,6 +70,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 16,
         sql: include_str!("../migrations/postgres/0016_staged_unchanged.sql"),
+    },
+    Migration {
+        version: 17,
+        sql: include_str!("../migrations/postgres/0017_import_results_session.sql"),
     },
 ];
 

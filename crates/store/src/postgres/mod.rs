@@ -34,6 +34,14 @@ macro_rules! in_list {
         concat!($column, " = ANY(", $param, ")")
     };
 }
+/// The rows `r` of `records` whose keys are in the list parameter `$param` ([`in_list_arg`]):
+/// `= ANY`, one bitmap index scan. Joined from `unnest`, PostgreSQL's custom plans hash the whole
+/// table for a list of 1,000 (ADR 0019, eleventh round).
+macro_rules! records_with_keys {
+    ($param:literal) => {
+        concat!("records r WHERE r.key = ANY(", $param, ")")
+    };
+}
 /// The elements of a list column (written from [`in_list_arg`]) as the table `$alias`, each in
 /// its column `value`.
 macro_rules! list_elements {

@@ -25,18 +25,16 @@ macro_rules! record_columns {
 }
 pub(super) use record_columns;
 
-/// What the visible catalog holds for `keys`: one `SELECT` of their checksums, read back as
-/// the backend reads many rows at once (`existing_rows!`). The keys are joined, not tested by
-/// `IN`: SQLite builds a temporary index of an `IN` list before it probes `records`, a third of
-/// this read's time (ADR 0019, eleventh round); a key listed twice is found twice, one entry.
+/// What the visible catalog holds for `keys`: one `SELECT` of their checksums, found as the
+/// backend finds a list of keys fastest (`records_with_keys!`) and read back as it reads many
+/// rows at once (`existing_rows!`). A key listed twice is one entry.
 pub(super) async fn existing_records<'k>(
     tx: &mut Tx,
     keys: impl IntoIterator<Item = &'k str>,
 ) -> StoreResult<HashMap<String, ExistingRecord>> {
     let query = sqlx::query(existing_rows!(concat!(
         "SELECT r.key, r.checksum, r.edited_at IS NOT NULL AS edited FROM ",
-        list_elements!("$1", "k"),
-        " JOIN records r ON r.key = k.value"
+        records_with_keys!("$1")
     )))
     .bind(in_list_arg(keys)?);
     Ok(read_existing(tx, query)

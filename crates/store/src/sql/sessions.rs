@@ -253,11 +253,19 @@ impl SessionStore for Backend {
     ) -> Result<ClosedSession> {
         run(async {
             let mut tx = self.write().await?;
-            let (mode, _) = touch_session(&mut tx, call).await?;
             let end = if commit {
                 SessionEnd::Commit
             } else {
                 SessionEnd::Rollback
+            };
+            let mode = match touch_session(&mut tx, call).await {
+                Ok((mode, _)) => mode,
+                // A close sent again after its session ended (the first call's answer lost:
+                // cancelled, timed out, a broken connection) answers as that close did.
+                Err(StoreError::Domain(Error::PermissionDenied(_))) => {
+                    return repeated_close(&mut tx, call, end).await
+                }
+                Err(other) => return Err(other),
             };
             let state = end.final_state(mode);
             if !mode.is_staged() {
@@ -400,6 +408,67 @@ async fn touch_session(tx: &mut Tx, call: &SessionCall<'_>) -> StoreResult<(Sess
     let mode = SessionMode::parse(&mode)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown session mode {mode:?}")))?;
     Ok((mode, applied_seq))
+}
+
+/// The answer to a close of a session that is no longer open: the one its own close gave,
+/// read back from the session and its import result, when the session ended as `end` would
+/// have left it (committed for a commit, rolled back for a rollback, closed for a stream
+/// session). A commit can outlive its call (ADR 0019, ninth round), and the client's retry is
+/// how it learns the totals. Any other ending is `PERMISSION_DENIED`, naming the state only
+/// to the session's own connector.
+async fn repeated_close(
+    tx: &mut Tx,
+    call: &SessionCall<'_>,
+    end: SessionEnd,
+) -> StoreResult<ClosedSession> {
+    type Ended = (
+        String,
+        String,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let ended: Option<Ended> = sqlx::query_as(
+        "SELECT s.mode, s.state, r.id, r.created, r.updated, r.unchanged, r.deleted, r.swept, \
+                r.skipped \
+         FROM sessions s LEFT JOIN import_results r ON r.session_id = s.id \
+         WHERE s.id = $1 AND s.connector = $2 AND s.state <> 'open' LIMIT 1",
+    )
+    .bind(call.session_id)
+    .bind(&call.connector.id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((mode, state, result_id, created, updated, unchanged, deleted, swept, skipped)) =
+        ended
+    else {
+        return Err(session_denied(call.session_id));
+    };
+    let mode = SessionMode::parse(&mode)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown session mode {mode:?}")))?;
+    if state != end.final_state(mode).as_str() {
+        return Err(Error::PermissionDenied(format!(
+            "session {} is not an open session: it ended {state}, which this close cannot repeat",
+            call.session_id
+        ))
+        .into());
+    }
+    let total = |n: Option<i64>| count(n.unwrap_or(0));
+    Ok(ClosedSession {
+        mode,
+        totals: SessionTotals {
+            created: total(created),
+            updated: total(updated),
+            unchanged: total(unchanged),
+            deleted: total(deleted),
+            swept: total(swept),
+            skipped: total(skipped),
+        },
+        import_result_id: result_id,
+    })
 }
 
 /// Starts a batch: touches the session and answers its mode, or `None` when the call's

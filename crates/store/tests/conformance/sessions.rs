@@ -18,6 +18,7 @@ conformance!(
     stream_delete_outcomes,
     a_batch_finds_its_records_whatever_their_checksums_hold,
     accrue_is_invisible_until_commit,
+    a_close_sent_again_answers_as_the_first_did,
     accrue_rollback_discards,
     accrue_last_operation_wins,
     accrue_commit_writes_only_changed_rows,
@@ -287,7 +288,7 @@ async fn accrue_is_invisible_until_commit(db: &TestDb) {
 
     let result = db
         .store
-        .get_import_result(&closed.import_result_id.unwrap())
+        .get_import_result(closed.import_result_id.as_deref().unwrap())
         .await
         .unwrap();
     assert_eq!(result.status, ImportStatus::Succeeded);
@@ -302,11 +303,125 @@ async fn accrue_is_invisible_until_commit(db: &TestDb) {
             && result.skipped_items.is_empty()
             && result.failed_items.is_empty()
     );
+    // The same close sent again (its answer lost) answers as the first did.
+    let again = db
+        .store
+        .close_session(&call(&s, &c, T0 + 3 * SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(again, closed);
+}
+
+/// A close sent again after its session ended answers what the close it repeats answered, when
+/// the session ended that way; a close that would end it otherwise is denied, naming the state
+/// to the session's own connector only.
+async fn a_close_sent_again_answers_as_the_first_did(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let other = connector(db, WritePolicy::Importer, None).await;
+    stream(db, &c, &[record(&c, "OLD", 1), record(&c, "SAME", 1)], T0).await;
+    let committed = open(db, &c, SessionMode::Replace, T0).await;
+    db.store
+        .upsert_batch(
+            &call(&committed, &c, T0),
+            &[record(&c, "NEW", 1), record(&c, "SAME", 1)],
+        )
+        .await
+        .applied_ok();
+    let first = db
+        .store
+        .close_session(&call(&committed, &c, T0 + SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(first.totals, totals(1, 0, 1, 0, 1, 0));
+    for at in [T0 + 2 * SEC, T0 + 3 * SEC] {
+        let again = db
+            .store
+            .close_session(&call(&committed, &c, at), true, true)
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+    }
+    assert_ended(
+        db.store
+            .close_session(&call(&committed, &c, T0 + 3 * SEC), false, false)
+            .await,
+        "committed",
+    );
+    // Another connector learns nothing of it.
     assert_denied(
         db.store
-            .close_session(&call(&s, &c, T0 + 3 * SEC), true, false)
+            .close_session(&call(&committed, &other, T0 + 3 * SEC), true, false)
             .await,
     );
+
+    let rolled_back = open(db, &c, SessionMode::Accrue, T0 + 4 * SEC).await;
+    db.store
+        .upsert_batch(&call(&rolled_back, &c, T0 + 4 * SEC), &[record(&c, "X", 1)])
+        .await
+        .applied_ok();
+    let first = db
+        .store
+        .close_session(&call(&rolled_back, &c, T0 + 5 * SEC), false, false)
+        .await
+        .unwrap();
+    let again = db
+        .store
+        .close_session(&call(&rolled_back, &c, T0 + 6 * SEC), false, false)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(again.totals, SessionTotals::default());
+    assert_ended(
+        db.store
+            .close_session(&call(&rolled_back, &c, T0 + 6 * SEC), true, false)
+            .await,
+        "rolled_back",
+    );
+    assert!(
+        get(db, &c, "X").await.is_none(),
+        "a repeated close commits nothing"
+    );
+
+    // A stream session closes the same way whatever the flag: any close is a repeat.
+    let streamed = open(db, &c, SessionMode::Stream, T0 + 7 * SEC).await;
+    let first = db
+        .store
+        .close_session(&call(&streamed, &c, T0 + 7 * SEC), true, false)
+        .await
+        .unwrap();
+    for commit in [true, false] {
+        let again = db
+            .store
+            .close_session(&call(&streamed, &c, T0 + 8 * SEC), commit, false)
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+    }
+
+    // A superseded session was not closed by a close: there is none to repeat.
+    let superseded = open(db, &c, SessionMode::Accrue, T0 + 9 * SEC).await;
+    let latest = open(db, &c, SessionMode::Accrue, T0 + 10 * SEC).await;
+    assert_ended(
+        db.store
+            .close_session(&call(&superseded, &c, T0 + 10 * SEC), true, false)
+            .await,
+        "superseded",
+    );
+    db.store
+        .close_session(&call(&latest, &c, T0 + 11 * SEC), false, false)
+        .await
+        .unwrap();
+}
+
+/// `PermissionDenied` for a close that cannot repeat how the session ended (`state`).
+fn assert_ended<T: std::fmt::Debug>(result: Result<T, Error>, state: &str) {
+    match result {
+        Err(Error::PermissionDenied(message)) => {
+            assert!(message.contains("not an open session"), "{message}");
+            assert!(message.contains(&format!("it ended {state}")), "{message}");
+        }
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
 }
 
 async fn accrue_rollback_discards(db: &TestDb) {
