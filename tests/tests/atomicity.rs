@@ -324,6 +324,17 @@ async fn a_reader_never_sees_part_of_a_large_accrue_or_replace_commit(sandbox: &
     assert_eq!(sets(&after), (0, 500), "the whole commit is visible");
 }
 
+/// Whether every one of `ids` becomes visible within `WAIT` (a commit landing on its own).
+async fn all_landed(w: &World, ids: &[String]) -> bool {
+    let reader = w.reader.clone();
+    wait_until(WAIT, || {
+        let (mut reader, connector) = (reader.clone(), w.connector.clone());
+        async move { (snapshot(&mut reader, &connector, ids).await.len() == ids.len()).then_some(()) }
+    })
+    .await
+    .is_some()
+}
+
 /// A commit, once begun, runs to its end even when the call that asked for it is cancelled (its
 /// deadline passes, as a 1,000,000-record commit on a slow disk outlived the server's 60 s):
 /// dropped half-way, it would roll back, and every retry would meet the same deadline.
@@ -365,14 +376,10 @@ async fn a_commit_outlives_a_cancelled_close(sandbox: &Sandbox) {
     );
     pause.release();
 
-    let mut reader = w.reader.clone();
-    let landed = wait_until(WAIT, || {
-        let (mut reader, connector, ids) = (reader.clone(), w.connector.clone(), ids.clone());
-        async move { (snapshot(&mut reader, &connector, &ids).await.len() == 10).then_some(()) }
-    })
-    .await;
-    assert!(landed.is_some(), "the commit landed after its call ended");
-    assert_eq!(snapshot(&mut reader, &w.connector, &ids).await.len(), 10);
+    assert!(
+        all_landed(&w, &ids).await,
+        "the commit landed after its call ended"
+    );
     // The client whose call was cancelled sends its close again and learns how it ended.
     let again = w
         .close(&session, true, false)
@@ -428,14 +435,10 @@ async fn a_stream_close_whose_answer_was_lost_is_answered_again(sandbox: &Sandbo
     // The connection breaks while the commit is held; the client keeps trying to resume.
     proxy.cut();
     pause.release();
-    let mut reader = w.reader.clone();
-    let landed = wait_until(WAIT, || {
-        let (mut reader, connector, ids) = (reader.clone(), w.connector.clone(), ids.clone());
-        async move { (snapshot(&mut reader, &connector, &ids).await.len() == 3).then_some(()) }
-    })
-    .await;
-    assert!(landed.is_some(), "the commit landed without its stream");
-    assert_eq!(snapshot(&mut reader, &w.connector, &ids).await.len(), 3);
+    assert!(
+        all_landed(&w, &ids).await,
+        "the commit landed without its stream"
+    );
     proxy.restore();
 
     let closed = finish
