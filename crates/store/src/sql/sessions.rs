@@ -1,7 +1,8 @@
 //! Sessions (SPEC.md §2): open (with supersede), batches, close (commit or rollback), expiry.
 //!
 //! Every batch and close starts by touching its session row (`UPDATE … RETURNING`): no row
-//! means `PERMISSION_DENIED`, and on PostgreSQL the row lock serialises the batch against a
+//! means `PERMISSION_DENIED` (but a close of a session that ended as that close would leave it
+//! answers as the close that ended it, [`repeated_close`]), and on PostgreSQL the row lock serialises the batch against a
 //! concurrent close, supersede or expiry of the same session. Accrue/replace data is staged in
 //! `staged_records` and made visible by set-based SQL in the commit's one transaction (ADR 0001).
 
@@ -14,7 +15,9 @@ use super::{
 use crate::batch::{record_rows, TextRows, RECORD_COLUMNS};
 use crate::changes::{Logged, Op};
 use crate::error::{run, session_denied, sweep_refused, StoreError, StoreResult};
-use crate::rows::{already_applied, count, session_result, skip_flags, to_i64};
+use crate::rows::{
+    self, already_applied, count, session_result, skip_flags, to_i64, IMPORT_RESULT_COLUMNS,
+};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
@@ -421,30 +424,17 @@ async fn repeated_close(
     call: &SessionCall<'_>,
     end: SessionEnd,
 ) -> StoreResult<ClosedSession> {
-    type Ended = (
-        String,
-        String,
-        Option<String>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-    );
-    let ended: Option<Ended> = sqlx::query_as(
-        "SELECT s.mode, s.state, r.id, r.created, r.updated, r.unchanged, r.deleted, r.swept, \
-                r.skipped \
-         FROM sessions s LEFT JOIN import_results r ON r.session_id = s.id \
-         WHERE s.id = $1 AND s.connector = $2 AND s.state <> 'open' LIMIT 1",
+    static RESULT: LazyLock<String> = LazyLock::new(|| {
+        format!("SELECT {IMPORT_RESULT_COLUMNS} FROM import_results WHERE session_id = $1")
+    });
+    let ended: Option<(String, String)> = sqlx::query_as(
+        "SELECT mode, state FROM sessions WHERE id = $1 AND connector = $2 AND state <> 'open'",
     )
     .bind(call.session_id)
     .bind(&call.connector.id)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some((mode, state, result_id, created, updated, unchanged, deleted, swept, skipped)) =
-        ended
-    else {
+    let Some((mode, state)) = ended else {
         return Err(session_denied(call.session_id));
     };
     let mode = SessionMode::parse(&mode)
@@ -456,18 +446,29 @@ async fn repeated_close(
         ))
         .into());
     }
-    let total = |n: Option<i64>| count(n.unwrap_or(0));
+    if !mode.is_staged() {
+        return Ok(ClosedSession {
+            mode,
+            totals: SessionTotals::default(),
+            import_result_id: None,
+        });
+    }
+    // A staged session's close writes its import result in the transaction that ends it.
+    let row = sqlx::query(&RESULT)
+        .bind(call.session_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "session {} ended without an import result",
+                call.session_id
+            ))
+        })?;
+    let result = rows::import_result(&row)?;
     Ok(ClosedSession {
         mode,
-        totals: SessionTotals {
-            created: total(created),
-            updated: total(updated),
-            unchanged: total(unchanged),
-            deleted: total(deleted),
-            swept: total(swept),
-            skipped: total(skipped),
-        },
-        import_result_id: result_id,
+        totals: result.totals,
+        import_result_id: Some(result.id),
     })
 }
 
