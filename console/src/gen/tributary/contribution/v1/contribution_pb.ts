@@ -1207,6 +1207,9 @@ export const Contribution: GenService<{
   },
   /**
    * CloseSession commits or discards an accrue/replace session; a no-op for stream sessions.
+   * A commit runs to its end even if the call is cancelled. Sent again once the session has
+   * ended, the same close (same commit flag) answers the totals and import result of the close
+   * that ended it; a close that would end it otherwise is PERMISSION_DENIED, naming its state.
    *
    * @generated from rpc tributary.contribution.v1.Contribution.CloseSession
    */
