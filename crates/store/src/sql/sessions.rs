@@ -637,9 +637,9 @@ async fn note_unchanged(tx: &mut Tx, session_id: &str, keys: &[&str]) -> StoreRe
     let keys = in_list_arg(keys.iter().copied())?;
     // Asked first, on its own: a session that staged nothing (an unchanged re-send) then skips
     // the `DELETE`, whose list SQLite turns into a temporary index and probes key by key even
-    // when a last `EXISTS` clause is false (~0.6 µs a record; ADR 0019, thirteenth round).
+    // when a last `EXISTS` clause is false (~0.7–1.0 µs a record; ADR 0019, thirteenth round).
     // PostgreSQL skipped those probes already (a one-time filter); the question costs it one
-    // round trip a batch.
+    // more round trip a batch, not measurable in the bench.
     let staged: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM staged_records WHERE session_id = $1)")
             .bind(session_id)
