@@ -17,6 +17,7 @@ conformance!(
     stream_supplied_checksum_is_used_as_is,
     stream_delete_outcomes,
     a_batch_finds_its_records_whatever_their_checksums_hold,
+    a_batch_of_hundreds_lands_row_for_row,
     accrue_is_invisible_until_commit,
     a_close_sent_again_answers_as_the_first_did,
     accrue_rollback_discards,
@@ -245,6 +246,66 @@ async fn a_batch_finds_its_records_whatever_their_checksums_hold(db: &TestDb) {
             .count(),
         8
     );
+}
+
+/// A batch of hundreds of records lands row for row, streamed and staged: each record with its
+/// own fields (no row's cells shifted onto another's, whatever the backend's batch parameters
+/// are), and of two rows for one key far apart in the batch the later wins.
+async fn a_batch_of_hundreds_lands_row_for_row(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let ids: Vec<String> = (0..777).map(|i| format!("R{i:03}")).collect();
+    let batch = |base: i64| {
+        ids.iter()
+            .zip(base..)
+            .map(|(id, population)| record(&c, id, population))
+            .collect::<Vec<_>>()
+    };
+    let landed = |expected: Vec<PreparedRecord>| async move {
+        let keys: Vec<String> = expected.iter().map(|r| r.key.clone()).collect();
+        let stored = db.store.get_records(&keys).await.unwrap();
+        assert_eq!(stored.len(), expected.len());
+        for want in &expected {
+            let got = stored.iter().find(|r| r.key == want.key).unwrap();
+            assert_eq!(
+                (
+                    &got.id,
+                    &got.name,
+                    &got.entity,
+                    &got.instance,
+                    &got.checksum
+                ),
+                (
+                    &want.id,
+                    &want.name,
+                    &want.entity,
+                    &want.instance,
+                    &want.checksum
+                )
+            );
+        }
+    };
+    let outcomes = stream(db, &c, &batch(0), T0).await;
+    assert_eq!(outcomes, vec![Outcome::Created; 777]);
+    landed(batch(0)).await;
+
+    let s = open(db, &c, SessionMode::Accrue, T0 + SEC).await;
+    let mut sent = batch(1000);
+    sent.push(record(&c, "R005", 5)); // as visible: unstages R005's update from the batch
+    sent.push(record(&c, "R700", -1)); // replaces R700's staged row
+    let outcomes = db
+        .store
+        .upsert_batch(&call(&s, &c, T0 + SEC), &sent)
+        .await
+        .applied_ok();
+    assert_eq!(outcomes[777], Outcome::Unchanged);
+    db.store
+        .close_session(&call(&s, &c, T0 + 2 * SEC), true, false)
+        .await
+        .unwrap();
+    let mut expected = batch(1000);
+    expected[5] = record(&c, "R005", 5);
+    expected[700] = record(&c, "R700", -1);
+    landed(expected).await;
 }
 
 async fn accrue_is_invisible_until_commit(db: &TestDb) {
