@@ -74,7 +74,8 @@ impl PreparedBatch {
 }
 
 impl BatchReport {
-    fn into_outcomes(self) -> Vec<RecordOutcome> {
+    /// A record batch's outcomes (none for digests and ranges).
+    pub fn into_outcomes(self) -> Vec<RecordOutcome> {
         match self {
             Self::Records(outcomes) => outcomes,
             Self::Digests(_) | Self::Ranges(_) => Vec::new(),
@@ -201,11 +202,18 @@ impl ContributionService {
         records: Vec<RecordInput>,
         batch_seq: Option<u64>,
     ) -> Result<BatchResult<Vec<RecordOutcome>>> {
-        self.check_batch_size(records.len(), "records")?;
-        self.admit(who, records.len())?;
+        self.admit_upserts(who, records.len())?;
         let batch = self.upsert_preparer(who).await?.prepare(records)?;
         let result = self.apply(who, session_id, batch, batch_seq).await?;
         Ok(result.map(BatchReport::into_outcomes))
+    }
+
+    /// What [`Self::upsert`] checks before anything else, for a caller that prepares the batch
+    /// itself ([`Self::upsert_preparer`], off the async runtime's workers) and then
+    /// [`Self::apply`]s it: the batch's size, then the connector's rate limit.
+    pub fn admit_upserts(&self, who: &Contributor, records: usize) -> Result<()> {
+        self.check_batch_size(records, "records")?;
+        self.admit(who, records)
     }
 
     /// Validates and applies (or stages) a delete batch; one outcome per id. Sequenced like

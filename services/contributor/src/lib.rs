@@ -12,7 +12,9 @@ use std::pin::Pin;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{field, Span};
-use tributary_core::contribution::{ContributionService, Contributor, DigestInput, DigestOutcome};
+use tributary_core::contribution::{
+    BatchReport, ContributionService, Contributor, DigestInput, DigestOutcome, PreparedBatch,
+};
 use tributary_core::model::{DigestState, Outcome, RecordOutcome, SessionMode, SessionTotals};
 use tributary_core::record::RecordInput;
 use tributary_core::store::BatchResult;
@@ -158,6 +160,24 @@ fn refused(rpc: &'static str) -> impl Fn(Error) -> Status {
     }
 }
 
+/// Decodes, validates and keys an upsert batch (the CPU half of applying it) on Tokio's blocking
+/// pool: milliseconds of CPU a batch, which on a runtime worker would hold up other calls'
+/// transactions waiting for a worker to take their next step (ADR 0020, "Preparing off the
+/// workers").
+async fn prepare_upserts(
+    svc: &ContributionService,
+    who: &Contributor,
+    records: Vec<json_pb::Record>,
+) -> Result<PreparedBatch, Error> {
+    let preparer = svc.upsert_preparer(who).await?;
+    tokio::task::spawn_blocking(move || {
+        preparer.check_size(records.len())?;
+        preparer.prepare(records_from_proto(records)?)
+    })
+    .await
+    .map_err(|join| Error::Internal(format!("preparing a batch failed: {join}")))?
+}
+
 /// The result of an unsequenced call: the store answers `AlreadyApplied` only for a `batch_seq`.
 fn applied<T>(result: BatchResult<T>) -> Result<T, Error> {
     match result {
@@ -237,12 +257,18 @@ impl Contribution for ContributionApi {
             let who = self.authenticate(&request).await?;
             let req = request.into_inner();
             record_session(&req.session_id);
-            let records = records_from_proto(req.records).map_err(to_status)?;
+            self.svc
+                .admit_upserts(&who, req.records.len())
+                .map_err(refused("Upsert"))?;
+            let batch = prepare_upserts(&self.svc, &who, req.records)
+                .await
+                .map_err(refused("Upsert"))?;
             let outcomes = self
                 .svc
-                .upsert(&who, &req.session_id, records, None)
+                .apply(&who, &req.session_id, batch, None)
                 .await
                 .map_err(refused("Upsert"))?
+                .map(BatchReport::into_outcomes)
                 .applied() // unsequenced calls are always applied
                 .unwrap_or_default();
             metrics::count_outcomes(&who.connector.entity_type, &outcomes);

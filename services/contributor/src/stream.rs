@@ -43,7 +43,7 @@ use tributary_proto::contribution::v1::json::contribute_request::Message as Inbo
 use crate::metrics;
 use crate::{
     digests_from_proto, digests_to_proto, mode_from_proto, mode_to_proto, outcomes_to_proto,
-    record_session, records_from_proto, totals_to_proto, ContributionApi,
+    prepare_upserts, record_session, totals_to_proto, ContributionApi,
 };
 
 /// Longest single wait of a held-back batch before the connector is read again.
@@ -630,15 +630,7 @@ async fn prepare_batch(
         Batch::Upsert(records) => {
             // Validated against the schema as it is now (UpdateEntityType reaches open streams).
             let who = svc.refresh(&who).await?;
-            let preparer = svc.upsert_preparer(&who).await?;
-            // Milliseconds of CPU a batch: on a runtime worker it would hold up the writer's
-            // next transaction (ADR 0020, "Preparing off the workers").
-            tokio::task::spawn_blocking(move || {
-                preparer.check_size(records.len())?;
-                preparer.prepare(records_from_proto(records)?)
-            })
-            .await
-            .map_err(|join| Error::Internal(format!("preparing a batch failed: {join}")))?
+            prepare_upserts(&svc, &who, records).await
         }
         Batch::Delete(ids) => svc.prepare_delete(&who, ids),
         Batch::Diff(digests) => svc.prepare_diff(&who, digests_from_proto(digests)),
