@@ -192,32 +192,17 @@ impl ContributionService {
             .await
     }
 
-    /// Validates and applies (or stages) an upsert batch; one outcome per record. With a
-    /// `batch_seq` (streamed batches) a batch already applied answers `AlreadyApplied`. A
-    /// connector over its rate limit is refused (`RateLimited`) before anything is checked.
-    pub async fn upsert(
-        &self,
-        who: &Contributor,
-        session_id: &str,
-        records: Vec<RecordInput>,
-        batch_seq: Option<u64>,
-    ) -> Result<BatchResult<Vec<RecordOutcome>>> {
-        self.admit_upserts(who, records.len())?;
-        let batch = self.upsert_preparer(who).await?.prepare(records)?;
-        let result = self.apply(who, session_id, batch, batch_seq).await?;
-        Ok(result.map(BatchReport::into_outcomes))
+    /// What a batch call checks before anything else: its size (`field` names what it carries),
+    /// then the connector's rate limit (`RateLimited` before any record is decoded or checked).
+    /// An upsert call's caller then prepares the batch itself ([`Self::upsert_preparer`], off
+    /// the async runtime's workers) and [`Self::apply`]s it.
+    pub fn admit_batch(&self, who: &Contributor, len: usize, field: &str) -> Result<()> {
+        self.check_batch_size(len, field)?;
+        self.admit(who, len)
     }
 
-    /// What [`Self::upsert`] checks before anything else, for a caller that prepares the batch
-    /// itself ([`Self::upsert_preparer`], off the async runtime's workers) and then
-    /// [`Self::apply`]s it: the batch's size, then the connector's rate limit.
-    pub fn admit_upserts(&self, who: &Contributor, records: usize) -> Result<()> {
-        self.check_batch_size(records, "records")?;
-        self.admit(who, records)
-    }
-
-    /// Validates and applies (or stages) a delete batch; one outcome per id. Sequenced like
-    /// [`Self::upsert`].
+    /// Validates and applies (or stages) a delete batch; one outcome per id. With a `batch_seq`
+    /// (streamed batches) a batch already applied answers `AlreadyApplied`.
     pub async fn delete(
         &self,
         who: &Contributor,
@@ -225,8 +210,7 @@ impl ContributionService {
         ids: Vec<String>,
         batch_seq: Option<u64>,
     ) -> Result<BatchResult<Vec<RecordOutcome>>> {
-        self.check_batch_size(ids.len(), "ids")?;
-        self.admit(who, ids.len())?;
+        self.admit_batch(who, ids.len(), "ids")?;
         let batch = self.prepare_delete(who, ids)?;
         let result = self.apply(who, session_id, batch, batch_seq).await?;
         Ok(result.map(BatchReport::into_outcomes))
@@ -234,7 +218,7 @@ impl ContributionService {
 
     /// Compares `(id, checksum)` digests with the visible catalog (§2.4): one state per digest.
     /// In a replace session the unchanged ids are kept by the sweep without their payloads.
-    /// Sequenced like [`Self::upsert`].
+    /// Sequenced like [`Self::delete`].
     pub async fn diff(
         &self,
         who: &Contributor,
@@ -242,8 +226,7 @@ impl ContributionService {
         digests: Vec<DigestInput>,
         batch_seq: Option<u64>,
     ) -> Result<BatchResult<Vec<DigestOutcome>>> {
-        self.check_batch_size(digests.len(), "digests")?;
-        self.admit(who, digests.len())?;
+        self.admit_batch(who, digests.len(), "digests")?;
         let batch = self.prepare_diff(who, digests)?;
         let result = self.apply(who, session_id, batch, batch_seq).await?;
         Ok(result.map(BatchReport::into_digests))
@@ -251,7 +234,7 @@ impl ContributionService {
 
     /// One call of a range-based sync (§2.5): answers each range against the connector's visible
     /// records; in a replace session what matched is kept by the sweep. Sequenced like
-    /// [`Self::upsert`].
+    /// [`Self::delete`].
     pub async fn reconcile(
         &self,
         who: &Contributor,
@@ -301,10 +284,10 @@ impl ContributionService {
     }
 
     /// What validating an upsert batch needs from the store (the connector's schema), fetched
-    /// first, so that the CPU half of [`Self::upsert`] (validating against the schema, keys and
+    /// first, so that the CPU half of an upsert call (validating against the schema, keys and
     /// checksums, without touching the session: [`UpsertPreparer::prepare`]) can run where the
-    /// caller chooses: a stream runs it off the async runtime's workers, which its writer needs
-    /// to keep the database busy.
+    /// caller chooses: the server runs it off the async runtime's workers, which the store's
+    /// transactions need to keep the database busy.
     pub async fn upsert_preparer(&self, who: &Contributor) -> Result<UpsertPreparer> {
         Ok(UpsertPreparer {
             schema: self.schema(who).await?,
@@ -348,8 +331,8 @@ impl ContributionService {
         ))
     }
 
-    /// Applies (or stages) a prepared batch in the session: the store half of
-    /// [`Self::upsert`], [`Self::delete`] and [`Self::diff`].
+    /// Applies (or stages) a prepared batch in the session: the store half of an upsert call,
+    /// [`Self::delete`] and [`Self::diff`].
     pub async fn apply(
         &self,
         who: &Contributor,

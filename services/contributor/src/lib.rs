@@ -258,7 +258,7 @@ impl Contribution for ContributionApi {
             let req = request.into_inner();
             record_session(&req.session_id);
             self.svc
-                .admit_upserts(&who, req.records.len())
+                .admit_batch(&who, req.records.len(), "records")
                 .map_err(refused("Upsert"))?;
             let batch = prepare_upserts(&self.svc, &who, req.records)
                 .await
