@@ -106,6 +106,45 @@ async fn upsert_over_the_limit_is_refused_with_retry_info_and_applies_nothing(sa
     assert!(world.get("B2").await.is_some());
 }
 
+/// The rate limit is checked before anything in the batch is: a malformed batch over the limit
+/// is refused as rate-limited (the client learns to wait, not what is wrong), and once admitted
+/// the same batch is refused as malformed, applying none of its records.
+async fn a_malformed_batch_over_the_limit_is_refused_as_rate_limited(sandbox: &Sandbox) {
+    let mut world = limited_world(sandbox, 5).await;
+    let session = world.open(pb::SessionMode::Stream).await;
+    world.upsert(&session, countries("A", BATCH)).await.unwrap();
+    let mut malformed = countries("M", 3);
+    malformed[1].id = String::new();
+
+    let refused = world
+        .upsert(&session, malformed.clone())
+        .await
+        .expect_err("over the limit");
+    assert_rate_limited(&refused, &world.connector);
+
+    let request = pb::UpsertRequest {
+        session_id: session.clone(),
+        records: malformed,
+    };
+    let contributor = world.contributor.clone();
+    let invalid = honouring_retry_info(|| {
+        let (mut client, request) = (contributor.clone(), request.clone());
+        async move { client.upsert(request).await }
+    })
+    .await
+    .expect_err("admitted, then refused as malformed");
+    assert_eq!(invalid.code(), Code::InvalidArgument, "{invalid:?}");
+    let violations = invalid.get_details_bad_request().expect("BadRequest");
+    assert!(
+        violations
+            .field_violations
+            .iter()
+            .any(|v| v.field == "records[1].id"),
+        "{violations:?}"
+    );
+    assert!(world.get("M0").await.is_none(), "nothing of it is applied");
+}
+
 async fn delete_and_diff_draw_on_the_same_budget(sandbox: &Sandbox) {
     let mut world = limited_world(sandbox, 5).await;
     let session = world.open(pb::SessionMode::Stream).await;
@@ -305,6 +344,7 @@ async fn a_group_failing_on_one_batch_is_applied_batch_by_batch(sandbox: &Sandbo
 
 on_both_backends!(
     upsert_over_the_limit_is_refused_with_retry_info_and_applies_nothing with super::small_batches,
+    a_malformed_batch_over_the_limit_is_refused_as_rate_limited with super::small_batches,
     delete_and_diff_draw_on_the_same_budget with super::small_batches,
     a_changed_limit_applies_from_the_next_call with super::small_batches,
     a_stream_over_the_limit_is_held_back_whole_and_in_order with super::small_batches,
