@@ -17,7 +17,7 @@ use tributary_proto::admin::v1 as admin;
 use tributary_proto::contribution::v1 as pb;
 use tributary_proto::contribution::v1::contribute_request::Message as Msg;
 use tributary_proto::contribution::v1::contribute_response::Message as Reply;
-use tributary_tests::{country, on_both_backends, Sandbox, World};
+use tributary_tests::{bad_request_fields, country, on_both_backends, Sandbox, World};
 
 /// Largest batch, and so the size of every connector's bucket, in these tests.
 const BATCH: usize = 10;
@@ -134,12 +134,9 @@ async fn a_malformed_batch_over_the_limit_is_refused_as_rate_limited(sandbox: &S
     .await
     .expect_err("admitted, then refused as malformed");
     assert_eq!(invalid.code(), Code::InvalidArgument, "{invalid:?}");
-    let violations = invalid.get_details_bad_request().expect("BadRequest");
+    let violations = bad_request_fields(&invalid);
     assert!(
-        violations
-            .field_violations
-            .iter()
-            .any(|v| v.field == "records[1].id"),
+        violations.iter().any(|(field, _)| field == "records[1].id"),
         "{violations:?}"
     );
     assert!(world.get("M0").await.is_none(), "nothing of it is applied");
