@@ -241,6 +241,16 @@ async fn prepare_bulk_write(tx: &mut Tx) -> StoreResult<()> {
     Ok(())
 }
 
+/// Bounds the memory of the next statements' sorts: PostgreSQL's `work_mem` does already.
+async fn begin_small_sorts(_tx: &mut Tx) -> StoreResult<()> {
+    Ok(())
+}
+
+/// Ends [`begin_small_sorts`]: nothing to end on PostgreSQL.
+async fn end_small_sorts(_tx: &mut Tx) -> StoreResult<()> {
+    Ok(())
+}
+
 /// Whether a read transaction can be held open while other calls run: always, with a pool.
 fn can_hold_snapshot(_s: &PgStore) -> bool {
     true

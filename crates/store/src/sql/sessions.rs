@@ -9,8 +9,8 @@
 use super::changes::{log_keys, Sequencer};
 use super::records::{existing_records, insert_import_result, write_records, Writer};
 use super::{
-    bind_rows, in_list_arg, lock_stream_sessions, prepare_bulk_write, read_items_page, rowset,
-    Backend, Tx,
+    begin_small_sorts, bind_rows, end_small_sorts, in_list_arg, lock_stream_sessions,
+    prepare_bulk_write, read_items_page, rowset, Backend, Tx,
 };
 use crate::batch::{record_rows, TextRows, RECORD_COLUMNS};
 use crate::changes::{Logged, Op};
@@ -671,9 +671,26 @@ async fn note_unchanged(tx: &mut Tx, session_id: &str, keys: &[&str]) -> StoreRe
 /// `GROUP BY`, not `DISTINCT`: SQLite makes each noted key unique in a temporary B-tree for
 /// `DISTINCT`, whose pages stayed in memory as the session grew (42 MiB and rising at a million
 /// notes), and in a sorter for `GROUP BY`, which spills to a file past a bounded buffer
-/// (ADR 0019, fifteenth round). PostgreSQL plans both alike.
+/// (ADR 0019, fifteenth round). PostgreSQL plans both alike. The sort runs in a small buffer
+/// ([`begin_small_sorts`]): the keys of a million notes are 56 MB to sort. A session that noted
+/// nothing (a first load, a replace) does not touch the buffer.
 async fn count_noted_unchanged(tx: &mut Tx, session_id: &str) -> StoreResult<u64> {
-    let noted: i64 = sqlx::query_scalar(concat!(
+    let noted_any: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM staged_unchanged WHERE session_id = $1)")
+            .bind(session_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    if !noted_any {
+        return Ok(0);
+    }
+    begin_small_sorts(tx).await?;
+    let noted = count_distinct_noted(tx, session_id).await;
+    end_small_sorts(tx).await?;
+    Ok(count(noted?))
+}
+
+async fn count_distinct_noted(tx: &mut Tx, session_id: &str) -> StoreResult<i64> {
+    let noted = sqlx::query_scalar(concat!(
         "SELECT count(*) FROM (SELECT k.value AS key FROM staged_unchanged u, ",
         list_elements!("u.keys", "k"),
         " WHERE u.session_id = $1 GROUP BY k.value) n \
@@ -683,7 +700,7 @@ async fn count_noted_unchanged(tx: &mut Tx, session_id: &str) -> StoreResult<u64
     .bind(session_id)
     .fetch_one(&mut **tx)
     .await?;
-    Ok(count(noted))
+    Ok(noted)
 }
 
 /// How an id staged again replaces what was staged for it before (the last operation on a key
