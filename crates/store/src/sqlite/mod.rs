@@ -382,7 +382,7 @@ const SMALL_SORT_CACHE: &str = "-1024";
 /// and allocates it whole once a sort outgrows it: counting an accrue session's noted keys
 /// (a million keys, 56 MB to sort) took a 32 MiB buffer, a third of the server's peak RSS at a
 /// million records. Past its buffer a sort merges runs from a temporary file, and with 1 MiB
-/// that count took 0.9–1.1 s against 1.5–1.8 s with 32 MiB (ADR 0019, sixteenth round).
+/// that count took 0.9–1.4 s against 1.5–1.8 s with 32 MiB (ADR 0019, sixteenth round).
 /// `cache_size` is the connection's, not the transaction's: [`end_small_sorts`] must follow,
 /// whatever the statements' outcome. Shrinking it drops cached pages only if SQLite's page
 /// caches together hold more than they then may.
