@@ -380,12 +380,14 @@ const SMALL_SORT_CACHE: &str = "-1024";
 /// Makes the transaction's next statements sort in at most 1 MiB of memory, until
 /// [`end_small_sorts`]. SQLite sizes a sort's in-memory buffer by the connection's page cache
 /// and allocates it whole once a sort outgrows it: counting an accrue session's noted keys
-/// (a million keys, 56 MB to sort) took a 32 MiB buffer, a third of the server's peak RSS at a
-/// million records. Past its buffer a sort merges runs from a temporary file, and with 1 MiB
+/// (a million keys, 56 MB to sort) took a 32 MiB buffer, a quarter of the server's peak RSS at
+/// a million records. Past its buffer a sort merges runs from a temporary file, and with 1 MiB
 /// that count took 0.9–1.4 s against 1.5–1.8 s with 32 MiB (ADR 0019, sixteenth round).
 /// `cache_size` is the connection's, not the transaction's: [`end_small_sorts`] must follow,
-/// whatever the statements' outcome. Shrinking it drops cached pages only if SQLite's page
-/// caches together hold more than they then may.
+/// whatever the statements' outcome. A commit dropped between the two (only a process ending
+/// drops one: a close runs on its own task, ADR 0019) would leave the writer at 1 MiB until the
+/// next such count. Shrinking it drops cached pages only if SQLite's page caches together hold
+/// more than they then may.
 async fn begin_small_sorts(tx: &mut Tx) -> StoreResult<()> {
     set_cache_size(tx, SMALL_SORT_CACHE).await
 }
