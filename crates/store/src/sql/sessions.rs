@@ -1007,19 +1007,30 @@ async fn log_commit(
     .await?;
     seq.advance(logged.rows_affected());
     if mode == SessionMode::Replace {
-        let swept = sqlx::query(
-            "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
-             SELECT $1 + row_number() OVER (ORDER BY r.key), r.entity_type, r.key, 'delete', $2 \
-             FROM records r WHERE r.connector = $3 AND NOT EXISTS \
-             (SELECT 1 FROM staged_records s WHERE s.session_id = $4 AND s.key = r.key)",
-        )
-        .bind(seq.base())
-        .bind(call.now)
-        .bind(&connector.id)
-        .bind(call.session_id)
-        .execute(&mut **tx)
-        .await?;
-        seq.advance(swept.rows_affected());
+        // The only statement of a commit that sorts on SQLite: the connector's records arrive
+        // by the source index, not in key order.
+        begin_small_sorts(tx).await?;
+        let swept = log_swept(tx, call, seq.base()).await;
+        end_small_sorts(tx).await?;
+        seq.advance(swept?);
     }
     seq.finish(tx).await
+}
+
+/// Logs a delete for every record of the connector that a replace session did not stage: the
+/// records its sweep takes. Returns how many.
+async fn log_swept(tx: &mut Tx, call: &SessionCall<'_>, base: i64) -> StoreResult<u64> {
+    let swept = sqlx::query(
+        "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
+         SELECT $1 + row_number() OVER (ORDER BY r.key), r.entity_type, r.key, 'delete', $2 \
+         FROM records r WHERE r.connector = $3 AND NOT EXISTS \
+         (SELECT 1 FROM staged_records s WHERE s.session_id = $4 AND s.key = r.key)",
+    )
+    .bind(base)
+    .bind(call.now)
+    .bind(&call.connector.id)
+    .bind(call.session_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(swept.rows_affected())
 }

@@ -243,6 +243,7 @@ impl SqliteStore {
         let (reader, auth) = if in_memory {
             (writer.clone(), writer.clone())
         } else {
+            let options = options.pragma("cache_size", READER_PAGE_CACHE);
             let reader = SqlitePoolOptions::new()
                 .max_connections(store.max_connections.clamp(1, 8))
                 .acquire_timeout(store.acquire_timeout)
@@ -374,6 +375,13 @@ async fn prepare_bulk_write(_tx: &mut Tx) -> StoreResult<()> {
 /// Each connection's page cache, `PRAGMA cache_size` (negative: KiB): 32 MiB ([`SqliteStore::open`]).
 const PAGE_CACHE: &str = "-32768";
 
+/// The page cache of each read and token look-up connection: 4 MiB, enough for the upper
+/// levels of a multi-million-row table's indexes. Reads walk keys in order (pages, exports,
+/// range-based sync), which the OS's cache serves as well; with the writer's 32 MiB, up to
+/// ten more connections could together have cached 320 MiB that SQLite seldom gives back
+/// (ADR 0019, seventeenth round).
+const READER_PAGE_CACHE: &str = "-4096";
+
 /// The `cache_size` a statement of [`begin_small_sorts`] runs under: 1 MiB.
 const SMALL_SORT_CACHE: &str = "-1024";
 
@@ -499,5 +507,25 @@ mod tests {
 
         assert_eq!(cache_size(&mut tx).await, -32768);
         tx.rollback().await.expect("rolls back");
+    }
+
+    /// Only the writer keeps a large page cache; every read and token look-up connection a
+    /// file store opens has the small one.
+    #[tokio::test]
+    async fn readers_cache_less_than_the_writer() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("tributary.db");
+        let store = SqliteStore::open(&path.display().to_string())
+            .await
+            .expect("opens the store");
+        for (pool, expected) in [
+            (&store.writer, -32768),
+            (&store.reader, -4096),
+            (&store.auth, -4096),
+        ] {
+            let mut tx = pool.begin().await.expect("begins");
+            assert_eq!(cache_size(&mut tx).await, expected);
+            tx.rollback().await.expect("rolls back");
+        }
     }
 }
