@@ -1007,8 +1007,8 @@ async fn log_commit(
     .await?;
     seq.advance(logged.rows_affected());
     if mode == SessionMode::Replace {
-        // The only statement of a commit that sorts on SQLite: the connector's records arrive
-        // by the source index, not in key order.
+        // Sorts on SQLite (like an accrue commit's count of noted keys): the connector's
+        // records arrive by the source index, not in key order.
         begin_small_sorts(tx).await?;
         let swept = log_swept(tx, call, seq.base()).await;
         end_small_sorts(tx).await?;

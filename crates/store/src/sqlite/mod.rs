@@ -216,7 +216,8 @@ impl SqliteStore {
             // SQLite's default page cache is 2 MiB per connection: once the records table and
             // its indexes outgrow it, every insert at a random key (keys are SHA-1s) rereads
             // B-tree pages from the OS. 32 MiB keeps the upper levels of a multi-million-row
-            // table's indexes cached; it is filled only as pages are used.
+            // table's indexes cached; it is filled only as pages are used. Readers then take a
+            // smaller one (`READER_PAGE_CACHE`).
             .pragma("cache_size", PAGE_CACHE)
             // A batch of 1,000 records at random keys dirties a few thousand index pages, more
             // than the default checkpoint threshold (1,000 pages): every commit then ran a
@@ -372,7 +373,8 @@ async fn prepare_bulk_write(_tx: &mut Tx) -> StoreResult<()> {
     Ok(())
 }
 
-/// Each connection's page cache, `PRAGMA cache_size` (negative: KiB): 32 MiB ([`SqliteStore::open`]).
+/// The writer's page cache, `PRAGMA cache_size` (negative: KiB): 32 MiB ([`SqliteStore::open`];
+/// readers keep [`READER_PAGE_CACHE`]).
 const PAGE_CACHE: &str = "-32768";
 
 /// The page cache of each read and token look-up connection: 4 MiB, enough for the upper
@@ -476,15 +478,21 @@ mod tests {
             .expect("reads cache_size")
     }
 
-    /// A sort many times the small buffer still comes out right (SQLite merges runs from a
-    /// temporary file), and the connection gets its page cache back afterwards.
-    #[tokio::test]
-    async fn small_sorts_merge_through_a_file_and_give_the_page_cache_back() {
+    /// A store in a file of a temporary directory (kept as long as the directory is).
+    async fn file_store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("tributary.db");
         let store = SqliteStore::open(&path.display().to_string())
             .await
             .expect("opens the store");
+        (dir, store)
+    }
+
+    /// A sort many times the small buffer still comes out right (SQLite merges runs from a
+    /// temporary file), and the connection gets its page cache back afterwards.
+    #[tokio::test]
+    async fn small_sorts_merge_through_a_file_and_give_the_page_cache_back() {
+        let (_dir, store) = file_store().await;
         let mut tx = store.writer.begin().await.expect("begins");
         assert_eq!(cache_size(&mut tx).await, -32768);
 
@@ -513,11 +521,7 @@ mod tests {
     /// file store opens has the small one.
     #[tokio::test]
     async fn readers_cache_less_than_the_writer() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().join("tributary.db");
-        let store = SqliteStore::open(&path.display().to_string())
-            .await
-            .expect("opens the store");
+        let (_dir, store) = file_store().await;
         for (pool, expected) in [
             (&store.writer, -32768),
             (&store.reader, -4096),
