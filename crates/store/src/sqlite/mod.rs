@@ -396,7 +396,7 @@ const SMALL_SORT_CACHE: &str = "-1024";
 /// `cache_size` is the connection's, not the transaction's: [`end_small_sorts`] must follow,
 /// whatever the statements' outcome. A commit dropped between the two (only a process ending
 /// drops one: a close runs on its own task, ADR 0019) would leave the writer at 1 MiB until the
-/// next such count. Shrinking it drops cached pages only if SQLite's page caches together hold
+/// next commit that sorts (an accrue commit's count, a replace's swept-record log). Shrinking it drops cached pages only if SQLite's page caches together hold
 /// more than they then may.
 async fn begin_small_sorts(tx: &mut Tx) -> StoreResult<()> {
     set_cache_size(tx, SMALL_SORT_CACHE).await

@@ -8,6 +8,7 @@ use tributary_store::testing::TestDb;
 
 conformance!(
     change_log_records_every_visible_change_in_commit_order,
+    a_replace_logs_each_swept_record_once_in_key_order,
     bulk_deletions_are_logged,
     listings_report_the_sequence_of_their_snapshot,
     filters_compile_to_sql_with_the_same_results,
@@ -117,6 +118,32 @@ async fn change_log_records_every_visible_change_in_commit_order(db: &TestDb) {
         .unwrap()
         .changes
         .is_empty());
+}
+
+/// A replace that keeps one of six records sweeps five: five deletes, after the six creates,
+/// each once and in key order (the sweep's log is the commit statement that sorts).
+async fn a_replace_logs_each_swept_record_once_in_key_order(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let ids = ["A", "B", "C", "D", "E", "F"];
+    let all: Vec<PreparedRecord> = ids.iter().map(|id| record(&c, id, 1)).collect();
+    stream(db, &c, &all, T0).await;
+    let replace = open(db, &c, SessionMode::Replace, T0 + SEC).await;
+    let rt = call(&replace, &c, T0 + SEC);
+    db.store
+        .upsert_batch(&rt, &[record(&c, "C", 1)])
+        .await
+        .applied_ok();
+    let closed = db.store.close_session(&rt, true, false).await.unwrap();
+    assert_eq!(closed.totals.swept, 5);
+    let in_key_order = |op: &'static str, ids: &[&str]| {
+        let mut list: Vec<(&'static str, String)> =
+            ids.iter().map(|id| (op, (*id).to_owned())).collect();
+        list.sort_by_key(|(_, id)| key(&c, id));
+        list
+    };
+    let mut expected = in_key_order("upsert", &ids);
+    expected.extend(in_key_order("delete", &["A", "B", "D", "E", "F"]));
+    assert_eq!(logged(db, &c).await, expected);
 }
 
 async fn bulk_deletions_are_logged(db: &TestDb) {
