@@ -517,6 +517,43 @@ mod tests {
         tx.rollback().await.expect("rolls back");
     }
 
+    /// The opcodes of the program SQLite compiles for `statement` (its one parameter bound).
+    async fn opcodes(tx: &mut Tx, statement: &str) -> Vec<String> {
+        let explained = format!("EXPLAIN {statement}");
+        let rows = sqlx::query(&explained)
+            .bind("session")
+            .fetch_all(&mut **tx)
+            .await
+            .expect("explains");
+        rows.iter()
+            .map(|row| row.try_get::<String, _>("opcode").expect("has an opcode"))
+            .collect()
+    }
+
+    /// Unstaging deletes a session's staged rows in one pass: no `RowSet` of every staged rowid
+    /// held until the end (the list form, checked too so the test can tell, builds one). Its
+    /// notes (`staged_unchanged`, one row per batch) still go in two passes, because the table
+    /// has a foreign key: a rowid per batch, not per record.
+    #[tokio::test]
+    async fn unstaging_deletes_in_one_pass() {
+        let (_dir, store) = file_store().await;
+        let mut tx = store.writer.begin().await.expect("begins");
+        let [staged_records, _staged_unchanged] = sessions::UNSTAGE;
+        let program = opcodes(&mut tx, staged_records).await;
+        assert!(program.iter().any(|op| op == "Delete"), "{program:?}");
+        assert!(!program.iter().any(|op| op == "RowSetAdd"), "{program:?}");
+        let listed = concat!(
+            "DELETE FROM staged_records WHERE ",
+            in_list!("session_id", "$1")
+        );
+        let program = opcodes(&mut tx, listed).await;
+        assert!(
+            program.iter().any(|op| op == "RowSetAdd"),
+            "{listed}: {program:?}"
+        );
+        tx.rollback().await.expect("rolls back");
+    }
+
     /// Only the writer keeps a large page cache; every read and token look-up connection a
     /// file store opens has the small one.
     #[tokio::test]
