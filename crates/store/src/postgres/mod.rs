@@ -88,6 +88,7 @@ mod changes;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/exports.rs"]
 mod exports;
+mod gin_merge;
 mod listing;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/records.rs"]
@@ -136,6 +137,9 @@ pub struct PgStore {
     listening: Arc<Once>,
     /// Analyzes `records` after large changes.
     statistics: Arc<statistics::Statistics>,
+    /// Whether large commits merge the GIN pending list on a second connection
+    /// ([`gin_merge`]).
+    merge_pending_list: bool,
 }
 
 impl PgStore {
@@ -157,6 +161,7 @@ impl PgStore {
             .max_connections(2)
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(connect);
+        let merge_pending_list = gin_merge::allowed(&pool).await?;
         Ok(Self {
             pool,
             auth,
@@ -164,6 +169,7 @@ impl PgStore {
             changes: Arc::default(),
             listening: Arc::new(Once::new()),
             statistics: Arc::default(),
+            merge_pending_list,
         })
     }
 
@@ -229,16 +235,23 @@ async fn bound_statements(tx: &mut Tx, timeout: Duration) -> StoreResult<()> {
     Ok(())
 }
 
-/// Prepares a transaction that writes a whole session's rows at once (a commit): GIN keeps new
-/// entries in a pending list and merges it into the index when it outgrows this limit, and
-/// merging 32 MiB at a time instead of the default 4 MiB took the `INSERT` of an accrue commit
-/// of 1,000,000 records from 22.7 s to 18.5 s (ADR 0019). Ends with the transaction; what is
-/// left pending is merged by the next writer or autovacuum.
-async fn prepare_bulk_write(tx: &mut Tx) -> StoreResult<()> {
+/// What a commit's bulk write holds while it runs: the merger of the GIN pending list, if one
+/// was started ([`prepare_bulk_write`]).
+type BulkWrite = Option<gin_merge::Merging>;
+
+/// Prepares a transaction that writes a whole session's rows at once (a commit), `writes` of
+/// them: GIN keeps new entries in a pending list and merges it into the index when it outgrows
+/// this limit, and merging 32 MiB at a time instead of the default 4 MiB took the `INSERT` of
+/// an accrue commit of 1,000,000 records from 22.7 s to 18.5 s (ADR 0019). Ends with the
+/// transaction; what is left pending is merged by the next writer or autovacuum. A large
+/// write also gets a merger on a second connection until the answer is dropped
+/// ([`gin_merge`]), which takes the merging off the statement's core.
+async fn prepare_bulk_write(s: &PgStore, tx: &mut Tx, writes: u64) -> StoreResult<BulkWrite> {
     sqlx::query("SET LOCAL gin_pending_list_limit = '32MB'")
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    let helped = s.merge_pending_list && writes >= gin_merge::MERGE_BESIDE_WRITES;
+    Ok(helped.then(|| gin_merge::start(&s.pool)))
 }
 
 /// Bounds the memory of the next statements' sorts: PostgreSQL's `work_mem` does already.

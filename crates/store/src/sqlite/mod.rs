@@ -368,9 +368,18 @@ fn bind_rows<'q>(query: Query<'q>, rows: TextRows<'_>) -> StoreResult<Query<'q>>
     Ok(query.bind(serde_json::to_string(&rows)?))
 }
 
-/// Settings of a transaction that writes a whole session's rows at once: none on SQLite.
-async fn prepare_bulk_write(_tx: &mut Tx) -> StoreResult<()> {
-    Ok(())
+/// What a commit's bulk write holds while it runs: nothing on SQLite.
+#[derive(Debug)]
+struct BulkWrite;
+
+/// Settings of a transaction that writes a whole session's rows at once: none on SQLite, whose
+/// one writer has no second connection to share the work with.
+async fn prepare_bulk_write(
+    _s: &SqliteStore,
+    _tx: &mut Tx,
+    _writes: u64,
+) -> StoreResult<BulkWrite> {
+    Ok(BulkWrite)
 }
 
 /// The writer's page cache, `PRAGMA cache_size` (negative: KiB): 32 MiB ([`SqliteStore::open`];
