@@ -8,8 +8,11 @@
 //! not wait for it: it appends and goes on. So while a large commit writes, a second connection
 //! merges, on the other core, and the commit's statement is left with the appends. Measured on
 //! a table like `records`, 1,000,000 rows of the bench's shape in key order: 27.3–30.3 s with
-//! the 32 MiB limit alone, 20.3–23.1 s with a merger beside it, about 500 pending pages left at
-//! the statement's end against 3,160 (ADR 0019, twentieth round).
+//! the 32 MiB limit alone, 18.3–21.5 s with a merger beside it (the same limit), 500–1,000
+//! pending pages left at the statement's end against 3,160 (ADR 0019, twentieth round).
+//!
+//! Two large commits at once each start a merger; the second waits on the index's merge lock
+//! while the first merges, holding its connection, and merges what is left after.
 //!
 //! Index pages are not transactional: the merger moves entries of the commit's uncommitted rows
 //! as vacuum would, and a rolled-back commit leaves dead entries for vacuum, as any insert does.
