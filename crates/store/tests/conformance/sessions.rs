@@ -23,6 +23,7 @@ conformance!(
     accrue_rollback_discards,
     accrue_last_operation_wins,
     accrue_commit_writes_only_changed_rows,
+    a_commit_of_thousands_writes_new_and_changed_records_alike,
     a_record_staged_unchanged_is_kept_not_written_back,
     accrue_counts_each_unchanged_record_once,
     an_accrue_commit_of_deletes_only_applies_them,
@@ -612,6 +613,68 @@ async fn accrue_commit_writes_only_changed_rows(db: &TestDb) {
         serde_json::from_str::<Value>(&b.entity).unwrap(),
         json!({"population": 2})
     );
+}
+
+/// Commits creating more than a batch's worth of records (PostgreSQL copies those, ADR 0019,
+/// twenty-first round): new records alone, then new ones beside a changed and an unchanged one,
+/// land as smaller commits' do.
+async fn a_commit_of_thousands_writes_new_and_changed_records_alike(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    stream(db, &c, &[record(&c, "A", 1), record(&c, "B", 1)], T0).await;
+    let commit = |ids: std::ops::Range<usize>, extra: Vec<PreparedRecord>, at: i64| {
+        let c = &c;
+        async move {
+            let s = open(db, c, SessionMode::Accrue, at).await;
+            let mut staged: Vec<_> = ids
+                .map(|i| record(c, &format!("N{i:05}"), i as i64))
+                .collect();
+            staged.extend(extra);
+            for batch in staged.chunks(500) {
+                db.store
+                    .upsert_batch(&call(&s, c, at), batch)
+                    .await
+                    .applied_ok();
+            }
+            db.store
+                .close_session(&call(&s, c, at + SEC), true, false)
+                .await
+                .unwrap()
+                .totals
+        }
+    };
+    assert_eq!(
+        commit(0..1_500, vec![], T0 + SEC).await,
+        totals(1_500, 0, 0, 0, 0, 0)
+    );
+    let changed = vec![record(&c, "A", 1), record(&c, "B", 2)];
+    let at = T0 + 10 * SEC;
+    assert_eq!(
+        commit(1_500..2_700, changed, at).await,
+        totals(1_200, 1, 1, 0, 0, 0)
+    );
+
+    assert_eq!(visible_ids(db, &c).await.len(), 2_702);
+    for (id, population, time) in [("N00000", 0, T0 + 2 * SEC), ("N02699", 2_699, at + SEC)] {
+        let r = get(db, &c, id).await.unwrap();
+        assert_eq!(
+            (
+                r.version,
+                r.created_at,
+                r.updated_at,
+                r.name.as_str(),
+                r.connector.as_str()
+            ),
+            (1, time, time, format!("Name {id}").as_str(), c.id.as_str())
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.entity).unwrap(),
+            json!({"population": population})
+        );
+    }
+    let a = get(db, &c, "A").await.unwrap();
+    assert_eq!((a.version, a.updated_at), (1, T0));
+    let b = get(db, &c, "B").await.unwrap();
+    assert_eq!((b.version, b.created_at, b.updated_at), (2, T0, at + SEC));
 }
 
 /// A record sent as it already is gets staged as a keep (ADR 0019): it overrides what the
