@@ -79,7 +79,6 @@ macro_rules! existing_rows {
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/admin.rs"]
 mod admin;
-mod bulk_copy;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/catalog.rs"]
 mod catalog;
@@ -114,7 +113,6 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 use tributary_core::checksum::canonical_json;
 use tributary_core::model::StoredRecord;
-use tributary_core::store::SessionCall;
 
 /// The store the shared statements implement the storage traits for.
 type Backend = PgStore;
@@ -254,26 +252,6 @@ async fn prepare_bulk_write(s: &PgStore, tx: &mut Tx, writes: u64) -> StoreResul
         .await?;
     let helped = s.merge_pending_list && writes >= gin_merge::MERGE_BESIDE_WRITES;
     Ok(helped.then(|| gin_merge::start(&s.pool)))
-}
-
-/// Writes a commit's `created` new records by `COPY` ahead of its `INSERT` ([`bulk_copy`]) when
-/// there are enough of them; answers how many it wrote (0: the `INSERT` writes them all).
-async fn copy_new_records(
-    s: &PgStore,
-    tx: &mut Tx,
-    call: &SessionCall<'_>,
-    created: u64,
-) -> StoreResult<u64> {
-    if created < bulk_copy::COPY_NEW_RECORDS {
-        return Ok(0);
-    }
-    let new = bulk_copy::NewRecords {
-        session_id: call.session_id,
-        entity_type: &call.connector.entity_type,
-        connector: &call.connector.id,
-        now: call.now,
-    };
-    bulk_copy::copy_new_records(s, tx, &new).await
 }
 
 /// Bounds the memory of the next statements' sorts: PostgreSQL's `work_mem` does already.

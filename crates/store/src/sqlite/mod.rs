@@ -127,7 +127,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tributary_core::model::StoredRecord;
-use tributary_core::store::SessionCall;
 
 /// The store the shared statements implement the storage traits for.
 type Backend = SqliteStore;
@@ -381,17 +380,6 @@ async fn prepare_bulk_write(
     _writes: u64,
 ) -> StoreResult<BulkWrite> {
     Ok(BulkWrite)
-}
-
-/// Writes a commit's new records ahead of its `INSERT` where the backend has a faster way:
-/// SQLite has none (its `INSERT … SELECT` is its bulk path), so it leaves them all to it.
-async fn copy_new_records(
-    _s: &SqliteStore,
-    _tx: &mut Tx,
-    _call: &SessionCall<'_>,
-    _created: u64,
-) -> StoreResult<u64> {
-    Ok(0)
 }
 
 /// The writer's page cache, `PRAGMA cache_size` (negative: KiB): 32 MiB ([`SqliteStore::open`];
