@@ -101,6 +101,8 @@ mod sessions;
 mod sources;
 mod statistics;
 mod wake;
+#[cfg(test)]
+mod commit_write_tests;
 
 use crate::batch::TextRows;
 use crate::changes::{ChangeSignal, Logged, PG_CHANNEL};

@@ -1,0 +1,97 @@
+//! The commit's records write on PostgreSQL, where another transaction can create a key between
+//! the commit's totals and its write (SQLite has one writer, so nothing turns up there).
+
+use super::sessions::write_staged_upserts;
+use super::PgStore;
+use crate::testing::TestDb;
+use crate::StoreOptions;
+use tributary_core::model::{Connector, WritePolicy};
+use tributary_core::store::SessionCall;
+
+const SESSION: &str = "5b0c9f7e-commit-write-test";
+const NOW: i64 = 1_700_000_000_000_000;
+
+/// Stages upserts `1..=rows` for [`SESSION`], keyed `lpad(i, 40, '0')`.
+async fn stage(store: &PgStore, rows: i64) {
+    sqlx::query(
+        "INSERT INTO staged_records (session_id, key, id, op, name, entity, instance, checksum) \
+         SELECT $1, lpad(i::text, 40, '0'), 'C' || i, 'upsert', 'Country ' || i, \
+                jsonb_build_object('code', 'C' || i), '{}'::jsonb, 'sum' || i \
+         FROM generate_series(1, $2) AS i",
+    )
+    .bind(SESSION)
+    .bind(rows)
+    .execute(&store.pool)
+    .await
+    .expect("stages");
+}
+
+fn connector() -> Connector {
+    Connector {
+        id: "c1".to_owned(),
+        name: "c1".to_owned(),
+        entity_type: "country".to_owned(),
+        write_policy: WritePolicy::Importer,
+        reject_removals_above_percent: None,
+        rate_limit: None,
+        created_at: 0,
+    }
+}
+
+tributary_test_harness::postgres_test! {
+    /// A commit whose totals found only new keys writes them without the conflict clause; a
+    /// key written meanwhile (by the commit's own transaction here, by a racing writer in life)
+    /// fails that `INSERT` on the primary key, which is rolled back to its savepoint, and the
+    /// write with the clause then creates the others and updates that record, in a transaction
+    /// still usable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_written_meanwhile_is_updated_not_refused() {
+        let db = TestDb::postgres().await;
+        let store = PgStore::open(&db.url, StoreOptions::default())
+            .await
+            .expect("opens");
+        stage(&store, 1_500).await;
+        let connector = connector();
+        let call = SessionCall {
+            session_id: SESSION,
+            connector: &connector,
+            now: NOW,
+            idle_cutoff: 0,
+            batch_seq: None,
+        };
+
+        let mut tx = store.pool.begin().await.expect("begins");
+        sqlx::query(
+            "INSERT INTO records (key, entity_type, connector, id, name, entity, instance, \
+                                  checksum, version, created_at, updated_at) \
+             VALUES (lpad('1200', 40, '0'), 'country', 'c1', 'C1200', 'old', '{}', '{}', \
+                     'old', 3, 7, 7)",
+        )
+        .execute(&mut *tx)
+        .await
+        .expect("a record written meanwhile");
+        write_staged_upserts(&store, &mut tx, &call, (1_500, 0), false, false)
+            .await
+            .expect("writes with the conflict clause instead");
+        let raced: (String, i64, i64, i64) = sqlx::query_as(
+            "SELECT name, version, created_at, updated_at FROM records WHERE id = 'C1200'",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .expect("the transaction is usable");
+        assert_eq!(raced, ("Country 1200".to_owned(), 4, 7, NOW));
+        tx.commit().await.expect("commits");
+
+        let (rows, created): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE version = 1 AND created_at = $1) FROM records",
+        )
+        .bind(NOW)
+        .fetch_one(&store.pool)
+        .await
+        .expect("counts");
+        assert_eq!((rows, created), (1_500, 1_499));
+        store.pool.close().await;
+        store.auth.close().await;
+        db.cleanup().await;
+    }
+}
