@@ -85,6 +85,8 @@ mod catalog;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/changes.rs"]
 mod changes;
+#[cfg(test)]
+mod commit_write_tests;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/exports.rs"]
 mod exports;
@@ -101,8 +103,6 @@ mod sessions;
 mod sources;
 mod statistics;
 mod wake;
-#[cfg(test)]
-mod commit_write_tests;
 
 use crate::batch::TextRows;
 use crate::changes::{ChangeSignal, Logged, PG_CHANNEL};
