@@ -4,7 +4,6 @@
 use super::sessions::write_staged_upserts;
 use super::PgStore;
 use crate::testing::TestDb;
-use crate::StoreOptions;
 use tributary_core::model::{Connector, WritePolicy};
 use tributary_core::store::SessionCall;
 
@@ -47,9 +46,7 @@ tributary_test_harness::postgres_test! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_key_written_meanwhile_is_updated_not_refused() {
         let db = TestDb::postgres().await;
-        let store = PgStore::open(&db.url, StoreOptions::default())
-            .await
-            .expect("opens");
+        let store = PgStore::open_for_test(&db).await;
         stage(&store, 1_500).await;
         let connector = connector();
         let call = SessionCall {
@@ -90,8 +87,6 @@ tributary_test_harness::postgres_test! {
         .await
         .expect("counts");
         assert_eq!((rows, created), (1_500, 1_499));
-        store.pool.close().await;
-        store.auth.close().await;
-        db.cleanup().await;
+        store.close_for_test(db).await;
     }
 }

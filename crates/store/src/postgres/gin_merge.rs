@@ -102,7 +102,6 @@ mod tests {
     use super::super::{connections, prepare_bulk_write, PgStore};
     use super::*;
     use crate::testing::TestDb;
-    use crate::StoreOptions;
 
     /// Writes `rows` records in one transaction prepared as a commit's bulk write for `writes`
     /// rows, commits, and answers once no connection of the store is in use (a merger, if one
@@ -146,9 +145,7 @@ mod tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_large_write_has_its_pending_list_merged_beside_it() {
             let db = TestDb::postgres().await;
-            let store = PgStore::open(&db.url, StoreOptions::default())
-                .await
-                .expect("opens");
+            let store = PgStore::open_for_test(&db).await;
             assert!(store.merge_pending_list, "the test role owns the index");
             assert_eq!(pending_pages(&store).await, 0);
 
@@ -172,9 +169,7 @@ mod tests {
             sqlx::query("DELETE FROM records").execute(&store.pool).await.expect("empties");
             bulk_write(&store, 2_000, MERGE_BESIDE_WRITES - 1).await;
             assert!(pending_pages(&store).await > 0, "a small write leaves its entries pending");
-            store.pool.close().await;
-            store.auth.close().await;
-            db.cleanup().await;
+            store.close_for_test(db).await;
         }
     }
 }

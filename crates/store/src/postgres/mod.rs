@@ -256,6 +256,23 @@ async fn prepare_bulk_write(s: &PgStore, tx: &mut Tx, writes: u64) -> StoreResul
     Ok(helped.then(|| gin_merge::start(&s.pool)))
 }
 
+#[cfg(test)]
+impl PgStore {
+    /// A store of its own on `db`'s database, for unit tests of the backend's insides.
+    async fn open_for_test(db: &crate::testing::TestDb) -> PgStore {
+        PgStore::open(&db.url, StoreOptions::default())
+            .await
+            .expect("opens")
+    }
+
+    /// Closes both pools, then drops `db`'s database.
+    async fn close_for_test(self, db: crate::testing::TestDb) {
+        self.pool.close().await;
+        self.auth.close().await;
+        db.cleanup().await;
+    }
+}
+
 /// Bounds the memory of the next statements' sorts: PostgreSQL's `work_mem` does already.
 async fn begin_small_sorts(_tx: &mut Tx) -> StoreResult<()> {
     Ok(())

@@ -618,7 +618,8 @@ async fn accrue_commit_writes_only_changed_rows(db: &TestDb) {
 /// Commits creating more than a batch's worth of records, new records alone and then new ones
 /// beside a changed and an unchanged one, land as smaller commits' do (version 1, the commit's
 /// time, the staged name and entity; the changed record's version raised, the unchanged one's
-/// left): what any faster path for a commit's new records must keep (ADR 0019).
+/// left): what any faster path for a commit's new records must keep (ADR 0019). The first
+/// commit only creates, so it takes the plain `INSERT`; the second writes with `ON CONFLICT`.
 async fn a_commit_of_thousands_writes_new_and_changed_records_alike(db: &TestDb) {
     let c = connector(db, WritePolicy::Importer, None).await;
     stream(db, &c, &[record(&c, "A", 1), record(&c, "B", 1)], T0).await;
