@@ -13,6 +13,7 @@
 
 mod batch;
 mod changes;
+mod coalesce;
 mod error;
 mod migrate;
 pub mod postgres;

@@ -44,6 +44,10 @@ const SQLITE: &[Migration] = &[
         version: 17,
         sql: include_str!("../migrations/sqlite/0017_import_results_session.sql"),
     },
+    Migration {
+        version: 18,
+        sql: include_str!("../migrations/sqlite/0018_unstaging.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -74,6 +78,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 17,
         sql: include_str!("../migrations/postgres/0017_import_results_session.sql"),
+    },
+    Migration {
+        version: 18,
+        sql: include_str!("../migrations/postgres/0018_unstaging.sql"),
     },
 ];
 

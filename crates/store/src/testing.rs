@@ -122,6 +122,21 @@ impl TestDb {
         }
     }
 
+    /// Test support: runs `sql` (as [`TestDb::execute_sql`]) until it affects `expected` rows,
+    /// for what a background task of the store finishes after a call has answered (an ended
+    /// session's staged rows are deleted after its end). Gives up after 30 s and answers the
+    /// last count, for the caller's assertion to show.
+    pub async fn execute_sql_until(&self, sql: &str, expected: u64) -> u64 {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let affected = self.execute_sql(sql).await;
+            if affected == expected || tokio::time::Instant::now() >= deadline {
+                return affected;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Test support: moves session `session_id`'s last activity `by` into the past, as if it
     /// had been idle that long (the idle timeout is judged against it).
     pub async fn backdate_session(&self, session_id: &str, by: std::time::Duration) {

@@ -102,10 +102,14 @@ mod sessions;
 #[path = "../sql/sources.rs"]
 mod sources;
 mod statistics;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/unstaging.rs"]
+mod unstaging;
 mod wake;
 
 use crate::batch::TextRows;
 use crate::changes::{ChangeSignal, Logged, PG_CHANNEL};
+use crate::coalesce::Coalesced;
 use crate::error::{StoreError, StoreResult};
 use crate::StoreOptions;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -142,6 +146,8 @@ pub struct PgStore {
     /// Whether large commits merge the GIN pending list on a second connection
     /// ([`gin_merge`]).
     merge_pending_list: bool,
+    /// Deletes ended sessions' staged rows in the background ([`unstaging`]).
+    unstaging: Arc<Coalesced>,
 }
 
 impl PgStore {
@@ -164,7 +170,7 @@ impl PgStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(connect);
         let merge_pending_list = gin_merge::allowed(&pool).await?;
-        Ok(Self {
+        let store = Self {
             pool,
             auth,
             query_timeout: options.query_timeout,
@@ -172,7 +178,11 @@ impl PgStore {
             listening: Arc::new(Once::new()),
             statistics: Arc::default(),
             merge_pending_list,
-        })
+            unstaging: Arc::default(),
+        };
+        // What a process that stopped left to unstage.
+        store.drain_unstaging();
+        Ok(store)
     }
 
     async fn write(&self) -> StoreResult<Tx> {

@@ -8,6 +8,7 @@
 
 use super::changes::{log_keys, Sequencer};
 use super::records::{existing_records, insert_import_result, write_records, Writer};
+use super::unstaging::unstage_later;
 use super::{
     begin_small_sorts, bind_rows, end_small_sorts, in_list_arg, lock_stream_sessions,
     prepare_bulk_write, read_items_page, rowset, Backend, Query, Tx,
@@ -66,6 +67,7 @@ impl SessionStore for Backend {
                 return Err(Error::not_found(ResourceKind::Connector, &connector.id).into());
             }
             let mut superseded = Vec::new();
+            let mut unstage = false;
             if session::supersedes(mode) {
                 let ended: Vec<(String, String, i64)> = sqlx::query_as(
                     "UPDATE sessions SET state = 'superseded', closed_at = $2 \
@@ -77,7 +79,7 @@ impl SessionStore for Backend {
                 .fetch_all(&mut *tx)
                 .await?;
                 let why = format!("superseded by session {id}");
-                cancel_sessions(&mut tx, &ended, now, &why).await?;
+                unstage |= cancel_sessions(&mut tx, &ended, now, &why).await?;
                 superseded = ended.into_iter().map(|(id, _, _)| id).collect();
             }
             sqlx::query(
@@ -91,6 +93,9 @@ impl SessionStore for Backend {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            if unstage {
+                self.drain_unstaging();
+            }
             let session = Session {
                 id,
                 connector: connector.id.clone(),
@@ -301,7 +306,7 @@ impl SessionStore for Backend {
             } else {
                 (ImportStatus::Canceled, SessionTotals::default())
             };
-            unstage(&mut tx, [call.session_id]).await?;
+            let unstage = unstage_later(&mut tx, &[call.session_id]).await?;
             set_state(&mut tx, call, state).await?;
             let result = session_result(
                 &call.connector.id,
@@ -317,6 +322,9 @@ impl SessionStore for Backend {
             tx.commit().await?;
             if let Some(sequence) = logged {
                 self.published(&sequence);
+            }
+            if unstage {
+                self.drain_unstaging();
             }
             Ok(ClosedSession {
                 mode,
@@ -341,6 +349,9 @@ impl SessionStore for Backend {
             .await?;
             cancel_sessions(&mut tx, &ended, now, "expired after idle timeout").await?;
             tx.commit().await?;
+            // Every pass, not only when one expired: it also retries what an earlier drain of
+            // any process left (a failure, a process that stopped).
+            self.drain_unstaging();
             Ok(ended.len() as u64)
         })
         .await
@@ -492,39 +503,20 @@ async fn end_batch(tx: &mut Tx, call: &SessionCall<'_>) -> StoreResult<()> {
     Ok(())
 }
 
-/// What [`unstage`] runs for each session: one session per statement, by `session_id = $1`.
-/// SQLite deletes that in one pass, while a list (`IN (SELECT … json_each)`) makes it collect
-/// every rowid first, ~24 MB of `RowSet` for a million staged rows at a commit (ADR 0019,
-/// nineteenth round). The notes' delete stays two-pass on SQLite (the table has a foreign key),
-/// but they are one row per batch.
-pub(super) const UNSTAGE: [&str; 2] = [
-    "DELETE FROM staged_records WHERE session_id = $1",
-    "DELETE FROM staged_unchanged WHERE session_id = $1",
-];
-
-/// Deletes what `sessions` staged: their staged rows and their notes of unchanged records.
-async fn unstage<'s>(tx: &mut Tx, sessions: impl IntoIterator<Item = &'s str>) -> StoreResult<()> {
-    let sessions: Vec<&str> = sessions.into_iter().collect();
-    for session in sessions {
-        for staged in UNSTAGE {
-            sqlx::query(staged).bind(session).execute(&mut **tx).await?;
-        }
-    }
-    Ok(())
-}
-
 /// Ends staged (accrue/replace) sessions with a canceled import result each: `ended` lists
-/// `(id, connector, opened_at)`. Their staged rows are deleted.
+/// `(id, connector, opened_at)`. Their staged rows are listed to delete after the transaction
+/// ([`unstage_later`]); answers whether any was.
 async fn cancel_sessions(
     tx: &mut Tx,
     ended: &[(String, String, i64)],
     now: i64,
     error: &str,
-) -> StoreResult<()> {
+) -> StoreResult<bool> {
     if ended.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
-    unstage(tx, ended.iter().map(|(id, _, _)| id.as_str())).await?;
+    let ids: Vec<&str> = ended.iter().map(|(id, _, _)| id.as_str()).collect();
+    let unstage = unstage_later(tx, &ids).await?;
     for (id, connector, opened_at) in ended {
         let result = session_result(
             connector,
@@ -537,7 +529,7 @@ async fn cancel_sessions(
         );
         insert_import_result(tx, &result).await?;
     }
-    Ok(())
+    Ok(unstage)
 }
 
 /// Applies (stream) or stages (accrue/replace) the batch; answers the outcomes and the keys of

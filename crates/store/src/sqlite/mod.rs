@@ -115,9 +115,13 @@ mod sessions;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/sources.rs"]
 mod sources;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/unstaging.rs"]
+mod unstaging;
 
 use crate::batch::TextRows;
 use crate::changes::{ChangeSignal, Logged};
+use crate::coalesce::Coalesced;
 use crate::error::{StoreError, StoreResult};
 use crate::StoreOptions;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -150,6 +154,8 @@ pub struct SqliteStore {
     /// Wakes this process's change-log readers after a commit that logged changes. (Another
     /// process on the same file is not woken; Watch's periodic re-read covers it.)
     changes: Arc<ChangeSignal>,
+    /// Deletes ended sessions' staged rows in the background ([`unstaging`]).
+    unstaging: Arc<Coalesced>,
 }
 
 /// SQLITE_BUSY (code 5, with its extended codes: recovery, snapshot, timeout).
@@ -256,14 +262,18 @@ impl SqliteStore {
                 .connect_lazy_with(options);
             (reader, auth)
         };
-        Ok(Self {
+        let store = Self {
             writer,
             reader,
             auth,
             query_timeout: store.query_timeout,
             in_memory,
             changes: Arc::default(),
-        })
+            unstaging: Arc::default(),
+        };
+        // What a process that stopped left to unstage.
+        store.drain_unstaging();
+        Ok(store)
     }
 
     /// Starts a write transaction on the single writer connection, taking the write lock now.
@@ -547,7 +557,7 @@ mod tests {
     async fn unstaging_deletes_in_one_pass() {
         let (_dir, store) = file_store().await;
         let mut tx = store.writer.begin().await.expect("begins");
-        let [staged_records, _staged_unchanged] = sessions::UNSTAGE;
+        let [staged_records, _staged_unchanged] = unstaging::UNSTAGE;
         let program = opcodes(&mut tx, staged_records).await;
         assert!(program.iter().any(|op| op == "Delete"), "{program:?}");
         assert!(!program.iter().any(|op| op == "RowSetAdd"), "{program:?}");

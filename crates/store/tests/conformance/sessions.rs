@@ -31,6 +31,7 @@ conformance!(
     replace_sweeps_exactly_the_unstaged_records,
     replace_guard_refuses_then_force_commits,
     supersede_denies_the_old_session_and_discards_its_data,
+    staged_rows_go_after_every_end_even_one_whose_process_stopped,
     stream_sessions_are_never_superseded,
     foreign_unknown_and_closed_sessions_are_denied,
     idle_sessions_expire,
@@ -737,7 +738,10 @@ async fn accrue_counts_each_unchanged_record_once(db: &TestDb) {
     let all = ["A", "B", "C", "D", "E", "F"];
     let existing: Vec<_> = all.iter().map(|id| record(&c, id, 1)).collect();
     stream(db, &c, &existing, T0).await;
-    let noted = || db.execute_sql("UPDATE staged_unchanged SET keys = keys");
+    const NOTES: &str = "UPDATE staged_unchanged SET keys = keys";
+    let noted = || db.execute_sql(NOTES);
+    // After a session's end its notes are deleted in the background (ADR 0019).
+    let noted_after_end = || db.execute_sql_until(NOTES, 0);
     let s = open(db, &c, SessionMode::Accrue, T0 + SEC).await;
     let at = call(&s, &c, T0 + SEC);
     let up = |records: Vec<PreparedRecord>| async move {
@@ -776,7 +780,7 @@ async fn accrue_counts_each_unchanged_record_once(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(closed.totals, totals(0, 1, 3, 1, 0, 0));
-    assert_eq!(noted().await, 0, "the commit drops its notes");
+    assert_eq!(noted_after_end().await, 0, "the commit drops its notes");
     assert_eq!(visible_ids(db, &c).await, ids(&["A", "B", "E", "F"]));
     let b = get(db, &c, "B").await.unwrap();
     assert_eq!((b.version, b.checksum), (2, record(&c, "B", 5).checksum));
@@ -790,7 +794,7 @@ async fn accrue_counts_each_unchanged_record_once(db: &TestDb) {
     db.store.upsert_batch(&at, &same(&["A"])).await.applied_ok();
     assert_eq!(noted().await, 1);
     db.store.close_session(&at, false, false).await.unwrap();
-    assert_eq!(noted().await, 0, "a rollback drops its notes");
+    assert_eq!(noted_after_end().await, 0, "a rollback drops its notes");
     // So do those of a session still open when its connector is deleted.
     let o = open(db, &c, SessionMode::Accrue, T0 + 5 * SEC).await;
     let at = call(&o, &c, T0 + 5 * SEC);
@@ -1324,4 +1328,78 @@ async fn concurrent_unary_batches_of_one_session_all_stage(db: &TestDb) {
             );
         }
     }
+}
+
+/// A session's staged rows are deleted after its end, in the background (ADR 0019,
+/// twenty-third round): after a commit, a rollback and a supersede they go, and what a process
+/// left listed when it stopped before deleting goes at the next open of a store on the database
+/// or the next idle-expiry pass.
+async fn staged_rows_go_after_every_end_even_one_whose_process_stopped(db: &TestDb) {
+    const STAGED: &str = "UPDATE staged_records SET op = op";
+    const LISTED: &str = "UPDATE unstaging SET session_id = session_id";
+    let c = connector(db, WritePolicy::Importer, None).await;
+    let stage = |session: String, at: i64, ids: &'static [&'static str]| {
+        let c = c.clone();
+        async move {
+            let records: Vec<_> = ids.iter().map(|id| record(&c, id, 1)).collect();
+            db.store
+                .upsert_batch(&call(&session, &c, at), &records)
+                .await
+                .applied_ok();
+            session
+        }
+    };
+    let committed = stage(open(db, &c, SessionMode::Accrue, T0).await, T0, &["A", "B"]).await;
+    db.store
+        .close_session(&call(&committed, &c, T0 + SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(db.execute_sql_until(STAGED, 0).await, 0, "after a commit");
+    assert_eq!(visible_ids(db, &c).await, ids(&["A", "B"]));
+    let rolled_back = stage(open(db, &c, SessionMode::Replace, T0).await, T0, &["C"]).await;
+    db.store
+        .close_session(&call(&rolled_back, &c, T0 + SEC), false, false)
+        .await
+        .unwrap();
+    assert_eq!(db.execute_sql_until(STAGED, 0).await, 0, "after a rollback");
+    stage(open(db, &c, SessionMode::Accrue, T0).await, T0, &["D"]).await;
+    let superseding = open(db, &c, SessionMode::Accrue, T0 + SEC).await;
+    assert_eq!(
+        db.execute_sql_until(STAGED, 0).await,
+        0,
+        "after a supersede"
+    );
+    assert_eq!(db.execute_sql(LISTED).await, 0, "each listing goes too");
+
+    // A process ended this session (listed, in the same transaction) and stopped before its
+    // task deleted the staged rows.
+    let stopped = stage(superseding, T0 + SEC, &["E", "F", "G"]).await;
+    let end_without_unstaging = format!(
+        "UPDATE sessions SET state = 'rolled_back', closed_at = {T0} WHERE id = '{stopped}'"
+    );
+    assert_eq!(db.execute_sql(&end_without_unstaging).await, 1);
+    let listing = format!("INSERT INTO unstaging (session_id) VALUES ('{stopped}')");
+    assert_eq!(db.execute_sql(&listing).await, 1);
+    assert_eq!(db.execute_sql(STAGED).await, 3);
+    let restarted = tributary_store::open(&db.url).await.unwrap();
+    assert_eq!(db.execute_sql_until(STAGED, 0).await, 0, "drained at open");
+    assert_eq!(db.execute_sql(LISTED).await, 0);
+
+    // Left again, and found by this process's next idle-expiry pass (which expires nothing).
+    let again = stage(open(db, &c, SessionMode::Accrue, T0).await, T0, &["H"]).await;
+    let end_without_unstaging = end_without_unstaging.replace(&stopped, &again);
+    assert_eq!(db.execute_sql(&end_without_unstaging).await, 1);
+    assert_eq!(db.execute_sql(&listing.replace(&stopped, &again)).await, 1);
+    assert_eq!(db.execute_sql(STAGED).await, 1);
+    assert_eq!(
+        restarted.expire_idle_sessions(T0 - DAY, T0).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        db.execute_sql_until(STAGED, 0).await,
+        0,
+        "drained on expiry"
+    );
+    assert_eq!(db.execute_sql(LISTED).await, 0);
+    assert_eq!(visible_ids(db, &c).await, ids(&["A", "B"]));
 }
