@@ -893,7 +893,8 @@ async fn commit_staged(
     }
 
     // What the totals found none of is not looked for again: the commit of an unchanged
-    // re-send reads its staged rows for the totals and to delete them, and nothing more.
+    // re-send reads its staged rows for the totals, and nothing more (they are deleted after
+    // the commit, `unstaging`).
     let writes = totals.created + totals.updated > 0;
     let deletes = totals.deleted > 0;
     let logged = if writes || deletes || mode == SessionMode::Replace {
