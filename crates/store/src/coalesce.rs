@@ -35,6 +35,12 @@ impl Coalesced {
         again
     }
 
+    /// Whether no run is under way (a test awaits the run a store starts when it opens).
+    #[cfg(test)]
+    pub(crate) fn is_idle(&self) -> bool {
+        *self.lock() == State::Idle
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is a plain value, valid whatever a panicking holder did.
         self.state

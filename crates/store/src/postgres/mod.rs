@@ -28,6 +28,24 @@ macro_rules! skip_locked {
         " FOR UPDATE SKIP LOCKED"
     };
 }
+/// Takes `$table` whole before [`empty_table!`], or fails at once (`lock_not_available`) while
+/// any other transaction has used it; a session staging rows waits meanwhile. Any row lock the
+/// transaction then waits for fails it within 100 ms, so it never holds the table long (nor
+/// deadlocks for a second against a drain that holds a listing and waits for the table).
+macro_rules! lock_whole {
+    ($table:literal) => {
+        [
+            "SET LOCAL lock_timeout = '100ms'",
+            concat!("LOCK TABLE ", $table, " IN ACCESS EXCLUSIVE MODE NOWAIT"),
+        ]
+    };
+}
+/// Empties `$table`: a new empty file, no row visited and no row's WAL written.
+macro_rules! empty_table {
+    ($table:literal) => {
+        concat!("TRUNCATE ", $table)
+    };
+}
 /// `$column` is one of the strings of the array parameter `$param` ([`in_list_arg`]).
 macro_rules! in_list {
     ($column:literal, $param:literal) => {
@@ -105,6 +123,8 @@ mod statistics;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/unstaging.rs"]
 mod unstaging;
+#[cfg(test)]
+mod unstaging_tests;
 mod wake;
 
 use crate::batch::TextRows;

@@ -32,6 +32,7 @@ conformance!(
     replace_guard_refuses_then_force_commits,
     supersede_denies_the_old_session_and_discards_its_data,
     staged_rows_go_after_every_end_even_one_whose_process_stopped,
+    the_drain_keeps_what_open_sessions_staged,
     stream_sessions_are_never_superseded,
     foreign_unknown_and_closed_sessions_are_denied,
     idle_sessions_expire,
@@ -1402,4 +1403,66 @@ async fn staged_rows_go_after_every_end_even_one_whose_process_stopped(db: &Test
     );
     assert_eq!(db.execute_sql(LISTED).await, 0);
     assert_eq!(visible_ids(db, &c).await, ids(&["A", "B"]));
+}
+
+/// The drain empties the staged rows whole when only ended sessions have any, and otherwise one
+/// session at a time: what open sessions staged (rows, or notes of records found unchanged)
+/// survives another session's end and is committed as sent.
+async fn the_drain_keeps_what_open_sessions_staged(db: &TestDb) {
+    let staged =
+        |session: &str| format!("UPDATE staged_records SET op = op WHERE session_id = '{session}'");
+    let noted = |session: &str| {
+        format!("UPDATE staged_unchanged SET keys = keys WHERE session_id = '{session}'")
+    };
+    const LISTED: &str = "UPDATE unstaging SET session_id = session_id";
+    let (a, b) = (
+        connector(db, WritePolicy::Importer, None).await,
+        connector(db, WritePolicy::Importer, None).await,
+    );
+    async fn stage(db: &TestDb, c: &Connector, session: &str, ids: &[&str]) {
+        let records: Vec<_> = ids.iter().map(|id| record(c, id, 1)).collect();
+        let call = call(session, c, T0);
+        db.store.upsert_batch(&call, &records).await.applied_ok();
+    }
+    async fn commit(db: &TestDb, c: &Connector, session: &str) -> SessionTotals {
+        let call = call(session, c, T0 + SEC);
+        let closed = db.store.close_session(&call, true, false).await;
+        closed.unwrap().totals
+    }
+
+    // A's session has staged a row when B's commits: B's rows go, one session at a time.
+    let kept = open(db, &a, SessionMode::Accrue, T0).await;
+    stage(db, &a, &kept, &["X"]).await;
+    let ended = open(db, &b, SessionMode::Accrue, T0).await;
+    stage(db, &b, &ended, &["Y", "Z"]).await;
+    assert_eq!(commit(db, &b, &ended).await.created, 2);
+    assert_eq!(db.execute_sql_until(&staged(&ended), 0).await, 0);
+    assert_eq!(db.execute_sql_until(LISTED, 0).await, 0);
+    assert_eq!(
+        db.execute_sql(&staged(&kept)).await,
+        1,
+        "the open session's row"
+    );
+    assert_eq!(commit(db, &a, &kept).await.created, 1);
+    assert_eq!(visible_ids(db, &a).await, ids(&["X"]));
+    assert_eq!(db.execute_sql_until(&staged(&kept), 0).await, 0);
+
+    // A's session has only noted X unchanged when B's commits: the table is emptied whole, and
+    // A's note is kept (its commit still counts X unchanged).
+    let noting = open(db, &a, SessionMode::Accrue, T0).await;
+    stage(db, &a, &noting, &["X"]).await;
+    assert_eq!(db.execute_sql(&noted(&noting)).await, 1);
+    let ended = open(db, &b, SessionMode::Accrue, T0).await;
+    stage(db, &b, &ended, &["W"]).await;
+    assert_eq!(commit(db, &b, &ended).await.created, 1);
+    assert_eq!(db.execute_sql_until(&staged(&ended), 0).await, 0);
+    assert_eq!(db.execute_sql_until(LISTED, 0).await, 0);
+    assert_eq!(
+        db.execute_sql(&noted(&noting)).await,
+        1,
+        "the open session's note"
+    );
+    assert_eq!(commit(db, &a, &noting).await.unchanged, 1);
+    assert_eq!(db.execute_sql_until(&noted(&noting), 0).await, 0);
+    assert_eq!(visible_ids(db, &b).await, ids(&["W", "Y", "Z"]));
 }
