@@ -2,7 +2,8 @@
 //!
 //! The transaction that ends a staged session (commit, rollback, supersede, idle expiry) lists
 //! it in `unstaging`; once that transaction has committed, a background task deletes the staged
-//! rows and notes of every listed session, and its listing, one session per transaction. At
+//! rows and notes of every listed session, and its listing: the whole table at once when no open
+//! session has staged rows (twenty-fourth round), else one session per transaction. At
 //! 1,000,000 staged records that `DELETE` took 1.5–3 s of a commit's call on PostgreSQL, which
 //! the caller no longer waits for. Nothing reads an ended session's staged rows (every read of
 //! them is by an open session's id), so deleting them late changes no answer. A process that
@@ -62,10 +63,10 @@ impl Backend {
         });
     }
 
-    /// Deletes the staged rows of every session listed in `unstaging`, one session per
-    /// transaction (each a session's `DELETE`s as before, ADR 0019), walking the listing in id
-    /// order. A session another process is unstaging meanwhile waits for its listing's row lock
-    /// and then finds it gone.
+    /// Deletes the staged rows of every session listed in `unstaging`: all at once when
+    /// [`Backend::unstage_whole`] can, else one session per transaction (each a session's
+    /// `DELETE`s as before, ADR 0019), walking the listing in id order. A session another
+    /// process is unstaging meanwhile waits for its listing's row lock and then finds it gone.
     pub(super) async fn unstage_listed(&self) -> StoreResult<()> {
         match self.unstage_whole().await {
             Ok(true) => return Ok(()),
