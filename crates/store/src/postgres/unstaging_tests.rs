@@ -67,6 +67,24 @@ tributary_test_harness::postgres_test! {
         store.close_for_test(db).await;
     }
 
+    /// With nothing listed (every idle-expiry pass in a quiet process) the drain takes nothing:
+    /// no lock on the table, no truncation of it, an open session's rows untouched.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_nothing_listed_the_drain_takes_nothing() {
+        let db = TestDb::postgres().await;
+        let store = opened(&db).await;
+        end_with_staged_rows(&store, 10).await;
+        sqlx::query("DELETE FROM unstaging")
+            .execute(&store.pool)
+            .await
+            .expect("unlists");
+        let before = staged_file(&store).await;
+        store.unstage_listed().await.expect("drains");
+        assert_eq!(left(&store).await, (10, 0));
+        assert_eq!(staged_file(&store).await, before, "not truncated");
+        store.close_for_test(db).await;
+    }
+
     /// A transaction using `staged_records` (a batch being staged, in life) keeps the drain
     /// from taking the table: it deletes the ended session's rows by themselves instead, at
     /// once, without waiting for that transaction or failing.

@@ -68,6 +68,14 @@ impl Backend {
     /// `DELETE`s as before, ADR 0019), walking the listing in id order. A session another
     /// process is unstaging meanwhile waits for its listing's row lock and then finds it gone.
     pub(super) async fn unstage_listed(&self) -> StoreResult<()> {
+        // Every expiry pass and every open drains: with nothing listed, nothing is taken (on
+        // PostgreSQL no lock on the table, no truncation of an empty one).
+        let listed: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM unstaging)")
+            .fetch_one(self.reader())
+            .await?;
+        if !listed {
+            return Ok(());
+        }
         match self.unstage_whole().await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
