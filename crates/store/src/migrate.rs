@@ -48,6 +48,10 @@ const SQLITE: &[Migration] = &[
         version: 18,
         sql: include_str!("../migrations/sqlite/0018_unstaging.sql"),
     },
+    Migration {
+        version: 19,
+        sql: include_str!("../migrations/sqlite/0019_staged_appended.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -82,6 +86,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 18,
         sql: include_str!("../migrations/postgres/0018_unstaging.sql"),
+    },
+    Migration {
+        version: 19,
+        sql: include_str!("../migrations/postgres/0019_staged_appended.sql"),
     },
 ];
 

@@ -60,6 +60,20 @@ macro_rules! records_with_keys {
         concat!("records r WHERE r.key = ANY(", $param, ")")
     };
 }
+/// `$key` is no key the session `$session` staged (its `unchanged` markers aside): a correlated `NOT EXISTS`, which
+/// PostgreSQL runs as one anti-join of both sides (hashed or merged). `NOT IN` would be hashed
+/// only within `work_mem`, and past it probe the whole list for every row.
+macro_rules! not_staged {
+    ($key:literal, $session:literal) => {
+        concat!(
+            "NOT EXISTS (SELECT 1 FROM staged_records staged WHERE staged.session_id = ",
+            $session,
+            " AND staged.key = ",
+            $key,
+            " AND staged.op <> 'unchanged')"
+        )
+    };
+}
 /// The elements of a list column (written from [`in_list_arg`]) as the table `$alias`, each in
 /// its column `value`.
 macro_rules! list_elements {

@@ -590,7 +590,8 @@ async fn log_upserts(
     log_keys(tx, &call.connector.entity_type, keys, Op::Upsert, call.now).await
 }
 
-/// Accrue/replace: stages the rows; a later operation on the same key replaces an earlier one.
+/// Accrue/replace: stages the rows, appended: a later operation on the same key supersedes an
+/// earlier one, whose row the commit deletes first ([`drop_superseded`]).
 async fn stage_upserts(
     tx: &mut Tx,
     session_id: &str,
@@ -602,10 +603,7 @@ async fn stage_upserts(
     static STAGE: LazyLock<String> = LazyLock::new(|| {
         format!(
             "INSERT INTO staged_records (session_id, key, id, op, name, entity, instance, checksum) \
-             SELECT $1, u.key, u.id, 'upsert', u.name, {}, {}, u.checksum FROM {} WHERE true \
-             ON CONFLICT (session_id, key) DO UPDATE SET id = excluded.id, op = 'upsert', \
-                 name = excluded.name, entity = excluded.entity, instance = excluded.instance, \
-                 checksum = excluded.checksum",
+             SELECT $1, u.key, u.id, 'upsert', u.name, {}, {}, u.checksum FROM {}",
             json_value!("u.entity"),
             json_value!("u.instance"),
             rowset(2, &RECORD_COLUMNS)
@@ -618,20 +616,20 @@ async fn stage_upserts(
     Ok(())
 }
 
-/// Accrue: keys found unchanged replace what the session staged for them before (the last
+/// Accrue: keys found unchanged supersede what the session staged for them before (the last
 /// operation wins: commit then leaves their records as they are) and are noted, one row for the
 /// batch, for the commit to count ([`count_noted_unchanged`]). A `keep` row per record, as
 /// replace stages, cost an unchanged re-send most of its time (ADR 0019, eighth round).
+/// Superseding takes an `unchanged` marker row per key, appended like any staged row: the
+/// commit deletes what it superseded ([`drop_superseded`]), and no statement of the commit
+/// reads a marker as an operation.
 async fn note_unchanged(tx: &mut Tx, session_id: &str, keys: &[&str]) -> StoreResult<()> {
     if keys.is_empty() {
         return Ok(());
     }
     let keys = in_list_arg(keys.iter().copied())?;
-    // Asked first, on its own: a session that staged nothing (an unchanged re-send) then skips
-    // the `DELETE`, whose list SQLite turns into a temporary index and probes key by key even
-    // when a last `EXISTS` clause is false (~0.7–1.0 µs a record; ADR 0019, thirteenth round).
-    // PostgreSQL skipped those probes already (a one-time filter); the question costs it one
-    // more round trip a batch, not measurable in the bench.
+    // Asked first, on its own: a session that staged nothing (an unchanged re-send) has
+    // nothing to supersede, and appends no markers.
     let staged: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM staged_records WHERE session_id = $1)")
             .bind(session_id)
@@ -639,8 +637,9 @@ async fn note_unchanged(tx: &mut Tx, session_id: &str, keys: &[&str]) -> StoreRe
             .await?;
     if staged {
         sqlx::query(concat!(
-            "DELETE FROM staged_records WHERE session_id = $1 AND ",
-            in_list!("key", "$2")
+            "INSERT INTO staged_records (session_id, key, id, op) \
+             SELECT $1, k.value, '', 'unchanged' FROM ",
+            list_elements!("$2", "k")
         ))
         .bind(session_id)
         .bind(keys.clone())
@@ -686,8 +685,8 @@ async fn count_distinct_noted(tx: &mut Tx, session_id: &str) -> StoreResult<i64>
         "SELECT count(*) FROM (SELECT k.value AS key FROM staged_unchanged u, ",
         list_elements!("u.keys", "k"),
         " WHERE u.session_id = $1 GROUP BY k.value) n \
-         WHERE NOT EXISTS (SELECT 1 FROM staged_records s \
-                           WHERE s.session_id = $1 AND s.key = n.key)"
+         WHERE ",
+        not_staged!("n.key", "$1")
     ))
     .bind(session_id)
     .fetch_one(&mut **tx)
@@ -695,13 +694,8 @@ async fn count_distinct_noted(tx: &mut Tx, session_id: &str) -> StoreResult<i64>
     Ok(noted)
 }
 
-/// How an id staged again replaces what was staged for it before (the last operation on a key
-/// wins): the op changes and a staged payload is dropped.
-const STAGED_ID_WINS: &str = "ON CONFLICT (session_id, key) DO UPDATE SET id = excluded.id, \
-     op = excluded.op, name = NULL, entity = NULL, instance = NULL, checksum = NULL";
-
 /// Stages `(key, id)` rows of `op` (`delete` or `keep`), one per key; like any operation, a row
-/// replaces an earlier one on the same key.
+/// supersedes an earlier one on the same key.
 async fn stage_ids(
     tx: &mut Tx,
     session_id: &str,
@@ -711,7 +705,7 @@ async fn stage_ids(
     static STAGE: LazyLock<String> = LazyLock::new(|| {
         format!(
             "INSERT INTO staged_records (session_id, key, id, op) \
-             SELECT $1, u.key, u.id, $2 FROM {} WHERE true {STAGED_ID_WINS}",
+             SELECT $1, u.key, u.id, $2 FROM {}",
             rowset(3, &["key", "id"])
         )
     });
@@ -794,8 +788,7 @@ async fn stage_kept_ranges(
             "INSERT INTO staged_records (session_id, key, id, op) \
              SELECT $1, r.key, r.id, 'keep' FROM {} JOIN records r \
                  ON r.entity_type = $2 AND r.connector = $3 AND r.id >= u.lower_bound \
-                 AND (u.upper_bound = '' OR r.id < u.upper_bound) \
-             WHERE true {STAGED_ID_WINS}",
+                 AND (u.upper_bound = '' OR r.id < u.upper_bound)",
             rowset(4, &["lower_bound", "upper_bound"])
         )
     });
@@ -840,6 +833,7 @@ async fn commit_staged(
 ) -> StoreResult<(SessionTotals, Option<Logged>)> {
     let connector = call.connector;
     let (skip_all, skip_edited) = skip_flags(connector.write_policy);
+    drop_superseded(tx, call.session_id).await?;
     // `skip` below: a changed record the write policy keeps as is.
     let (created, updated, unchanged, skipped, deleted): (i64, i64, i64, i64, i64) =
         sqlx::query_as(
@@ -875,13 +869,11 @@ async fn commit_staged(
 
     if mode == SessionMode::Replace && !force {
         if let Some(limit) = connector.reject_removals_above_percent {
-            let (candidates, total): (i64, i64) = sqlx::query_as(
-                "SELECT count(*) FILTER (WHERE NOT EXISTS \
-                          (SELECT 1 FROM staged_records s \
-                           WHERE s.session_id = $2 AND s.key = r.key)), \
-                        count(*) \
-                 FROM records r WHERE r.connector = $1",
-            )
+            let (candidates, total): (i64, i64) = sqlx::query_as(concat!(
+                "SELECT count(*) FILTER (WHERE ",
+                not_staged!("r.key", "$2"),
+                "), count(*) FROM records r WHERE r.connector = $1"
+            ))
             .bind(&connector.id)
             .bind(call.session_id)
             .fetch_one(&mut **tx)
@@ -918,10 +910,10 @@ async fn commit_staged(
     }
 
     if mode == SessionMode::Replace {
-        let swept = sqlx::query(
-            "DELETE FROM records WHERE connector = $1 AND NOT EXISTS \
-             (SELECT 1 FROM staged_records s WHERE s.session_id = $2 AND s.key = records.key)",
-        )
+        let swept = sqlx::query(concat!(
+            "DELETE FROM records WHERE connector = $1 AND ",
+            not_staged!("records.key", "$2")
+        ))
         .bind(&connector.id)
         .bind(call.session_id)
         .execute(&mut **tx)
@@ -929,6 +921,29 @@ async fn commit_staged(
         totals.swept = swept.rows_affected();
     }
     Ok((totals, logged))
+}
+
+/// Deletes the session's staged rows that a later row of the same key superseded, first in a
+/// commit: its statements then read one row per key, the last operation on it (a key whose
+/// last operation found it unchanged has its `unchanged` marker, [`note_unchanged`], which they
+/// do not read as an operation; left in place, it costs no deletion). One pass over the
+/// session's rows in key order (a window, in a small sort on SQLite, like the count of noted
+/// keys); what it deletes is found by `seq`, usually nothing.
+async fn drop_superseded(tx: &mut Tx, session_id: &str) -> StoreResult<()> {
+    begin_small_sorts(tx).await?;
+    let dropped = sqlx::query(
+        "DELETE FROM staged_records WHERE session_id = $1 AND seq IN \
+         (SELECT seq FROM (SELECT seq, \
+                                  row_number() OVER (PARTITION BY key ORDER BY seq DESC) AS nth \
+                           FROM staged_records WHERE session_id = $1) ordered \
+          WHERE nth > 1)",
+    )
+    .bind(session_id)
+    .execute(&mut **tx)
+    .await;
+    end_small_sorts(tx).await?;
+    dropped?;
+    Ok(())
 }
 
 /// The records write of a commit: its staged upserts that change something. Unchanged and
@@ -970,6 +985,20 @@ pub(super) async fn write_staged_upserts(
 ) -> StoreResult<()> {
     // Held until the writes end (PostgreSQL: a helper merging the GIN pending list).
     let _bulk = prepare_bulk_write(store, tx, created + updated).await?;
+    // The rows sort by key on SQLite in a small buffer, as the change log's do.
+    begin_small_sorts(tx).await?;
+    let written = write_in_key_order(tx, call, updated, skip_all, skip_edited).await;
+    end_small_sorts(tx).await?;
+    written
+}
+
+async fn write_in_key_order(
+    tx: &mut Tx,
+    call: &SessionCall<'_>,
+    updated: u64,
+    skip_all: bool,
+    skip_edited: bool,
+) -> StoreResult<()> {
     if updated == 0 && insert_new_records(tx, call, skip_all, skip_edited).await? {
         return Ok(());
     }
@@ -1037,9 +1066,27 @@ async fn log_commit(
     skip_all: bool,
     skip_edited: bool,
 ) -> StoreResult<Option<Logged>> {
+    lock_stream_sessions(tx, &call.connector.id).await?;
+    let mut seq = Sequencer::start(tx, &call.connector.entity_type).await?;
+    // Both statements sort on SQLite (like an accrue commit's count of noted keys): staged rows
+    // come in the order they were staged, the connector's records by the source index.
+    begin_small_sorts(tx).await?;
+    let logged = log_changes(tx, call, mode, &mut seq, skip_all, skip_edited).await;
+    end_small_sorts(tx).await?;
+    logged?;
+    seq.finish(tx).await
+}
+
+/// [`log_commit`]'s statements, in key order each, drawing sequences from `seq`.
+async fn log_changes(
+    tx: &mut Tx,
+    call: &SessionCall<'_>,
+    mode: SessionMode,
+    seq: &mut Sequencer,
+    skip_all: bool,
+    skip_edited: bool,
+) -> StoreResult<()> {
     let connector = call.connector;
-    lock_stream_sessions(tx, &connector.id).await?;
-    let mut seq = Sequencer::start(tx, &connector.entity_type).await?;
     let logged = sqlx::query(
         "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
          SELECT $1 + row_number() OVER (ORDER BY s.key), $2, s.key, \
@@ -1061,25 +1108,21 @@ async fn log_commit(
     .await?;
     seq.advance(logged.rows_affected());
     if mode == SessionMode::Replace {
-        // Sorts on SQLite (like an accrue commit's count of noted keys): the connector's
-        // records arrive by the source index, not in key order.
-        begin_small_sorts(tx).await?;
-        let swept = log_swept(tx, call, seq.base()).await;
-        end_small_sorts(tx).await?;
-        seq.advance(swept?);
+        let swept = log_swept(tx, call, seq.base()).await?;
+        seq.advance(swept);
     }
-    seq.finish(tx).await
+    Ok(())
 }
 
 /// Logs a delete for every record of the connector that a replace session did not stage: the
 /// records its sweep takes. Returns how many.
 async fn log_swept(tx: &mut Tx, call: &SessionCall<'_>, base: i64) -> StoreResult<u64> {
-    let swept = sqlx::query(
+    let swept = sqlx::query(concat!(
         "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
          SELECT $1 + row_number() OVER (ORDER BY r.key), r.entity_type, r.key, 'delete', $2 \
-         FROM records r WHERE r.connector = $3 AND NOT EXISTS \
-         (SELECT 1 FROM staged_records s WHERE s.session_id = $4 AND s.key = r.key)",
-    )
+         FROM records r WHERE r.connector = $3 AND ",
+        not_staged!("r.key", "$4")
+    ))
     .bind(base)
     .bind(call.now)
     .bind(&call.connector.id)

@@ -62,6 +62,20 @@ macro_rules! records_with_keys {
         )
     };
 }
+/// `$key` is no key the session `$session` staged (its `unchanged` markers aside): the session's keys listed once and probed
+/// per row. Staged rows are indexed by `session_id` alone (ADR 0019, twenty-sixth round), and
+/// SQLite plans the correlated `NOT EXISTS` as a search of the session's rows for every row
+/// tested: rows times staged rows.
+macro_rules! not_staged {
+    ($key:literal, $session:literal) => {
+        concat!(
+            $key,
+            " NOT IN (SELECT key FROM staged_records WHERE session_id = ",
+            $session,
+            " AND op <> 'unchanged')"
+        )
+    };
+}
 /// The elements of a list column (written from [`in_list_arg`]) as the table `$alias`, each in
 /// its column `value`.
 macro_rules! list_elements {
@@ -601,6 +615,50 @@ mod tests {
             program.iter().any(|op| op == "RowSetAdd"),
             "{listed}: {program:?}"
         );
+        tx.rollback().await.expect("rolls back");
+    }
+
+    /// The rows a session did not stage are found by one list of its keys, built once
+    /// ([`not_staged!`]): SQLite plans the correlated `NOT EXISTS` the statement had before
+    /// staged rows lost their key index (checked too, so the test can tell) as a search of the
+    /// session's rows for every record.
+    #[tokio::test]
+    async fn rows_not_staged_are_found_by_one_list() {
+        let (_dir, store) = file_store().await;
+        let mut tx = store.writer.begin().await.expect("begins");
+        for (statement, correlated) in [
+            (
+                concat!(
+                    "DELETE FROM records WHERE connector = $1 AND ",
+                    not_staged!("records.key", "$2")
+                ),
+                false,
+            ),
+            (
+                "DELETE FROM records WHERE connector = $1 AND NOT EXISTS (SELECT 1 FROM \
+                 staged_records s WHERE s.session_id = $2 AND s.key = records.key)",
+                true,
+            ),
+        ] {
+            let explained = format!("EXPLAIN QUERY PLAN {statement}");
+            let rows = sqlx::query(&explained)
+                .bind("connector")
+                .bind("session")
+                .fetch_all(&mut *tx)
+                .await
+                .expect("explains");
+            let details: Vec<String> = rows
+                .iter()
+                .map(|row| row.try_get::<String, _>("detail").expect("has a detail"))
+                .collect();
+            let lists = details.iter().any(|d| d.contains("LIST SUBQUERY"));
+            let per_row = details.iter().any(|d| d.contains("CORRELATED"));
+            assert_eq!(
+                (lists && !per_row, per_row),
+                (!correlated, correlated),
+                "{details:?}"
+            );
+        }
         tx.rollback().await.expect("rolls back");
     }
 

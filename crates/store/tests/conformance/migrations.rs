@@ -55,7 +55,7 @@ async fn concurrent_migrations_on_a_fresh_postgres_database() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 10, 14, 16, 17, 18]);
+    assert_eq!(versions, [1, 2, 3, 10, 14, 16, 17, 18, 19]);
     drop(conn);
     drop(stores);
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
