@@ -817,13 +817,14 @@ async fn set_state(tx: &mut Tx, call: &SessionCall<'_>, state: SessionState) -> 
     Ok(())
 }
 
-/// Makes an accrue/replace session's staged data visible, set-based: totals by one aggregate,
-/// the removal guard, changed rows written, deletes applied, and for replace the sweep.
-/// `keep` rows (records or digests found unchanged when staged) are never written: they count as
-/// unchanged while their record exists, and being staged rows they spare it from the sweep's
-/// anti-join (replace); accrue's unchanged records are counted from its notes.
-/// Every visible change is logged, set-based and before the writes (the same predicates pick
-/// the rows); answers the totals and the last change-log sequence, if anything changed.
+/// Makes an accrue/replace session's staged data visible, set-based: superseded rows dropped,
+/// totals by one aggregate, changes logged, the removal guard, changed rows written, deletes
+/// applied, and for replace the sweep. `keep` rows (records or digests found unchanged when
+/// staged) are never written: they count as unchanged while their record exists, and being
+/// staged rows they spare it from the sweep's anti-join (replace); accrue's unchanged records
+/// are counted from its notes. Every visible change is logged, set-based and before the writes
+/// (the same predicates pick the rows; the sweep and its guard take the records its log
+/// found); answers the totals and the last change-log sequence, if anything changed.
 async fn commit_staged(
     store: &Backend,
     tx: &mut Tx,
@@ -867,33 +868,19 @@ async fn commit_staged(
         skipped: count(skipped),
     };
 
-    if mode == SessionMode::Replace && !force {
-        if let Some(limit) = connector.reject_removals_above_percent {
-            let (candidates, total): (i64, i64) = sqlx::query_as(concat!(
-                "SELECT count(*) FILTER (WHERE ",
-                not_staged!("r.key", "$2"),
-                "), count(*) FROM records r WHERE r.connector = $1"
-            ))
-            .bind(&connector.id)
-            .bind(call.session_id)
-            .fetch_one(&mut **tx)
-            .await?;
-            if session::sweep_refused(count(candidates), count(total), Some(limit)) {
-                return Err(sweep_refused(count(candidates), count(total), limit));
-            }
-        }
-    }
-
     // What the totals found none of is not looked for again: the commit of an unchanged
     // re-send reads its staged rows for the totals, and nothing more (they are deleted after
     // the commit, `unstaging`).
     let writes = totals.created + totals.updated > 0;
     let deletes = totals.deleted > 0;
-    let logged = if writes || deletes || mode == SessionMode::Replace {
+    let (logged, swept) = if writes || deletes || mode == SessionMode::Replace {
         log_commit(tx, call, mode, skip_all, skip_edited).await?
     } else {
-        None
+        (None, None)
     };
+    if let (Some(swept), false) = (&swept, force) {
+        refuse_large_sweep(tx, connector, swept).await?;
+    }
     if writes {
         let (created, updated) = (totals.created, totals.updated);
         write_staged_upserts(store, tx, call, (created, updated), skip_all, skip_edited).await?;
@@ -909,18 +896,51 @@ async fn commit_staged(
         .await?;
     }
 
-    if mode == SessionMode::Replace {
-        let swept = sqlx::query(concat!(
-            "DELETE FROM records WHERE connector = $1 AND ",
-            not_staged!("records.key", "$2")
-        ))
-        .bind(&connector.id)
-        .bind(call.session_id)
-        .execute(&mut **tx)
-        .await?;
-        totals.swept = swept.rows_affected();
+    if let Some(swept) = swept.filter(|swept| swept.count > 0) {
+        totals.swept = sweep(tx, connector, &swept).await?;
     }
     Ok((totals, logged))
+}
+
+/// The records a replace commit sweeps (those of the connector it did not stage), as the
+/// change log's entries for them: the `count` sequences after `after`.
+struct Swept {
+    after: i64,
+    count: u64,
+}
+
+/// Refuses a replace commit whose sweep would remove more of the connector's records than its
+/// `reject_removals_above_percent` allows (the transaction is then rolled back: nothing of the
+/// commit sticks, the session stays open).
+async fn refuse_large_sweep(tx: &mut Tx, connector: &Connector, swept: &Swept) -> StoreResult<()> {
+    let Some(limit) = connector.reject_removals_above_percent else {
+        return Ok(());
+    };
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM records WHERE connector = $1")
+        .bind(&connector.id)
+        .fetch_one(&mut **tx)
+        .await?;
+    if session::sweep_refused(swept.count, count(total), Some(limit)) {
+        return Err(sweep_refused(swept.count, count(total), limit));
+    }
+    Ok(())
+}
+
+/// Deletes the records the commit logged as swept ([`log_swept`]), found by their change-log
+/// entries: the one anti-join of the staged rows is the log's (on SQLite a list of every staged
+/// key, built and probed once per statement, ADR 0019). Answers how many went.
+async fn sweep(tx: &mut Tx, connector: &Connector, swept: &Swept) -> StoreResult<u64> {
+    let last = swept.after.saturating_add(to_i64(swept.count));
+    let deleted = sqlx::query(
+        "DELETE FROM records WHERE connector = $1 AND key IN \
+         (SELECT key FROM change_log WHERE seq > $2 AND seq <= $3)",
+    )
+    .bind(&connector.id)
+    .bind(swept.after)
+    .bind(last)
+    .execute(&mut **tx)
+    .await?;
+    Ok(deleted.rows_affected())
 }
 
 /// Deletes the session's staged rows that a later row of the same key superseded, first in a
@@ -1065,7 +1085,7 @@ async fn log_commit(
     mode: SessionMode,
     skip_all: bool,
     skip_edited: bool,
-) -> StoreResult<Option<Logged>> {
+) -> StoreResult<(Option<Logged>, Option<Swept>)> {
     lock_stream_sessions(tx, &call.connector.id).await?;
     let mut seq = Sequencer::start(tx, &call.connector.entity_type).await?;
     // Both statements sort on SQLite (like an accrue commit's count of noted keys): staged rows
@@ -1073,11 +1093,12 @@ async fn log_commit(
     begin_small_sorts(tx).await?;
     let logged = log_changes(tx, call, mode, &mut seq, skip_all, skip_edited).await;
     end_small_sorts(tx).await?;
-    logged?;
-    seq.finish(tx).await
+    let swept = logged?;
+    Ok((seq.finish(tx).await?, swept))
 }
 
-/// [`log_commit`]'s statements, in key order each, drawing sequences from `seq`.
+/// [`log_commit`]'s statements, in key order each, drawing sequences from `seq`; answers a
+/// replace commit's [`Swept`].
 async fn log_changes(
     tx: &mut Tx,
     call: &SessionCall<'_>,
@@ -1085,7 +1106,7 @@ async fn log_changes(
     seq: &mut Sequencer,
     skip_all: bool,
     skip_edited: bool,
-) -> StoreResult<()> {
+) -> StoreResult<Option<Swept>> {
     let connector = call.connector;
     let logged = sqlx::query(
         "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
@@ -1107,11 +1128,13 @@ async fn log_changes(
     .execute(&mut **tx)
     .await?;
     seq.advance(logged.rows_affected());
-    if mode == SessionMode::Replace {
-        let swept = log_swept(tx, call, seq.base()).await?;
-        seq.advance(swept);
+    if mode != SessionMode::Replace {
+        return Ok(None);
     }
-    Ok(())
+    let after = seq.base();
+    let count = log_swept(tx, call, after).await?;
+    seq.advance(count);
+    Ok(Some(Swept { after, count }))
 }
 
 /// Logs a delete for every record of the connector that a replace session did not stage: the
