@@ -111,6 +111,8 @@ macro_rules! existing_rows {
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/admin.rs"]
 mod admin;
+#[cfg(test)]
+mod anti_join_tests;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/catalog.rs"]
 mod catalog;
@@ -324,6 +326,26 @@ async fn begin_small_sorts(_tx: &mut Tx) -> StoreResult<()> {
 
 /// Ends [`begin_small_sorts`]: nothing to end on PostgreSQL.
 async fn end_small_sorts(_tx: &mut Tx) -> StoreResult<()> {
+    Ok(())
+}
+
+/// Makes the transaction's next statements join without nested loops, until
+/// [`end_anti_join`]. An anti-join of a session's staged rows ([`not_staged!`]) planned from
+/// statistics taken before the session staged them estimates them at one row, and with the
+/// records' side estimated small too (a large load not yet analyzed) a nested loop would scan
+/// the session's rows once per record; hashed or merged it is linear whatever the estimates.
+async fn begin_anti_join(tx: &mut Tx) -> StoreResult<()> {
+    sqlx::query("SET LOCAL enable_nestloop = off")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Gives the planner its nested loops back after [`begin_anti_join`].
+async fn end_anti_join(tx: &mut Tx) -> StoreResult<()> {
+    sqlx::query("SET LOCAL enable_nestloop TO DEFAULT")
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

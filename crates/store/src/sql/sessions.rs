@@ -10,8 +10,8 @@ use super::changes::{log_keys, Sequencer};
 use super::records::{existing_records, insert_import_result, write_records, Writer};
 use super::unstaging::unstage_later;
 use super::{
-    begin_small_sorts, bind_rows, end_small_sorts, in_list_arg, lock_stream_sessions,
-    prepare_bulk_write, read_items_page, rowset, Backend, Query, Tx,
+    begin_anti_join, begin_small_sorts, bind_rows, end_anti_join, end_small_sorts, in_list_arg,
+    lock_stream_sessions, prepare_bulk_write, read_items_page, rowset, Backend, Query, Tx,
 };
 use crate::batch::{record_rows, TextRows, RECORD_COLUMNS};
 use crate::changes::{Logged, Op};
@@ -675,7 +675,9 @@ async fn count_noted_unchanged(tx: &mut Tx, session_id: &str) -> StoreResult<u64
         return Ok(0);
     }
     begin_small_sorts(tx).await?;
+    begin_anti_join(tx).await?;
     let noted = count_distinct_noted(tx, session_id).await;
+    end_anti_join(tx).await?;
     end_small_sorts(tx).await?;
     Ok(count(noted?))
 }
@@ -1132,7 +1134,10 @@ async fn log_changes(
         return Ok(None);
     }
     let after = seq.base();
-    let count = log_swept(tx, call, after).await?;
+    begin_anti_join(tx).await?;
+    let count = log_swept(tx, call, after).await;
+    end_anti_join(tx).await?;
+    let count = count?;
     seq.advance(count);
     Ok(Some(Swept { after, count }))
 }

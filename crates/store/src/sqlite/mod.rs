@@ -463,6 +463,17 @@ async fn set_cache_size(tx: &mut Tx, size: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// Nothing to set before an anti-join of staged rows on SQLite, which has no other plan for
+/// [`not_staged!`] than its list.
+async fn begin_anti_join(_tx: &mut Tx) -> StoreResult<()> {
+    Ok(())
+}
+
+/// Ends [`begin_anti_join`]: nothing to end on SQLite.
+async fn end_anti_join(_tx: &mut Tx) -> StoreResult<()> {
+    Ok(())
+}
+
 /// Row locks of open sessions taken before a bulk change: none on SQLite.
 async fn lock_stream_sessions(_tx: &mut Tx, _connector: &str) -> StoreResult<()> {
     Ok(())
