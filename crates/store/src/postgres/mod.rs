@@ -60,9 +60,10 @@ macro_rules! records_with_keys {
         concat!("records r WHERE r.key = ANY(", $param, ")")
     };
 }
-/// `$key` is no key the session `$session` staged (its `unchanged` markers aside): a correlated `NOT EXISTS`, which
-/// PostgreSQL runs as one anti-join of both sides (hashed or merged). `NOT IN` would be hashed
-/// only within `work_mem`, and past it probe the whole list for every row.
+/// `$key` is no key the session `$session` staged (its `unchanged` markers aside): a correlated
+/// `NOT EXISTS`, which PostgreSQL runs as one anti-join of both sides (hashed or merged, see
+/// [`begin_anti_join`]). `NOT IN` would be hashed only within `work_mem`, and past it probe the
+/// whole list for every row.
 macro_rules! not_staged {
     ($key:literal, $session:literal) => {
         concat!(

@@ -880,8 +880,9 @@ async fn commit_staged(
     } else {
         (None, None)
     };
-    if let (Some(swept), false) = (&swept, force) {
-        refuse_large_sweep(tx, connector, swept).await?;
+    match &swept {
+        Some(swept) if !force => refuse_large_sweep(tx, connector, swept).await?,
+        _ => {}
     }
     if writes {
         let (created, updated) = (totals.created, totals.updated);

@@ -9,6 +9,7 @@ use tributary_store::testing::TestDb;
 conformance!(
     change_log_records_every_visible_change_in_commit_order,
     a_replace_logs_each_swept_record_once_in_key_order,
+    a_refused_sweep_logs_nothing_and_a_forced_one_logs_what_it_removes,
     bulk_deletions_are_logged,
     listings_report_the_sequence_of_their_snapshot,
     filters_compile_to_sql_with_the_same_results,
@@ -144,6 +145,52 @@ async fn a_replace_logs_each_swept_record_once_in_key_order(db: &TestDb) {
     let mut expected = in_key_order("upsert", &ids);
     expected.extend(in_key_order("delete", &["A", "B", "D", "E", "F"]));
     assert_eq!(logged(db, &c).await, expected);
+}
+
+/// A replace commit logs its sweep before its removal guard counts it (ADR 0019, twenty-sixth
+/// round): a refused commit leaves no entry behind, and the sweep of a forced one removes
+/// exactly the records it logged.
+async fn a_refused_sweep_logs_nothing_and_a_forced_one_logs_what_it_removes(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, Some(50.0)).await;
+    let ids = ["A", "B", "C", "D"];
+    let all: Vec<PreparedRecord> = ids.iter().map(|id| record(&c, id, 1)).collect();
+    stream(db, &c, &all, T0).await;
+    let streamed = logged(db, &c).await;
+    let replace = open(db, &c, SessionMode::Replace, T0 + SEC).await;
+    let rt = call(&replace, &c, T0 + SEC);
+    db.store
+        .upsert_batch(&rt, &[record(&c, "A", 2)])
+        .await
+        .applied_ok();
+    let refused = db.store.close_session(&rt, true, false).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::FailedPrecondition {
+                reason: "SWEEP_REFUSED",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        logged(db, &c).await,
+        streamed,
+        "a refused commit logs nothing"
+    );
+    let closed = db.store.close_session(&rt, true, true).await.unwrap();
+    assert_eq!(closed.totals.swept, 3);
+    let mut swept: Vec<(&'static str, String)> = ["B", "C", "D"]
+        .iter()
+        .map(|id| ("delete", (*id).to_owned()))
+        .collect();
+    swept.sort_by_key(|(_, id)| key(&c, id));
+    let mut expected = streamed;
+    expected.push(("upsert", "A".to_owned()));
+    expected.extend(swept);
+    assert_eq!(logged(db, &c).await, expected);
+    let left: Vec<String> = visible_ids(db, &c).await.into_iter().collect();
+    assert_eq!(left, ["A"]);
 }
 
 async fn bulk_deletions_are_logged(db: &TestDb) {

@@ -26,6 +26,7 @@ conformance!(
     a_commit_of_thousands_writes_new_and_changed_records_alike,
     a_record_staged_unchanged_is_kept_not_written_back,
     accrue_counts_each_unchanged_record_once,
+    a_key_sent_back_and_forth_ends_as_its_last_batch_left_it,
     an_accrue_commit_of_deletes_only_applies_them,
     a_large_change_gets_fresh_statistics,
     replace_sweeps_exactly_the_unstaged_records,
@@ -803,6 +804,33 @@ async fn accrue_counts_each_unchanged_record_once(db: &TestDb) {
     assert_eq!(noted().await, 1);
     db.store.delete_connector(&c.id, false).await.unwrap();
     assert_eq!(noted().await, 0, "deleting the connector drops its notes");
+}
+
+/// Staged rows are appended (ADR 0019, twenty-sixth round): a key sent changed, then as it
+/// is, then changed again has three rows, and the commit acts on the last alone, whichever it
+/// is. E ends changed (written once, counted updated, not unchanged); F ends as it is (counted
+/// unchanged once, not written, though changed rows of it were staged twice).
+async fn a_key_sent_back_and_forth_ends_as_its_last_batch_left_it(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, None).await;
+    stream(db, &c, &[record(&c, "E", 1), record(&c, "F", 1)], T0).await;
+    let s = open(db, &c, SessionMode::Accrue, T0 + SEC).await;
+    let at = call(&s, &c, T0 + SEC);
+    for (e, f) in [(9, 9), (1, 1), (5, 7), (5, 1)] {
+        db.store
+            .upsert_batch(&at, &[record(&c, "E", e), record(&c, "F", f)])
+            .await
+            .applied_ok();
+    }
+    let closed = db
+        .store
+        .close_session(&call(&s, &c, T0 + 2 * SEC), true, false)
+        .await
+        .unwrap();
+    assert_eq!(closed.totals, totals(0, 1, 1, 0, 0, 0));
+    let e = get(db, &c, "E").await.unwrap();
+    assert_eq!((e.version, e.checksum), (2, record(&c, "E", 5).checksum));
+    let f = get(db, &c, "F").await.unwrap();
+    assert_eq!((f.version, f.updated_at), (1, T0));
 }
 
 /// A commit whose totals count deletes and nothing to write still applies the deletes (the
