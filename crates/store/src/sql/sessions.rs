@@ -10,8 +10,9 @@ use super::changes::{log_keys, Sequencer};
 use super::records::{existing_records, insert_import_result, write_records, Writer};
 use super::unstaging::unstage_later;
 use super::{
-    begin_anti_join, begin_small_sorts, bind_rows, end_anti_join, end_small_sorts, in_list_arg,
-    lock_stream_sessions, prepare_bulk_write, read_items_page, rowset, Backend, Query, Tx,
+    begin_hashed_joins, begin_small_sorts, bind_rows, end_hashed_joins, end_small_sorts,
+    in_list_arg, lock_stream_sessions, prepare_bulk_write, read_items_page, rowset, Backend, Query,
+    Tx,
 };
 use crate::batch::{record_rows, TextRows, RECORD_COLUMNS};
 use crate::changes::{Logged, Op};
@@ -675,11 +676,14 @@ async fn count_noted_unchanged(tx: &mut Tx, session_id: &str) -> StoreResult<u64
         return Ok(0);
     }
     begin_small_sorts(tx).await?;
-    begin_anti_join(tx).await?;
+    begin_hashed_joins(tx).await?;
     let noted = count_distinct_noted(tx, session_id).await;
-    end_anti_join(tx).await?;
-    end_small_sorts(tx).await?;
-    Ok(count(noted?))
+    let joins = end_hashed_joins(tx).await;
+    let sorts = end_small_sorts(tx).await;
+    let noted = noted?;
+    joins?;
+    sorts?;
+    Ok(count(noted))
 }
 
 async fn count_distinct_noted(tx: &mut Tx, session_id: &str) -> StoreResult<i64> {
@@ -951,23 +955,31 @@ async fn sweep(tx: &mut Tx, connector: &Connector, swept: &Swept) -> StoreResult
 /// last operation found it unchanged has its `unchanged` marker, [`note_unchanged`], which they
 /// do not read as an operation; left in place, it costs no deletion). One pass over the
 /// session's rows in key order (a window, in a small sort on SQLite, like the count of noted
-/// keys); what it deletes is found by `seq`, usually nothing.
+/// keys); what it deletes is found by `seq`, usually nothing, joined by hashing
+/// ([`begin_hashed_joins`]).
 async fn drop_superseded(tx: &mut Tx, session_id: &str) -> StoreResult<()> {
     begin_small_sorts(tx).await?;
-    let dropped = sqlx::query(
-        "DELETE FROM staged_records WHERE session_id = $1 AND seq IN \
-         (SELECT seq FROM (SELECT seq, \
-                                  row_number() OVER (PARTITION BY key ORDER BY seq DESC) AS nth \
-                           FROM staged_records WHERE session_id = $1) ordered \
-          WHERE nth > 1)",
-    )
-    .bind(session_id)
-    .execute(&mut **tx)
-    .await;
-    end_small_sorts(tx).await?;
+    begin_hashed_joins(tx).await?;
+    let dropped = sqlx::query(DROP_SUPERSEDED)
+        .bind(session_id)
+        .execute(&mut **tx)
+        .await;
+    // The statement's error first: after it, PostgreSQL refuses the reset of a failed
+    // transaction (which its rollback undoes anyway), while SQLite's cache size outlives it.
+    let joins = end_hashed_joins(tx).await;
+    let sorts = end_small_sorts(tx).await;
     dropped?;
+    joins?;
+    sorts?;
     Ok(())
 }
+
+/// [`drop_superseded`]'s statement, for session `$1`.
+pub(super) const DROP_SUPERSEDED: &str =
+    "DELETE FROM staged_records WHERE session_id = $1 AND seq IN \
+     (SELECT seq FROM (SELECT seq, row_number() OVER (PARTITION BY key ORDER BY seq DESC) AS nth \
+                       FROM staged_records WHERE session_id = $1) ordered \
+      WHERE nth > 1)";
 
 /// The records write of a commit: its staged upserts that change something. Unchanged and
 /// policy-skipped rows are filtered out before the write, so they cost no row lock or rewrite,
@@ -1135,10 +1147,11 @@ async fn log_changes(
         return Ok(None);
     }
     let after = seq.base();
-    begin_anti_join(tx).await?;
+    begin_hashed_joins(tx).await?;
     let count = log_swept(tx, call, after).await;
-    end_anti_join(tx).await?;
+    let joins = end_hashed_joins(tx).await;
     let count = count?;
+    joins?;
     seq.advance(count);
     Ok(Some(Swept { after, count }))
 }

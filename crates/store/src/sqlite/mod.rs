@@ -463,14 +463,14 @@ async fn set_cache_size(tx: &mut Tx, size: &str) -> StoreResult<()> {
     Ok(())
 }
 
-/// Nothing to set before an anti-join of staged rows on SQLite, which has no other plan for
-/// [`not_staged!`] than its list.
-async fn begin_anti_join(_tx: &mut Tx) -> StoreResult<()> {
+/// Nothing to set before a join of staged rows on SQLite, which has no other plan for
+/// [`not_staged!`] than its list, and looks the superseded rows up by rowid.
+async fn begin_hashed_joins(_tx: &mut Tx) -> StoreResult<()> {
     Ok(())
 }
 
-/// Ends [`begin_anti_join`]: nothing to end on SQLite.
-async fn end_anti_join(_tx: &mut Tx) -> StoreResult<()> {
+/// Ends [`begin_hashed_joins`]: nothing to end on SQLite.
+async fn end_hashed_joins(_tx: &mut Tx) -> StoreResult<()> {
     Ok(())
 }
 
