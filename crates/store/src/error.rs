@@ -34,7 +34,8 @@ pub(crate) async fn run<T>(
 }
 
 /// Whether the database error means "try again later": unreachable database, exhausted pool,
-/// or (PostgreSQL) a serialization failure / deadlock, or (SQLite) a busy/locked database.
+/// or (PostgreSQL) a serialization failure / deadlock / a statement cancelled on request, or
+/// (SQLite) a busy/locked database.
 fn is_transient(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_)
@@ -42,6 +43,11 @@ fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db)
+            if is_cancelled_on_request(db.code().as_deref(), db.message()) =>
+        {
+            true
+        }
         sqlx::Error::Database(db) => {
             let code = db.code();
             matches!(
@@ -61,6 +67,15 @@ fn is_transient(error: &sqlx::Error) -> bool {
 /// handler of a bounded read).
 fn is_timeout(code: Option<&str>) -> bool {
     matches!(code, Some("57014" | "9"))
+}
+
+/// PostgreSQL `query_canceled` by a request (`pg_cancel_backend`, an operator's tool), not by a
+/// timeout: the statement's transaction is rolled back and the call can be made again, where a
+/// timed-out listing would only time out again. PostgreSQL tells the two apart only in its
+/// message, which `lc_messages` may translate: the English text is recognised, anything else
+/// stays a timeout.
+fn is_cancelled_on_request(code: Option<&str>, message: &str) -> bool {
+    code == Some("57014") && message.contains("user request")
 }
 
 impl From<StoreError> for Error {
@@ -83,9 +98,10 @@ impl From<StoreError> for Error {
             StoreError::Database(sqlx::Error::Database(db)) if is_timeout(db.code().as_deref()) => {
                 Error::ResourceExhausted {
                     subject: "query".into(),
-                    description: "the listing ran longer than the server's query timeout \
-                                  (database.query_timeout_secs); narrow the filter or use \
-                                  indexed fields"
+                    description: "the statement ran longer than the server's query timeout \
+                                  (database.query_timeout_secs, for listings) or the \
+                                  database's statement_timeout; narrow a listing's filter or \
+                                  use indexed fields"
                         .into(),
                 }
             }

@@ -112,6 +112,8 @@ macro_rules! existing_rows {
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/admin.rs"]
 mod admin;
+#[cfg(test)]
+mod cancel_tests;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/catalog.rs"]
 mod catalog;
