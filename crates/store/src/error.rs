@@ -43,21 +43,17 @@ fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db)
-            if is_cancelled_on_request(db.code().as_deref(), db.message()) =>
-        {
-            true
-        }
         sqlx::Error::Database(db) => {
             let code = db.code();
-            matches!(
-                code.as_deref(),
-                // PostgreSQL: serialization_failure, deadlock_detected, admin/crash shutdown,
-                // cannot_connect_now, too_many_connections.
-                Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300")
+            is_cancelled_on_request(code.as_deref(), db.message())
+                || matches!(
+                    code.as_deref(),
+                    // PostgreSQL: serialization_failure, deadlock_detected, admin/crash shutdown,
+                    // cannot_connect_now, too_many_connections.
+                    Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300")
                     // SQLite: SQLITE_BUSY, SQLITE_LOCKED (and their extended codes).
                     | Some("5" | "6" | "261" | "517" | "262")
-            )
+                )
         }
         _ => false,
     }
