@@ -136,15 +136,18 @@ async fn a_replace_logs_each_swept_record_once_in_key_order(db: &TestDb) {
         .applied_ok();
     let closed = db.store.close_session(&rt, true, false).await.unwrap();
     assert_eq!(closed.totals.swept, 5);
-    let in_key_order = |op: &'static str, ids: &[&str]| {
-        let mut list: Vec<(&'static str, String)> =
-            ids.iter().map(|id| (op, (*id).to_owned())).collect();
-        list.sort_by_key(|(_, id)| key(&c, id));
-        list
-    };
-    let mut expected = in_key_order("upsert", &ids);
-    expected.extend(in_key_order("delete", &["A", "B", "D", "E", "F"]));
+    let mut expected = in_key_order(&c, "upsert", &ids);
+    expected.extend(in_key_order(&c, "delete", &["A", "B", "D", "E", "F"]));
     assert_eq!(logged(db, &c).await, expected);
+}
+
+/// Change-log entries `op` of `ids` of `c`, as [`logged`] lists them, in the order of the
+/// records' keys (the order of a commit's entries).
+fn in_key_order(c: &Connector, op: &'static str, ids: &[&str]) -> Vec<(&'static str, String)> {
+    let mut list: Vec<(&'static str, String)> =
+        ids.iter().map(|id| (op, (*id).to_owned())).collect();
+    list.sort_by_key(|(_, id)| key(c, id));
+    list
 }
 
 /// A replace commit logs its sweep before its removal guard counts it (ADR 0019, twenty-sixth
@@ -180,14 +183,9 @@ async fn a_refused_sweep_logs_nothing_and_a_forced_one_logs_what_it_removes(db: 
     );
     let closed = db.store.close_session(&rt, true, true).await.unwrap();
     assert_eq!(closed.totals.swept, 3);
-    let mut swept: Vec<(&'static str, String)> = ["B", "C", "D"]
-        .iter()
-        .map(|id| ("delete", (*id).to_owned()))
-        .collect();
-    swept.sort_by_key(|(_, id)| key(&c, id));
     let mut expected = streamed;
     expected.push(("upsert", "A".to_owned()));
-    expected.extend(swept);
+    expected.extend(in_key_order(&c, "delete", &["B", "C", "D"]));
     assert_eq!(logged(db, &c).await, expected);
     let left: Vec<String> = visible_ids(db, &c).await.into_iter().collect();
     assert_eq!(left, ["A"]);

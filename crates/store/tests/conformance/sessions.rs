@@ -821,12 +821,8 @@ async fn a_key_sent_back_and_forth_ends_as_its_last_batch_left_it(db: &TestDb) {
             .await
             .applied_ok();
     }
-    let closed = db
-        .store
-        .close_session(&call(&s, &c, T0 + 2 * SEC), true, false)
-        .await
-        .unwrap();
-    assert_eq!(closed.totals, totals(0, 1, 1, 0, 0, 0));
+    let totals_of_commit = commit(db, &s, &c, T0 + 2 * SEC).await;
+    assert_eq!(totals_of_commit, totals(0, 1, 1, 0, 0, 0));
     let e = get(db, &c, "E").await.unwrap();
     assert_eq!((e.version, e.checksum), (2, record(&c, "E", 5).checksum));
     let f = get(db, &c, "F").await.unwrap();
@@ -1452,18 +1448,13 @@ async fn the_drain_keeps_what_open_sessions_staged(db: &TestDb) {
         let call = call(session, c, T0);
         db.store.upsert_batch(&call, &records).await.applied_ok();
     }
-    async fn commit(db: &TestDb, c: &Connector, session: &str) -> SessionTotals {
-        let call = call(session, c, T0 + SEC);
-        let closed = db.store.close_session(&call, true, false).await;
-        closed.unwrap().totals
-    }
 
     // A's session has staged a row when B's commits: B's rows go, one session at a time.
     let kept = open(db, &a, SessionMode::Accrue, T0).await;
     stage(db, &a, &kept, &["X"]).await;
     let ended = open(db, &b, SessionMode::Accrue, T0).await;
     stage(db, &b, &ended, &["Y", "Z"]).await;
-    assert_eq!(commit(db, &b, &ended).await.created, 2);
+    assert_eq!(commit(db, &ended, &b, T0 + SEC).await.created, 2);
     assert_eq!(db.execute_sql_until(&staged(&ended), 0).await, 0);
     assert_eq!(db.execute_sql_until(LISTED, 0).await, 0);
     assert_eq!(
@@ -1471,7 +1462,7 @@ async fn the_drain_keeps_what_open_sessions_staged(db: &TestDb) {
         1,
         "the open session's row"
     );
-    assert_eq!(commit(db, &a, &kept).await.created, 1);
+    assert_eq!(commit(db, &kept, &a, T0 + SEC).await.created, 1);
     assert_eq!(visible_ids(db, &a).await, ids(&["X"]));
     assert_eq!(db.execute_sql_until(&staged(&kept), 0).await, 0);
 
@@ -1482,7 +1473,7 @@ async fn the_drain_keeps_what_open_sessions_staged(db: &TestDb) {
     assert_eq!(db.execute_sql(&noted(&noting)).await, 1);
     let ended = open(db, &b, SessionMode::Accrue, T0).await;
     stage(db, &b, &ended, &["W"]).await;
-    assert_eq!(commit(db, &b, &ended).await.created, 1);
+    assert_eq!(commit(db, &ended, &b, T0 + SEC).await.created, 1);
     assert_eq!(db.execute_sql_until(&staged(&ended), 0).await, 0);
     assert_eq!(db.execute_sql_until(LISTED, 0).await, 0);
     assert_eq!(
@@ -1490,7 +1481,7 @@ async fn the_drain_keeps_what_open_sessions_staged(db: &TestDb) {
         1,
         "the open session's note"
     );
-    assert_eq!(commit(db, &a, &noting).await.unchanged, 1);
+    assert_eq!(commit(db, &noting, &a, T0 + SEC).await.unchanged, 1);
     assert_eq!(db.execute_sql_until(&noted(&noting), 0).await, 0);
     assert_eq!(visible_ids(db, &b).await, ids(&["W", "Y", "Z"]));
 }

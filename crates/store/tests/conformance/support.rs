@@ -140,6 +140,15 @@ pub async fn open(db: &TestDb, c: &Connector, mode: SessionMode, now: i64) -> St
         .id
 }
 
+/// Commits accrue/replace session `s` of `c` at `now` (unforced); answers its totals.
+pub async fn commit(db: &TestDb, s: &str, c: &Connector, now: i64) -> SessionTotals {
+    db.store
+        .close_session(&call(s, c, now), true, false)
+        .await
+        .unwrap()
+        .totals
+}
+
 /// Writes `records` through a stream session at `now`.
 pub async fn stream(
     db: &TestDb,
