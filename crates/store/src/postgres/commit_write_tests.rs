@@ -1,7 +1,7 @@
 //! The commit's records write on PostgreSQL, where another transaction can create a key between
 //! the commit's totals and its write (SQLite has one writer, so nothing turns up there).
 
-use super::sessions::write_staged_upserts;
+use super::commit::write_staged_upserts;
 use super::PgStore;
 use crate::testing::TestDb;
 use tributary_core::model::{Connector, WritePolicy};

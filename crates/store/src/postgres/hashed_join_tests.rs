@@ -3,7 +3,7 @@
 //! still join without a nested loop, which would scan the session's rows once per row of the
 //! other side.
 
-use super::sessions::DROP_SUPERSEDED;
+use super::commit::DROP_SUPERSEDED;
 use super::{begin_hashed_joins, end_hashed_joins, PgStore};
 use crate::testing::TestDb;
 

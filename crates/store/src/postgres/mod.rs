@@ -120,6 +120,9 @@ mod catalog;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/changes.rs"]
 mod changes;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/commit.rs"]
+mod commit;
 #[cfg(test)]
 mod commit_write_tests;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)

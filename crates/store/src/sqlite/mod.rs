@@ -132,6 +132,9 @@ mod catalog;
 #[path = "../sql/changes.rs"]
 mod changes;
 #[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
+#[path = "../sql/commit.rs"]
+mod commit;
+#[allow(clippy::duplicate_mod)] // shared with the other backend (ADR 0001)
 #[path = "../sql/exports.rs"]
 mod exports;
 mod items;
