@@ -1,10 +1,10 @@
 //! The commit's records write on PostgreSQL, where another transaction can create a key between
 //! the commit's totals and its write (SQLite has one writer, so nothing turns up there).
 
-use super::commit::write_staged_upserts;
+use super::commit::{commit_new_records, commit_staged, staged_totals, write_staged_upserts};
 use super::PgStore;
 use crate::testing::TestDb;
-use tributary_core::model::{Connector, WritePolicy};
+use tributary_core::model::{Connector, SessionMode, SessionTotals, WritePolicy};
 use tributary_core::store::SessionCall;
 
 const SESSION: &str = "5b0c9f7e-commit-write-test";
@@ -87,6 +87,76 @@ tributary_test_harness::postgres_test! {
         .await
         .expect("counts");
         assert_eq!((rows, created), (1_500, 1_499));
+        store.close_for_test(db).await;
+    }
+
+    /// A commit whose totals found only new keys writes them before logging them, without
+    /// looking at `records` (ADR 0019, twenty-eighth round). A key written after the totals
+    /// (by the commit's own transaction here, by a racing writer in life) fails that write on
+    /// the primary key: it is rolled back whole, nothing is logged, and the general commit then
+    /// creates the others and updates that record, logging each once, in a transaction still
+    /// usable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_first_load_meeting_a_key_written_meanwhile_commits_the_general_way() {
+        let db = TestDb::postgres().await;
+        let store = PgStore::open_for_test(&db).await;
+        stage(&store, 1_500).await;
+        let connector = connector();
+        let call = SessionCall {
+            session_id: SESSION,
+            connector: &connector,
+            now: NOW,
+            idle_cutoff: 0,
+            batch_seq: None,
+        };
+        let counts = "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM change_log), \
+                             (SELECT last_seq FROM change_sequence)";
+
+        let mut tx = store.pool.begin().await.expect("begins");
+        let staged = staged_totals(&mut tx, &call).await.expect("totals");
+        sqlx::query(
+            "INSERT INTO records (key, entity_type, connector, id, name, entity, instance, \
+                                  checksum, version, created_at, updated_at) \
+             VALUES (lpad('1200', 40, '0'), 'country', 'c1', 'C1200', 'old', '{}', '{}', \
+                     'old', 3, 7, 7)",
+        )
+        .execute(&mut *tx)
+        .await
+        .expect("a record written meanwhile");
+        let committed = commit_new_records(&store, &mut tx, &call, SessionMode::Accrue, false, &staged)
+            .await
+            .expect("steps back without an error");
+        assert!(committed.is_none());
+        let left: (i64, i64, i64) = sqlx::query_as(counts)
+            .fetch_one(&mut *tx)
+            .await
+            .expect("the transaction is usable");
+        assert_eq!(left, (1, 0, 0), "nothing of the first write is left");
+
+        let (totals, logged) = commit_staged(&store, &mut tx, &call, SessionMode::Accrue, false)
+            .await
+            .expect("commits the general way");
+        assert_eq!(
+            totals,
+            SessionTotals {
+                created: 1_499,
+                updated: 1,
+                ..SessionTotals::default()
+            }
+        );
+        assert_eq!(logged.map(|l| (l.last, l.entries)), Some((1_500, 1_500)));
+        tx.commit().await.expect("commits");
+        let written: (i64, i64, i64) = sqlx::query_as(counts)
+            .fetch_one(&store.pool)
+            .await
+            .expect("counts");
+        assert_eq!(written, (1_500, 1_500, 1_500));
+        let raced: (String, i64) =
+            sqlx::query_as("SELECT name, version FROM records WHERE id = 'C1200'")
+                .fetch_one(&store.pool)
+                .await
+                .expect("reads");
+        assert_eq!(raced, ("Country 1200".to_owned(), 4));
         store.close_for_test(db).await;
     }
 }

@@ -10,6 +10,7 @@ conformance!(
     change_log_records_every_visible_change_in_commit_order,
     a_replace_logs_each_swept_record_once_in_key_order,
     a_refused_sweep_logs_nothing_and_a_forced_one_logs_what_it_removes,
+    a_first_load_creates_and_logs_each_key_once_whatever_it_sent_twice,
     bulk_deletions_are_logged,
     listings_report_the_sequence_of_their_snapshot,
     filters_compile_to_sql_with_the_same_results,
@@ -189,6 +190,66 @@ async fn a_refused_sweep_logs_nothing_and_a_forced_one_logs_what_it_removes(db: 
     assert_eq!(logged(db, &c).await, expected);
     let left: Vec<String> = visible_ids(db, &c).await.into_iter().collect();
     assert_eq!(left, ["A"]);
+}
+
+/// A commit that only creates records is written before it is logged (ADR 0019,
+/// twenty-eighth round); a key staged twice makes that write fail on the primary key and the
+/// commit go the general way. Either way each key is created once, as its last batch sent it,
+/// and logged once, in key order: an accrue first load (once without, once with keys sent
+/// twice) and a replace one, which sweeps nothing.
+async fn a_first_load_creates_and_logs_each_key_once_whatever_it_sent_twice(db: &TestDb) {
+    type Batches<'a> = &'a [Vec<(&'a str, i64)>];
+    let sent_once = [vec![("A", 1), ("C", 1)], vec![("B", 1)]];
+    let sent_twice = [
+        vec![("A", 1), ("B", 1)],
+        vec![("B", 2), ("C", 1)],
+        vec![("A", 3)],
+    ];
+    let runs: [(SessionMode, Batches); 3] = [
+        (SessionMode::Accrue, &sent_once),
+        (SessionMode::Accrue, &sent_twice),
+        (SessionMode::Replace, &sent_twice),
+    ];
+    for (mode, batches) in runs {
+        let c = connector(db, WritePolicy::Importer, None).await;
+        let s = open(db, &c, mode, T0).await;
+        for batch in batches {
+            let records: Vec<PreparedRecord> =
+                batch.iter().map(|&(id, n)| record(&c, id, n)).collect();
+            db.store
+                .upsert_batch(&call(&s, &c, T0), &records)
+                .await
+                .applied_ok();
+        }
+        let before = db.store.read_changes("country", 0, 1000).await.unwrap();
+        assert_eq!(commit(db, &s, &c, T0 + SEC).await, totals(3, 0, 0, 0, 0, 0));
+        let after = db
+            .store
+            .read_changes("country", before.last_sequence, 1000)
+            .await
+            .unwrap();
+        let log: Vec<(bool, String)> = after
+            .changes
+            .into_iter()
+            .map(|e| (e.deleted, e.key))
+            .collect();
+        let mut keys: Vec<String> = ["A", "B", "C"].iter().map(|id| key(&c, id)).collect();
+        keys.sort();
+        let expected: Vec<(bool, String)> = keys.into_iter().map(|k| (false, k)).collect();
+        assert_eq!(log, expected, "{mode:?} {batches:?}");
+        let last_sent = |id: &str| {
+            let mut sent = batches.iter().flatten().filter(|(sent, _)| *sent == id);
+            sent.next_back().map(|&(_, n)| record(&c, id, n).checksum)
+        };
+        for id in ["A", "B", "C"] {
+            let stored = get(db, &c, id).await.unwrap();
+            assert_eq!(
+                (Some(stored.checksum), stored.version, stored.created_at),
+                (last_sent(id), 1, T0 + SEC),
+                "{id} after {mode:?} {batches:?}"
+            );
+        }
+    }
 }
 
 async fn bulk_deletions_are_logged(db: &TestDb) {
