@@ -90,12 +90,12 @@ tributary_test_harness::postgres_test! {
         store.close_for_test(db).await;
     }
 
-    /// A commit whose totals found only new keys writes them before logging them, without
-    /// looking at `records` (ADR 0019, twenty-eighth round). A key written after the totals
-    /// (by the commit's own transaction here, by a racing writer in life) fails that write on
-    /// the primary key: it is rolled back whole, nothing is logged, and the general commit then
-    /// creates the others and updates that record, logging each once, in a transaction still
-    /// usable.
+    /// A commit whose totals found only new keys logs and writes them without looking at
+    /// `records` or for superseded rows (ADR 0019, twenty-eighth round). A key written after
+    /// the totals (by the commit's own transaction here, by a racing writer in life) fails
+    /// that write on the primary key: the log and the write are rolled back, and the general
+    /// commit then creates the others and updates that record, logging each once, in a
+    /// transaction still usable.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_first_load_meeting_a_key_written_meanwhile_commits_the_general_way() {
         let db = TestDb::postgres().await;

@@ -117,14 +117,16 @@ async fn session_totals(
     })
 }
 
-/// A commit whose staged rows are all new records, as a first load's are: they are written
-/// first, every staged row by a plain `INSERT` that does not look at `records`, and then logged
-/// as they are, each an upsert. It spares the superseded rows' pass (a sort of every staged
-/// key, ~1.1 s of a million's commit on PostgreSQL, ADR 0019) and the predicates of the log and
-/// the write. A key staged twice, or created by another writer since the totals (a pull source
-/// writing as the same connector), fails that `INSERT` on the primary key: it is rolled back to
-/// its savepoint and `None` answered, for the caller to commit the general way. Locks are taken
-/// in the general way's order (the connector's stream sessions, the counter, then the writes).
+/// A commit whose staged rows are all new records, as a first load's are: logged and then
+/// written in key order as the general way does ([`commit_changes`]), but without the
+/// superseded rows' pass first (a sort of every staged key, which finds nothing to delete
+/// unless the session sent a key twice: 1.0-1.4 s of a million's commit on PostgreSQL, ADR
+/// 0019) and by statements that take every staged upsert without looking at `records`. The
+/// primary key checks what those spare: a key staged twice, or created by another writer since
+/// the totals (a pull source writing as the same connector), fails the `INSERT`; the log and
+/// the write are then rolled back to a savepoint taken before them, and `None` answered, for
+/// the caller to commit the general way. Locks are taken in the general way's order (the
+/// connector's stream sessions, the counter, then the writes).
 pub(super) async fn commit_new_records(
     store: &Backend,
     tx: &mut Tx,
@@ -133,12 +135,20 @@ pub(super) async fn commit_new_records(
     force: bool,
     staged: &StagedTotals,
 ) -> StoreResult<Option<(SessionTotals, Option<Logged>)>> {
-    let seq = take_counter(tx, call).await?;
-    if !insert_staged_as_new(store, tx, call, staged.created).await? {
+    let mut totals = session_totals(tx, call, mode, staged).await?;
+    let mut seq = take_counter(tx, call).await?;
+    run_statement(tx, "SAVEPOINT new_records").await?;
+    if !log_and_insert_new(store, tx, call, &mut seq, staged.created).await? {
+        run_statement(tx, "ROLLBACK TO SAVEPOINT new_records").await?;
+        run_statement(tx, "RELEASE SAVEPOINT new_records").await?;
         return Ok(None);
     }
-    let mut totals = session_totals(tx, call, mode, staged).await?;
-    let (logged, swept) = log_staged(tx, call, mode, seq, UpsertLog::Written).await?;
+    run_statement(tx, "RELEASE SAVEPOINT new_records").await?;
+    begin_small_sorts(tx).await?;
+    let swept = log_sweep(tx, call, mode, &mut seq).await;
+    end_small_sorts(tx).await?;
+    let swept = swept?;
+    let logged = seq.finish(tx).await?;
     if let Some(swept) = swept {
         if !force {
             refuse_large_sweep(tx, call.connector, &swept).await?;
@@ -150,22 +160,48 @@ pub(super) async fn commit_new_records(
     Ok(Some((totals, logged)))
 }
 
-/// Writes every staged upsert of the session as a new record ([`INSERT_STAGED_AS_NEW`]), in a
-/// savepoint: `false` when a key already had a record (rolled back, nothing written).
-async fn insert_staged_as_new(
+/// Logs every staged upsert of the session, then writes each as a new record
+/// ([`INSERT_STAGED_AS_NEW`]): `false` when the write met a key that has a record (the
+/// transaction then needs rolling back to before the log).
+async fn log_and_insert_new(
     store: &Backend,
     tx: &mut Tx,
     call: &SessionCall<'_>,
+    seq: &mut Sequencer,
     created: u64,
 ) -> StoreResult<bool> {
-    // Held until the write ends (PostgreSQL: a helper merging the GIN pending list).
-    let _bulk = prepare_bulk_write(store, tx, created).await?;
+    // Both statements sort by key, on SQLite in a small buffer (as every commit statement).
     begin_small_sorts(tx).await?;
-    let inserted = insert_in_savepoint(tx, staged_insert(INSERT_STAGED_AS_NEW, call)).await;
+    let inserted = log_then_insert_new(store, tx, call, seq, created).await;
     let sorts = end_small_sorts(tx).await;
     let inserted = inserted?;
     sorts?;
     Ok(inserted)
+}
+
+async fn log_then_insert_new(
+    store: &Backend,
+    tx: &mut Tx,
+    call: &SessionCall<'_>,
+    seq: &mut Sequencer,
+    created: u64,
+) -> StoreResult<bool> {
+    log_upserts(tx, call, seq, UpsertLog::Written).await?;
+    // Held until the write ends (PostgreSQL: a helper merging the GIN pending list).
+    let _bulk = prepare_bulk_write(store, tx, created).await?;
+    let inserted = staged_insert(INSERT_STAGED_AS_NEW, call)
+        .execute(&mut **tx)
+        .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn run_statement(tx: &mut Tx, statement: &str) -> StoreResult<()> {
+    sqlx::query(statement).execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// The general commit: superseded rows are gone, so each key has one staged row, its last
@@ -444,7 +480,7 @@ enum UpsertLog {
     /// Those its write is about to make (logged before it): the same predicate as
     /// [`write_staged!`] picks them.
     Changing { skip_all: bool, skip_edited: bool },
-    /// Every one, already written as a new record ([`commit_new_records`]).
+    /// Every one, each about to be written as a new record ([`commit_new_records`]).
     Written,
 }
 
@@ -476,6 +512,18 @@ async fn log_changes(
     seq: &mut Sequencer,
     upserts: UpsertLog,
 ) -> StoreResult<Option<Swept>> {
+    log_upserts(tx, call, seq, upserts).await?;
+    log_sweep(tx, call, mode, seq).await
+}
+
+/// Logs the commit's staged upserts as `upserts` says, and (the general way) its staged deletes
+/// of existing records, in key order, drawing sequences from `seq`.
+async fn log_upserts(
+    tx: &mut Tx,
+    call: &SessionCall<'_>,
+    seq: &mut Sequencer,
+    upserts: UpsertLog,
+) -> StoreResult<()> {
     let connector = call.connector;
     let log = match upserts {
         UpsertLog::Changing {
@@ -509,6 +557,17 @@ async fn log_changes(
         .bind(call.now),
     };
     seq.advance(log.execute(&mut **tx).await?.rows_affected());
+    Ok(())
+}
+
+/// A replace commit's sweep, logged ([`log_swept`], drawing sequences from `seq`); `None` for
+/// other modes.
+async fn log_sweep(
+    tx: &mut Tx,
+    call: &SessionCall<'_>,
+    mode: SessionMode,
+    seq: &mut Sequencer,
+) -> StoreResult<Option<Swept>> {
     if mode != SessionMode::Replace {
         return Ok(None);
     }

@@ -192,8 +192,8 @@ async fn a_refused_sweep_logs_nothing_and_a_forced_one_logs_what_it_removes(db: 
     assert_eq!(left, ["A"]);
 }
 
-/// A commit that only creates records is written before it is logged (ADR 0019,
-/// twenty-eighth round); a key staged twice makes that write fail on the primary key and the
+/// A commit that only creates records skips the superseded rows' pass (ADR 0019,
+/// twenty-eighth round); a key staged twice makes its write fail on the primary key and the
 /// commit go the general way. Either way each key is created once, as its last batch sent it,
 /// and logged once, in key order: an accrue first load (once without, once with keys sent
 /// twice) and a replace one, which sweeps nothing.
