@@ -1,7 +1,7 @@
 //! The commit's records write on PostgreSQL, where another transaction can create a key between
 //! the commit's totals and its write (SQLite has one writer, so nothing turns up there).
 
-use super::commit::{commit_new_records, commit_staged, staged_totals, write_staged_upserts};
+use super::commit::{commit_from_totals, commit_new_records, staged_totals, write_staged_upserts};
 use super::PgStore;
 use crate::testing::TestDb;
 use tributary_core::model::{Connector, SessionMode, SessionTotals, WritePolicy};
@@ -37,6 +37,31 @@ fn connector() -> Connector {
     }
 }
 
+/// The commit's call for [`SESSION`] of `connector`, at [`NOW`].
+fn call(connector: &Connector) -> SessionCall<'_> {
+    SessionCall {
+        session_id: SESSION,
+        connector,
+        now: NOW,
+        idle_cutoff: 0,
+        batch_seq: None,
+    }
+}
+
+/// Writes record `C1200` (key `lpad('1200', 40, '0')`, one of the staged keys, version 3, name
+/// `old`) in `tx`, as a racing writer would between a commit's totals and its write.
+async fn write_meanwhile(tx: &mut sqlx::PgConnection) {
+    sqlx::query(
+        "INSERT INTO records (key, entity_type, connector, id, name, entity, instance, \
+                              checksum, version, created_at, updated_at) \
+         VALUES (lpad('1200', 40, '0'), 'country', 'c1', 'C1200', 'old', '{}', '{}', \
+                 'old', 3, 7, 7)",
+    )
+    .execute(tx)
+    .await
+    .expect("a record written meanwhile");
+}
+
 tributary_test_harness::postgres_test! {
     /// A commit whose totals found only new keys writes them without the conflict clause; a
     /// key written meanwhile (by the commit's own transaction here, by a racing writer in life)
@@ -49,24 +74,10 @@ tributary_test_harness::postgres_test! {
         let store = PgStore::open_for_test(&db).await;
         stage(&store, 1_500).await;
         let connector = connector();
-        let call = SessionCall {
-            session_id: SESSION,
-            connector: &connector,
-            now: NOW,
-            idle_cutoff: 0,
-            batch_seq: None,
-        };
+        let call = call(&connector);
 
         let mut tx = store.pool.begin().await.expect("begins");
-        sqlx::query(
-            "INSERT INTO records (key, entity_type, connector, id, name, entity, instance, \
-                                  checksum, version, created_at, updated_at) \
-             VALUES (lpad('1200', 40, '0'), 'country', 'c1', 'C1200', 'old', '{}', '{}', \
-                     'old', 3, 7, 7)",
-        )
-        .execute(&mut *tx)
-        .await
-        .expect("a record written meanwhile");
+        write_meanwhile(&mut tx).await;
         write_staged_upserts(&store, &mut tx, &call, (1_500, 0), false, false)
             .await
             .expect("writes with the conflict clause instead");
@@ -93,36 +104,22 @@ tributary_test_harness::postgres_test! {
     /// A commit whose totals found only new keys logs and writes them without looking at
     /// `records` or for superseded rows (ADR 0019, twenty-eighth round). A key written after
     /// the totals (by the commit's own transaction here, by a racing writer in life) fails
-    /// that write on the primary key: the log and the write are rolled back, and the general
-    /// commit then creates the others and updates that record, logging each once, in a
-    /// transaction still usable.
+    /// that write on the primary key: the log and the write are rolled back, and the commit
+    /// goes the general way with its totals taken again: it creates the others and updates
+    /// that record, counts and logs each once, in a transaction still usable.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_first_load_meeting_a_key_written_meanwhile_commits_the_general_way() {
         let db = TestDb::postgres().await;
         let store = PgStore::open_for_test(&db).await;
         stage(&store, 1_500).await;
         let connector = connector();
-        let call = SessionCall {
-            session_id: SESSION,
-            connector: &connector,
-            now: NOW,
-            idle_cutoff: 0,
-            batch_seq: None,
-        };
+        let call = call(&connector);
         let counts = "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM change_log), \
                              (SELECT last_seq FROM change_sequence)";
 
         let mut tx = store.pool.begin().await.expect("begins");
         let staged = staged_totals(&mut tx, &call).await.expect("totals");
-        sqlx::query(
-            "INSERT INTO records (key, entity_type, connector, id, name, entity, instance, \
-                                  checksum, version, created_at, updated_at) \
-             VALUES (lpad('1200', 40, '0'), 'country', 'c1', 'C1200', 'old', '{}', '{}', \
-                     'old', 3, 7, 7)",
-        )
-        .execute(&mut *tx)
-        .await
-        .expect("a record written meanwhile");
+        write_meanwhile(&mut tx).await;
         let committed = commit_new_records(&store, &mut tx, &call, SessionMode::Accrue, false, &staged)
             .await
             .expect("steps back without an error");
@@ -133,9 +130,11 @@ tributary_test_harness::postgres_test! {
             .expect("the transaction is usable");
         assert_eq!(left, (1, 0, 0), "nothing of the first write is left");
 
-        let (totals, logged) = commit_staged(&store, &mut tx, &call, SessionMode::Accrue, false)
-            .await
-            .expect("commits the general way");
+        // The commit itself, from the same totals: it steps back again and takes them anew.
+        let (totals, logged) =
+            commit_from_totals(&store, &mut tx, &call, SessionMode::Accrue, false, staged)
+                .await
+                .expect("commits the general way");
         assert_eq!(
             totals,
             SessionTotals {

@@ -27,14 +27,30 @@ pub(super) async fn commit_staged(
     mode: SessionMode,
     force: bool,
 ) -> StoreResult<(SessionTotals, Option<Logged>)> {
-    let mut staged = staged_totals(tx, call).await?;
+    let staged = staged_totals(tx, call).await?;
+    commit_from_totals(store, tx, call, mode, force, staged).await
+}
+
+/// [`commit_staged`] once its totals are taken, over the rows as staged.
+pub(super) async fn commit_from_totals(
+    store: &Backend,
+    tx: &mut Tx,
+    call: &SessionCall<'_>,
+    mode: SessionMode,
+    force: bool,
+    mut staged: StagedTotals,
+) -> StoreResult<(SessionTotals, Option<Logged>)> {
+    let mut stepped_back = false;
     if staged.only_creates() {
-        if let Some(committed) = commit_new_records(store, tx, call, mode, force, &staged).await? {
-            return Ok(committed);
+        match commit_new_records(store, tx, call, mode, force, &staged).await? {
+            Some(committed) => return Ok(committed),
+            None => stepped_back = true,
         }
     }
-    // Totals taken before the superseded rows went counted those too: taken again if any did.
-    if drop_superseded(tx, call.session_id).await? > 0 {
+    // The totals counted superseded rows too, and a first load's way steps back from a key
+    // staged twice or written meanwhile: taken again in either case.
+    let dropped = drop_superseded(tx, call.session_id).await?;
+    if dropped > 0 || stepped_back {
         staged = staged_totals(tx, call).await?;
     }
     commit_changes(store, tx, call, mode, force, &staged).await
