@@ -208,6 +208,12 @@ async fn log_then_insert_new(
     let inserted = staged_insert(INSERT_STAGED_AS_NEW, call)
         .execute(&mut **tx)
         .await;
+    inserted_unless_duplicate(inserted)
+}
+
+/// An `INSERT`'s outcome: `true` when it wrote, `false` when it met a key that has a record
+/// (the transaction or savepoint then needs rolling back), any other failure as such.
+fn inserted_unless_duplicate<T>(inserted: Result<T, sqlx::Error>) -> StoreResult<bool> {
     match inserted {
         Ok(_) => Ok(true),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
@@ -453,18 +459,13 @@ async fn insert_new_records(
 /// the savepoint, the transaction still usable).
 async fn insert_in_savepoint(tx: &mut Tx, insert: Query<'_>) -> StoreResult<bool> {
     let mut attempt = sqlx::Acquire::begin(&mut *tx).await?;
-    let inserted = insert.execute(&mut *attempt).await;
-    match inserted {
-        Ok(_) => {
-            attempt.commit().await?;
-            Ok(true)
-        }
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            attempt.rollback().await?;
-            Ok(false)
-        }
-        Err(e) => Err(e.into()),
+    let inserted = inserted_unless_duplicate(insert.execute(&mut *attempt).await)?;
+    if inserted {
+        attempt.commit().await?;
+    } else {
+        attempt.rollback().await?;
     }
+    Ok(inserted)
 }
 
 /// `statement`, a form of [`write_staged!`], bound for `call`.

@@ -11,6 +11,7 @@ conformance!(
     a_replace_logs_each_swept_record_once_in_key_order,
     a_refused_sweep_logs_nothing_and_a_forced_one_logs_what_it_removes,
     a_first_load_creates_and_logs_each_key_once_whatever_it_sent_twice,
+    a_replace_of_only_new_records_sweeps_the_old_ones_under_its_guard,
     bulk_deletions_are_logged,
     listings_report_the_sequence_of_their_snapshot,
     filters_compile_to_sql_with_the_same_results,
@@ -250,6 +251,47 @@ async fn a_first_load_creates_and_logs_each_key_once_whatever_it_sent_twice(db: 
             );
         }
     }
+}
+
+/// A replace session that sends only keys without a record commits the shorter way (ADR 0019,
+/// twenty-eighth round) and still sweeps the connector's other records: its guard refuses a
+/// sweep above the limit (nothing logged or written), and a forced commit logs the new record
+/// and then the swept ones, in key order, and leaves only the new one.
+async fn a_replace_of_only_new_records_sweeps_the_old_ones_under_its_guard(db: &TestDb) {
+    let c = connector(db, WritePolicy::Importer, Some(50.0)).await;
+    stream(db, &c, &[record(&c, "A", 1), record(&c, "B", 1)], T0).await;
+    let streamed = logged(db, &c).await;
+    let replace = open(db, &c, SessionMode::Replace, T0 + SEC).await;
+    let rt = call(&replace, &c, T0 + SEC);
+    db.store
+        .upsert_batch(&rt, &[record(&c, "C", 1)])
+        .await
+        .applied_ok();
+    let refused = db.store.close_session(&rt, true, false).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::FailedPrecondition {
+                reason: "SWEEP_REFUSED",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        logged(db, &c).await,
+        streamed,
+        "a refused commit logs nothing"
+    );
+    assert!(get(db, &c, "C").await.is_none(), "nor writes");
+    let closed = db.store.close_session(&rt, true, true).await.unwrap();
+    assert_eq!(closed.totals, totals(1, 0, 0, 0, 2, 0));
+    let mut expected = streamed;
+    expected.push(("upsert", "C".to_owned()));
+    expected.extend(in_key_order(&c, "delete", &["A", "B"]));
+    assert_eq!(logged(db, &c).await, expected);
+    let left: Vec<String> = visible_ids(db, &c).await.into_iter().collect();
+    assert_eq!(left, ["C"]);
 }
 
 async fn bulk_deletions_are_logged(db: &TestDb) {
