@@ -52,6 +52,10 @@ const SQLITE: &[Migration] = &[
         version: 19,
         sql: include_str!("../migrations/sqlite/0019_staged_appended.sql"),
     },
+    Migration {
+        version: 20,
+        sql: include_str!("../migrations/sqlite/0020_records_key_found.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[

@@ -25,6 +25,12 @@ macro_rules! record_columns {
 }
 pub(super) use record_columns;
 
+/// The look-up of [`existing_records`]: each listed key's checksum and whether it was edited.
+pub(super) const FIND_EXISTING: &str = existing_rows!(concat!(
+    "SELECT r.key, r.checksum, r.edited_at IS NOT NULL AS edited FROM ",
+    records_with_keys!("$1")
+));
+
 /// What the visible catalog holds for `keys`: one `SELECT` of their checksums, found as the
 /// backend finds a list of keys fastest (`records_with_keys!`) and read back as it reads many
 /// rows at once (`existing_rows!`). A key listed twice is one entry.
@@ -32,11 +38,7 @@ pub(super) async fn existing_records<'k>(
     tx: &mut Tx,
     keys: impl IntoIterator<Item = &'k str>,
 ) -> StoreResult<HashMap<String, ExistingRecord>> {
-    let query = sqlx::query(existing_rows!(concat!(
-        "SELECT r.key, r.checksum, r.edited_at IS NOT NULL AS edited FROM ",
-        records_with_keys!("$1")
-    )))
-    .bind(in_list_arg(keys)?);
+    let query = sqlx::query(FIND_EXISTING).bind(in_list_arg(keys)?);
     Ok(read_existing(tx, query)
         .await?
         .into_iter()
