@@ -582,18 +582,34 @@ mod tests {
         tx.rollback().await.expect("rolls back");
     }
 
-    /// The opcodes of the program SQLite compiles for `statement` (its `params` parameters
-    /// bound).
-    async fn opcodes(tx: &mut Tx, statement: &str, params: usize) -> Vec<String> {
-        let explained = format!("EXPLAIN {statement}");
+    /// The `column` of each row SQLite answers to `explain` (`EXPLAIN` or `EXPLAIN QUERY
+    /// PLAN`) of `statement`, its `params` parameters bound.
+    async fn explain(
+        tx: &mut Tx,
+        explain: &str,
+        column: &str,
+        statement: &str,
+        params: usize,
+    ) -> Vec<String> {
+        let explained = format!("{explain} {statement}");
         let mut query = sqlx::query(&explained);
         for _ in 0..params {
             query = query.bind("session");
         }
         let rows = query.fetch_all(&mut **tx).await.expect("explains");
         rows.iter()
-            .map(|row| row.try_get::<String, _>("opcode").expect("has an opcode"))
+            .map(|row| row.try_get::<String, _>(column).expect("has the column"))
             .collect()
+    }
+
+    /// The opcodes of the program SQLite compiles for `statement`.
+    async fn opcodes(tx: &mut Tx, statement: &str, params: usize) -> Vec<String> {
+        explain(tx, "EXPLAIN", "opcode", statement, params).await
+    }
+
+    /// The details of SQLite's plan of `statement`.
+    async fn plan(tx: &mut Tx, statement: &str, params: usize) -> Vec<String> {
+        explain(tx, "EXPLAIN QUERY PLAN", "detail", statement, params).await
     }
 
     /// The drain's emptying of `staged_records` whole is SQLite's truncate optimization: the
@@ -658,17 +674,7 @@ mod tests {
                 true,
             ),
         ] {
-            let explained = format!("EXPLAIN QUERY PLAN {statement}");
-            let rows = sqlx::query(&explained)
-                .bind("connector")
-                .bind("session")
-                .fetch_all(&mut *tx)
-                .await
-                .expect("explains");
-            let details: Vec<String> = rows
-                .iter()
-                .map(|row| row.try_get::<String, _>("detail").expect("has a detail"))
-                .collect();
+            let details = plan(&mut tx, statement, 2).await;
             let lists = details.iter().any(|d| d.contains("LIST SUBQUERY"));
             let per_row = details.iter().any(|d| d.contains("CORRELATED"));
             assert_eq!(
@@ -680,20 +686,6 @@ mod tests {
         tx.rollback().await.expect("rolls back");
     }
 
-    /// The details of SQLite's plan of `statement` (`EXPLAIN QUERY PLAN`), its one parameter
-    /// bound to an empty list.
-    async fn plan(tx: &mut Tx, statement: &str) -> Vec<String> {
-        let explained = format!("EXPLAIN QUERY PLAN {statement}");
-        let rows = sqlx::query(&explained)
-            .bind("[]")
-            .fetch_all(&mut **tx)
-            .await
-            .expect("explains");
-        rows.iter()
-            .map(|row| row.try_get::<String, _>("detail").expect("has a detail"))
-            .collect()
-    }
-
     /// A batch's look-up of the records it names reads the index of their keys and columns
     /// alone, never the table; the same join without `INDEXED BY` (checked too, so the test can
     /// tell) goes through the primary key's index to the table.
@@ -701,7 +693,7 @@ mod tests {
     async fn records_are_looked_up_in_one_index() {
         let (_dir, store) = file_store().await;
         let mut tx = store.writer.begin().await.expect("begins");
-        let details = plan(&mut tx, records::FIND_EXISTING).await;
+        let details = plan(&mut tx, records::FIND_EXISTING, 1).await;
         assert!(
             details
                 .iter()
@@ -710,7 +702,7 @@ mod tests {
         );
         let unnamed = records::FIND_EXISTING.replace(" INDEXED BY records_key_found", "");
         assert_ne!(unnamed, records::FIND_EXISTING);
-        let details = plan(&mut tx, &unnamed).await;
+        let details = plan(&mut tx, &unnamed, 1).await;
         assert!(
             !details.iter().any(|d| d.contains("COVERING INDEX")),
             "{details:?}"
