@@ -160,11 +160,7 @@ pub(super) async fn commit_new_records(
         return Ok(None);
     }
     run_statement(tx, "RELEASE SAVEPOINT new_records").await?;
-    begin_small_sorts(tx).await?;
-    let swept = log_sweep(tx, call, mode, &mut seq).await;
-    end_small_sorts(tx).await?;
-    let swept = swept?;
-    let logged = seq.finish(tx).await?;
+    let (logged, swept) = log_sweep_and_finish(tx, call, mode, seq).await?;
     if let Some(swept) = swept {
         if !force {
             refuse_large_sweep(tx, call.connector, &swept).await?;
@@ -188,27 +184,20 @@ async fn log_and_insert_new(
 ) -> StoreResult<bool> {
     // Both statements sort by key, on SQLite in a small buffer (as every commit statement).
     begin_small_sorts(tx).await?;
-    let inserted = log_then_insert_new(store, tx, call, seq, created).await;
+    let inserted = async {
+        log_upserts(tx, call, seq, UpsertLog::AllNew).await?;
+        // Held until the write ends (PostgreSQL: a helper merging the GIN pending list).
+        let _bulk = prepare_bulk_write(store, tx, created).await?;
+        let inserted = staged_insert(INSERT_STAGED_AS_NEW, call)
+            .execute(&mut **tx)
+            .await;
+        inserted_unless_duplicate(inserted)
+    }
+    .await;
     let sorts = end_small_sorts(tx).await;
     let inserted = inserted?;
     sorts?;
     Ok(inserted)
-}
-
-async fn log_then_insert_new(
-    store: &Backend,
-    tx: &mut Tx,
-    call: &SessionCall<'_>,
-    seq: &mut Sequencer,
-    created: u64,
-) -> StoreResult<bool> {
-    log_upserts(tx, call, seq, UpsertLog::Written).await?;
-    // Held until the write ends (PostgreSQL: a helper merging the GIN pending list).
-    let _bulk = prepare_bulk_write(store, tx, created).await?;
-    let inserted = staged_insert(INSERT_STAGED_AS_NEW, call)
-        .execute(&mut **tx)
-        .await;
-    inserted_unless_duplicate(inserted)
 }
 
 /// An `INSERT`'s outcome: `true` when it wrote, `false` when it met a key that has a record
@@ -504,7 +493,7 @@ enum UpsertLog {
     /// [`write_staged!`] picks them.
     Changing { skip_all: bool, skip_edited: bool },
     /// Every one, each about to be written as a new record ([`commit_new_records`]).
-    Written,
+    AllNew,
 }
 
 /// Logs what a commit changes: its staged upserts as `upserts` says, a delete for every staged
@@ -517,26 +506,29 @@ async fn log_staged(
     mut seq: Sequencer,
     upserts: UpsertLog,
 ) -> StoreResult<(Option<Logged>, Option<Swept>)> {
-    // Both statements sort on SQLite (like an accrue commit's count of noted keys): staged rows
+    // Its statements sort on SQLite (like an accrue commit's count of noted keys): staged rows
     // come in the order they were staged, the connector's records by the source index.
     begin_small_sorts(tx).await?;
-    let logged = log_changes(tx, call, mode, &mut seq, upserts).await;
+    let logged = log_upserts(tx, call, &mut seq, upserts).await;
     end_small_sorts(tx).await?;
-    let swept = logged?;
-    Ok((seq.finish(tx).await?, swept))
+    logged?;
+    log_sweep_and_finish(tx, call, mode, seq).await
 }
 
-/// [`log_staged`]'s statements, in key order each, drawing sequences from `seq`; answers a
-/// replace commit's [`Swept`].
-async fn log_changes(
+/// Ends a commit's log: a replace commit's sweep logged ([`log_sweep`], sorting in the small
+/// buffer on SQLite), then the sequences drawn ([`Sequencer::finish`]); answers them and the
+/// sweep's [`Swept`] for its guard.
+async fn log_sweep_and_finish(
     tx: &mut Tx,
     call: &SessionCall<'_>,
     mode: SessionMode,
-    seq: &mut Sequencer,
-    upserts: UpsertLog,
-) -> StoreResult<Option<Swept>> {
-    log_upserts(tx, call, seq, upserts).await?;
-    log_sweep(tx, call, mode, seq).await
+    mut seq: Sequencer,
+) -> StoreResult<(Option<Logged>, Option<Swept>)> {
+    begin_small_sorts(tx).await?;
+    let swept = log_sweep(tx, call, mode, &mut seq).await;
+    end_small_sorts(tx).await?;
+    let swept = swept?;
+    Ok((seq.finish(tx).await?, swept))
 }
 
 /// Logs the commit's staged upserts as `upserts` says, and (the general way) its staged deletes
@@ -569,7 +561,7 @@ async fn log_upserts(
         .bind(skip_all)
         .bind(skip_edited)
         .bind(&connector.id),
-        UpsertLog::Written => sqlx::query(
+        UpsertLog::AllNew => sqlx::query(
             "INSERT INTO change_log (seq, entity_type, key, op, recorded_at) \
              SELECT $1 + row_number() OVER (ORDER BY s.key), $2, s.key, 'upsert', $4 \
              FROM staged_records s WHERE s.session_id = $3 AND s.op = 'upsert'",

@@ -3,6 +3,7 @@
 use super::support::*;
 use tributary_core::model::{Connector, SessionMode, WritePolicy};
 use tributary_core::record::PreparedRecord;
+use tributary_core::store::SessionCall;
 use tributary_core::Error;
 use tributary_store::testing::TestDb;
 
@@ -152,6 +153,28 @@ fn in_key_order(c: &Connector, op: &'static str, ids: &[&str]) -> Vec<(&'static 
     list
 }
 
+/// Commits replace session `rt` without force, which its removal guard refuses
+/// (`SWEEP_REFUSED`), leaving the change log as it was (`before`).
+async fn assert_sweep_refused(
+    db: &TestDb,
+    c: &Connector,
+    rt: &SessionCall<'_>,
+    before: &[(&'static str, String)],
+) {
+    let refused = db.store.close_session(rt, true, false).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::FailedPrecondition {
+                reason: "SWEEP_REFUSED",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(logged(db, c).await, before, "a refused commit logs nothing");
+}
+
 /// A replace commit logs its sweep before its removal guard counts it (ADR 0019, twenty-sixth
 /// round): a refused commit leaves no entry behind, and the sweep of a forced one removes
 /// exactly the records it logged.
@@ -167,22 +190,7 @@ async fn a_refused_sweep_logs_nothing_and_a_forced_one_logs_what_it_removes(db: 
         .upsert_batch(&rt, &[record(&c, "A", 2)])
         .await
         .applied_ok();
-    let refused = db.store.close_session(&rt, true, false).await;
-    assert!(
-        matches!(
-            refused,
-            Err(Error::FailedPrecondition {
-                reason: "SWEEP_REFUSED",
-                ..
-            })
-        ),
-        "{refused:?}"
-    );
-    assert_eq!(
-        logged(db, &c).await,
-        streamed,
-        "a refused commit logs nothing"
-    );
+    assert_sweep_refused(db, &c, &rt, &streamed).await;
     let closed = db.store.close_session(&rt, true, true).await.unwrap();
     assert_eq!(closed.totals.swept, 3);
     let mut expected = streamed;
@@ -267,22 +275,7 @@ async fn a_replace_of_only_new_records_sweeps_the_old_ones_under_its_guard(db: &
         .upsert_batch(&rt, &[record(&c, "C", 1)])
         .await
         .applied_ok();
-    let refused = db.store.close_session(&rt, true, false).await;
-    assert!(
-        matches!(
-            refused,
-            Err(Error::FailedPrecondition {
-                reason: "SWEEP_REFUSED",
-                ..
-            })
-        ),
-        "{refused:?}"
-    );
-    assert_eq!(
-        logged(db, &c).await,
-        streamed,
-        "a refused commit logs nothing"
-    );
+    assert_sweep_refused(db, &c, &rt, &streamed).await;
     assert!(get(db, &c, "C").await.is_none(), "nor writes");
     let closed = db.store.close_session(&rt, true, true).await.unwrap();
     assert_eq!(closed.totals, totals(1, 0, 0, 0, 2, 0));
