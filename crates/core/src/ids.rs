@@ -11,7 +11,12 @@ pub fn record_key(entity_type: &str, connector: &str, id: &str) -> String {
     hasher.update(connector.as_bytes());
     hasher.update(b"\n");
     hasher.update(id.as_bytes());
-    hex::encode(hasher.finalize())
+    // Every record of every batch is keyed here: the digits are written by table into one
+    // buffer, not collected a `char` at a time as `hex::encode` does.
+    let mut digits = [0u8; 40];
+    // A SHA-1 digest is 20 bytes, exactly the 40 digits' room, so this cannot fail.
+    let _ = hex::encode_to_slice(hasher.finalize(), &mut digits);
+    String::from_utf8_lossy(&digits).into_owned()
 }
 
 /// Checks that `key` (request field `field`) is a record key: 40 lowercase hex characters. A

@@ -467,8 +467,10 @@ pub fn plan_upserts(
     applied: bool,
 ) -> UpsertPlan {
     use std::collections::HashMap;
-    let mut running: HashMap<&str, ExistingRecord> = HashMap::new();
-    let mut last_write: HashMap<&str, usize> = HashMap::new();
+    // Sized for the batch up front: every record of a staged batch gets an entry.
+    let mut running: HashMap<&str, ExistingRecord> =
+        HashMap::with_capacity(if applied { records.len() } else { 0 });
+    let mut last_write: HashMap<&str, usize> = HashMap::with_capacity(records.len());
     let mut outcomes = Vec::with_capacity(records.len());
     for (index, record) in records.iter().enumerate() {
         let current = if applied {
