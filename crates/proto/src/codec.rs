@@ -40,8 +40,8 @@ where
 ///
 /// Prost reads a `&[u8]` with inlined slice operations; through [`DecodeBuf`] every varint,
 /// key and string goes through its length checks and `BytesMut`'s bookkeeping, several times per
-/// field of every record of an upsert batch. The message's bytes are split off the buffer
-/// (no copy), then decoded as a slice (ADR 0022).
+/// field of every record of an upsert batch. The message is decoded as the slice it already is
+/// in that buffer (ADR 0022).
 #[derive(Debug)]
 pub struct ProtoDecoder<U>(ProstDecoder<U>);
 
@@ -50,8 +50,16 @@ impl<U: prost::Message + Default> Decoder for ProtoDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        let message = buf.copy_to_bytes(buf.remaining());
-        U::decode(message.as_ref()).map(Some).map_err(|error| {
+        let len = buf.remaining();
+        // tonic buffers a message in one `BytesMut`, so its first chunk is all of it.
+        let decoded = if buf.chunk().len() == len {
+            let decoded = U::decode(buf.chunk());
+            buf.advance(len);
+            decoded
+        } else {
+            U::decode(buf.copy_to_bytes(len).as_ref())
+        };
+        decoded.map(Some).map_err(|error| {
             Status::invalid_argument(format!(
                 "the request is not a valid protobuf message of this method: {error}"
             ))
