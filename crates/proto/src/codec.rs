@@ -1,7 +1,9 @@
-//! The codec of every generated service: prost's, except that a request body that is not the
-//! expected message is `INVALID_ARGUMENT` (the client sent it) rather than prost's `INTERNAL`.
+//! The codec of every generated service: prost's, except that a request is decoded from one
+//! slice and a body that is not the expected message is `INVALID_ARGUMENT` (the client sent it)
+//! rather than prost's `INTERNAL`.
 
 use prost::bytes::Buf;
+use prost::DecodeError;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::Status;
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
@@ -50,16 +52,7 @@ impl<U: prost::Message + Default> Decoder for ProtoDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        let len = buf.remaining();
-        // tonic buffers a message in one `BytesMut`, so its first chunk is all of it.
-        let decoded = if buf.chunk().len() == len {
-            let decoded = U::decode(buf.chunk());
-            buf.advance(len);
-            decoded
-        } else {
-            U::decode(buf.copy_to_bytes(len).as_ref())
-        };
-        decoded.map(Some).map_err(|error| {
+        decode_as_slice(buf).map(Some).map_err(|error| {
             Status::invalid_argument(format!(
                 "the request is not a valid protobuf message of this method: {error}"
             ))
@@ -68,5 +61,57 @@ impl<U: prost::Message + Default> Decoder for ProtoDecoder<U> {
 
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
+    }
+}
+
+/// Decodes all of `buf` as one `U`, from its first chunk when that is all of it (tonic buffers
+/// a message in one `BytesMut`, so it always is there), else from a copy in one piece.
+fn decode_as_slice<U: prost::Message + Default>(buf: &mut impl Buf) -> Result<U, DecodeError> {
+    let len = buf.remaining();
+    if buf.chunk().len() == len {
+        let decoded = U::decode(buf.chunk());
+        buf.advance(len);
+        decoded
+    } else {
+        U::decode(buf.copy_to_bytes(len).as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn message() -> prost_types::Struct {
+        let value = prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue("Sterling".into())),
+        };
+        prost_types::Struct {
+            fields: [("currency".to_owned(), value)].into(),
+        }
+    }
+
+    #[test]
+    fn a_message_in_one_chunk_or_in_pieces_decodes_the_same_and_is_consumed() {
+        let bytes = message().encode_to_vec();
+        let mut whole = &bytes[..];
+        let decoded: prost_types::Struct = decode_as_slice(&mut whole).expect("decodes");
+        assert_eq!(decoded, message());
+        assert!(whole.is_empty());
+        let (front, back) = bytes.split_at(bytes.len() / 2);
+        let mut pieces = front.chain(back);
+        let decoded: prost_types::Struct = decode_as_slice(&mut pieces).expect("decodes");
+        assert_eq!(decoded, message());
+        assert_eq!(pieces.remaining(), 0);
+    }
+
+    #[test]
+    fn bytes_that_are_not_the_message_are_a_decode_error() {
+        let bytes = message().encode_to_vec();
+        let mut truncated = &bytes[..bytes.len() - 1];
+        assert!(decode_as_slice::<prost_types::Struct>(&mut truncated).is_err());
+        let garbage = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x12];
+        let (front, back) = garbage.split_at(3);
+        assert!(decode_as_slice::<prost_types::Struct>(&mut front.chain(back)).is_err());
     }
 }
