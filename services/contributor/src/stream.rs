@@ -128,9 +128,12 @@ fn reply(message: Outbound) -> pb::ContributeResponse {
     }
 }
 
-/// Batches handed to the writer and not yet taken: with one more being written and one being
-/// read, a stream holds at most four batches in memory however long it runs.
-const PREPARED_AHEAD: usize = 2;
+/// Batches handed to the writer and not yet taken. With a group being written ([`GROUPED_MAX`])
+/// and one being read, a stream holds at most ten batches in memory however long it runs. Four,
+/// not two, so that groups of five form when the store is the bottleneck: fewer transactions, each
+/// writing the pages its batches share once (thirty-first round of ADR 0020: the stream's first
+/// load +11 % on SQLite, +3 % on PostgreSQL, where two made it tie with unary calls).
+const PREPARED_AHEAD: usize = 4;
 
 /// What the reader hands the writer, in stream order.
 enum Step {
