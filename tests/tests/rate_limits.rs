@@ -339,6 +339,69 @@ async fn a_group_failing_on_one_batch_is_applied_batch_by_batch(sandbox: &Sandbo
     }
 }
 
+/// SPEC §2.3: "a slow store slows the sender; memory does not grow with the stream's length".
+/// The rate limit makes the slow store: the first batch spends the whole budget, so the writer
+/// holds the second back for ten seconds, and the server may read only as far ahead as its
+/// bounded queue of prepared batches and HTTP/2's flow-control window allow. The client offers
+/// 80 batches of ~500 KB, built only when the transport asks for the next one, and no more than
+/// a bounded few are taken while the writer waits (ten batches in the server, ADR 0020, plus what
+/// the window and the client's encoder hold).
+async fn a_held_back_stream_stops_taking_batches_from_its_sender(sandbox: &Sandbox) {
+    const OFFERED: usize = 80;
+    let world = limited_world(sandbox, 1).await;
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = taken.clone();
+    let open = pb::ContributeRequest {
+        message: Some(Msg::Open(pb::StreamOpen {
+            mode: pb::SessionMode::Stream as i32,
+            session_id: String::new(),
+        })),
+    };
+    let batches = (1..=OFFERED).map(move |seq| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        pb::ContributeRequest {
+            message: Some(Msg::Upsert(pb::UpsertBatch {
+                batch_seq: seq as u64,
+                records: large_records(&format!("L{seq}-")),
+            })),
+        }
+    });
+    let requests = futures::stream::iter(std::iter::once(open).chain(batches));
+    let mut replies = world
+        .contributor
+        .clone()
+        .contribute(requests)
+        .await
+        .expect("stream accepted")
+        .into_inner();
+    assert!(matches!(next_reply(&mut replies).await, Reply::Opened(_)));
+    let Reply::Ack(first) = next_reply(&mut replies).await else {
+        panic!("expected the first batch's ack")
+    };
+    assert_eq!(first.batch_seq, 1);
+    // The second batch waits ten seconds for its budget; watch what the sender is asked for
+    // meanwhile (a window to observe that nothing more happens, not a synchronisation).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let taken = taken.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        taken <= 24,
+        "the server took {taken} of {OFFERED} batches while its writer waited"
+    );
+}
+
+/// `BATCH` records of ~50 KB each (a large `instance`), ~500 KB as a batch.
+fn large_records(prefix: &str) -> Vec<pb::Record> {
+    let padding = "x".repeat(50_000);
+    (0..BATCH)
+        .map(|i| pb::Record {
+            instance: Some(tributary_tests::json_struct(
+                serde_json::json!({ "padding": padding }),
+            )),
+            ..country(&format!("{prefix}{i}"), 1)
+        })
+        .collect()
+}
+
 on_both_backends!(
     upsert_over_the_limit_is_refused_with_retry_info_and_applies_nothing with super::small_batches,
     a_malformed_batch_over_the_limit_is_refused_as_rate_limited with super::small_batches,
@@ -347,4 +410,5 @@ on_both_backends!(
     a_stream_over_the_limit_is_held_back_whole_and_in_order with super::small_batches,
     a_held_back_stream_follows_update_connector with super::small_batches,
     a_group_failing_on_one_batch_is_applied_batch_by_batch with super::small_batches,
+    a_held_back_stream_stops_taking_batches_from_its_sender with super::small_batches,
 );
